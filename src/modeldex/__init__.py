@@ -1,0 +1,3 @@
+"""modeldex: an OpenAI-compatible model catalog service."""
+
+__version__ = "0.1.0"

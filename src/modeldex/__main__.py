@@ -1,0 +1,3 @@
+from modeldex.cli.main import main
+
+main()

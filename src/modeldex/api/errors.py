@@ -1,0 +1,101 @@
+"""Errors in the OpenAI envelope: `{"error": {"message", "type", "param", "code"}}`.
+
+Messages and codes follow what api.openai.com answers, so SDKs raise the same exception classes
+(AuthenticationError, PermissionDeniedError, NotFoundError, ...) with `.code` set.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from modeldex.catalog.keys import mask
+
+MAX_ECHOED_ID = 128
+
+
+class ApiError(Exception):
+    """An error response: raise it anywhere below the app and it is answered as-is."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers
+
+    def body(self) -> bytes:
+        return error_body(self.message, self.type, self.param, self.code)
+
+
+def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type, "param": param, "code": code}})
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= MAX_ECHOED_ID else text[:MAX_ECHOED_ID] + "..."
+
+
+def missing_key() -> ApiError:
+    return ApiError(
+        401,
+        "You didn't provide an API key. You need to provide your API key in an Authorization header "
+        "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). "
+        "An administrator can create one with `modeldex keys create NAME`.",
+    )
+
+
+def invalid_key(presented: str) -> ApiError:
+    return ApiError(
+        401,
+        f"Incorrect API key provided: {mask(presented)}. "
+        "Ask an administrator for a valid key (`modeldex keys list` shows the active ones).",
+        code="invalid_api_key",
+    )
+
+
+def model_not_found(model_id: str) -> ApiError:
+    return ApiError(
+        404,
+        f"The model `{_shorten(model_id)}` does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def insufficient_scope(action: str) -> ApiError:
+    return ApiError(
+        403,
+        f"You have insufficient permissions for this operation: {action} needs a key with the admin scope.",
+        code="insufficient_permissions",
+    )
+
+
+def invalid_url(method: str, path: str) -> ApiError:
+    return ApiError(404, f"Invalid URL ({method} {_shorten(path)})")
+
+
+def method_not_allowed(method: str, path: str, allowed: tuple[str, ...]) -> ApiError:
+    return ApiError(
+        405,
+        f"Method {method} is not allowed for {_shorten(path)}; use {', '.join(allowed)}.",
+        headers=((b"allow", ", ".join(allowed).encode()),),
+    )
+
+
+def server_error(request_id: str) -> ApiError:
+    return ApiError(
+        500,
+        "The server had an error while processing your request. Sorry about that! "
+        f"You can retry your request; if the error persists, report request id {request_id}.",
+        type="server_error",
+    )

@@ -1,0 +1,64 @@
+"""Everything that is not the Models hot path, on Starlette: health, the OpenAPI document, and the
+OpenAI-style answers for unknown routes, wrong methods and unexpected failures."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from modeldex.api import errors
+from modeldex.api.errors import ApiError
+from modeldex.api.openapi import openapi_json
+
+REQUEST_ID_SCOPE_KEY = "modeldex.request_id"
+
+
+def _json(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+async def healthz(_request: Request) -> Response:
+    return _json(b'{"status":"ok"}')
+
+
+async def openapi(_request: Request) -> Response:
+    return _json(openapi_json())
+
+
+def _error_response(error: ApiError) -> Response:
+    headers = {name.decode(): value.decode() for name, value in error.headers}
+    return _json(error.body(), error.status, headers)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    method, path = request.method, request.url.path
+    if exc.status_code == 405:
+        allowed = tuple((exc.headers or {}).get("Allow", "GET").split(", "))
+        return _error_response(errors.method_not_allowed(method, path, allowed))
+    if exc.status_code == 404:
+        return _error_response(errors.invalid_url(method, path))
+    return _error_response(ApiError(exc.status_code, exc.detail))
+
+
+async def _api_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return _error_response(exc)
+
+
+async def _unexpected(request: Request, _exc: Exception) -> Response:
+    # Starlette re-raises after answering, so the app's outer handler logs the traceback.
+    return _error_response(errors.server_error(request.scope.get(REQUEST_ID_SCOPE_KEY, "unknown")))
+
+
+def build_routes_app() -> Starlette:
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: _http_exception, ApiError: _api_error, Exception: _unexpected},
+    )

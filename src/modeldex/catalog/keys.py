@@ -1,0 +1,121 @@
+"""API keys: how secrets are made, stored (as a hash only) and checked (in constant time).
+
+A secret looks like `sk-mdx-<lookup><secret>`: 12 characters that find the stored record, then 40 random
+characters (about 238 bits). Only the SHA-256 of the whole secret is stored. A fast hash is the right one
+here: the secrets are random and long, so there is nothing for a slow password hash to protect, and
+the check runs on every request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import string
+import time
+from dataclasses import dataclass
+from enum import Enum
+
+from modeldex.catalog.errors import InvalidInput
+
+KEY_PREFIX = "sk-mdx-"
+_LOOKUP_LENGTH = 12
+_SECRET_LENGTH = 40
+KEY_LENGTH = len(KEY_PREFIX) + _LOOKUP_LENGTH + _SECRET_LENGTH
+_ALPHABET = string.ascii_letters + string.digits
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+# Compared against when no record matches, so an unknown key costs the same as a wrong one.
+_DUMMY_HASH = hashlib.sha256(b"modeldex-no-such-key").hexdigest()
+
+
+class Scope(str, Enum):
+    """What a key may do: `read` lists and retrieves; `admin` may also change the catalog."""
+
+    READ = "read"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A stored key: never the secret itself."""
+
+    name: str
+    scope: Scope
+    lookup_id: str
+    secret_hash: str
+    created_at: int
+    revoked_at: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    @property
+    def redacted(self) -> str:
+        """What `keys list` shows: enough to tell keys apart, nothing that grants access."""
+        return f"{KEY_PREFIX}{self.lookup_id}..."
+
+    @property
+    def is_admin(self) -> bool:
+        return self.scope is Scope.ADMIN
+
+
+def validate_key_name(name: str) -> str:
+    if not _NAME_PATTERN.fullmatch(name):
+        raise InvalidInput(
+            "name",
+            "key name must be 1 to 64 characters: letters, digits, '.', '_', '@', '-', "
+            "starting with a letter or digit",
+        )
+    return name
+
+
+def parse_scope(value: str) -> Scope:
+    try:
+        return Scope(value)
+    except ValueError:
+        raise InvalidInput("scope", "scope must be 'read' or 'admin'") from None
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def new_key(name: str, scope: Scope) -> tuple[ApiKey, str]:
+    """Make a key record and its secret. The secret is returned once and never stored."""
+    validate_key_name(name)
+    lookup_id = "".join(secrets.choice(_ALPHABET) for _ in range(_LOOKUP_LENGTH))
+    secret = KEY_PREFIX + lookup_id + "".join(secrets.choice(_ALPHABET) for _ in range(_SECRET_LENGTH))
+    record = ApiKey(
+        name=name,
+        scope=scope,
+        lookup_id=lookup_id,
+        secret_hash=hash_secret(secret),
+        created_at=int(time.time()),
+    )
+    return record, secret
+
+
+def lookup_id_of(secret: str) -> str | None:
+    """The part of a presented secret that finds its record, or None if it cannot be one of ours."""
+    if len(secret) != KEY_LENGTH or not secret.startswith(KEY_PREFIX):
+        return None
+    return secret[len(KEY_PREFIX) : len(KEY_PREFIX) + _LOOKUP_LENGTH]
+
+
+def verify(secret: str, record: ApiKey | None) -> bool:
+    """Constant-time check of a presented secret against a record (or against nothing)."""
+    expected = record.secret_hash if record is not None else _DUMMY_HASH
+    matches = hmac.compare_digest(hash_secret(secret), expected)
+    return matches and record is not None and record.active
+
+
+def mask(secret: str) -> str:
+    """A presented key as it may appear in an error message: its ends only, as OpenAI shows it."""
+    shown_head, shown_tail = 3, 4
+    printable = "".join(ch if ch.isascii() and ch.isprintable() else "*" for ch in secret)
+    if len(printable) < 16:
+        return "*" * min(len(printable), 8)
+    stars = "*" * min(len(printable) - shown_head - shown_tail, 24)
+    return printable[:shown_head] + stars + printable[-shown_tail:]

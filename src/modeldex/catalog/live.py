@@ -1,0 +1,74 @@
+"""LiveCatalog: an in-memory view of the catalog, rebuilt when the stored catalog changes.
+
+Requests are answered from `current` without touching the database. A background thread asks the store
+for its version a few times a second (one tiny query) and rebuilds the view only when it moved, so a
+change made by another process (the CLI, another worker) is served within about `interval` seconds.
+If the store is unreachable the last view keeps being served.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Callable, Generic, TypeVar
+
+from modeldex.catalog.state import CatalogState
+
+if TYPE_CHECKING:
+    from modeldex.store.base import CatalogStore
+
+View = TypeVar("View")
+log = logging.getLogger("modeldex.live")
+
+
+class LiveCatalog(Generic[View]):
+    def __init__(
+        self, store: CatalogStore, build: Callable[[CatalogState], View], interval: float = 0.2
+    ) -> None:
+        self._store = store
+        self._build = build
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.version = -1
+        self.loaded_at = 0.0
+        self.last_error: str | None = None
+        self.current: View = self._load()
+
+    def _load(self) -> View:
+        state = self._store.load_state()
+        view = self._build(state)
+        self.version = state.version
+        self.loaded_at = time.monotonic()
+        return view
+
+    def refresh(self) -> bool:
+        """Rebuild the view if the stored version moved. Returns whether it did."""
+        with self._lock:
+            if self._store.current_version() == self.version:
+                return False
+            self.current = self._load()
+            return True
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="modeldex-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.refresh()
+                if self.last_error is not None:
+                    log.warning("catalog store reachable again; serving version %d", self.version)
+                self.last_error = None
+            except Exception as exc:  # keep serving the last view whatever the store does
+                if self.last_error is None:
+                    log.warning("catalog refresh failed, serving version %d: %s", self.version, exc)
+                self.last_error = str(exc)

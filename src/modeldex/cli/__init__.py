@@ -1,0 +1,1 @@
+"""The `modeldex` command line: serve, keys, models, db."""

@@ -1,0 +1,68 @@
+"""What every CLI command shares: the database option, opening the catalog, turning errors into messages."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy.engine import make_url
+
+from modeldex.catalog.errors import CatalogError, InvalidInput
+from modeldex.catalog.seed import seed_models
+from modeldex.catalog.service import Catalog
+from modeldex.config import DATABASE_URL_ENV, resolve_database_url
+from modeldex.store import StoreError, open_store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+database_url_option = click.option(
+    "--database-url",
+    envvar=DATABASE_URL_ENV,
+    show_envvar=True,
+    help="SQLAlchemy URL of the catalog, e.g. sqlite:///path/catalog.db or postgresql://host/db. "
+    "Default: catalog.db in the per-user data directory.",
+)
+
+
+def redact(url: str) -> str:
+    """A database URL as it may be printed: without its password."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def fail(message: str) -> click.ClickException:
+    return click.ClickException(message)
+
+
+def handle_errors(command: F) -> F:
+    """Domain and storage errors become one clear line on stderr and exit status 1, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except InvalidInput as exc:
+            raise fail(f"invalid {exc.field}: {exc.message}") from None
+        except (CatalogError, StoreError) as exc:
+            raise fail(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def open_catalog(database_url: str | None) -> Iterator[Catalog]:
+    """The catalog at the given (or configured) URL, created and seeded on first use."""
+    store = open_store(resolve_database_url(database_url), seed=seed_models())
+    try:
+        yield Catalog(store)
+    finally:
+        store.close()
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    """Aligned columns on stdout; the first row is the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())

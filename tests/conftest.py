@@ -1,0 +1,175 @@
+"""Fixtures that run modeldex for real: the CLI as a subprocess, the server on a free port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import openai
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED_SPEC = ROOT.parent / "shared" / "seed" / "retrieve-model.openapi.yaml"
+SEED_IDS = [
+    "MiniMax-M3",
+    "MiniMax-M3.1-Flash-Preview",
+    "MiniMax-M2.7",
+    "MiniMax-M2.7-highspeed",
+    "MiniMax-M2.5",
+    "MiniMax-M2.5-highspeed",
+    "MiniMax-M2.1",
+    "MiniMax-M2.1-highspeed",
+    "MiniMax-M2",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cli_env(db_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELDEX_")}
+    env["MODELDEX_DATABASE_URL"] = db_url
+    env.update(extra)
+    return env
+
+
+def run_cli(db_url: str, *args: str, check: bool = True, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "modeldex", *args],
+        env=env or cli_env(db_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"modeldex {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+def create_key(db_url: str, name: str, scope: str = "read") -> str:
+    return run_cli(db_url, "keys", "create", name, "--scope", scope).stdout.strip()
+
+
+class Server:
+    """`modeldex serve` in a subprocess on a free port; its stdout and stderr go to `log_path`."""
+
+    def __init__(self, db_url: str, log_path: Path, *extra_args: str) -> None:
+        self.db_url = db_url
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "modeldex", "serve", "--port", str(self.port), *extra_args],
+            env=cli_env(db_url),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"server did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, key: str, **kwargs: object) -> openai.OpenAI:
+        return openai.OpenAI(api_key=key, base_url=self.base_url + "/v1", max_retries=0, **kwargs)
+
+    def get(self, path: str, key: str | None = None, **kwargs: object) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+        return httpx.get(self.base_url + path, headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/catalog.db"
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator:
+    """Start servers on demand (`start_server(db_url, *args)`); all are stopped after the test."""
+    servers: list[Server] = []
+
+    def start(db_url: str, *args: str) -> Server:
+        server = Server(db_url, tmp_path / f"server-{len(servers)}.log", *args)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+class Deployment:
+    """One server on its own database, with an admin and a read key: shared by a module's tests."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.db_url = f"sqlite:///{tmp}/catalog.db"
+        self.admin_key = create_key(self.db_url, "admin", "admin")
+        self.read_key = create_key(self.db_url, "reader", "read")
+        self.server = Server(self.db_url, tmp / "server.log")
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run_cli(self.db_url, *args, check=check)
+
+    def add_model(self, model_id: str, *args: str) -> None:
+        """Add a model with the CLI and wait (up to the 1 s bound) until the server serves it."""
+        self.cli("models", "add", model_id, *args)
+        encoded = quote(model_id, safe="")
+        served = wait_until(lambda: self.server.get(f"/v1/models/{encoded}", self.read_key).status_code == 200, 1.0)
+        assert served is not None, f"{model_id} was not served within 1 s of being added"
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    deployment = Deployment(tmp_path_factory.mktemp("deployment"))
+    yield deployment
+    deployment.server.stop()
+
+
+def wait_until(condition, timeout: float, interval: float = 0.02) -> float | None:
+    """Poll `condition` until it holds; returns the seconds it took, or None if it never did."""
+    started = time.monotonic()
+    while True:
+        if condition():
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            return None
+        time.sleep(interval)

@@ -1,0 +1,136 @@
+"""The `modeldex` command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+from conftest import SEED_IDS, cli_env, run_cli
+
+KEY_LINE = re.compile(r"sk-mdx-[A-Za-z0-9]{52}\n")
+
+
+def test_keys_create_prints_the_secret_alone_on_stdout(db_url: str) -> None:
+    result = run_cli(db_url, "keys", "create", "ci", "--scope", "admin")
+    assert KEY_LINE.fullmatch(result.stdout)
+    assert "shown only once" in result.stderr
+    assert result.stdout.strip() not in result.stderr
+
+
+def test_keys_default_to_read_scope_and_list_never_shows_secrets(db_url: str) -> None:
+    admin = run_cli(db_url, "keys", "create", "ops", "--scope", "admin").stdout.strip()
+    reader = run_cli(db_url, "keys", "create", "dashboard").stdout.strip()
+    listing = run_cli(db_url, "keys", "list")
+    rows = listing.stdout.splitlines()
+    assert rows[0].split() == ["NAME", "SCOPE", "KEY", "CREATED", "REVOKED"]
+    assert rows[1].split()[:2] == ["ops", "admin"]
+    assert rows[2].split()[:2] == ["dashboard", "read"]
+    for secret in (admin, reader):
+        assert secret not in listing.stdout + listing.stderr
+        assert secret[-40:] not in listing.stdout
+    database = db_url.removeprefix("sqlite:///")
+    with sqlite3.connect(database) as conn:
+        dump = "\n".join(conn.iterdump())
+    assert admin not in dump and reader not in dump
+
+
+def test_revoke_hides_a_key_unless_asked_and_frees_its_name(db_url: str) -> None:
+    run_cli(db_url, "keys", "create", "rotating")
+    duplicate = run_cli(db_url, "keys", "create", "rotating", check=False)
+    assert duplicate.returncode == 1
+    assert "already exists" in duplicate.stderr and duplicate.stdout == ""
+    run_cli(db_url, "keys", "revoke", "rotating")
+    assert "rotating" not in run_cli(db_url, "keys", "list").stdout
+    assert "rotating" in run_cli(db_url, "keys", "list", "--all").stdout
+    assert KEY_LINE.fullmatch(run_cli(db_url, "keys", "create", "rotating").stdout)
+
+
+def test_key_errors_are_one_clear_line(db_url: str) -> None:
+    missing = run_cli(db_url, "keys", "revoke", "ghost", check=False)
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "Error: no active key named 'ghost'"
+    bad_name = run_cli(db_url, "keys", "create", "has space", check=False)
+    assert bad_name.returncode == 1 and "invalid name" in bad_name.stderr
+    bad_scope = run_cli(db_url, "keys", "create", "x", "--scope", "root", check=False)
+    assert bad_scope.returncode == 2 and "'root' is not one of 'read', 'admin'" in bad_scope.stderr
+    for result in (missing, bad_name, bad_scope):
+        assert "Traceback" not in result.stderr
+
+
+def test_models_list_add_remove(db_url: str) -> None:
+    listing = run_cli(db_url, "models", "list").stdout.splitlines()
+    assert listing[0].split() == ["ID", "OWNED_BY", "CREATED"]
+    assert [row.split()[0] for row in listing[1:]] == SEED_IDS
+    run_cli(db_url, "models", "add", "meta-llama/Llama-3.1-8B-Instruct", "--owned-by", "meta",
+            "--created", "1721692800")
+    rows = run_cli(db_url, "models", "list").stdout.splitlines()
+    assert "meta-llama/Llama-3.1-8B-Instruct  meta      1721692800 (2024-07-23)" in rows
+    run_cli(db_url, "models", "remove", "meta-llama/Llama-3.1-8B-Instruct")
+    assert "meta-llama" not in run_cli(db_url, "models", "list").stdout
+
+
+def test_models_errors_change_nothing(db_url: str) -> None:
+    before = run_cli(db_url, "models", "list").stdout
+    cases = {
+        ("models", "add", "MiniMax-M2"): "model 'MiniMax-M2' already exists",
+        ("models", "add", "bad id"): "invalid id",
+        ("models", "add", "a/../b"): "invalid id",
+        ("models", "add", "x" * 300): "longer than 256",
+        ("models", "add", "ok-id", "--created", "-5"): "invalid created",
+        ("models", "remove", "ghost"): "model 'ghost' does not exist",
+    }
+    for args, message in cases.items():
+        result = run_cli(db_url, *args, check=False)
+        assert result.returncode == 1, args
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert run_cli(db_url, "models", "list").stdout == before
+
+
+def test_database_url_flag_wins_over_the_environment(tmp_path: Path, db_url: str) -> None:
+    other = f"sqlite:///{tmp_path}/other.db"
+    run_cli(db_url, "models", "add", "only-in-other", "--database-url", other)
+    assert "only-in-other" in run_cli(db_url, "models", "list", "--database-url", other).stdout
+    assert "only-in-other" not in run_cli(db_url, "models", "list").stdout
+
+
+def test_default_database_lives_in_the_user_data_directory(tmp_path: Path) -> None:
+    env = cli_env("unused", XDG_DATA_HOME=str(tmp_path / "xdg"))
+    del env["MODELDEX_DATABASE_URL"]
+    run_cli("unused", "models", "add", "found-by-default", env=env)
+    assert (tmp_path / "xdg" / "modeldex" / "catalog.db").is_file()
+    assert "found-by-default" in run_cli("unused", "models", "list", env=env).stdout
+
+
+def test_the_seed_is_added_once_not_after_an_operator_removes_it(db_url: str) -> None:
+    run_cli(db_url, "models", "remove", "MiniMax-M2")
+    assert "MiniMax-M2 " not in run_cli(db_url, "models", "list").stdout + " "
+    assert [r.split()[0] for r in run_cli(db_url, "models", "list").stdout.splitlines()[1:]] == [
+        i for i in SEED_IDS if i != "MiniMax-M2"]
+
+
+def test_db_current_and_upgrade(db_url: str) -> None:
+    run_cli(db_url, "models", "list")
+    assert run_cli(db_url, "db", "current").stdout.strip() == "0001 (up to date)"
+    upgraded = run_cli(db_url, "db", "upgrade")
+    assert "schema 0001 -> 0001" in upgraded.stderr
+
+
+def test_a_database_from_a_newer_modeldex_is_refused(db_url: str, start_server) -> None:
+    run_cli(db_url, "models", "list")
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'f00d'")
+    result = run_cli(db_url, "models", "list", check=False)
+    assert result.returncode == 1
+    assert "newer than this modeldex knows" in result.stderr
+    served = run_cli(db_url, "serve", "--port", "1", check=False)
+    assert served.returncode == 1 and "newer than this modeldex knows" in served.stderr
+
+
+def test_a_foreign_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "foreign.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER)")
+    result = run_cli(f"sqlite:///{path}", "models", "list", check=False)
+    assert result.returncode == 1 and "no modeldex schema version" in result.stderr

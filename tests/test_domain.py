@@ -1,0 +1,82 @@
+"""Domain rules that need no server: ids, keys, paths."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from modeldex.api import paths
+from modeldex.catalog import keys
+from modeldex.catalog.errors import InvalidInput
+from modeldex.catalog.models import new_model, validate_model_id
+
+
+@pytest.mark.parametrize("model_id", ["MiniMax-M2.7", "meta-llama/Llama-3.1-8B-Instruct", "ft:gpt-4o:acme::x1",
+                                      "org/model@v1", "qwen2.5:72b-instruct-q4_K_M", "模型/中文", "a" * 256])
+def test_valid_ids(model_id: str) -> None:
+    assert validate_model_id(model_id) == model_id
+
+
+@pytest.mark.parametrize(("model_id", "fragment"), [
+    ("", "empty"), ("a" * 257, "longer"), ("a b", "not allowed"), ("a\tb", "not allowed"), ("a?b", "not allowed"),
+    ("a#b", "not allowed"), ("a\x00b", "not allowed"), ("a\ufffdb", "not allowed"), ("/a", "segments"),
+    ("a/", "segments"), ("a//b", "segments"), ("a/./b", "segments"), ("../a", "segments"), ("..", "segments"),
+])
+def test_invalid_ids_name_the_field(model_id: str, fragment: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        validate_model_id(model_id)
+    assert caught.value.field == "id" and fragment in caught.value.message
+
+
+def test_new_model_validates_owner_and_created() -> None:
+    assert new_model("x", "acme", 5).created == 5
+    assert new_model("x").owned_by == "system"
+    for kwargs, field in [({"owned_by": ""}, "owned_by"), ({"created": -1}, "created"),
+                          ({"created": True}, "created"), ({"owned_by": "a\nb"}, "owned_by")]:
+        with pytest.raises(InvalidInput) as caught:
+            new_model("x", **kwargs)  # type: ignore[arg-type]
+        assert caught.value.field == field
+
+
+def test_keys_are_random_hashed_and_verified() -> None:
+    record, secret = keys.new_key("ci", keys.Scope.READ)
+    other_record, other = keys.new_key("ci", keys.Scope.READ)
+    assert secret != other and len(secret) == keys.KEY_LENGTH
+    assert secret not in repr(record) and record.secret_hash == keys.hash_secret(secret)
+    assert keys.lookup_id_of(secret) == record.lookup_id
+    assert keys.verify(secret, record)
+    assert not keys.verify(other, record)
+    assert not keys.verify(secret, None)
+    assert keys.lookup_id_of("sk-short") is None
+    assert not keys.verify(secret, dataclasses.replace(record, revoked_at=1))
+
+
+def test_mask_shows_only_the_ends() -> None:
+    secret = "sk-mdx-" + "A" * 48 + "WXYZ"
+    masked = keys.mask(secret)
+    assert masked.startswith("sk-") and masked.endswith("WXYZ") and "A" not in masked
+    assert keys.mask("short") == "*****"
+    assert len(keys.mask("x" * 10_000)) < 40
+    assert keys.mask("\xff" * 20).strip("*") == ""
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("/v1/models/MiniMax-M2.7", "/v1/models/MiniMax-M2.7"),
+    ("/v1/models/./x", "/v1/models/x"),
+    ("/v1/models/a/../x", "/v1/models/x"),
+    ("/v1/models/%2e%2E/x", "/v1/x"),
+    ("/v1/models/..", "/v1/"),
+    ("/v1/models/.", "/v1/models/"),
+    ("/../../..", "/"),
+    ("/v1/models/a%2F..%2Fb", "/v1/models/a%2F..%2Fb"),
+    ("/v1/models/.hidden", "/v1/models/.hidden"),
+])
+def test_dot_segment_removal(raw: str, expected: str) -> None:
+    assert paths.normalize(raw) == expected
+
+
+def test_id_decoding() -> None:
+    assert paths.decode_id("meta-llama%2FLlama") == "meta-llama/Llama"
+    assert paths.decode_id("a%252Fb") == "a%2Fb"  # decoded exactly once
+    assert paths.decode_id("%FF") == "\ufffd"

@@ -1,0 +1,119 @@
+"""Secrets stay out of logs; the first key is shown on a terminal only; failures are 500s with the trace
+in the log alone."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import sqlite3
+import subprocess
+import sys
+import time
+
+import httpx
+import openai
+import pytest
+
+from conftest import cli_env, create_key, free_port, run_cli, wait_until
+
+KEY_PATTERN = re.compile(r"sk-mdx-[A-Za-z0-9]{52}")
+
+
+def test_no_key_secret_appears_in_the_server_log(db_url: str, start_server) -> None:
+    admin = create_key(db_url, "admin", "admin")
+    reader = create_key(db_url, "reader")
+    revoked = create_key(db_url, "gone")
+    run_cli(db_url, "keys", "revoke", "gone")
+    server = start_server(db_url, "--log-level", "debug")
+    wrong = "sk-mdx-" + "W" * 52
+    request_ids = []
+    for key in (admin, reader, revoked, wrong, admin[:-1] + "x"):
+        for path in ("/v1/models", "/v1/models/MiniMax-M2", "/v1/models/nope", "/v1/unknown"):
+            response = server.get(path, key)
+            request_ids.append(response.headers["x-request-id"])
+    assert server.client(admin).models.delete("MiniMax-M2").deleted
+    with pytest.raises(openai.AuthenticationError):
+        server.client(reader + "z").models.list()
+    server.stop()
+
+    log = server.log()
+    for request_id in request_ids:
+        assert request_id in log
+    assert "key=admin" in log and "key=reader" in log
+    for secret in (admin, reader, revoked, wrong):
+        assert secret not in log
+        assert secret[-40:] not in log  # not even the random part alone
+    assert not KEY_PATTERN.search(log)
+
+
+def _read_pty(fd: int, until: re.Pattern[str], timeout: float) -> str:
+    output = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not until.search(output):
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                output += os.read(fd, 65536).decode(errors="replace")
+            except OSError:
+                break
+    return output
+
+
+def test_first_start_on_a_terminal_creates_and_shows_an_admin_key(db_url: str, tmp_path) -> None:
+    port = free_port()
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "modeldex", "serve", "--port", str(port)],
+        env=cli_env(db_url), stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True,
+    )
+    os.close(secondary)
+    try:
+        output = _read_pty(primary, re.compile(r"Started worker"), 30)
+        match = KEY_PATTERN.search(output)
+        assert match, output
+        key = match.group(0)
+        assert f"curl -H 'Authorization: Bearer {key}' http://127.0.0.1:{port}/v1/models" in output
+        response = httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 200
+        listed = run_cli(db_url, "keys", "list").stdout
+        assert "admin" in listed and key not in listed
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        os.close(primary)
+
+
+def test_first_start_without_a_terminal_only_says_how_to_make_a_key(db_url: str, start_server) -> None:
+    server = start_server(db_url)
+    log = server.log()
+    assert "modeldex keys create admin --scope admin" in log
+    assert not KEY_PATTERN.search(log)
+    assert run_cli(db_url, "keys", "list").stderr.startswith("no keys")
+    assert server.get("/v1/models").status_code == 401
+
+
+def test_unexpected_failure_is_a_generic_500_and_the_trace_goes_to_the_log(db_url: str, start_server) -> None:
+    admin = create_key(db_url, "admin", "admin")
+    server = start_server(db_url)
+    # Someone breaks the database under the running server.
+    database = db_url.removeprefix("sqlite:///")
+    with sqlite3.connect(database) as conn:
+        conn.execute("DROP TABLE models")
+
+    response = httpx.delete(server.base_url + "/v1/models/MiniMax-M2", headers={"Authorization": f"Bearer {admin}"})
+
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["type"] == "server_error" and error["code"] is None
+    request_id = response.headers["x-request-id"]
+    assert request_id in error["message"]
+    for leak in ("Traceback", "sqlite", "models", "DROP", "OperationalError"):
+        assert leak not in response.text
+    # Reads keep being answered from the last good catalog.
+    assert server.get("/v1/models/MiniMax-M2", admin).status_code == 200
+    assert wait_until(lambda: "Traceback" in server.log(), 2) is not None
+    log = server.log()
+    assert f"unhandled error in request {request_id}" in log
+    assert "no such table: models" in log
