@@ -155,3 +155,16 @@ def test_every_response_has_an_openai_request_id(deployment: Deployment) -> None
         assert REQUEST_ID.fullmatch(request_id)
         seen.add(request_id)
     assert len(seen) == 6
+
+
+def test_unknown_route_and_wrong_method_through_the_sdk(deployment: Deployment) -> None:
+    client = deployment.server.client(deployment.read_key)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.get("/fine_tuning/jobs", cast_to=object)
+    assert caught.value.code is None
+    assert caught.value.body["message"] == "Invalid URL (GET /v1/fine_tuning/jobs)"  # type: ignore[index]
+    with pytest.raises(openai.APIStatusError) as wrong_method:
+        client.post("/models", cast_to=object, body={"id": "x"})
+    assert wrong_method.value.status_code == 405
+    assert wrong_method.value.response.headers["allow"] == "GET, HEAD"
+    assert wrong_method.value.body["type"] == "invalid_request_error"  # type: ignore[index]

@@ -102,6 +102,9 @@ def test_unexpected_failure_is_a_generic_500_and_the_trace_goes_to_the_log(db_ur
     with sqlite3.connect(database) as conn:
         conn.execute("DROP TABLE models")
 
+    with pytest.raises(openai.InternalServerError) as caught:
+        server.client(admin).models.delete("MiniMax-M2.1")
+    assert caught.value.body["type"] == "server_error"  # type: ignore[index]
     response = httpx.delete(server.base_url + "/v1/models/MiniMax-M2", headers={"Authorization": f"Bearer {admin}"})
 
     assert response.status_code == 500

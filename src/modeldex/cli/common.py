@@ -8,13 +8,16 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from modeldex.catalog.errors import CatalogError, InvalidInput
 from modeldex.catalog.seed import seed_models
 from modeldex.catalog.service import Catalog
 from modeldex.config import DATABASE_URL_ENV, resolve_database_url
 from modeldex.store import StoreError, open_store
+from modeldex.store.sql import create_store_engine
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,6 +50,8 @@ def handle_errors(command: F) -> F:
             raise fail(f"invalid {exc.field}: {exc.message}") from None
         except (CatalogError, StoreError) as exc:
             raise fail(str(exc)) from None
+        except SQLAlchemyError as exc:
+            raise fail(f"database error: {getattr(exc, 'orig', None) or exc}") from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -59,6 +64,17 @@ def open_catalog(database_url: str | None) -> Iterator[Catalog]:
         yield Catalog(store)
     finally:
         store.close()
+
+
+@contextmanager
+def open_engine(database_url: str | None) -> Iterator[tuple[str, Engine]]:
+    """A bare engine on the configured database, for schema commands that must not migrate or seed it."""
+    url = resolve_database_url(database_url)
+    engine = create_store_engine(url)
+    try:
+        yield url, engine
+    finally:
+        engine.dispose()
 
 
 def print_table(rows: list[tuple[str, ...]]) -> None:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import click
 
-from modeldex.cli.common import database_url_option, handle_errors, redact
-from modeldex.config import resolve_database_url
+from modeldex.cli.common import database_url_option, handle_errors, open_engine, redact
 from modeldex.store import migrate
-from modeldex.store.sql import create_store_engine
 
 
 @click.group()
@@ -20,14 +18,10 @@ def db() -> None:
 @handle_errors
 def upgrade(database_url: str | None) -> None:
     """Migrate the database to the schema this modeldex needs."""
-    url = resolve_database_url(database_url)
-    engine = create_store_engine(url)
-    try:
+    with open_engine(database_url) as (url, engine):
         before = migrate.current_revision(engine)
         migrate.upgrade(engine)
         after = migrate.current_revision(engine)
-    finally:
-        engine.dispose()
     click.echo(f"{redact(url)}: schema {before or '(empty)'} -> {after}", err=True)
 
 
@@ -36,12 +30,8 @@ def upgrade(database_url: str | None) -> None:
 @handle_errors
 def current(database_url: str | None) -> None:
     """Print the database's schema revision (and the one this modeldex needs)."""
-    url = resolve_database_url(database_url)
-    engine = create_store_engine(url)
-    try:
+    with open_engine(database_url) as (_url, engine):
         revision = migrate.current_revision(engine)
-    finally:
-        engine.dispose()
     head = migrate.head_revision()
     state = "up to date" if revision == head else f"needs upgrade to {head}"
     click.echo(f"{revision or '(empty)'} ({state})")
