@@ -7,6 +7,10 @@ import sqlite3
 from pathlib import Path
 
 from conftest import SEED_IDS, cli_env, run_cli
+from modeldex.store import migrate
+from modeldex.store.sql import create_store_engine
+
+HEAD = migrate.head_revision()
 
 KEY_LINE = re.compile(r"sk-mdx-[A-Za-z0-9]{52}\n")
 
@@ -112,9 +116,26 @@ def test_the_seed_is_added_once_not_after_an_operator_removes_it(db_url: str) ->
 
 def test_db_current_and_upgrade(db_url: str) -> None:
     run_cli(db_url, "models", "list")
-    assert run_cli(db_url, "db", "current").stdout.strip() == "0001 (up to date)"
+    assert run_cli(db_url, "db", "current").stdout.strip() == f"{HEAD} (up to date)"
     upgraded = run_cli(db_url, "db", "upgrade")
-    assert "schema 0001 -> 0001" in upgraded.stderr
+    assert f"schema {HEAD} -> {HEAD}" in upgraded.stderr
+
+
+def test_a_database_of_the_first_schema_is_refused_until_upgraded(db_url: str) -> None:
+    engine = create_store_engine(db_url)
+    migrate.upgrade(engine, "0001")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO models (id, created, owned_by) VALUES ('legacy/model', 5, 'old')")
+        conn.exec_driver_sql("UPDATE catalog_state SET version = 7, seeded = 1")
+    engine.dispose()
+    assert run_cli(db_url, "db", "current").stdout.strip() == f"0001 (needs upgrade to {HEAD})"
+    refused = run_cli(db_url, "models", "list", check=False)
+    assert refused.returncode == 1 and "run `modeldex db upgrade`" in refused.stderr
+    served = run_cli(db_url, "serve", "--port", "1", check=False)
+    assert served.returncode == 1 and "run `modeldex db upgrade`" in served.stderr
+
+    assert f"schema 0001 -> {HEAD}" in run_cli(db_url, "db", "upgrade").stderr
+    assert "legacy/model  old       5 (1970-01-01)" in run_cli(db_url, "models", "list").stdout
 
 
 def test_a_database_from_a_newer_modeldex_is_refused(db_url: str, start_server) -> None:

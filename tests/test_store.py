@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from modeldex.catalog.errors import KeyNameTaken, KeyNotFound, ModelAlreadyExists, ModelNotFound
+from modeldex.catalog.errors import AlreadyExists, NotFound, PreconditionFailed
 from modeldex.catalog.keys import Scope, new_key
-from modeldex.catalog.models import new_model
+from modeldex.catalog.models import Alias, Group, new_model
 from modeldex.catalog.seed import seed_models
 from modeldex.store import SqlStore, StoreError, open_store
 
@@ -21,43 +21,77 @@ def store(tmp_path: Path):
     store.close()
 
 
-def test_seeding_happens_once(store: SqlStore) -> None:
+def test_seeding_happens_once_and_is_in_the_feed(store: SqlStore) -> None:
     state = store.load_state()
     assert len(state.models) == 9 and state.version == 1
     assert store.seed_once(seed_models()) is False
     assert store.current_version() == 1
+    feed = store.changes(0, 100)
+    assert len(feed) == 9 and {c.op for c in feed} == {"create"} and {c.actor for c in feed} == {"seed"}
 
 
-def test_each_committed_write_bumps_the_version(store: SqlStore) -> None:
+def test_each_committed_unit_bumps_the_version_once(store: SqlStore) -> None:
     start = store.current_version()
-    store.add_model(new_model("a"))
-    record, _secret = new_key("k", Scope.READ)
-    store.insert_key(record)
-    store.revoke_key("k")
-    store.remove_model("a")
-    assert store.current_version() == start + 4
+    with store.write("t") as w:
+        w.create("model", new_model("a"))
+        w.create("model", new_model("b"))
+    with store.write("t") as w:
+        w.insert_key(new_key("k", Scope.READ)[0])
+    with store.write("t") as w:
+        w.revoke_key("k")
+    assert store.current_version() == start + 3
+    feed = store.changes(start, 100)
+    assert [(c.version, c.entity, c.id, c.op) for c in feed] == [
+        (start + 1, "model", "a", "create"), (start + 1, "model", "b", "create"),
+        (start + 2, "key", "k", "create"), (start + 3, "key", "k", "delete")]
+    assert all("secret" not in str(c.after) and "hash" not in str(c.before) for c in feed)
 
 
-def test_failed_writes_change_nothing(store: SqlStore) -> None:
-    store.insert_key(new_key("taken", Scope.READ)[0])
-    before = store.load_state()
-    with pytest.raises(ModelAlreadyExists):
-        store.add_model(new_model("MiniMax-M2"))
-    with pytest.raises(ModelNotFound):
-        store.remove_model("ghost")
-    with pytest.raises(KeyNameTaken):
-        store.insert_key(new_key("taken", Scope.ADMIN)[0])
-    with pytest.raises(KeyNotFound):
-        store.revoke_key("ghost")
-    assert store.load_state() == before
+def test_a_unit_that_changes_nothing_or_fails_leaves_no_trace(store: SqlStore) -> None:
+    before = (store.load_state(), store.current_version(), store.changes(0, 1000))
+    with store.write("t"):
+        pass
+    with pytest.raises(AlreadyExists), store.write("t") as w:
+        w.create("model", new_model("fresh"))
+        w.create("model", new_model("MiniMax-M2"))
+    with pytest.raises(NotFound), store.write("t") as w:
+        w.delete("model", "ghost")
+    with store.write("t", dry_run=True) as w:
+        w.create("model", new_model("dry"))
+    assert (store.load_state(), store.current_version(), store.changes(0, 1000)) == before
 
 
-def test_state_holds_active_keys_only(store: SqlStore) -> None:
-    store.insert_key(new_key("live", Scope.READ)[0])
-    store.insert_key(new_key("dead", Scope.ADMIN)[0])
-    store.revoke_key("dead")
-    assert [k.name for k in store.load_state().keys] == ["live"]
+def test_revisions_guard_updates(store: SqlStore) -> None:
+    with store.write("t") as w:
+        w.create("group", Group(name="chat", members=("MiniMax-*",)))
+    with store.write("t") as w:
+        assert w.update("group", Group(name="chat", members=("MiniMax-M3",)), if_match=1) == 2
+    with pytest.raises(PreconditionFailed), store.write("t") as w:
+        w.update("group", Group(name="chat", members=("x",)), if_match=1)
+    found = store.read("group", "chat")
+    assert found is not None and found[1] == 2 and found[0].members == ("MiniMax-M3",)  # type: ignore[attr-defined]
+
+
+def test_state_holds_active_keys_aliases_and_groups(store: SqlStore) -> None:
+    with store.write("t") as w:
+        w.insert_key(new_key("live", Scope.READ)[0])
+        w.insert_key(new_key("dead", Scope.ADMIN)[0])
+        w.create("alias", Alias(id="MiniMax-latest", target="MiniMax-M3"))
+        w.create("group", Group(name="g", members=("a*",)))
+    with store.write("t") as w:
+        w.revoke_key("dead")
+    state = store.load_state()
+    assert [k.name for k in state.keys] == ["live"]
+    assert [a.id for a in state.aliases] == ["MiniMax-latest"] and [g.name for g in state.groups] == ["g"]
     assert [k.name for k in store.list_keys(include_revoked=True)] == ["live", "dead"]
+
+
+def test_metadata_round_trips(store: SqlStore) -> None:
+    model = new_model("m", context_length=8192, pricing={"prompt": "0.000001", "completion": "0.000002"},
+                      input_modalities=["text", "image"], shutdown_date="2030-01-01")
+    with store.write("t") as w:
+        w.create("model", model)
+    assert next(m for m in store.load_state().models if m.id == "m") == model
 
 
 def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
@@ -68,7 +102,8 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     def writer(index: int) -> None:
         try:
             for n in range(25):
-                stores[index].add_model(new_model(f"w{index}/m{n}"))
+                with stores[index].write(f"w{index}") as w:
+                    w.create("model", new_model(f"w{index}/m{n}"))
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -80,7 +115,7 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     assert errors == []
     state = stores[0].load_state()
     assert len(state.models) == 100
-    assert state.version == 1 + 100  # the (empty) seeding, then one per write
+    assert len(stores[0].changes(0, 1000)) == 100
     for store in stores:
         store.close()
 

@@ -21,6 +21,11 @@ def resolve_database_url(flag: str | None) -> str:
     return flag or os.environ.get(DATABASE_URL_ENV) or default_database_url()
 
 
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() not in ("0", "false", "no", "off", "")
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """What a server process (and each of its workers) needs to know; passed to workers as env vars."""
@@ -28,12 +33,14 @@ class ServerSettings:
     database_url: str
     refresh_interval: float = 0.2
     access_log: bool = True
+    metadata: bool = False
 
     def to_env(self) -> dict[str, str]:
         return {
             DATABASE_URL_ENV: self.database_url,
             "MODELDEX_REFRESH_INTERVAL": str(self.refresh_interval),
             "MODELDEX_ACCESS_LOG": "1" if self.access_log else "0",
+            "MODELDEX_METADATA": "1" if self.metadata else "0",
         }
 
     @classmethod
@@ -41,5 +48,6 @@ class ServerSettings:
         return cls(
             database_url=resolve_database_url(None),
             refresh_interval=float(os.environ.get("MODELDEX_REFRESH_INTERVAL", "0.2")),
-            access_log=os.environ.get("MODELDEX_ACCESS_LOG", "1") not in ("0", "false", "no"),
+            access_log=_flag("MODELDEX_ACCESS_LOG", True),
+            metadata=_flag("MODELDEX_METADATA", False),
         )

@@ -17,7 +17,6 @@ from modeldex.api.render import RenderedCatalog
 from modeldex.api.routes import REQUEST_ID_SCOPE_KEY, build_routes_app
 from modeldex.catalog.live import LiveCatalog
 from modeldex.catalog.seed import seed_models
-from modeldex.catalog.service import Catalog
 from modeldex.config import ServerSettings
 from modeldex.logs import ACCESS_LOGGER
 from modeldex.store import CatalogStore, open_store
@@ -49,9 +48,9 @@ class ModeldexApp:
             self._store = open_store(self.settings.database_url, seed=seed_models())
         self.live = LiveCatalog(self._store, RenderedCatalog, interval=self.settings.refresh_interval)
         self.live.start()
-        self.models = ModelsRoutes(self.live, Catalog(self._store))
+        self.models = ModelsRoutes(self.live, self._store, metadata_by_default=self.settings.metadata)
         log.info("serving catalog version %d (%d models)", self.live.version,
-                 len(self.live.current.model_bodies))
+                 len(self.live.current.models))
 
     def stop(self) -> None:
         if self.live is not None:

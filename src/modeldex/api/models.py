@@ -2,55 +2,85 @@
 
 `GET /v1/models`, `GET /v1/models/{model_id}` and `DELETE /v1/models/{model_id}` are what clients call
 constantly, so they skip the framework: route on the raw path, check the key against the in-memory key
-table, and send bytes rendered once per catalog version.
+table, pick the view of the key's access policy, and send bytes rendered once per catalog version.
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qsl
 
 from modeldex.api import errors, paths
 from modeldex.api.errors import ApiError
 from modeldex.api.render import RenderedCatalog, deleted_object
-from modeldex.catalog.errors import ModelNotFound
+from modeldex.catalog.errors import Conflict, NotFound
 from modeldex.catalog.keys import ApiKey
 from modeldex.catalog.live import LiveCatalog
 from modeldex.catalog.service import Catalog
+from modeldex.store import CatalogStore
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
 
 LIST_PATH = "/v1/models"
 ITEM_PREFIX = "/v1/models/"
 LIST_METHODS = ("GET", "HEAD")
 ITEM_METHODS = ("GET", "HEAD", "DELETE")
 _JSON = (b"content-type", b"application/json")
+# Answers depend on the key: browsers may keep them but must revalidate; shared caches must not store.
+_CACHE_CONTROL = (b"cache-control", b"private, no-cache")
+_VARY = (b"vary", b"Authorization")
 
 
 async def send_json(send: Send, status: int, body: bytes, request_id: bytes, head: bool = False,
-                    extra_headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+                    extra_headers: tuple[tuple[bytes, bytes], ...] | Headers = ()) -> None:
     headers = [_JSON, (b"content-length", str(len(body)).encode()), (b"x-request-id", request_id)]
     headers.extend(extra_headers)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body})
 
 
-def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header; None when no usable one was sent."""
-    for name, value in headers:
-        if name == b"authorization":
-            scheme, _, token = value.strip().partition(b" ")
-            if scheme.lower() != b"bearer":
-                return None
-            token = token.strip()
-            return token.decode("latin-1") if token else None
+def header(headers: Headers, name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
     return None
 
 
+def bearer_token(headers: Headers) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; None when no usable one was sent."""
+    value = header(headers, b"authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    token = token.strip()
+    return token.decode("latin-1") if token else None
+
+
+def etag_matches(if_none_match: bytes | None, etag: bytes) -> bool:
+    """If-None-Match uses the weak comparison: `W/` prefixes do not matter."""
+    if if_none_match is None:
+        return False
+    if if_none_match.strip() == b"*":
+        return True
+    return any(tag.strip().removeprefix(b"W/") == etag for tag in if_none_match.split(b","))
+
+
+def wants_metadata(query_string: bytes) -> bool:
+    """`?expand=metadata` (also `expand[]=metadata` or a comma list) asks for metadata."""
+    return any(name in ("expand", "expand[]") and "metadata" in value.split(",")
+               for name, value in parse_qsl(query_string.decode("latin-1")))
+
+
 class ModelsRoutes:
-    def __init__(self, live: LiveCatalog[RenderedCatalog], catalog: Catalog) -> None:
+    def __init__(self, live: LiveCatalog[RenderedCatalog], store: CatalogStore, metadata_by_default: bool = False
+                 ) -> None:
         self.live = live
-        self.catalog = catalog
+        self.store = store
+        self.metadata_by_default = metadata_by_default
 
     def route(self, raw_path: str) -> tuple[str, str | None] | None:
         """('list', None), ('item', model_id) or None when the path is not a Models route."""
@@ -71,31 +101,40 @@ class ModelsRoutes:
             allowed = LIST_METHODS if kind == "list" else ITEM_METHODS
             if method not in allowed:
                 raise errors.method_not_allowed(method, scope["path"], allowed)
-            view = self.live.current
-            key = self._authenticate(view, scope["headers"])
-            head = method == "HEAD"
-            if kind == "list":
-                await send_json(send, 200, view.list_body, request_id, head)
-                return 200, key.name
-            assert model_id is not None
+            rendered = self.live.current
+            key = self._authenticate(rendered, scope["headers"])
             if method == "DELETE":
+                assert model_id is not None
                 await self._delete(key, model_id, send, request_id)
                 return 200, key.name
-            body = view.model_bodies.get(model_id)
+            view = rendered.view(key.policy)
+            etag = view.etag
+            bodies, list_body = view.bodies, view.list_body
+            query = scope.get("query_string")
+            if self.metadata_by_default or (query and wants_metadata(query)):
+                bodies, list_body = view.expanded()
+                etag = etag[:-1] + b'-m"'
+            body = list_body if kind == "list" else bodies.get(model_id)  # type: ignore[arg-type]
             if body is None:
-                raise errors.model_not_found(model_id)
-            await send_json(send, 200, body, request_id, head)
+                raise errors.model_not_found(model_id or "")
+            cache_headers = ((b"etag", etag), _CACHE_CONTROL, _VARY)
+            if etag_matches(header(scope["headers"], b"if-none-match"), etag):
+                await send({"type": "http.response.start", "status": 304,
+                            "headers": [(b"x-request-id", request_id), *cache_headers]})
+                await send({"type": "http.response.body", "body": b""})
+                return 304, key.name
+            await send_json(send, 200, body, request_id, method == "HEAD", cache_headers)
             return 200, key.name
         except ApiError as error:
             await send_json(send, error.status, error.body(), request_id, method == "HEAD", error.headers)
             return error.status, key.name if key is not None else None
 
     @staticmethod
-    def _authenticate(view: RenderedCatalog, headers: list[tuple[bytes, bytes]]) -> ApiKey:
+    def _authenticate(rendered: RenderedCatalog, headers: Headers) -> ApiKey:
         token = bearer_token(headers)
         if token is None:
             raise errors.missing_key()
-        key = view.authenticate(token)
+        key = rendered.authenticate(token)
         if key is None:
             raise errors.invalid_key(token)
         return key
@@ -103,10 +142,13 @@ class ModelsRoutes:
     async def _delete(self, key: ApiKey, model_id: str, send: Send, request_id: bytes) -> None:
         if not key.is_admin:
             raise errors.insufficient_scope("deleting a model")
+        catalog = Catalog(self.store, actor=f"key:{key.name}")
         try:
-            await asyncio.to_thread(self.catalog.remove_model, model_id)
-        except ModelNotFound:
+            await asyncio.to_thread(catalog.remove_model, model_id)
+        except NotFound:
             raise errors.model_not_found(model_id) from None
+        except Conflict as exc:
+            raise ApiError(409, str(exc), code="conflict") from None
         # Read-your-writes: this worker serves the change from its next request on.
         await asyncio.to_thread(self.live.refresh)
         await send_json(send, 200, deleted_object(model_id), request_id)

@@ -16,25 +16,34 @@ class InvalidInput(CatalogError):
         self.message = message
 
 
-class ModelNotFound(CatalogError):
-    def __init__(self, model_id: str) -> None:
-        super().__init__(f"model {model_id!r} does not exist")
-        self.model_id = model_id
+class NotFound(CatalogError):
+    def __init__(self, kind: str, key: str) -> None:
+        message = f"no active key named {key!r}" if kind == "key" else f"{kind} {key!r} does not exist"
+        super().__init__(message)
+        self.kind = kind
+        self.key = key
 
 
-class ModelAlreadyExists(CatalogError):
-    def __init__(self, model_id: str) -> None:
-        super().__init__(f"model {model_id!r} already exists")
-        self.model_id = model_id
+class AlreadyExists(CatalogError):
+    def __init__(self, kind: str, key: str) -> None:
+        what = "an active key named" if kind == "key" else kind
+        super().__init__(f"{what} {key!r} already exists")
+        self.kind = kind
+        self.key = key
 
 
-class KeyNotFound(CatalogError):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"no active key named {name!r}")
-        self.name = name
+class Conflict(CatalogError):
+    """The change is valid on its own but not with the rest of the catalog (e.g. a model that aliases
+    point to)."""
 
 
-class KeyNameTaken(CatalogError):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"an active key named {name!r} already exists")
-        self.name = name
+class PreconditionFailed(CatalogError):
+    """An If-Match revision is stale: someone else changed the entity first."""
+
+    def __init__(self, kind: str, key: str, expected: int, current: int) -> None:
+        super().__init__(
+            f"{kind} {key!r} is at revision {current}, not {expected}: it changed since you read it"
+        )
+        self.kind = kind
+        self.key = key
+        self.current = current

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from modeldex.catalog.errors import InvalidInput
+from modeldex.catalog.policy import ALL_MODELS, AccessPolicy
 
 KEY_PREFIX = "sk-mdx-"
 _LOOKUP_LENGTH = 12
@@ -46,6 +47,8 @@ class ApiKey:
     secret_hash: str
     created_at: int
     revoked_at: int | None = None
+    policy: AccessPolicy = ALL_MODELS
+    revision: int = 1
 
     @property
     def active(self) -> bool:
@@ -59,6 +62,17 @@ class ApiKey:
     @property
     def is_admin(self) -> bool:
         return self.scope is Scope.ADMIN
+
+    def document(self) -> dict[str, object]:
+        """The key as the admin API and the change feed show it: never the secret, nor its hash."""
+        return {
+            "name": self.name,
+            "scope": self.scope.value,
+            "key": self.redacted,
+            "policy": self.policy.document(),
+            "created_at": self.created_at,
+            "revoked_at": self.revoked_at,
+        }
 
 
 def validate_key_name(name: str) -> str:
@@ -82,7 +96,7 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def new_key(name: str, scope: Scope) -> tuple[ApiKey, str]:
+def new_key(name: str, scope: Scope, policy: AccessPolicy = ALL_MODELS) -> tuple[ApiKey, str]:
     """Make a key record and its secret. The secret is returned once and never stored."""
     validate_key_name(name)
     lookup_id = "".join(secrets.choice(_ALPHABET) for _ in range(_LOOKUP_LENGTH))
@@ -93,6 +107,7 @@ def new_key(name: str, scope: Scope) -> tuple[ApiKey, str]:
         lookup_id=lookup_id,
         secret_hash=hash_secret(secret),
         created_at=int(time.time()),
+        policy=policy,
     )
     return record, secret
 

@@ -45,9 +45,11 @@ class LiveCatalog(Generic[View]):
         return view
 
     def refresh(self) -> bool:
-        """Rebuild the view if the stored version moved. Returns whether it did."""
+        """Rebuild the view if the stored version moved, or if it said it expires. Returns whether it did."""
         with self._lock:
-            if self._store.current_version() == self.version:
+            expires_at = getattr(self.current, "expires_at", None)
+            expired = expires_at is not None and time.time() >= expires_at
+            if not expired and self._store.current_version() == self.version:
                 return False
             self.current = self._load()
             return True

@@ -1,9 +1,18 @@
-"""The Model entity and the rules a model id must follow."""
+"""Catalog entities: models, aliases and groups, with the rules their fields must follow.
+
+Entities are immutable pydantic models, so one set of rules validates the admin API, the catalog file
+and the CLI alike, and every rejection names the field it is about.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import time
-from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from modeldex.catalog.errors import InvalidInput
 
@@ -12,15 +21,7 @@ MAX_OWNER_LENGTH = 128
 # `?` and `#` would end the URL path; whitespace and control characters have no business in an id.
 # U+FFFD is what undecodable request bytes turn into, so no real id may contain it.
 _FORBIDDEN_ID_CHARS = frozenset("?#\ufffd") | frozenset(chr(c) for c in range(0x21)) | {"\x7f"}
-
-
-@dataclass(frozen=True, slots=True)
-class Model:
-    """One entry of the catalog, in the OpenAI Model object's own terms."""
-
-    id: str
-    created: int
-    owned_by: str
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
 def validate_model_id(model_id: str) -> str:
@@ -43,17 +44,155 @@ def validate_model_id(model_id: str) -> str:
     return model_id
 
 
-def new_model(model_id: str, owned_by: str = "system", created: int | None = None) -> Model:
+def _model_id(value: str) -> str:
+    try:
+        return validate_model_id(value)
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None
+
+
+def _name(value: str) -> str:
+    if not _NAME_PATTERN.fullmatch(value):
+        raise ValueError("must be 1 to 64 characters: letters, digits, '.', '_', '@', '-', "
+                         "starting with a letter or digit")
+    return value
+
+
+def _owner(value: str) -> str:
+    value = value.strip()
+    if not value or len(value) > MAX_OWNER_LENGTH or not value.isprintable():
+        raise ValueError(f"must be 1 to {MAX_OWNER_LENGTH} printable characters")
+    return value
+
+
+def _decimal_string(value: str) -> str:
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise ValueError("must be a decimal number written as a string, e.g. \"0.000002\"") from None
+    if not number.is_finite() or number < 0:
+        raise ValueError("must be a finite, non-negative decimal")
+    return value
+
+
+def _pattern(value: str) -> str:
+    if not value or len(value) > MAX_MODEL_ID_LENGTH or not value.isprintable() or " " in value:
+        raise ValueError(f"must be 1 to {MAX_MODEL_ID_LENGTH} printable characters without spaces")
+    return value
+
+
+def _shutdown_date(value: str) -> str:
+    try:
+        shutdown_timestamp(value)
+    except ValueError:
+        raise ValueError("must be an ISO 8601 date (2026-12-31) or date-time (2026-12-31T12:00:00Z)") from None
+    return value
+
+
+ModelId = Annotated[str, AfterValidator(_model_id)]
+Name = Annotated[str, AfterValidator(_name)]
+Owner = Annotated[str, AfterValidator(_owner)]
+DecimalString = Annotated[str, AfterValidator(_decimal_string)]
+Pattern = Annotated[str, AfterValidator(_pattern)]
+ShutdownDate = Annotated[str, AfterValidator(_shutdown_date)]
+Modality = Literal["text", "image", "audio", "video", "file", "embeddings"]
+Timestamp = Annotated[int, Field(ge=0, lt=2**53, strict=True)]
+
+
+def shutdown_timestamp(value: str) -> float:
+    """When a `shutdown_date` takes effect: a bare date means its first second, UTC."""
+    text = value.strip()
+    if len(text) == 10:
+        day = dt.date.fromisoformat(text)
+        return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp()
+    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.timestamp()
+
+
+class Entity(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_max_length=4000)
+
+    def document(self) -> dict[str, Any]:
+        """The entity as the admin API, the change feed and catalog files show it."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class Pricing(Entity):
+    """Price per token, as decimal strings (OpenRouter's convention)."""
+
+    prompt: DecimalString | None = None
+    completion: DecimalString | None = None
+
+
+class Model(Entity):
+    """One catalog entry. `id`, `object`, `created`, `owned_by` are what the Models API always answers;
+    the rest is optional metadata, answered on request."""
+
+    id: ModelId
+    created: Timestamp = Field(default_factory=lambda: int(time.time()))
+    owned_by: Owner = "system"
+    name: Annotated[str, Field(max_length=200)] | None = None
+    description: str | None = None
+    context_length: Annotated[int, Field(gt=0, lt=2**53, strict=True)] | None = None
+    max_output_tokens: Annotated[int, Field(gt=0, lt=2**53, strict=True)] | None = None
+    input_modalities: tuple[Modality, ...] | None = None
+    output_modalities: tuple[Modality, ...] | None = None
+    pricing: Pricing | None = None
+    shutdown_date: ShutdownDate | None = None
+    replaced_by: ModelId | None = None
+
+    def shutdown_at(self) -> float | None:
+        return None if self.shutdown_date is None else shutdown_timestamp(self.shutdown_date)
+
+    def metadata(self) -> dict[str, Any]:
+        """The optional fields that are set, as stored and exported."""
+        return self.model_dump(mode="json", exclude_none=True, exclude={"id", "created", "owned_by"})
+
+
+class Alias(Entity):
+    """Another name for a model: `MiniMax-latest` -> `MiniMax-M3`."""
+
+    id: ModelId
+    target: ModelId
+    hidden: bool = False
+
+
+class Group(Entity):
+    """A named set of models: exact ids or glob patterns (`MiniMax-*`, `meta-llama/*`)."""
+
+    name: Name
+    members: tuple[Pattern, ...] = ()
+    description: str | None = None
+
+
+E = TypeVar("E", bound=BaseModel)
+
+
+def parse(cls: type[E], data: Any) -> E:
+    """Validate `data` as `cls`; the first problem becomes an InvalidInput naming its field."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_input(exc) from None
+
+
+def invalid_input(exc: ValidationError) -> InvalidInput:
+    error = exc.errors()[0]
+    field = ".".join(str(part) for part in error["loc"]) or "body"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    return InvalidInput(field, f"{field}: {message}")
+
+
+def new_model(model_id: str, owned_by: str = "system", created: int | None = None, **metadata: Any) -> Model:
     """Build a validated Model; `created` defaults to now, as OpenAI stamps new models."""
-    validate_model_id(model_id)
-    owned_by = owned_by.strip()
-    if not owned_by or len(owned_by) > MAX_OWNER_LENGTH or not owned_by.isprintable():
-        raise InvalidInput("owned_by", f"owned_by must be 1 to {MAX_OWNER_LENGTH} printable characters")
-    if created is None:
-        created = int(time.time())
-    if isinstance(created, bool) or not isinstance(created, int) or not 0 <= created < 2**53:
-        raise InvalidInput("created", "created must be a Unix timestamp in seconds (a non-negative integer)")
-    return Model(id=model_id, created=created, owned_by=owned_by)
+    data: dict[str, Any] = {"id": model_id, "owned_by": owned_by, **metadata}
+    if created is not None:
+        data["created"] = created
+    return parse(Model, data)
 
 
 def list_order(model: Model) -> tuple[int, str]:

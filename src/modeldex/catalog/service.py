@@ -1,44 +1,184 @@
-"""Catalog operations with their validation: the one entry point the CLI and the API both use."""
+"""Catalog operations with their validation: the one entry point the CLI, the admin API and catalog
+files all use. Field rules live on the entities; rules between entities live here."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
+from modeldex.catalog.changes import Change
+from modeldex.catalog.errors import Conflict, InvalidInput, NotFound
 from modeldex.catalog.keys import ApiKey, Scope, new_key, parse_scope, validate_key_name
-from modeldex.catalog.models import Model, new_model
+from modeldex.catalog.models import Alias, Entity, Group, Model, list_order, new_model, parse
+from modeldex.catalog.policy import ALL_MODELS, AccessPolicy, Decision, Visibility
 
 if TYPE_CHECKING:
-    from modeldex.store.base import CatalogStore
+    from modeldex.store.base import CatalogStore, CatalogWriter
+
+ENTITY_TYPES: dict[str, tuple[type[Entity], str]] = {
+    "model": (Model, "id"),
+    "alias": (Alias, "id"),
+    "group": (Group, "name"),
+}
+
+
+def check_alias(writer: CatalogWriter, alias: Alias) -> None:
+    if writer.get("model", alias.id) is not None:
+        raise Conflict(f"alias {alias.id!r} would hide the model of the same id")
+    if writer.get("model", alias.target) is None:
+        raise InvalidInput("target", f"target: alias {alias.id!r} points to {alias.target!r}, which is not a model")
+
+
+def check_model(writer: CatalogWriter, model: Model) -> None:
+    if writer.get("alias", model.id) is not None:
+        raise Conflict(f"{model.id!r} is already an alias; remove the alias first")
+
+
+def check_model_removal(writer: CatalogWriter, model_id: str) -> None:
+    pointing = sorted(a.id for a, _ in writer.all("alias") if a.target == model_id)  # type: ignore[attr-defined]
+    if pointing:
+        raise Conflict(f"model {model_id!r} is the target of aliases {', '.join(pointing)}; "
+                       "remove or retarget them first")
+
+
+def check_policy(writer: CatalogWriter, policy: AccessPolicy) -> None:
+    for name in policy.groups:
+        if writer.get("group", name) is None:
+            raise InvalidInput("policy.groups", f"policy.groups: group {name!r} does not exist")
 
 
 class Catalog:
-    """Validates input, then asks the store to change; the store bumps the catalog version."""
+    """Operations on the catalog, each one write unit; `actor` is recorded in the change feed."""
 
-    def __init__(self, store: CatalogStore) -> None:
+    def __init__(self, store: CatalogStore, actor: str = "system") -> None:
         self.store = store
+        self.actor = actor
+
+    # --- models, aliases, groups ---------------------------------------------------------------------
 
     def list_models(self) -> list[Model]:
-        return list(self.store.load_state().models)
+        return sorted((m for m, _ in self.store.read_all("model")), key=list_order)  # type: ignore[misc]
 
-    def add_model(self, model_id: str, owned_by: str = "system", created: int | None = None) -> Model:
-        model = new_model(model_id, owned_by=owned_by, created=created)
-        self.store.add_model(model)
+    def list(self, kind: str) -> list[tuple[Entity, int]]:
+        return self.store.read_all(kind)
+
+    def get(self, kind: str, key: str) -> tuple[Entity, int]:
+        found = self.store.read(kind, key)
+        if found is None:
+            raise NotFound(kind, key)
+        return found
+
+    def create(self, kind: str, data: dict[str, Any]) -> tuple[Entity, int]:
+        entity_type, _key_field = ENTITY_TYPES[kind]
+        entity = parse(entity_type, data)
+        with self.store.write(self.actor) as writer:
+            self._check(writer, kind, entity)
+            return entity, writer.create(kind, entity)
+
+    def update(self, kind: str, key: str, fields: dict[str, Any], if_match: int | None = None
+               ) -> tuple[Entity, int]:
+        """Merge `fields` into the entity (null removes an optional field); the key cannot change."""
+        entity_type, key_field = ENTITY_TYPES[kind]
+        if key_field in fields and fields[key_field] != key:
+            raise InvalidInput(key_field, f"{key_field}: cannot be changed (delete and create instead)")
+        with self.store.write(self.actor) as writer:
+            current = writer.get(kind, key)
+            if current is None:
+                raise NotFound(kind, key)
+            merged = {k: v for k, v in {**current[0].document(), **fields}.items() if v is not None}
+            entity = parse(entity_type, merged)
+            self._check(writer, kind, entity)
+            return entity, writer.update(kind, entity, if_match)
+
+    def delete(self, kind: str, key: str, if_match: int | None = None) -> None:
+        with self.store.write(self.actor) as writer:
+            if kind == "model":
+                check_model_removal(writer, key)
+            writer.delete(kind, key, if_match)
+
+    @staticmethod
+    def _check(writer: CatalogWriter, kind: str, entity: Entity) -> None:
+        if isinstance(entity, Model):
+            check_model(writer, entity)
+        elif isinstance(entity, Alias):
+            check_alias(writer, entity)
+
+    def add_model(self, model_id: str, owned_by: str = "system", created: int | None = None,
+                  **metadata: Any) -> Model:
+        model = new_model(model_id, owned_by=owned_by, created=created, **metadata)
+        with self.store.write(self.actor) as writer:
+            check_model(writer, model)
+            writer.create("model", model)
         return model
 
     def remove_model(self, model_id: str) -> None:
-        self.store.remove_model(model_id)
+        self.delete("model", model_id)
 
-    def create_key(self, name: str, scope: str | Scope = Scope.READ) -> tuple[ApiKey, str]:
+    # --- keys ----------------------------------------------------------------------------------------
+
+    def create_key(self, name: str, scope: str | Scope = Scope.READ,
+                   policy: AccessPolicy | dict[str, Any] | None = None) -> tuple[ApiKey, str]:
         """Create a key; the returned secret is the only copy there will ever be."""
-        record, secret = new_key(name, parse_scope(scope) if isinstance(scope, str) else scope)
-        self.store.insert_key(record)
+        access = _policy(policy)
+        record, secret = new_key(name, parse_scope(scope) if isinstance(scope, str) else scope, access)
+        with self.store.write(self.actor) as writer:
+            check_policy(writer, access)
+            writer.insert_key(record)
         return record, secret
+
+    def update_key(self, name: str, scope: str | None = None, policy: dict[str, Any] | None = None,
+                   if_match: int | None = None) -> ApiKey:
+        access = _policy(policy) if policy is not None else None
+        with self.store.write(self.actor) as writer:
+            if access is not None:
+                check_policy(writer, access)
+            return writer.update_key(validate_key_name(name), parse_scope(scope) if scope else None, access,
+                                     if_match)
+
+    def get_key(self, name: str) -> ApiKey:
+        for key in self.store.list_keys():
+            if key.name == name:
+                return key
+        raise NotFound("key", name)
 
     def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:
         return self.store.list_keys(include_revoked=include_revoked)
 
-    def revoke_key(self, name: str) -> None:
-        self.store.revoke_key(validate_key_name(name))
+    def revoke_key(self, name: str, if_match: int | None = None) -> None:
+        with self.store.write(self.actor) as writer:
+            writer.revoke_key(validate_key_name(name), if_match)
 
     def has_active_keys(self) -> bool:
         return bool(self.store.list_keys(include_revoked=False))
+
+    def explain(self, key_name: str, model_id: str) -> Decision:
+        """Whether the key sees the model, and which rule decided: the same function the API serves by."""
+        key = self.get_key(key_name)
+        state = self.store.load_state()
+        return Visibility(
+            key.policy,
+            {m.id: m for m in state.models},
+            {a.id: a for a in state.aliases},
+            {g.name: g for g in state.groups},
+            time.time(),
+        ).decide(model_id)
+
+    # --- the change feed -----------------------------------------------------------------------------
+
+    def changes(self, since: int = 0, limit: int = 1000) -> list[Change]:
+        return self.store.changes(since, limit)
+
+    def version(self) -> int:
+        return self.store.current_version()
+
+
+def _policy(policy: AccessPolicy | dict[str, Any] | None) -> AccessPolicy:
+    if policy is None:
+        return ALL_MODELS
+    if isinstance(policy, AccessPolicy):
+        return policy
+    try:
+        return parse(AccessPolicy, policy)
+    except InvalidInput as exc:
+        raise InvalidInput(f"policy.{exc.field}" if exc.field != "body" else "policy",
+                           f"policy: {exc.message}") from None

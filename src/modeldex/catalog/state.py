@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from modeldex.catalog.keys import ApiKey
-from modeldex.catalog.models import Model
+from modeldex.catalog.models import Alias, Group, Model
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,3 +18,5 @@ class CatalogState:
     version: int
     models: tuple[Model, ...]
     keys: tuple[ApiKey, ...]
+    aliases: tuple[Alias, ...] = ()
+    groups: tuple[Group, ...] = ()

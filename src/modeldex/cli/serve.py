@@ -58,12 +58,15 @@ def _first_key(catalog: Catalog, host: str, port: int) -> None:
               help="Seconds between checks for catalog changes made elsewhere (CLI, other workers).")
 @click.option("--access-log/--no-access-log", default=True, show_default=True,
               help="One log line per request (request id, method, path, status, duration, key name).")
+@click.option("--metadata/--no-metadata", default=False, show_default=True, envvar="MODELDEX_METADATA",
+              help="Answer every model with its metadata (context_length, pricing, ...), not only on "
+              "?expand=metadata.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @database_url_option
 @handle_errors
-def serve(host: str, port: int, workers: int, refresh_interval: float, access_log: bool, log_level: str,
-          database_url: str | None) -> None:
+def serve(host: str, port: int, workers: int, refresh_interval: float, access_log: bool, metadata: bool,
+          log_level: str, database_url: str | None) -> None:
     """Serve the OpenAI-compatible Models API."""
     from granian import Granian
     from granian.constants import Interfaces
@@ -72,7 +75,8 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
     with open_catalog(url) as catalog:  # creates, migrates-if-new and seeds before any worker starts
         _first_key(catalog, host, port)
         model_count = len(catalog.list_models())
-    settings = ServerSettings(database_url=url, refresh_interval=refresh_interval, access_log=access_log)
+    settings = ServerSettings(database_url=url, refresh_interval=refresh_interval, access_log=access_log,
+                              metadata=metadata)
     os.environ.update(settings.to_env())
     click.echo(f"modeldex: {model_count} models from {redact(url)}; listening on http://{host}:{port}", err=True)
     server = Granian(

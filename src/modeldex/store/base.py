@@ -1,20 +1,56 @@
 """The storage interface. SQLite and PostgreSQL both implement it through SQLAlchemy (`sql.py`).
 
-Every write runs in one transaction that also increments the catalog version, so readers can tell
-with one cheap query whether anything changed.
+Every write is a unit (`CatalogStore.write`) that increments the catalog version once and records one
+change-feed entry per entity it changed, in the same transaction, so readers can tell with one cheap
+query whether anything changed and the feed never misses or invents a change.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Protocol
 
-from modeldex.catalog.keys import ApiKey
-from modeldex.catalog.models import Model
+from modeldex.catalog.changes import Change
+from modeldex.catalog.keys import ApiKey, Scope
+from modeldex.catalog.models import Entity, Model
+from modeldex.catalog.policy import AccessPolicy
 from modeldex.catalog.state import CatalogState
+
+KINDS = ("model", "alias", "group")
 
 
 class StoreError(Exception):
     """The database cannot be used as it is (unreachable, wrong schema version, ...)."""
+
+
+class CatalogWriter(Protocol):
+    """The operations of one write unit. `kind` is one of KINDS; revisions count an entity's updates."""
+
+    version: int
+    dry_run: bool
+
+    def get(self, kind: str, key: str) -> tuple[Entity, int] | None: ...
+
+    def all(self, kind: str) -> list[tuple[Entity, int]]: ...
+
+    def create(self, kind: str, entity: Entity) -> int:
+        """Raises AlreadyExists. Returns the new revision."""
+
+    def update(self, kind: str, entity: Entity, if_match: int | None = None) -> int:
+        """Raises NotFound, PreconditionFailed. Returns the new revision."""
+
+    def delete(self, kind: str, key: str, if_match: int | None = None) -> None:
+        """Raises NotFound, PreconditionFailed."""
+
+    def get_key(self, name: str) -> ApiKey | None: ...
+
+    def insert_key(self, key: ApiKey) -> None:
+        """Raises AlreadyExists if an active key has that name."""
+
+    def update_key(self, name: str, scope: Scope | None, policy: AccessPolicy | None,
+                   if_match: int | None = None) -> ApiKey: ...
+
+    def revoke_key(self, name: str, if_match: int | None = None) -> None: ...
 
 
 class CatalogStore(Protocol):
@@ -22,23 +58,21 @@ class CatalogStore(Protocol):
         """The catalog version: it increases with every committed change."""
 
     def load_state(self) -> CatalogState:
-        """Models and active keys, read consistently at one version."""
+        """Models, aliases, groups and active keys, read consistently at one version."""
 
     def seed_once(self, models: list[Model]) -> bool:
         """Add `models` if this database was never seeded; returns whether it seeded."""
 
-    def add_model(self, model: Model) -> None:
-        """Raises ModelAlreadyExists."""
+    def write(self, actor: str, dry_run: bool = False) -> AbstractContextManager[CatalogWriter]:
+        """A write unit: committed if the block ends normally and changed something (and not dry_run)."""
 
-    def remove_model(self, model_id: str) -> None:
-        """Raises ModelNotFound."""
+    def read(self, kind: str, key: str) -> tuple[Entity, int] | None: ...
 
-    def insert_key(self, key: ApiKey) -> None:
-        """Raises KeyNameTaken if an active key has that name."""
+    def read_all(self, kind: str) -> list[tuple[Entity, int]]: ...
 
     def list_keys(self, include_revoked: bool = False) -> list[ApiKey]: ...
 
-    def revoke_key(self, name: str) -> None:
-        """Raises KeyNotFound if no active key has that name."""
+    def changes(self, since: int, limit: int) -> list[Change]:
+        """Changes with a version above `since`, oldest first."""
 
     def close(self) -> None: ...

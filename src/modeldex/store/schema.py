@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, MetaData, String, Table, text
+from sqlalchemy import JSON, BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text, text
 
 metadata = MetaData()
 
@@ -12,6 +12,26 @@ models = Table(
     Column("id", String(256), primary_key=True),
     Column("created", BigInteger, nullable=False),
     Column("owned_by", String(128), nullable=False),
+    Column("meta", JSON, nullable=True),
+    Column("revision", BigInteger, nullable=False, server_default=text("1")),
+)
+
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("id", String(256), primary_key=True),
+    Column("target", String(256), nullable=False),
+    Column("hidden", Boolean, nullable=False, server_default=text("false")),
+    Column("revision", BigInteger, nullable=False, server_default=text("1")),
+)
+
+groups = Table(
+    "groups",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("members", JSON, nullable=False),
+    Column("description", Text, nullable=True),
+    Column("revision", BigInteger, nullable=False, server_default=text("1")),
 )
 
 api_keys = Table(
@@ -24,6 +44,8 @@ api_keys = Table(
     Column("secret_hash", String(64), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger, nullable=True),
+    Column("policy", JSON, nullable=True),
+    Column("revision", BigInteger, nullable=False, server_default=text("1")),
 )
 
 # A name belongs to at most one active key; revoked keys keep theirs for the record.
@@ -42,4 +64,19 @@ catalog_state = Table(
     Column("id", Integer, primary_key=True),
     Column("version", BigInteger, nullable=False, server_default=text("0")),
     Column("seeded", Boolean, nullable=False, server_default=text("false")),
+)
+
+# The audit trail and change feed: one row per changed entity, at the version its write produced.
+changes = Table(
+    "changes",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("version", BigInteger, nullable=False, index=True),
+    Column("at", Float, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("entity", String(16), nullable=False),
+    Column("entity_id", String(256), nullable=False),
+    Column("op", String(8), nullable=False),
+    Column("before", JSON, nullable=True),
+    Column("after", JSON, nullable=True),
 )

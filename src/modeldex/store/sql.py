@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, select, update
+from sqlalchemy import Connection, Engine, Table, create_engine, delete, event, insert, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 
-from modeldex.catalog.errors import KeyNameTaken, KeyNotFound, ModelAlreadyExists, ModelNotFound
+from modeldex.catalog.changes import Change
+from modeldex.catalog.errors import AlreadyExists, NotFound, PreconditionFailed
 from modeldex.catalog.keys import ApiKey, Scope
-from modeldex.catalog.models import Model, list_order
+from modeldex.catalog.models import Alias, Entity, Group, Model, list_order
+from modeldex.catalog.policy import ALL_MODELS, AccessPolicy
 from modeldex.catalog.state import CatalogState
 from modeldex.store import migrate
 from modeldex.store.base import StoreError
-from modeldex.store.schema import api_keys, catalog_state, models
+from modeldex.store.schema import aliases, api_keys, catalog_state, changes, groups, models
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -60,98 +63,25 @@ def create_store_engine(url: str) -> Engine:
     return create_engine(parsed, pool_pre_ping=True)
 
 
-class SqlStore:
-    """CatalogStore on any SQLAlchemy database. Every write bumps `catalog_state.version` first."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._writer = engine.execution_options(modeldex_write=True)
-        self._snapshot_reads: dict[str, Any] = (
-            {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
-        )
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        """A write transaction that starts by taking the version row, which serializes writers."""
-        with self._writer.begin() as conn:
-            conn.execute(update(catalog_state).values(version=catalog_state.c.version + 1))
-            yield conn
-
-    def current_version(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(catalog_state.c.version)).scalar_one())
-
-    def load_state(self) -> CatalogState:
-        with self.engine.connect().execution_options(**self._snapshot_reads) as conn, conn.begin():
-            version = int(conn.execute(select(catalog_state.c.version)).scalar_one())
-            rows = conn.execute(select(models.c.id, models.c.created, models.c.owned_by)).all()
-            key_rows = conn.execute(select(api_keys).where(api_keys.c.revoked_at.is_(None))).all()
-        entries = sorted((Model(r.id, int(r.created), r.owned_by) for r in rows), key=list_order)
-        return CatalogState(version=version, models=tuple(entries), keys=tuple(map(_key_from_row, key_rows)))
-
-    def seed_once(self, seed: list[Model]) -> bool:
-        with self._writer.begin() as conn:
-            claimed = conn.execute(
-                update(catalog_state).where(catalog_state.c.seeded.is_(False)).values(seeded=True)
-            ).rowcount
-            if not claimed:
-                return False
-            conn.execute(update(catalog_state).values(version=catalog_state.c.version + 1))
-            if seed:
-                conn.execute(insert(models), [_model_row(m) for m in seed])
-            return True
-
-    def add_model(self, model: Model) -> None:
-        try:
-            with self._write() as conn:
-                conn.execute(insert(models).values(_model_row(model)))
-        except IntegrityError:
-            raise ModelAlreadyExists(model.id) from None
-
-    def remove_model(self, model_id: str) -> None:
-        with self._write() as conn:
-            if conn.execute(delete(models).where(models.c.id == model_id)).rowcount == 0:
-                raise ModelNotFound(model_id)
-
-    def insert_key(self, key: ApiKey) -> None:
-        try:
-            with self._write() as conn:
-                conn.execute(
-                    insert(api_keys).values(
-                        name=key.name,
-                        scope=key.scope.value,
-                        lookup_id=key.lookup_id,
-                        secret_hash=key.secret_hash,
-                        created_at=key.created_at,
-                        revoked_at=key.revoked_at,
-                    )
-                )
-        except IntegrityError:
-            raise KeyNameTaken(key.name) from None
-
-    def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:
-        query = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.pk)
-        if not include_revoked:
-            query = query.where(api_keys.c.revoked_at.is_(None))
-        with self.engine.connect() as conn:
-            return [_key_from_row(row) for row in conn.execute(query)]
-
-    def revoke_key(self, name: str) -> None:
-        with self._write() as conn:
-            revoked = conn.execute(
-                update(api_keys)
-                .where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
-                .values(revoked_at=int(time.time()))
-            ).rowcount
-            if revoked == 0:
-                raise KeyNotFound(name)
-
-    def close(self) -> None:
-        self.engine.dispose()
+# --- rows <-> entities -------------------------------------------------------------------------------
 
 
-def _model_row(model: Model) -> dict[str, Any]:
-    return {"id": model.id, "created": model.created, "owned_by": model.owned_by}
+def _model_from_row(row: Any) -> Model:
+    if row.meta is None:  # the common case, and the fast one: fields were validated on the way in
+        return Model.model_construct(id=row.id, created=int(row.created), owned_by=row.owned_by)
+    return Model.model_validate({"id": row.id, "created": int(row.created), "owned_by": row.owned_by, **row.meta})
+
+
+def _model_to_row(model: Model) -> dict[str, Any]:
+    return {"id": model.id, "created": model.created, "owned_by": model.owned_by, "meta": model.metadata() or None}
+
+
+def _alias_from_row(row: Any) -> Alias:
+    return Alias.model_construct(id=row.id, target=row.target, hidden=bool(row.hidden))
+
+
+def _group_from_row(row: Any) -> Group:
+    return Group.model_validate({"name": row.name, "members": row.members, "description": row.description})
 
 
 def _key_from_row(row: Any) -> ApiKey:
@@ -162,7 +92,230 @@ def _key_from_row(row: Any) -> ApiKey:
         secret_hash=row.secret_hash,
         created_at=int(row.created_at),
         revoked_at=None if row.revoked_at is None else int(row.revoked_at),
+        policy=ALL_MODELS if row.policy is None else AccessPolicy.model_validate(row.policy),
+        revision=int(row.revision),
     )
+
+
+@dataclass(frozen=True)
+class _Kind:
+    table: Table
+    key_column: str
+    from_row: Callable[[Any], Entity]
+    to_row: Callable[[Any], dict[str, Any]]
+    key_of: Callable[[Any], str]
+
+
+_KINDS: dict[str, _Kind] = {
+    "model": _Kind(models, "id", _model_from_row, _model_to_row, lambda e: e.id),
+    "alias": _Kind(aliases, "id", _alias_from_row, lambda a: a.model_dump(), lambda e: e.id),
+    "group": _Kind(groups, "name", _group_from_row,
+                   lambda g: {"name": g.name, "members": list(g.members), "description": g.description},
+                   lambda e: e.name),
+}
+
+
+# --- the write unit ----------------------------------------------------------------------------------
+
+
+class SqlWriter:
+    def __init__(self, conn: Connection, version: int, actor: str, dry_run: bool) -> None:
+        self.conn = conn
+        self.version = version
+        self.actor = actor
+        self.dry_run = dry_run
+        self.changed = False
+
+    def _record(self, entity: str, key: str, op: str, before: dict[str, Any] | None,
+                after: dict[str, Any] | None) -> None:
+        self.changed = True
+        self.conn.execute(insert(changes).values(
+            version=self.version, at=time.time(), actor=self.actor, entity=entity, entity_id=key, op=op,
+            before=before, after=after,
+        ))
+
+    def get(self, kind: str, key: str) -> tuple[Entity, int] | None:
+        spec = _KINDS[kind]
+        row = self.conn.execute(select(spec.table).where(spec.table.c[spec.key_column] == key)).first()
+        return None if row is None else (spec.from_row(row), int(row.revision))
+
+    def all(self, kind: str) -> list[tuple[Entity, int]]:
+        spec = _KINDS[kind]
+        return [(spec.from_row(row), int(row.revision)) for row in self.conn.execute(select(spec.table))]
+
+    def create(self, kind: str, entity: Entity) -> int:
+        spec = _KINDS[kind]
+        key = spec.key_of(entity)
+        if self.get(kind, key) is not None:
+            raise AlreadyExists(kind, key)
+        self.conn.execute(insert(spec.table).values(**spec.to_row(entity), revision=1))
+        self._record(kind, key, "create", None, entity.document())
+        return 1
+
+    def _current(self, kind: str, key: str, if_match: int | None) -> tuple[Entity, int]:
+        current = self.get(kind, key)
+        if current is None:
+            raise NotFound(kind, key)
+        if if_match is not None and if_match != current[1]:
+            raise PreconditionFailed(kind, key, if_match, current[1])
+        return current
+
+    def update(self, kind: str, entity: Entity, if_match: int | None = None) -> int:
+        spec = _KINDS[kind]
+        key = spec.key_of(entity)
+        before, revision = self._current(kind, key, if_match)
+        if before == entity:
+            return revision
+        self.conn.execute(update(spec.table).where(spec.table.c[spec.key_column] == key)
+                          .values(**spec.to_row(entity), revision=revision + 1))
+        self._record(kind, key, "update", before.document(), entity.document())
+        return revision + 1
+
+    def delete(self, kind: str, key: str, if_match: int | None = None) -> None:
+        spec = _KINDS[kind]
+        before, _revision = self._current(kind, key, if_match)
+        self.conn.execute(delete(spec.table).where(spec.table.c[spec.key_column] == key))
+        self._record(kind, key, "delete", before.document(), None)
+
+    def get_key(self, name: str) -> ApiKey | None:
+        row = self.conn.execute(
+            select(api_keys).where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))).first()
+        return None if row is None else _key_from_row(row)
+
+    def insert_key(self, key: ApiKey) -> None:
+        if self.get_key(key.name) is not None:
+            raise AlreadyExists("key", key.name)
+        self.conn.execute(insert(api_keys).values(
+            name=key.name, scope=key.scope.value, lookup_id=key.lookup_id, secret_hash=key.secret_hash,
+            created_at=key.created_at, revoked_at=key.revoked_at,
+            policy=None if key.policy.all else key.policy.document(), revision=1,
+        ))
+        self._record("key", key.name, "create", None, key.document())
+
+    def _active_key(self, name: str, if_match: int | None) -> ApiKey:
+        key = self.get_key(name)
+        if key is None:
+            raise NotFound("key", name)
+        if if_match is not None and if_match != key.revision:
+            raise PreconditionFailed("key", name, if_match, key.revision)
+        return key
+
+    def update_key(self, name: str, scope: Scope | None, policy: AccessPolicy | None,
+                   if_match: int | None = None) -> ApiKey:
+        before = self._active_key(name, if_match)
+        after = ApiKey(**{**_fields(before), "scope": scope or before.scope, "policy": policy or before.policy,
+                          "revision": before.revision + 1})
+        if (after.scope, after.policy) == (before.scope, before.policy):
+            return before
+        self.conn.execute(update(api_keys).where(api_keys.c.lookup_id == before.lookup_id).values(
+            scope=after.scope.value, policy=None if after.policy.all else after.policy.document(),
+            revision=after.revision,
+        ))
+        self._record("key", name, "update", before.document(), after.document())
+        return after
+
+    def revoke_key(self, name: str, if_match: int | None = None) -> None:
+        before = self._active_key(name, if_match)
+        self.conn.execute(update(api_keys).where(api_keys.c.lookup_id == before.lookup_id)
+                          .values(revoked_at=int(time.time()), revision=before.revision + 1))
+        self._record("key", name, "delete", before.document(), None)
+
+
+def _fields(key: ApiKey) -> dict[str, Any]:
+    return {name: getattr(key, name) for name in key.__dataclass_fields__}
+
+
+# --- the store ---------------------------------------------------------------------------------------
+
+
+class SqlStore:
+    """CatalogStore on any SQLAlchemy database. Every write takes the version row first."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._writer = engine.execution_options(modeldex_write=True)
+        self._snapshot_reads: dict[str, Any] = (
+            {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
+        )
+
+    @contextmanager
+    def write(self, actor: str, dry_run: bool = False) -> Iterator[SqlWriter]:
+        """One write unit. Taking the version row first serializes writers, so read-check-write inside
+        a unit is safe; a unit that changed nothing (or a dry run) is rolled back and bumps nothing."""
+        with self._writer.connect() as conn:
+            transaction = conn.begin()
+            try:
+                conn.execute(update(catalog_state).values(version=catalog_state.c.version + 1))
+                version = int(conn.execute(select(catalog_state.c.version)).scalar_one())
+                writer = SqlWriter(conn, version, actor, dry_run)
+                yield writer
+                if writer.changed and not dry_run:
+                    transaction.commit()
+                else:
+                    transaction.rollback()
+            except BaseException:
+                transaction.rollback()
+                raise
+
+    def current_version(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(catalog_state.c.version)).scalar_one())
+
+    def load_state(self) -> CatalogState:
+        with self.engine.connect().execution_options(**self._snapshot_reads) as conn, conn.begin():
+            version = int(conn.execute(select(catalog_state.c.version)).scalar_one())
+            model_rows = conn.execute(select(models.c.id, models.c.created, models.c.owned_by, models.c.meta)).all()
+            alias_rows = conn.execute(select(aliases)).all()
+            group_rows = conn.execute(select(groups)).all()
+            key_rows = conn.execute(select(api_keys).where(api_keys.c.revoked_at.is_(None))).all()
+        return CatalogState(
+            version=version,
+            models=tuple(sorted(map(_model_from_row, model_rows), key=list_order)),
+            keys=tuple(map(_key_from_row, key_rows)),
+            aliases=tuple(sorted(map(_alias_from_row, alias_rows), key=lambda a: a.id)),
+            groups=tuple(sorted(map(_group_from_row, group_rows), key=lambda g: g.name)),
+        )
+
+    def seed_once(self, seed: list[Model]) -> bool:
+        with self._writer.begin() as conn:
+            claimed = conn.execute(
+                update(catalog_state).where(catalog_state.c.seeded.is_(False)).values(seeded=True)
+            ).rowcount
+            if not claimed:
+                return False
+            version = conn.execute(update(catalog_state).values(version=catalog_state.c.version + 1)
+                                   .returning(catalog_state.c.version)).scalar_one()
+            writer = SqlWriter(conn, int(version), "seed", dry_run=False)
+            for model in seed:
+                writer.create("model", model)
+            return True
+
+    def read(self, kind: str, key: str) -> tuple[Entity, int] | None:
+        with self.engine.connect() as conn:
+            return SqlWriter(conn, 0, "", True).get(kind, key)
+
+    def read_all(self, kind: str) -> list[tuple[Entity, int]]:
+        with self.engine.connect() as conn:
+            return SqlWriter(conn, 0, "", True).all(kind)
+
+    def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:
+        query = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.pk)
+        if not include_revoked:
+            query = query.where(api_keys.c.revoked_at.is_(None))
+        with self.engine.connect() as conn:
+            return [_key_from_row(row) for row in conn.execute(query)]
+
+    def changes(self, since: int, limit: int) -> list[Change]:
+        query = select(changes).where(changes.c.version > since).order_by(changes.c.seq).limit(limit)
+        with self.engine.connect() as conn:
+            return [
+                Change(version=int(r.version), at=r.at, actor=r.actor, entity=r.entity, id=r.entity_id, op=r.op,
+                       before=r.before, after=r.after)
+                for r in conn.execute(query)
+            ]
+
+    def close(self) -> None:
+        self.engine.dispose()
 
 
 def open_store(url: str, seed: list[Model] | None = None) -> SqlStore:

@@ -1,0 +1,30 @@
+"""The change feed: every committed change, at the catalog version it produced, with who made it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    version: int
+    at: float
+    actor: str
+    entity: str  # "model", "alias", "group" or "key"
+    id: str
+    op: str  # "create", "update" or "delete"
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "at": self.at,
+            "actor": self.actor,
+            "entity": self.entity,
+            "id": self.id,
+            "op": self.op,
+            "before": self.before,
+            "after": self.after,
+        }
