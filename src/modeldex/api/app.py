@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable
 from urllib.parse import unquote
 
 from modeldex.api import errors, paths
+from modeldex.api.admin import AdminRoutes
 from modeldex.api.models import ModelsRoutes, send_json
 from modeldex.api.render import RenderedCatalog
 from modeldex.api.routes import REQUEST_ID_SCOPE_KEY, build_routes_app
@@ -40,7 +41,7 @@ class ModeldexApp:
         self._store = store
         self.live: LiveCatalog[RenderedCatalog] | None = None
         self.models: ModelsRoutes | None = None
-        self.routes = build_routes_app()
+        self.routes = build_routes_app()  # until start(): health and the OpenAPI document only
 
     def start(self) -> None:
         """Open the store and load the first view; then keep it fresh in the background."""
@@ -49,6 +50,7 @@ class ModeldexApp:
         self.live = LiveCatalog(self._store, RenderedCatalog, interval=self.settings.refresh_interval)
         self.live.start()
         self.models = ModelsRoutes(self.live, self._store, metadata_by_default=self.settings.metadata)
+        self.routes = build_routes_app(AdminRoutes(self.live, self._store).routes())
         log.info("serving catalog version %d (%d models)", self.live.version,
                  len(self.live.current.models))
 

@@ -7,7 +7,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from modeldex.api import errors
 from modeldex.api.errors import ApiError
@@ -54,11 +54,12 @@ async def _unexpected(request: Request, _exc: Exception) -> Response:
     return _error_response(errors.server_error(request.scope.get(REQUEST_ID_SCOPE_KEY, "unknown")))
 
 
-def build_routes_app() -> Starlette:
+def build_routes_app(extra_routes: list[BaseRoute] | None = None) -> Starlette:
     return Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
+            *(extra_routes or []),
         ],
         exception_handlers={HTTPException: _http_exception, ApiError: _api_error, Exception: _unexpected},
     )

@@ -79,7 +79,7 @@ def validate_key_name(name: str) -> str:
     if not _NAME_PATTERN.fullmatch(name):
         raise InvalidInput(
             "name",
-            "key name must be 1 to 64 characters: letters, digits, '.', '_', '@', '-', "
+            "name: a key name must be 1 to 64 characters: letters, digits, '.', '_', '@', '-', "
             "starting with a letter or digit",
         )
     return name
@@ -89,7 +89,7 @@ def parse_scope(value: str) -> Scope:
     try:
         return Scope(value)
     except ValueError:
-        raise InvalidInput("scope", "scope must be 'read' or 'admin'") from None
+        raise InvalidInput("scope", "scope: must be 'read' or 'admin'") from None
 
 
 def hash_secret(secret: str) -> str:

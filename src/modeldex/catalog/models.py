@@ -24,31 +24,36 @@ _FORBIDDEN_ID_CHARS = frozenset("?#\ufffd") | frozenset(chr(c) for c in range(0x
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
-def validate_model_id(model_id: str) -> str:
-    """Return `model_id` if it can be served and round-tripped through a URL path, else raise.
+def model_id_problem(model_id: str) -> str | None:
+    """What is wrong with `model_id`, or None if it can be served and round-tripped through a URL path.
 
     Ids may contain `/`, `:` and `@` (`meta-llama/Llama-3.1-8B-Instruct`, `ft:gpt-4o:acme::x1`), but no
     path segment may be empty, `.` or `..`, so that no id can be confused with a different route.
     """
     if not model_id:
-        raise InvalidInput("id", "model id must not be empty")
+        return "model id must not be empty"
     if len(model_id) > MAX_MODEL_ID_LENGTH:
-        raise InvalidInput("id", f"model id is longer than {MAX_MODEL_ID_LENGTH} characters")
+        return f"model id is longer than {MAX_MODEL_ID_LENGTH} characters"
     bad = sorted({ch for ch in model_id if ch in _FORBIDDEN_ID_CHARS or not ch.isprintable()})
     if bad:
-        shown = ", ".join(repr(ch) for ch in bad)
-        raise InvalidInput("id", f"model id contains characters that are not allowed: {shown}")
-    for segment in model_id.split("/"):
-        if segment in ("", ".", ".."):
-            raise InvalidInput("id", "model id must not contain empty, '.' or '..' path segments")
+        return f"model id contains characters that are not allowed: {', '.join(repr(ch) for ch in bad)}"
+    if any(segment in ("", ".", "..") for segment in model_id.split("/")):
+        return "model id must not contain empty, '.' or '..' path segments"
+    return None
+
+
+def validate_model_id(model_id: str) -> str:
+    problem = model_id_problem(model_id)
+    if problem is not None:
+        raise InvalidInput("id", f"id: {problem}")
     return model_id
 
 
 def _model_id(value: str) -> str:
-    try:
-        return validate_model_id(value)
-    except InvalidInput as exc:
-        raise ValueError(exc.message) from None
+    problem = model_id_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
 
 
 def _name(value: str) -> str:

@@ -7,7 +7,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from modeldex.catalog.changes import Change
-from modeldex.catalog.errors import Conflict, InvalidInput, NotFound
+from modeldex.catalog.catalog_file import PlannedChange, apply_document, export_document
+from modeldex.catalog.errors import InvalidInput, NotFound
+from modeldex.catalog.integrity import check_alias, check_model, check_model_removal, check_policy
 from modeldex.catalog.keys import ApiKey, Scope, new_key, parse_scope, validate_key_name
 from modeldex.catalog.models import Alias, Entity, Group, Model, list_order, new_model, parse
 from modeldex.catalog.policy import ALL_MODELS, AccessPolicy, Decision, Visibility
@@ -20,31 +22,6 @@ ENTITY_TYPES: dict[str, tuple[type[Entity], str]] = {
     "alias": (Alias, "id"),
     "group": (Group, "name"),
 }
-
-
-def check_alias(writer: CatalogWriter, alias: Alias) -> None:
-    if writer.get("model", alias.id) is not None:
-        raise Conflict(f"alias {alias.id!r} would hide the model of the same id")
-    if writer.get("model", alias.target) is None:
-        raise InvalidInput("target", f"target: alias {alias.id!r} points to {alias.target!r}, which is not a model")
-
-
-def check_model(writer: CatalogWriter, model: Model) -> None:
-    if writer.get("alias", model.id) is not None:
-        raise Conflict(f"{model.id!r} is already an alias; remove the alias first")
-
-
-def check_model_removal(writer: CatalogWriter, model_id: str) -> None:
-    pointing = sorted(a.id for a, _ in writer.all("alias") if a.target == model_id)  # type: ignore[attr-defined]
-    if pointing:
-        raise Conflict(f"model {model_id!r} is the target of aliases {', '.join(pointing)}; "
-                       "remove or retarget them first")
-
-
-def check_policy(writer: CatalogWriter, policy: AccessPolicy) -> None:
-    for name in policy.groups:
-        if writer.get("group", name) is None:
-            raise InvalidInput("policy.groups", f"policy.groups: group {name!r} does not exist")
 
 
 class Catalog:
@@ -162,6 +139,20 @@ class Catalog:
             {g.name: g for g in state.groups},
             time.time(),
         ).decide(model_id)
+
+    # --- the catalog as a file ----------------------------------------------------------------------
+
+    def export(self) -> dict[str, Any]:
+        state = self.store.load_state()
+        return export_document(list(state.models), list(state.aliases), list(state.groups))
+
+    def apply(self, document: Any, prune: bool = False, dry_run: bool = False) -> tuple[int, list[PlannedChange]]:
+        """Make the catalog match `document` atomically. Returns (version, changes); a dry run commits
+        nothing and reports the version as it is."""
+        with self.store.write(self.actor, dry_run=dry_run) as writer:
+            planned = apply_document(writer, document, prune)
+            version = writer.version if planned and not dry_run else writer.version - 1
+        return version, planned
 
     # --- the change feed -----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from modeldex.catalog.errors import CatalogError, InvalidInput
+from modeldex.cli.backend import Backend, HttpBackend, LocalBackend
 from modeldex.catalog.seed import seed_models
 from modeldex.catalog.service import Catalog
 from modeldex.config import DATABASE_URL_ENV, resolve_database_url
@@ -28,6 +29,34 @@ database_url_option = click.option(
     help="SQLAlchemy URL of the catalog, e.g. sqlite:///path/catalog.db or postgresql://host/db. "
     "Default: catalog.db in the per-user data directory.",
 )
+
+
+url_option = click.option(
+    "--url",
+    envvar="MODELDEX_URL",
+    show_envvar=True,
+    help="Work through a running server's admin API (e.g. http://127.0.0.1:8000) instead of the database.",
+)
+api_key_option = click.option(
+    "--api-key",
+    envvar="MODELDEX_API_KEY",
+    show_envvar=True,
+    help="An admin key, for --url.",
+)
+
+
+def backend_options(command: F) -> F:
+    """--database-url, or --url with --api-key: the two places a command can work on."""
+    return database_url_option(url_option(api_key_option(command)))  # type: ignore[return-value]
+
+
+@contextmanager
+def open_backend(database_url: str | None, url: str | None, api_key: str | None) -> Iterator[Backend]:
+    backend: Backend = HttpBackend(url, api_key) if url else LocalBackend(database_url)
+    try:
+        yield backend
+    finally:
+        backend.close()
 
 
 def redact(url: str) -> str:
@@ -47,7 +76,7 @@ def handle_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except InvalidInput as exc:
-            raise fail(f"invalid {exc.field}: {exc.message}") from None
+            raise fail(f"invalid {exc.message}") from None
         except (CatalogError, StoreError) as exc:
             raise fail(str(exc)) from None
         except SQLAlchemyError as exc:

@@ -1,0 +1,184 @@
+"""Where CLI commands send their work: straight to the database, or to a running server's admin API.
+
+Both backends take and give plain documents (the admin API's JSON shapes), so every command is
+written once and works either way.
+"""
+
+from __future__ import annotations
+
+import getpass
+from urllib.parse import quote
+from typing import Any, Protocol
+
+import httpx
+import orjson
+
+from modeldex.catalog.errors import CatalogError
+from modeldex.catalog.seed import seed_models
+from modeldex.catalog.service import Catalog
+from modeldex.config import resolve_database_url
+from modeldex.store import open_store
+
+COLLECTIONS = {"model": "models", "alias": "aliases", "group": "groups"}
+
+
+class BackendError(CatalogError):
+    """An error the server answered, in its own words."""
+
+
+class Backend(Protocol):
+    def list(self, kind: str) -> list[dict[str, Any]]: ...
+    def get(self, kind: str, key: str) -> dict[str, Any]: ...
+    def create(self, kind: str, data: dict[str, Any]) -> dict[str, Any]: ...
+    def update(self, kind: str, key: str, fields: dict[str, Any], if_match: int | None) -> dict[str, Any]: ...
+    def delete(self, kind: str, key: str) -> None: ...
+    def list_keys(self, include_revoked: bool) -> list[dict[str, Any]]: ...
+    def create_key(self, name: str, scope: str, policy: dict[str, Any] | None) -> tuple[dict[str, Any], str]: ...
+    def update_key(self, name: str, scope: str | None, policy: dict[str, Any] | None) -> dict[str, Any]: ...
+    def revoke_key(self, name: str) -> None: ...
+    def explain(self, name: str, model_id: str) -> dict[str, Any]: ...
+    def changes(self, since: int, limit: int) -> dict[str, Any]: ...
+    def export(self) -> dict[str, Any]: ...
+    def apply(self, document: Any, prune: bool, dry_run: bool) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+def cli_actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no user name in this environment (some containers)
+        return "cli"
+
+
+class LocalBackend:
+    """The database itself: what `--database-url` / MODELDEX_DATABASE_URL name."""
+
+    def __init__(self, database_url: str | None) -> None:
+        self.store = open_store(resolve_database_url(database_url), seed=seed_models())
+        self.catalog = Catalog(self.store, actor=cli_actor())
+
+    def list(self, kind: str) -> list[dict[str, Any]]:
+        return [{**entity.document(), "revision": revision} for entity, revision in self.catalog.list(kind)]
+
+    def get(self, kind: str, key: str) -> dict[str, Any]:
+        entity, revision = self.catalog.get(kind, key)
+        return {**entity.document(), "revision": revision}
+
+    def create(self, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        entity, revision = self.catalog.create(kind, data)
+        return {**entity.document(), "revision": revision}
+
+    def update(self, kind: str, key: str, fields: dict[str, Any], if_match: int | None) -> dict[str, Any]:
+        entity, revision = self.catalog.update(kind, key, fields, if_match)
+        return {**entity.document(), "revision": revision}
+
+    def delete(self, kind: str, key: str) -> None:
+        self.catalog.delete(kind, key)
+
+    def list_keys(self, include_revoked: bool) -> list[dict[str, Any]]:
+        return [{**k.document(), "revision": k.revision} for k in self.catalog.list_keys(include_revoked)]
+
+    def create_key(self, name: str, scope: str, policy: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
+        record, secret = self.catalog.create_key(name, scope, policy)
+        return record.document(), secret
+
+    def update_key(self, name: str, scope: str | None, policy: dict[str, Any] | None) -> dict[str, Any]:
+        return self.catalog.update_key(name, scope, policy).document()
+
+    def revoke_key(self, name: str) -> None:
+        self.catalog.revoke_key(name)
+
+    def explain(self, name: str, model_id: str) -> dict[str, Any]:
+        decision = self.catalog.explain(name, model_id)
+        return {"key": name, "model": model_id, "visible": decision.visible, "rule": decision.rule}
+
+    def changes(self, since: int, limit: int) -> dict[str, Any]:
+        return {"data": [c.document() for c in self.catalog.changes(since, limit)],
+                "version": self.catalog.version()}
+
+    def export(self) -> dict[str, Any]:
+        return self.catalog.export()
+
+    def apply(self, document: Any, prune: bool, dry_run: bool) -> dict[str, Any]:
+        version, planned = self.catalog.apply(document, prune=prune, dry_run=dry_run)
+        return {"version": version, "dry_run": dry_run, "changes": [p.document() for p in planned]}
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class HttpBackend:
+    """A running modeldex, through its admin API (`--url` / MODELDEX_URL, with an admin key)."""
+
+    def __init__(self, url: str, api_key: str | None) -> None:
+        if not api_key:
+            raise BackendError("--url needs an admin key: pass --api-key or set MODELDEX_API_KEY")
+        self.client = httpx.Client(base_url=url.rstrip("/"), headers={"Authorization": f"Bearer {api_key}"},
+                                   timeout=30)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise BackendError(f"cannot reach {self.client.base_url}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:200]
+            raise BackendError(f"{message} (HTTP {response.status_code})")
+        return response.json()
+
+    @staticmethod
+    def _path(kind: str, key: str | None = None) -> str:
+        base = f"/v1/admin/{COLLECTIONS[kind]}"
+        return base if key is None else f"{base}/{quote(key, safe='')}"
+
+    def list(self, kind: str) -> list[dict[str, Any]]:
+        return self._call("GET", self._path(kind))["data"]
+
+    def get(self, kind: str, key: str) -> dict[str, Any]:
+        return self._call("GET", self._path(kind, key))
+
+    def create(self, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", self._path(kind), json=data)
+
+    def update(self, kind: str, key: str, fields: dict[str, Any], if_match: int | None) -> dict[str, Any]:
+        headers = {"If-Match": f'"{if_match}"'} if if_match is not None else {}
+        return self._call("PATCH", self._path(kind, key), json=fields, headers=headers)
+
+    def delete(self, kind: str, key: str) -> None:
+        self._call("DELETE", self._path(kind, key))
+
+    def list_keys(self, include_revoked: bool) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/admin/keys", params={"all": "true"} if include_revoked else None)["data"]
+
+    def create_key(self, name: str, scope: str, policy: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
+        body: dict[str, Any] = {"name": name, "scope": scope}
+        if policy is not None:
+            body["policy"] = policy
+        document = self._call("POST", "/v1/admin/keys", json=body)
+        return document, document.pop("secret")
+
+    def update_key(self, name: str, scope: str | None, policy: dict[str, Any] | None) -> dict[str, Any]:
+        body = {k: v for k, v in {"scope": scope, "policy": policy}.items() if v is not None}
+        return self._call("PATCH", f"/v1/admin/keys/{name}", json=body)
+
+    def revoke_key(self, name: str) -> None:
+        self._call("DELETE", f"/v1/admin/keys/{name}")
+
+    def explain(self, name: str, model_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/admin/keys/{name}/explain", params={"model": model_id})
+
+    def changes(self, since: int, limit: int) -> dict[str, Any]:
+        return self._call("GET", "/v1/admin/changes", params={"since": since, "limit": limit})
+
+    def export(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/admin/catalog")
+
+    def apply(self, document: Any, prune: bool, dry_run: bool) -> dict[str, Any]:
+        params = {"prune": str(prune).lower(), "dry_run": str(dry_run).lower()}
+        return self._call("POST", "/v1/admin/catalog/apply", params=params, content=orjson.dumps(document))
+
+    def close(self) -> None:
+        self.client.close()
