@@ -101,9 +101,10 @@ class Server:
     def client(self, key: str, **kwargs: object) -> openai.OpenAI:
         return openai.OpenAI(api_key=key, base_url=self.base_url + "/v1", max_retries=0, **kwargs)
 
-    def get(self, path: str, key: str | None = None, **kwargs: object) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
-        return httpx.get(self.base_url + path, headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
+    def get(self, path: str, key: str | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
+        all_headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+        all_headers.update(headers or {})
+        return httpx.get(self.base_url + path, headers=all_headers, timeout=10)
 
     def stop(self) -> int:
         if self.process.poll() is None:
