@@ -12,9 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+import uuid
+
 import httpx
 import openai
 import pytest
+
+import postgres
+from sqlalchemy import MetaData
+
+from modeldex.store.sql import create_store_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_SPEC = ROOT.parent / "shared" / "seed" / "retrieve-model.openapi.yaml"
@@ -118,8 +125,69 @@ class Server:
         return self.process.returncode
 
 
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """The PostgreSQL server the tests use: MODELDEX_TEST_POSTGRES_URL, or a private cluster."""
+    configured = os.environ.get(postgres.TEST_URL_ENV)
+    if configured:
+        yield configured
+        return
+    cluster = postgres.PrivatePostgres()
+    yield cluster.admin_url
+    cluster.destroy()
+
+
+def new_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """An empty catalog database on `backend`, migrated to the current schema (as `db upgrade` does)."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path}/catalog-{uuid.uuid4().hex[:8]}.db"
+    url = postgres.create_database(request.getfixturevalue("postgres_admin_url"))
+    run_cli(url, "db", "upgrade")
+    return url
+
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return new_database(request.param, tmp_path, request)
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database with no schema at all (a new SQLite file, or a new PostgreSQL database)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/empty.db"
+    return postgres.create_database(request.getfixturevalue("postgres_admin_url"))
+
+
+def execute_sql(db_url: str, *statements: str) -> None:
+    """Run raw SQL on a catalog database, behind modeldex's back (to break or age it on purpose)."""
+    engine = create_store_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
+def dump_database(db_url: str) -> str:
+    """Every row of every table, as text: to prove what is (not) stored."""
+    engine = create_store_engine(db_url)
+    try:
+        metadata = MetaData()
+        metadata.reflect(engine)
+        with engine.connect() as conn:
+            return "\n".join(str(row) for table in metadata.sorted_tables for row in conn.execute(table.select()))
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
+def sqlite_url(tmp_path: Path) -> str:
+    """For the tests that are about SQLite itself (its file, its default location)."""
     return f"sqlite:///{tmp_path}/catalog.db"
 
 
@@ -141,8 +209,8 @@ def start_server(tmp_path: Path) -> Iterator:
 class Deployment:
     """One server on its own database, with an admin and a read key: shared by a module's tests."""
 
-    def __init__(self, tmp: Path) -> None:
-        self.db_url = f"sqlite:///{tmp}/catalog.db"
+    def __init__(self, tmp: Path, db_url: str) -> None:
+        self.db_url = db_url
         self.admin_key = create_key(self.db_url, "admin", "admin")
         self.read_key = create_key(self.db_url, "reader", "read")
         self.server = Server(self.db_url, tmp / "server.log")
@@ -158,9 +226,10 @@ class Deployment:
         assert served is not None, f"{model_id} was not served within 1 s of being added"
 
 
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    deployment = Deployment(tmp_path_factory.mktemp("deployment"))
+@pytest.fixture(scope="module", params=BACKENDS)
+def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    tmp = tmp_path_factory.mktemp("deployment")
+    deployment = Deployment(tmp, new_database(request.param, tmp, request))
     yield deployment
     deployment.server.stop()
 
@@ -174,3 +243,13 @@ def wait_until(condition, timeout: float, interval: float = 0.02) -> float | Non
         if time.monotonic() - started > timeout:
             return None
         time.sleep(interval)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL tests must run, never skip: a skipped one fails the run (locally and in CI)."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = [r.nodeid for r in (reporter.stats.get("skipped", []) if reporter else []) if "postgres" in r.nodeid]
+    if skipped:
+        if reporter:
+            reporter.write_line(f"FAILED: {len(skipped)} PostgreSQL tests were skipped, e.g. {skipped[0]}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -149,7 +149,7 @@ def test_models_with_aliases_cannot_be_deleted_out_from_under_them(deployment: D
     assert error_of(call(deployment, "POST", "/v1/admin/aliases", json={"id": "aliased", "target": "MiniMax-M3"}), 409)
 
 
-def test_metadata_is_answered_on_request_or_by_deployment(deployment: Deployment, db_url: str, start_server) -> None:
+def test_metadata_is_answered_on_request(deployment: Deployment) -> None:
     body = {"id": "meta/model", "owned_by": "acme", "created": 1700000000, "name": "Meta Model",
             "context_length": 131072, "max_output_tokens": 8192, "input_modalities": ["text", "image"],
             "output_modalities": ["text"], "pricing": {"prompt": "0.0000003", "completion": "0.0000012"},
@@ -169,7 +169,8 @@ def test_metadata_is_answered_on_request_or_by_deployment(deployment: Deployment
     listed = deployment.server.get("/v1/models?expand=metadata", deployment.read_key).json()["data"]
     assert next(m for m in listed if m["id"] == "meta/model")["context_length"] == 131072
 
-    # A deployment that turns metadata on answers it without being asked.
+
+def test_metadata_is_answered_always_when_the_deployment_says_so(db_url: str, start_server) -> None:
     key = create_key(db_url, "meta-reader")
     run_cli(db_url, "models", "add", "other/model", "--context-length", "4096")
     server = start_server(db_url, "--metadata")

@@ -6,7 +6,7 @@ import re
 import sqlite3
 from pathlib import Path
 
-from conftest import SEED_IDS, cli_env, run_cli
+from conftest import SEED_IDS, cli_env, dump_database, execute_sql, run_cli
 from modeldex.store import migrate
 from modeldex.store.sql import create_store_engine
 
@@ -33,9 +33,8 @@ def test_keys_default_to_read_scope_and_list_never_shows_secrets(db_url: str) ->
     for secret in (admin, reader):
         assert secret not in listing.stdout + listing.stderr
         assert secret[-40:] not in listing.stdout
-    database = db_url.removeprefix("sqlite:///")
-    with sqlite3.connect(database) as conn:
-        dump = "\n".join(conn.iterdump())
+    dump = dump_database(db_url)
+    assert "dashboard" in dump
     assert admin not in dump and reader not in dump
 
 
@@ -121,13 +120,13 @@ def test_db_current_and_upgrade(db_url: str) -> None:
     assert f"schema {HEAD} -> {HEAD}" in upgraded.stderr
 
 
-def test_a_database_of_the_first_schema_is_refused_until_upgraded(db_url: str) -> None:
+def test_a_database_of_the_first_schema_is_refused_until_upgraded(empty_db_url: str) -> None:
+    db_url = empty_db_url
     engine = create_store_engine(db_url)
     migrate.upgrade(engine, "0001")
-    with engine.begin() as conn:
-        conn.exec_driver_sql("INSERT INTO models (id, created, owned_by) VALUES ('legacy/model', 5, 'old')")
-        conn.exec_driver_sql("UPDATE catalog_state SET version = 7, seeded = 1")
     engine.dispose()
+    execute_sql(db_url, "INSERT INTO models (id, created, owned_by) VALUES ('legacy/model', 5, 'old')",
+                "UPDATE catalog_state SET version = 7, seeded = true")
     assert run_cli(db_url, "db", "current").stdout.strip() == f"0001 (needs upgrade to {HEAD})"
     refused = run_cli(db_url, "models", "list", check=False)
     assert refused.returncode == 1 and "run `modeldex db upgrade`" in refused.stderr
@@ -140,13 +139,23 @@ def test_a_database_of_the_first_schema_is_refused_until_upgraded(db_url: str) -
 
 def test_a_database_from_a_newer_modeldex_is_refused(db_url: str, start_server) -> None:
     run_cli(db_url, "models", "list")
-    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
-        conn.execute("UPDATE alembic_version SET version_num = 'f00d'")
+    execute_sql(db_url, "UPDATE alembic_version SET version_num = 'f00d'")
     result = run_cli(db_url, "models", "list", check=False)
     assert result.returncode == 1
     assert "newer than this modeldex knows" in result.stderr
     served = run_cli(db_url, "serve", "--port", "1", check=False)
     assert served.returncode == 1 and "newer than this modeldex knows" in served.stderr
+
+
+def test_an_empty_postgres_database_waits_for_db_upgrade(empty_db_url: str) -> None:
+    if empty_db_url.startswith("sqlite"):
+        # The embedded default needs no set-up: a new SQLite file is created on first use.
+        assert "MiniMax-M3" in run_cli(empty_db_url, "models", "list").stdout
+        return
+    refused = run_cli(empty_db_url, "models", "list", check=False)
+    assert refused.returncode == 1 and "no modeldex schema yet: run `modeldex db upgrade`" in refused.stderr
+    assert "(empty) -> " in run_cli(empty_db_url, "db", "upgrade").stderr
+    assert "MiniMax-M3" in run_cli(empty_db_url, "models", "list").stdout
 
 
 def test_a_foreign_database_is_refused(tmp_path: Path) -> None:

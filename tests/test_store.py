@@ -15,8 +15,8 @@ from modeldex.store import SqlStore, StoreError, open_store
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    store = open_store(f"sqlite:///{tmp_path}/c.db", seed=seed_models())
+def store(db_url: str):
+    store = open_store(db_url, seed=seed_models())
     yield store
     store.close()
 
@@ -94,8 +94,8 @@ def test_metadata_round_trips(store: SqlStore) -> None:
     assert next(m for m in store.load_state().models if m.id == "m") == model
 
 
-def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/c.db"
+def test_concurrent_writers_lose_nothing(db_url: str) -> None:
+    url = db_url
     stores = [open_store(url, seed=[]) for _ in range(4)]
     errors: list[Exception] = []
 

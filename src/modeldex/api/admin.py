@@ -6,6 +6,7 @@ answer 412 when it is stale, so two operators never silently overwrite each othe
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -24,7 +25,7 @@ from modeldex.catalog.errors import AlreadyExists, CatalogError, Conflict, Inval
 from modeldex.catalog.keys import ApiKey
 from modeldex.catalog.live import LiveCatalog
 from modeldex.catalog.service import Catalog
-from modeldex.store import CatalogStore
+from modeldex.store import CatalogStore, StoreUnavailable
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 COLLECTIONS = {"models": "model", "aliases": "alias", "groups": "group"}
@@ -111,8 +112,11 @@ class AdminRoutes:
                 response = await operation(request, catalog)
             except CatalogError as exc:
                 raise domain_error(exc) from None
+            except StoreUnavailable:
+                raise errors.store_unavailable() from None
             if writes:
-                await run_in_threadpool(self.live.refresh)
+                with contextlib.suppress(StoreUnavailable):  # the refresher catches up later
+                    await run_in_threadpool(self.live.refresh)
             return response
 
         return handler

@@ -50,7 +50,7 @@ class ModeldexApp:
         self.live = LiveCatalog(self._store, RenderedCatalog, interval=self.settings.refresh_interval)
         self.live.start()
         self.models = ModelsRoutes(self.live, self._store, metadata_by_default=self.settings.metadata)
-        self.routes = build_routes_app(AdminRoutes(self.live, self._store).routes())
+        self.routes = build_routes_app(AdminRoutes(self.live, self._store).routes(), self.live)
         log.info("serving catalog version %d (%d models)", self.live.version,
                  len(self.live.current.models))
 

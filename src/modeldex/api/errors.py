@@ -99,3 +99,14 @@ def server_error(request_id: str) -> ApiError:
         f"You can retry your request; if the error persists, report request id {request_id}.",
         type="server_error",
     )
+
+
+def store_unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "The catalog database is unreachable, so changes cannot be saved right now; reads keep being "
+        "served. Retry shortly.",
+        type="server_error",
+        code="database_unavailable",
+        headers=((b"retry-after", b"1"),),
+    )

@@ -8,6 +8,7 @@ table, pick the view of the key's access policy, and send bytes rendered once pe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl
 
@@ -18,7 +19,7 @@ from modeldex.catalog.errors import Conflict, NotFound
 from modeldex.catalog.keys import ApiKey
 from modeldex.catalog.live import LiveCatalog
 from modeldex.catalog.service import Catalog
-from modeldex.store import CatalogStore
+from modeldex.store import CatalogStore, StoreUnavailable
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
@@ -149,6 +150,9 @@ class ModelsRoutes:
             raise errors.model_not_found(model_id) from None
         except Conflict as exc:
             raise ApiError(409, str(exc), code="conflict") from None
+        except StoreUnavailable:
+            raise errors.store_unavailable() from None
         # Read-your-writes: this worker serves the change from its next request on.
-        await asyncio.to_thread(self.live.refresh)
+        with contextlib.suppress(StoreUnavailable):
+            await asyncio.to_thread(self.live.refresh)
         await send_json(send, 200, deleted_object(model_id), request_id)

@@ -3,6 +3,9 @@ OpenAI-style answers for unknown routes, wrong methods and unexpected failures."
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -12,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 from modeldex.api import errors
 from modeldex.api.errors import ApiError
 from modeldex.api.openapi import openapi_json
+from modeldex.catalog.live import LiveCatalog
 
 REQUEST_ID_SCOPE_KEY = "modeldex.request_id"
 
@@ -54,10 +58,28 @@ async def _unexpected(request: Request, _exc: Exception) -> Response:
     return _error_response(errors.server_error(request.scope.get(REQUEST_ID_SCOPE_KEY, "unknown")))
 
 
-def build_routes_app(extra_routes: list[BaseRoute] | None = None) -> Starlette:
+def readiness(live: LiveCatalog[Any] | None) -> Route:
+    """`/readyz`: 200 once the catalog is loaded and the store answers; 503 (and why) otherwise."""
+
+    async def readyz(_request: Request) -> Response:
+        if live is None:
+            return _error_response(ApiError(503, "not ready: the catalog is not loaded yet", type="server_error",
+                                            code="not_ready"))
+        if not live.ready:
+            return _error_response(ApiError(
+                503, f"not ready: {live.last_error}; serving catalog version {live.version} from memory",
+                type="server_error", code="not_ready"))
+        return _json(orjson.dumps({"status": "ready", "version": live.version}))
+
+    return Route("/readyz", readyz, methods=["GET"])
+
+
+def build_routes_app(extra_routes: list[BaseRoute] | None = None, live: LiveCatalog[Any] | None = None
+                     ) -> Starlette:
     return Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
+            readiness(live),
             Route("/openapi.json", openapi, methods=["GET"]),
             *(extra_routes or []),
         ],

@@ -1,9 +1,11 @@
 """LiveCatalog: an in-memory view of the catalog, rebuilt when the stored catalog changes.
 
-Requests are answered from `current` without touching the database. A background thread asks the store
-for its version a few times a second (one tiny query) and rebuilds the view only when it moved, so a
-change made by another process (the CLI, another worker) is served within about `interval` seconds.
-If the store is unreachable the last view keeps being served.
+Requests are answered from `current` without touching the database. The store wakes the refresher as
+soon as another process commits (PostgreSQL's LISTEN/NOTIFY); a periodic check of the catalog version
+(one tiny query) is the safety net, so a missed notification, or a database without notifications
+(SQLite), still shows within `interval` seconds. The view is rebuilt only when the version moved, or when
+the view says it expires (a model's shutdown time passed). If the store is unreachable the last view
+keeps being served, and `ready` says why not.
 """
 
 from __future__ import annotations
@@ -31,11 +33,18 @@ class LiveCatalog(Generic[View]):
         self._interval = interval
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._unsubscribe: Callable[[], None] = lambda: None
         self.version = -1
         self.loaded_at = 0.0
         self.last_error: str | None = None
         self.current: View = self._load()
+
+    @property
+    def ready(self) -> bool:
+        """Loaded, and the store answered the last check."""
+        return self.last_error is None
 
     def _load(self) -> View:
         state = self._store.load_state()
@@ -57,14 +66,21 @@ class LiveCatalog(Generic[View]):
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="modeldex-refresh", daemon=True)
         self._thread.start()
+        self._unsubscribe = self._store.subscribe(self._wake.set)
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+        self._unsubscribe()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.refresh()
                 if self.last_error is not None:
@@ -73,4 +89,4 @@ class LiveCatalog(Generic[View]):
             except Exception as exc:  # keep serving the last view whatever the store does
                 if self.last_error is None:
                     log.warning("catalog refresh failed, serving version %d: %s", self.version, exc)
-                self.last_error = str(exc)
+                self.last_error = str(exc) or type(exc).__name__

@@ -8,6 +8,7 @@ query whether anything changed and the feed never misses or invents a change.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from collections.abc import Callable
 from typing import Protocol
 
 from modeldex.catalog.changes import Change
@@ -21,6 +22,10 @@ KINDS = ("model", "alias", "group")
 
 class StoreError(Exception):
     """The database cannot be used as it is (unreachable, wrong schema version, ...)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached right now; the operation may succeed later."""
 
 
 class CatalogWriter(Protocol):
@@ -74,5 +79,9 @@ class CatalogStore(Protocol):
 
     def changes(self, since: int, limit: int) -> list[Change]:
         """Changes with a version above `since`, oldest first."""
+
+    def subscribe(self, on_change: Callable[[], None]) -> Callable[[], None]:
+        """Call `on_change` soon after any process commits a change, where the database can say so
+        (PostgreSQL's LISTEN/NOTIFY); returns a function that stops it. A no-op elsewhere."""
 
     def close(self) -> None: ...

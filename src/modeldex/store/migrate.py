@@ -1,5 +1,8 @@
-"""Schema versions, with Alembic. A new database is created at the newest schema on first use; an
-existing one at an older schema is never changed behind the operator's back: `modeldex db upgrade` does it.
+"""Schema versions, with Alembic.
+
+A new SQLite file is created at the newest schema on first use (the embedded default needs no set-up).
+Anything else is never changed behind the operator's back: an empty PostgreSQL database, or any database
+at an older schema, is refused until `modeldex db upgrade` has run, so replicas never race to migrate.
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Create a brand-new database; refuse one whose schema is not the one this code expects."""
+def ensure_schema(engine: Engine, create_if_empty: bool) -> None:
+    """Create a brand-new database if allowed; refuse one whose schema is not the one this code expects."""
     current = current_revision(engine)
     head = head_revision()
     if current == head:
@@ -52,6 +55,11 @@ def ensure_schema(engine: Engine) -> None:
             raise StoreError(
                 "the database has tables but no modeldex schema version; "
                 "point MODELDEX_DATABASE_URL at an empty database or a modeldex one"
+            )
+        if not create_if_empty:
+            raise StoreError(
+                "the database has no modeldex schema yet: "
+                "run `modeldex db upgrade` (with the same MODELDEX_DATABASE_URL) first"
             )
         try:
             upgrade(engine)

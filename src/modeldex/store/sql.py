@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -9,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, delete, event, insert, select, update
+from sqlalchemy import Connection, Engine, Table, create_engine, delete, event, insert, select, text, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from modeldex.catalog.changes import Change
 from modeldex.catalog.errors import AlreadyExists, NotFound, PreconditionFailed
@@ -20,10 +23,13 @@ from modeldex.catalog.models import Alias, Entity, Group, Model, list_order
 from modeldex.catalog.policy import ALL_MODELS, AccessPolicy
 from modeldex.catalog.state import CatalogState
 from modeldex.store import migrate
-from modeldex.store.base import StoreError
+from modeldex.store.base import StoreError, StoreUnavailable
 from modeldex.store.schema import aliases, api_keys, catalog_state, changes, groups, models
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+POSTGRES_CONNECT_TIMEOUT_S = 3
+NOTIFY_CHANNEL = "modeldex_catalog"
+log = logging.getLogger("modeldex.store")
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -50,8 +56,11 @@ def _configure_sqlite(engine: Engine) -> None:
 
 def create_store_engine(url: str) -> Engine:
     parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgres"):
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg"):
         parsed = parsed.set(drivername="postgresql+psycopg")
+        # Fail fast while the database is away: reads are served from memory, writes answer 503.
+        return create_engine(parsed, pool_pre_ping=True,
+                             connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S})
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if not database or database == ":memory:":
@@ -228,39 +237,80 @@ def _fields(key: ApiKey) -> dict[str, Any]:
 # --- the store ---------------------------------------------------------------------------------------
 
 
+def is_unavailable(exc: BaseException, dialect: str) -> bool:
+    """Whether a database error means "not reachable now" rather than a bug or a bad schema."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    if dialect == "postgresql":
+        return True  # psycopg's OperationalError is about the connection, never about SQL
+    message = str(exc.orig).lower()
+    return "locked" in message or "unable to open" in message or "disk i/o" in message
+
+
+F = Callable[..., Any]
+
+
+def _translated(method: F) -> F:
+    """Database-unreachable errors leave the store as StoreUnavailable; everything else as it was."""
+
+    @functools.wraps(method)
+    def wrapper(self: SqlStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except DBAPIError as exc:
+            if is_unavailable(exc, self.engine.dialect.name):
+                raise StoreUnavailable(f"the catalog database is unreachable: {exc.orig}") from None
+            raise
+
+    return wrapper
+
+
 class SqlStore:
     """CatalogStore on any SQLAlchemy database. Every write takes the version row first."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._writer = engine.execution_options(modeldex_write=True)
-        self._snapshot_reads: dict[str, Any] = (
-            {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
-        )
+        self._notifies = engine.dialect.name == "postgresql"
+        self._snapshot_reads: dict[str, Any] = {"isolation_level": "REPEATABLE READ"} if self._notifies else {}
 
     @contextmanager
     def write(self, actor: str, dry_run: bool = False) -> Iterator[SqlWriter]:
         """One write unit. Taking the version row first serializes writers, so read-check-write inside
-        a unit is safe; a unit that changed nothing (or a dry run) is rolled back and bumps nothing."""
-        with self._writer.connect() as conn:
-            transaction = conn.begin()
-            try:
-                conn.execute(update(catalog_state).values(version=catalog_state.c.version + 1))
-                version = int(conn.execute(select(catalog_state.c.version)).scalar_one())
-                writer = SqlWriter(conn, version, actor, dry_run)
-                yield writer
-                if writer.changed and not dry_run:
-                    transaction.commit()
-                else:
-                    transaction.rollback()
-            except BaseException:
-                transaction.rollback()
-                raise
+        a unit is safe; a unit that changed nothing (or a dry run) is rolled back and bumps nothing.
+        On PostgreSQL the commit also notifies every listening replica."""
+        try:
+            with self._writer.connect() as conn:
+                transaction = conn.begin()
+                try:
+                    conn.execute(update(catalog_state).values(version=catalog_state.c.version + 1))
+                    version = int(conn.execute(select(catalog_state.c.version)).scalar_one())
+                    writer = SqlWriter(conn, version, actor, dry_run)
+                    yield writer
+                    if writer.changed and not dry_run:
+                        if self._notifies:
+                            conn.execute(text("SELECT pg_notify(:channel, :version)"),
+                                         {"channel": NOTIFY_CHANNEL, "version": str(version)})
+                        transaction.commit()
+                    else:
+                        transaction.rollback()
+                except BaseException:
+                    if transaction.is_active:
+                        transaction.rollback()
+                    raise
+        except DBAPIError as exc:
+            if is_unavailable(exc, self.engine.dialect.name):
+                raise StoreUnavailable(f"the catalog database is unreachable: {exc.orig}") from None
+            raise
 
+    @_translated
     def current_version(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(catalog_state.c.version)).scalar_one())
 
+    @_translated
     def load_state(self) -> CatalogState:
         with self.engine.connect().execution_options(**self._snapshot_reads) as conn, conn.begin():
             version = int(conn.execute(select(catalog_state.c.version)).scalar_one())
@@ -276,6 +326,7 @@ class SqlStore:
             groups=tuple(sorted(map(_group_from_row, group_rows), key=lambda g: g.name)),
         )
 
+    @_translated
     def seed_once(self, seed: list[Model]) -> bool:
         with self._writer.begin() as conn:
             claimed = conn.execute(
@@ -290,14 +341,17 @@ class SqlStore:
                 writer.create("model", model)
             return True
 
+    @_translated
     def read(self, kind: str, key: str) -> tuple[Entity, int] | None:
         with self.engine.connect() as conn:
             return SqlWriter(conn, 0, "", True).get(kind, key)
 
+    @_translated
     def read_all(self, kind: str) -> list[tuple[Entity, int]]:
         with self.engine.connect() as conn:
             return SqlWriter(conn, 0, "", True).all(kind)
 
+    @_translated
     def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:
         query = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.pk)
         if not include_revoked:
@@ -305,6 +359,7 @@ class SqlStore:
         with self.engine.connect() as conn:
             return [_key_from_row(row) for row in conn.execute(query)]
 
+    @_translated
     def changes(self, since: int, limit: int) -> list[Change]:
         query = select(changes).where(changes.c.version > since).order_by(changes.c.seq).limit(limit)
         with self.engine.connect() as conn:
@@ -314,21 +369,63 @@ class SqlStore:
                 for r in conn.execute(query)
             ]
 
+    def subscribe(self, on_change: Callable[[], None]) -> Callable[[], None]:
+        if not self._notifies:
+            return lambda: None
+        listener = _Listener(self.engine.url, on_change)
+        listener.start()
+        return listener.stop
+
     def close(self) -> None:
         self.engine.dispose()
 
 
+class _Listener:
+    """LISTENs on its own connection in a thread; reconnects (and reports a change, to catch up on any
+    notification it missed) whenever the connection was lost."""
+
+    def __init__(self, url: Any, on_change: Callable[[], None]) -> None:
+        import psycopg
+
+        self._psycopg = psycopg
+        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._on_change = on_change
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="modeldex-listen", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                with self._psycopg.connect(self._dsn, autocommit=True,
+                                           connect_timeout=POSTGRES_CONNECT_TIMEOUT_S) as conn:
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self._on_change()  # anything committed while we were not listening
+                    while not self._stopping.is_set():
+                        for _notice in conn.notifies(timeout=0.5, stop_after=1):
+                            self._on_change()
+            except self._psycopg.Error as exc:
+                log.debug("catalog listener lost its connection: %s", exc)
+                self._stopping.wait(0.5)
+
+
 def open_store(url: str, seed: list[Model] | None = None) -> SqlStore:
-    """Open (creating on first use) the catalog at `url`, and add `seed` if it was never seeded."""
+    """Open the catalog at `url` (a new SQLite file is created), and add `seed` if it was never seeded."""
     engine = create_store_engine(url)
     try:
-        migrate.ensure_schema(engine)
+        migrate.ensure_schema(engine, create_if_empty=engine.dialect.name == "sqlite")
         store = SqlStore(engine)
         if seed is not None:
             store.seed_once(seed)
     except OperationalError as exc:
         engine.dispose()
-        raise StoreError(f"cannot open the database: {exc.orig}") from None
+        raise StoreUnavailable(f"cannot open the database: {exc.orig}") from None
     except Exception:
         engine.dispose()
         raise

@@ -1,0 +1,166 @@
+"""Request scenarios under load: modeldex and, on the same bytes, nginx (the ceiling), run in turns.
+
+Each group of scenarios shares one modeldex server (a catalog and a worker count) and one nginx with as
+many worker processes. Repeats alternate which of the two goes first, so a drift in the machine's speed
+(the other core busy, a thermal limit) lands on both alike; the ratio of their medians is the figure.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from baseline import StaticAnswer, nginx_etag, start_nginx
+from load import Request, RunResult, Series, run_wrk
+from modeldex_server import start_modeldex
+from procs import Server, http_status
+
+RETRIEVE_ID = "MiniMax-M2.7"
+PATTERN = "MiniMax-M2*"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str  # also nginx's location for it
+    label: str
+    path: str
+    key: str  # which key sends it: "read", "pattern" or "bad"
+    status: int = 200
+    conditional: bool = False  # sent with If-None-Match: the ETag of the answer
+
+    def headers(self, keys: dict[str, str]) -> dict[str, str]:
+        return {"Authorization": f"Bearer {keys[self.key]}"}
+
+
+RETRIEVE = Scenario("retrieve", "retrieve, valid key", f"/v1/models/{RETRIEVE_ID}", "read")
+LIST = Scenario("list", "list, default catalog (9 models)", "/v1/models", "read")
+PATTERN_LIST = Scenario("list_pattern", f"list, key sees `{PATTERN}` (7 models)", "/v1/models", "pattern")
+UNKNOWN = Scenario("unknown", "unknown model (404)", "/v1/models/no-such-model", "read", 404)
+BAD_KEY = Scenario("bad_key", "bad key (401)", f"/v1/models/{RETRIEVE_ID}", "bad", 401)
+NOT_MODIFIED = Scenario("not_modified", "list, If-None-Match (304)", "/v1/models", "read", 304, conditional=True)
+LIST_10K = Scenario("list_10k", "list, 10,000 models", "/v1/models", "read")
+
+
+@dataclass(frozen=True)
+class Group:
+    catalog: str  # "default" or "10k": which database the modeldex server serves
+    workers: int
+    scenarios: tuple[Scenario, ...]
+
+
+GROUPS = (
+    Group("default", 1, (RETRIEVE, LIST, PATTERN_LIST, UNKNOWN, BAD_KEY, NOT_MODIFIED)),
+    Group("10k", 1, (LIST_10K,)),
+    Group("default", 2, (RETRIEVE, LIST)),
+)
+
+
+@dataclass
+class Row:
+    """One line of the table: a scenario on one server, and the nginx series it is compared with."""
+
+    scenario: Scenario
+    server: str
+    workers: int
+    series: Series
+    ceiling: Series | None = None
+
+    @property
+    def vs_ceiling(self) -> float | None:
+        return self.series.rps / self.ceiling.rps if self.ceiling is not None else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    duration: float
+    repeat: int
+    warmup: float
+
+
+def fetch_answer(base: str, scenario: Scenario, keys: dict[str, str]) -> tuple[StaticAnswer, dict[str, str]]:
+    """modeldex's answer (status and bytes), checked; and the headers wrk must send it."""
+    headers = scenario.headers(keys)
+    response = httpx.get(base + scenario.path, headers=headers, timeout=30)
+    expected = 200 if scenario.conditional else scenario.status
+    if response.status_code != expected:
+        raise RuntimeError(f"{scenario.name}: modeldex answered {response.status_code}, not {expected}: "
+                           f"{response.text[:200]}")
+    if response.headers.get("content-type") != "application/json":
+        raise RuntimeError(f"{scenario.name}: content-type {response.headers.get('content-type')}")
+    if scenario.conditional:
+        headers = {**headers, "If-None-Match": response.headers["etag"]}
+        status = http_status(base + scenario.path, headers)
+        if status != 304:
+            raise RuntimeError(f"{scenario.name}: modeldex answered If-None-Match with {status}, not 304")
+    return StaticAnswer(scenario.name, scenario.status, response.content), headers
+
+
+def nginx_request(base: str, scenario: Scenario, keys: dict[str, str]) -> Request:
+    """The same request to nginx: the same Authorization header, and nginx's own ETag for a 304."""
+    headers = scenario.headers(keys)
+    url = f"{base}/{scenario.name}"
+    if scenario.conditional:
+        headers["If-None-Match"] = nginx_etag(base, scenario.name)
+        if http_status(url, headers) != 304:
+            raise RuntimeError(f"nginx does not answer {scenario.name} with 304")
+    return Request(url, headers, scenario.status)
+
+
+def measure(server: Server, request: Request, duration: float) -> RunResult:
+    rps, p50, p99, requests, errors = run_wrk(request, duration)
+    return RunResult(rps, p50, p99, requests, errors, server.rss_mb())
+
+
+def run_group(group: Group, url: str, keys: dict[str, str], settings: Settings, workdir: Path) -> list[Row]:
+    """Measure every scenario of `group` on modeldex and on nginx serving modeldex's bytes."""
+    modeldex, base, _startup = start_modeldex(url, group.workers, workdir)
+    with modeldex:
+        fetched = {s.name: fetch_answer(base, s, keys) for s in group.scenarios}
+        nginx_dir = workdir / f"nginx-{group.catalog}-w{group.workers}"
+        nginx, nginx_base = start_nginx(nginx_dir, group.workers, [answer for answer, _ in fetched.values()])
+        with nginx:
+            targets = {
+                s.name: (
+                    (modeldex, Request(base + s.path, fetched[s.name][1], s.status), Series()),
+                    (nginx, nginx_request(nginx_base, s, keys), Series()),
+                )
+                for s in group.scenarios
+            }
+            for pair in targets.values():
+                for server, request, _series in pair:
+                    if settings.warmup > 0:
+                        run_wrk(request, settings.warmup)
+            for attempt in range(settings.repeat):
+                for scenario in group.scenarios:
+                    pair = targets[scenario.name]
+                    for server, request, series in (pair if attempt % 2 == 0 else pair[::-1]):
+                        series.runs.append(measure(server, request, settings.duration))
+                    progress(scenario, group.workers, attempt, pair[0][2], pair[1][2])
+    return [row for s in group.scenarios for row in (
+        Row(s, "modeldex", group.workers, targets[s.name][0][2], targets[s.name][1][2]),
+        Row(s, "nginx", group.workers, targets[s.name][1][2], targets[s.name][1][2]),
+    )]
+
+
+def run_peer(name: str, server: Server, base: str, scenarios: tuple[Scenario, ...], headers: dict[str, str],
+             settings: Settings) -> dict[str, Series]:
+    """The same scenarios against a peer (its own keys and paths); nginx numbers come from the main run."""
+    results: dict[str, Series] = {}
+    for scenario in scenarios:
+        request = Request(base + scenario.path, headers, scenario.status)
+        if settings.warmup > 0:
+            run_wrk(request, settings.warmup)
+        series = results[scenario.name] = Series()
+        for attempt in range(settings.repeat):
+            series.runs.append(measure(server, request, settings.duration))
+            print(f"  {name} {scenario.label}: run {attempt + 1}: {series.runs[-1].rps:,.0f} req/s",
+                  file=sys.stderr)
+    return results
+
+
+def progress(scenario: Scenario, workers: int, attempt: int, modeldex: Series, nginx: Series) -> None:
+    print(f"  {scenario.label} (workers {workers}), run {attempt + 1}: modeldex {modeldex.runs[-1].rps:,.0f} "
+          f"req/s, nginx {nginx.runs[-1].rps:,.0f} req/s", file=sys.stderr)
