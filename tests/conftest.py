@@ -78,6 +78,9 @@ class Server:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")
+        # One client for the server's lifetime: a new httpx client per request costs tens of milliseconds,
+        # which would swamp the propagation times the tests measure.
+        self.http = httpx.Client(timeout=10)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "modeldex", "serve", "--port", str(self.port), *extra_args],
             env=cli_env(db_url),
@@ -111,7 +114,7 @@ class Server:
     def get(self, path: str, key: str | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
         all_headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
         all_headers.update(headers or {})
-        return httpx.get(self.base_url + path, headers=all_headers, timeout=10)
+        return self.http.get(self.base_url + path, headers=all_headers)
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -122,6 +125,7 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+        self.http.close()
         return self.process.returncode
 
 
@@ -253,3 +257,18 @@ def pytest_sessionfinish(session, exitstatus) -> None:  # type: ignore[no-untype
         if reporter:
             reporter.write_line(f"FAILED: {len(skipped)} PostgreSQL tests were skipped, e.g. {skipped[0]}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+REPORTS: list[str] = []
+
+
+def report(line: str) -> None:
+    """A measured figure to show at the end of the run (e.g. propagation times)."""
+    REPORTS.append(line)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
+    if REPORTS:
+        terminalreporter.section("modeldex measurements")
+        for line in REPORTS:
+            terminalreporter.write_line(line)
