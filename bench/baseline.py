@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-
 from procs import HOST, Server, free_port, http_status
 
 
@@ -64,8 +63,10 @@ http {{
     types {{ }}
     default_type application/json;
     access_log off;
-    sendfile on;
-    tcp_nopush on;
+    # From memory rather than sendfile: on loopback this is nginx's faster way (5.4k against 3.0k req/s for
+    # an 850 kB list, measured here), and the ceiling should be nginx at its best.
+    sendfile off;
+    output_buffers 1 1m;
     keepalive_requests 1000000;
     keepalive_timeout 75s;
     open_file_cache max=64;

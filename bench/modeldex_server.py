@@ -27,8 +27,8 @@ def clean_env() -> dict[str, str]:
 
 def cli(*args: str) -> str:
     """Run a modeldex CLI command; returns its stdout."""
-    result = subprocess.run([modeldex_binary(), *args], capture_output=True, text=True, env=clean_env(),
-                            timeout=900)
+    result = subprocess.run([modeldex_binary(), *args], check=False, capture_output=True, text=True,
+                            env=clean_env(), timeout=900)
     if result.returncode != 0:
         raise RuntimeError(f"modeldex {' '.join(args[:3])} failed ({result.returncode}): {result.stderr.strip()}")
     return result.stdout
@@ -73,7 +73,10 @@ def start_modeldex(url: str, workers: int, log_dir: Path, probe: str | None = No
     """
     port = free_port()
     argv = [modeldex_binary(), "serve", "--host", HOST, "--port", str(port), "--workers", str(workers),
-            "--no-access-log", "--database-url", url]
+            "--no-access-log", "--database-url", url,
+            # The 401 scenario measures the wrong-key path itself; with the default limit a flood of bad
+            # keys from one address turns into (cheaper) 429s after 30.
+            "--auth-failure-limit", "off"]
     server = Server(f"modeldex --workers {workers}", argv, log_dir / f"modeldex-{port}.log", env=clean_env())
     base = f"http://{HOST}:{port}"
 

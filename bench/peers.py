@@ -27,12 +27,19 @@ def ensure_litellm() -> Path:
         return binary
     print(f"bench: installing litellm[proxy] into {VENV} (once; takes a few minutes)", file=sys.stderr)
     if not (VENV / "bin" / "pip").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, capture_output=True, text=True)
-    subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "litellm[proxy]"], check=True,
-                   capture_output=True, text=True, timeout=1800)
+        _run([sys.executable, "-m", "venv", str(VENV)])
+    _run([str(VENV / "bin" / "pip"), "install", "-q", "litellm[proxy]"])
     if not binary.exists():
         raise RuntimeError("pip installed litellm[proxy] but there is no litellm executable")
     return binary
+
+
+def _run(argv: list[str]) -> None:
+    """Run an install step; a failure says what the tool said, not only its exit code."""
+    result = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=1800)
+    if result.returncode != 0:
+        said = (result.stderr or result.stdout).strip().splitlines()
+        raise RuntimeError(f"{' '.join(argv[:3])} failed: {said[-1] if said else result.returncode}")
 
 
 def write_config(directory: Path, model_ids: list[str]) -> Path:

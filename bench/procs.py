@@ -13,14 +13,16 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Self
 from urllib.parse import urlsplit
 
 HOST = "127.0.0.1"  # every server binds here, and every request goes here: nothing leaves the machine
 
-_running: list["Server"] = []
+_running: list[Server] = []
 
 
 def free_port() -> int:
@@ -97,7 +99,7 @@ class Server:
         if self.process.poll() is None:
             self.process.wait(timeout=5)
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -112,11 +114,11 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 
 def stop_all() -> None:
-    for server in list(_running):
+    for server in _running:
         try:
             server.stop(grace=5.0)
-        except Exception:  # stopping the others matters more than this one's error
-            pass
+        except (OSError, subprocess.SubprocessError) as exc:  # stopping the others matters more
+            print(f"bench: could not stop {server.name} ({server.pid}): {exc}", file=sys.stderr)
 
 
 def _on_sigterm(_signum: int, _frame: object) -> None:
@@ -163,7 +165,7 @@ def http_status(url: str, headers: dict[str, str] | None = None, method: str = "
     http.client rather than httpx here: polls must cost well under a millisecond of the time they measure.
     """
     parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5.0)
+    connection = http.client.HTTPConnection(parts.hostname or HOST, parts.port, timeout=5.0)
     try:
         connection.request(method, parts.path, headers=headers or {})
         response = connection.getresponse()

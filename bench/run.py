@@ -8,7 +8,9 @@ whatever happens. The output is one markdown report: stdout, and --output FILE.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,8 +23,8 @@ from report import PeerResult, render
 from scale import ScaleResult, measure_scale
 from throughput import GROUPS, LIST, PATTERN, RETRIEVE, Row, Settings, run_group, run_peer
 
-SEED_MODEL_IDS = ["MiniMax-M3", "MiniMax-M3.1-Flash-Preview", "MiniMax-M2.7", "MiniMax-M2.7-highspeed",
-                  "MiniMax-M2.5", "MiniMax-M2.5-highspeed", "MiniMax-M2.1", "MiniMax-M2.1-highspeed", "MiniMax-M2"]
+from modeldex.catalog.seed import seed_models
+
 LIST_10K_MODELS = 10_000
 
 
@@ -79,8 +81,8 @@ def peer_result(settings: Settings, workdir: Path) -> PeerResult:
     """LiteLLM's proxy on the retrieve and list scenarios; unavailable (with the reason) if it won't run."""
     log("peers: LiteLLM proxy")
     try:
-        server, base, startup = start_litellm(workdir / "litellm", SEED_MODEL_IDS)
-    except Exception as exc:  # an install or start failure must not lose the rest of the report
+        server, base, startup = start_litellm(workdir / "litellm", [model.id for model in seed_models()])
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:  # the rest of the report still counts
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         log(f"LiteLLM unavailable: {exc}")
         return PeerResult("LiteLLM", False, reason[:200])
@@ -107,6 +109,7 @@ def main(argv: list[str]) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="modeldex-bench-"))
     workdir.chmod(0o711)  # nginx's workers (user nobody under root) pass through it to their files
     started = time.monotonic()
+    load_before = os.getloadavg()  # another job on the machine shows here and in the noise
     finished = False
     try:
         rows = [] if args.no_requests else request_rows(settings, workdir)
@@ -119,7 +122,7 @@ def main(argv: list[str]) -> int:
             log(f"kept {workdir} (server logs, databases, nginx config)")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    report = render(settings, argv, rows, scale, peer)
+    report = render(settings, argv, load_before, rows, scale, peer)
     print(report)
     if args.output:
         args.output.write_text(report)

@@ -8,11 +8,10 @@ many worker processes. Repeats alternate which of the two goes first, so a drift
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-
 from baseline import StaticAnswer, nginx_etag, start_nginx
 from load import Request, RunResult, Series, run_wrk
 from modeldex_server import start_modeldex
@@ -72,6 +71,14 @@ class Row:
     def vs_ceiling(self) -> float | None:
         return self.series.rps / self.ceiling.rps if self.ceiling is not None else None
 
+    @property
+    def run_ratios(self) -> list[float]:
+        """The ratio to nginx in each repeat (runs back to back): steadier than either server's req/s when
+        something else on the machine comes and goes."""
+        if self.ceiling is None or self.ceiling is self.series:
+            return []
+        return [ours.rps / theirs.rps for ours, theirs in zip(self.series.runs, self.ceiling.runs, strict=True)]
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -109,9 +116,17 @@ def nginx_request(base: str, scenario: Scenario, keys: dict[str, str]) -> Reques
     return Request(url, headers, scenario.status)
 
 
-def measure(server: Server, request: Request, duration: float) -> RunResult:
-    rps, p50, p99, requests, errors = run_wrk(request, duration)
-    return RunResult(rps, p50, p99, requests, errors, server.rss_mb())
+@dataclass
+class Target:
+    """One server answering one scenario, and what its runs measured."""
+
+    server: Server
+    request: Request
+    series: Series = field(default_factory=Series)
+
+    def run(self, duration: float) -> None:
+        rps, p50, p99, requests, errors = run_wrk(self.request, duration)
+        self.series.runs.append(RunResult(rps, p50, p99, requests, errors, self.server.rss_mb()))
 
 
 def run_group(group: Group, url: str, keys: dict[str, str], settings: Settings, workdir: Path) -> list[Row]:
@@ -122,45 +137,46 @@ def run_group(group: Group, url: str, keys: dict[str, str], settings: Settings, 
         nginx_dir = workdir / f"nginx-{group.catalog}-w{group.workers}"
         nginx, nginx_base = start_nginx(nginx_dir, group.workers, [answer for answer, _ in fetched.values()])
         with nginx:
-            targets = {
-                s.name: (
-                    (modeldex, Request(base + s.path, fetched[s.name][1], s.status), Series()),
-                    (nginx, nginx_request(nginx_base, s, keys), Series()),
-                )
-                for s in group.scenarios
-            }
-            for pair in targets.values():
-                for server, request, _series in pair:
-                    if settings.warmup > 0:
-                        run_wrk(request, settings.warmup)
+            pairs = {s.name: (Target(modeldex, Request(base + s.path, fetched[s.name][1], s.status)),
+                              Target(nginx, nginx_request(nginx_base, s, keys)))
+                     for s in group.scenarios}
+            for pair in pairs.values():
+                for target in pair:
+                    warm_up(target.request, settings)
             for attempt in range(settings.repeat):
                 for scenario in group.scenarios:
-                    pair = targets[scenario.name]
-                    for server, request, series in (pair if attempt % 2 == 0 else pair[::-1]):
-                        series.runs.append(measure(server, request, settings.duration))
-                    progress(scenario, group.workers, attempt, pair[0][2], pair[1][2])
-    return [row for s in group.scenarios for row in (
-        Row(s, "modeldex", group.workers, targets[s.name][0][2], targets[s.name][1][2]),
-        Row(s, "nginx", group.workers, targets[s.name][1][2], targets[s.name][1][2]),
-    )]
+                    ours, ceiling = pairs[scenario.name]
+                    for target in (ours, ceiling) if attempt % 2 == 0 else (ceiling, ours):
+                        target.run(settings.duration)
+                    progress(f"{scenario.label} (workers {group.workers}), run {attempt + 1}: modeldex "
+                             f"{ours.series.runs[-1].rps:,.0f} req/s, nginx {ceiling.series.runs[-1].rps:,.0f} req/s")
+    rows = []
+    for s in group.scenarios:
+        ours, ceiling = pairs[s.name]
+        rows += [Row(s, "modeldex", group.workers, ours.series, ceiling.series),
+                 Row(s, "nginx", group.workers, ceiling.series, ceiling.series)]
+    return rows
+
+
+def warm_up(request: Request, settings: Settings) -> None:
+    """Unrecorded load first: connection set-up, caches and allocator growth stay out of the figures."""
+    if settings.warmup > 0:
+        run_wrk(request, settings.warmup)
 
 
 def run_peer(name: str, server: Server, base: str, scenarios: tuple[Scenario, ...], headers: dict[str, str],
              settings: Settings) -> dict[str, Series]:
-    """The same scenarios against a peer (its own keys and paths); nginx numbers come from the main run."""
+    """The same scenarios against a peer (its own key); its nginx figures are the main run's."""
     results: dict[str, Series] = {}
     for scenario in scenarios:
-        request = Request(base + scenario.path, headers, scenario.status)
-        if settings.warmup > 0:
-            run_wrk(request, settings.warmup)
-        series = results[scenario.name] = Series()
+        target = Target(server, Request(base + scenario.path, headers, scenario.status))
+        warm_up(target.request, settings)
         for attempt in range(settings.repeat):
-            series.runs.append(measure(server, request, settings.duration))
-            print(f"  {name} {scenario.label}: run {attempt + 1}: {series.runs[-1].rps:,.0f} req/s",
-                  file=sys.stderr)
+            target.run(settings.duration)
+            progress(f"{name} {scenario.label}, run {attempt + 1}: {target.series.runs[-1].rps:,.0f} req/s")
+        results[scenario.name] = target.series
     return results
 
 
-def progress(scenario: Scenario, workers: int, attempt: int, modeldex: Series, nginx: Series) -> None:
-    print(f"  {scenario.label} (workers {workers}), run {attempt + 1}: modeldex {modeldex.runs[-1].rps:,.0f} "
-          f"req/s, nginx {nginx.runs[-1].rps:,.0f} req/s", file=sys.stderr)
+def progress(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)

@@ -82,13 +82,21 @@ class Server:
         # which would swamp the propagation times the tests measure.
         self.http = httpx.Client(timeout=10)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "modeldex", "serve", "--port", str(self.port), *extra_args],
-            env=cli_env(db_url),
+            [*self.command(), "serve", "--port", str(self.port), *extra_args],
+            env=self.environment(db_url),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
         self._wait_ready()
+
+    @staticmethod
+    def command() -> list[str]:
+        return [sys.executable, "-m", "modeldex"]
+
+    @staticmethod
+    def environment(db_url: str) -> dict[str, str]:
+        return cli_env(db_url)
 
     def _wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

@@ -27,7 +27,7 @@ def test_keys_default_to_read_scope_and_list_never_shows_secrets(db_url: str) ->
     reader = run_cli(db_url, "keys", "create", "dashboard").stdout.strip()
     listing = run_cli(db_url, "keys", "list")
     rows = listing.stdout.splitlines()
-    assert rows[0].split() == ["NAME", "SCOPE", "KEY", "SEES", "CREATED", "REVOKED"]
+    assert rows[0].split() == ["NAME", "SCOPE", "KEY", "SEES", "RATE", "LIMIT", "CREATED", "REVOKED"]
     assert rows[1].split()[:2] == ["ops", "admin"]
     assert rows[2].split()[:2] == ["dashboard", "read"]
     for secret in (admin, reader):

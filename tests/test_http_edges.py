@@ -83,7 +83,7 @@ def test_encoded_slashes_are_not_dot_segments(deployment: Deployment) -> None:
 def test_twenty_kilobyte_id_is_a_clear_404(deployment: Deployment) -> None:
     long_id = "x" * 20_000
     error = assert_envelope(get(deployment, "/v1/models/" + long_id), 404, "model_not_found")
-    assert len(error["message"]) < 300
+    assert len(error["message"]) < 300 and "at most 256 characters" in error["message"]
     error = assert_envelope(get(deployment, "/v1/models/" + "%2F" * 7000), 404, "model_not_found")
     assert len(error["message"]) < 300
 

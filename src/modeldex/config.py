@@ -1,7 +1,12 @@
-"""Where settings come from: command-line flags, then MODELDEX_* environment variables, then defaults."""
+"""Where settings come from: command-line flags, then MODELDEX_* environment variables, then defaults.
+
+`serve` resolves its flags into ServerSettings and hands them to each worker process as MODELDEX_*
+environment variables (workers are separate processes started by the HTTP server).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,33 +26,59 @@ def resolve_database_url(flag: str | None) -> str:
     return flag or os.environ.get(DATABASE_URL_ENV) or default_database_url()
 
 
-def _flag(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    return default if value is None else value.strip().lower() not in ("0", "false", "no", "off", "")
+def _env_name(field: str) -> str:
+    return "MODELDEX_" + field.upper()
+
+
+def _parse(kind: object, raw: str) -> object:
+    if kind in (bool, "bool"):
+        return raw.strip().lower() not in ("0", "false", "no", "off", "")
+    if kind in (int, "int"):
+        return int(raw)
+    if kind in (float, "float"):
+        return float(raw)
+    if kind in ("tuple[str, ...]",):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw if raw != "" else None
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """What a server process (and each of its workers) needs to know; passed to workers as env vars."""
+    """What a server process (and each of its workers) needs to know."""
 
     database_url: str
     refresh_interval: float = 0.2
     access_log: bool = True
+    log_format: str = "text"  # or "json"
     metadata: bool = False
+    rate_limit: str | None = None  # default per-key limit, e.g. "600/m"; None: unlimited
+    auth_failure_limit: str | None = "30/m"  # failed authentications per client address
+    redis_url: str | None = None  # share rate-limit buckets across workers and replicas
+    cors_origins: tuple[str, ...] = ()
+    forwarded_allow_ips: tuple[str, ...] = ()
+    max_header_bytes: int = 16 * 1024
+    max_body_bytes: int = 4 * 1024 * 1024
+    metrics_token: str | None = None
+    public_metrics: bool = False  # /metrics without a key (e.g. when only reachable internally)
 
     def to_env(self) -> dict[str, str]:
-        return {
-            DATABASE_URL_ENV: self.database_url,
-            "MODELDEX_REFRESH_INTERVAL": str(self.refresh_interval),
-            "MODELDEX_ACCESS_LOG": "1" if self.access_log else "0",
-            "MODELDEX_METADATA": "1" if self.metadata else "0",
-        }
+        env = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            elif isinstance(value, bool):
+                value = "1" if value else "0"
+            env[_env_name(field.name)] = "" if value is None else str(value)
+        return env
 
     @classmethod
     def from_env(cls) -> ServerSettings:
-        return cls(
-            database_url=resolve_database_url(None),
-            refresh_interval=float(os.environ.get("MODELDEX_REFRESH_INTERVAL", "0.2")),
-            access_log=_flag("MODELDEX_ACCESS_LOG", True),
-            metadata=_flag("MODELDEX_METADATA", False),
-        )
+        values: dict[str, object] = {"database_url": resolve_database_url(None)}
+        for field in dataclasses.fields(cls):
+            raw = os.environ.get(_env_name(field.name))
+            if field.name == "database_url" or raw is None:
+                continue
+            kind = str(field.type).replace(" | None", "")
+            values[field.name] = _parse(kind, raw)
+        return cls(**values)  # type: ignore[arg-type]

@@ -20,15 +20,20 @@ from starlette.routing import Route
 from modeldex.api import errors
 from modeldex.api.errors import ApiError
 from modeldex.api.render import RenderedCatalog
+from modeldex.api.upstreams import upstream_routes
 from modeldex.catalog.catalog_file import dump_yaml, load_yaml
 from modeldex.catalog.errors import AlreadyExists, CatalogError, Conflict, InvalidInput, NotFound, PreconditionFailed
 from modeldex.catalog.keys import ApiKey
 from modeldex.catalog.live import LiveCatalog
 from modeldex.catalog.service import Catalog
+from modeldex.api.models import authenticate
+from modeldex.ops import metrics
+from modeldex.ops.ratelimit import RateLimiter
 from modeldex.store import CatalogStore, StoreUnavailable
+from modeldex.store.base import UNCHANGED
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
-COLLECTIONS = {"models": "model", "aliases": "alias", "groups": "group"}
+COLLECTIONS = {"models": "model", "aliases": "alias", "groups": "group", "upstreams": "upstream"}
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -66,10 +71,23 @@ def if_match(request: Request) -> int | None:
         return -1
 
 
+async def read_body(request: Request) -> bytes:
+    """The body, refused with 413 as soon as it exceeds the server's limit (before it is all read)."""
+    limit = getattr(request.app.state, "max_body_bytes", MAX_BODY_BYTES)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise errors.body_too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise errors.body_too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def json_body(request: Request) -> dict[str, Any]:
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise ApiError(413, f"The request body is larger than {MAX_BODY_BYTES} bytes.", code="body_too_large")
+    body = await read_body(request)
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -84,29 +102,29 @@ def with_revision(document: dict[str, Any], revision: int) -> dict[str, Any]:
 
 
 class AdminRoutes:
-    def __init__(self, live: LiveCatalog[RenderedCatalog], store: CatalogStore) -> None:
+    def __init__(self, live: LiveCatalog[RenderedCatalog], store: CatalogStore, limiter: RateLimiter) -> None:
         self.live = live
         self.store = store
+        self.limiter = limiter
 
-    def _admin(self, request: Request) -> ApiKey:
-        rendered = self.live.current
-        value = request.headers.get("authorization", "")
-        scheme, _, token = value.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise errors.missing_key()
-        key = rendered.authenticate(token.strip())
-        if key is None:
-            raise errors.invalid_key(token.strip())
+    async def _admin(self, request: Request) -> tuple[ApiKey, list[tuple[bytes, bytes]]]:
+        """The admin key of the request, and the rate-limit headers its answer carries."""
+        key = await authenticate(self.live.current, request.scope, self.limiter)
+        request.scope["modeldex.key"] = key.name
+        verdict = await self.limiter.for_key(key.name, key.rate_limit)
+        if verdict is not None and not verdict.allowed:
+            metrics.RATE_LIMITED.labels("key").inc()
+            raise errors.rate_limited(key.name, verdict)
         if not key.is_admin:
             raise errors.insufficient_scope("the admin API")
-        return key
+        return key, verdict.headers() if verdict is not None else []
 
     def endpoint(self, operation: Callable[[Request, Catalog], Awaitable[Response]], writes: bool = False
                  ) -> Handler:
         """Authenticate, run, map domain errors; after a write, refresh so this worker serves it at once."""
 
         async def handler(request: Request) -> Response:
-            key = self._admin(request)
+            key, limit_headers = await self._admin(request)
             catalog = Catalog(self.store, actor=f"key:{key.name}")
             try:
                 response = await operation(request, catalog)
@@ -117,6 +135,8 @@ class AdminRoutes:
             if writes:
                 with contextlib.suppress(StoreUnavailable):  # the refresher catches up later
                     await run_in_threadpool(self.live.refresh)
+            for name, value in limit_headers:
+                response.headers[name.decode()] = value.decode()
             return response
 
         return handler
@@ -157,13 +177,14 @@ class AdminRoutes:
 
     async def create_key(self, request: Request, catalog: Catalog) -> Response:
         data = await json_body(request)
-        unknown = sorted(set(data) - {"name", "scope", "policy"})
+        unknown = sorted(set(data) - {"name", "scope", "policy", "rate_limit"})
         if unknown:
             raise InvalidInput(unknown[0], f"{unknown[0]}: unknown field")
         if not isinstance(data.get("name"), str):
             raise InvalidInput("name", "name: required, a string")
         record, secret = await run_in_threadpool(
-            catalog.create_key, data["name"], str(data.get("scope", "read")), data.get("policy"))
+            catalog.create_key, data["name"], str(data.get("scope", "read")), data.get("policy"),
+            _optional_str(data, "rate_limit"))
         # The secret is in this response and nowhere else, ever.
         return json_response({**with_revision(record.document(), record.revision), "secret": secret}, 201,
                              record.revision)
@@ -175,11 +196,13 @@ class AdminRoutes:
     async def update_key(self, request: Request, catalog: Catalog) -> Response:
         data = await json_body(request)
         data.pop("revision", None)
-        unknown = sorted(set(data) - {"scope", "policy", "name"})
+        unknown = sorted(set(data) - {"scope", "policy", "name", "rate_limit"})
         if unknown:
-            raise InvalidInput(unknown[0], f"{unknown[0]}: unknown field (a key's scope and policy can change)")
+            raise InvalidInput(unknown[0], f"{unknown[0]}: unknown field (a key's scope, policy and rate_limit "
+                               "can change)")
+        rate_limit = _optional_str(data, "rate_limit") if "rate_limit" in data else UNCHANGED
         key = await run_in_threadpool(catalog.update_key, request.path_params["name"], data.get("scope"),
-                                      data.get("policy"), if_match(request))
+                                      data.get("policy"), if_match(request), rate_limit)
         return json_response(with_revision(key.document(), key.revision), etag=key.revision)
 
     async def revoke_key(self, request: Request, catalog: Catalog) -> Response:
@@ -216,9 +239,7 @@ class AdminRoutes:
         return json_response(document)
 
     async def apply(self, request: Request, catalog: Catalog) -> Response:
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise ApiError(413, f"The request body is larger than {MAX_BODY_BYTES} bytes.", code="body_too_large")
+        body = await read_body(request)
         document = load_yaml(body.decode("utf-8", errors="replace"))  # YAML is a superset of JSON
         prune = request.query_params.get("prune", "").lower() in ("1", "true", "yes")
         dry_run = request.query_params.get("dry_run", "").lower() in ("1", "true", "yes")
@@ -237,6 +258,7 @@ class AdminRoutes:
             Route("/v1/admin/keys/{name}", e(self.get_key), methods=["GET"]),
             Route("/v1/admin/keys/{name}", e(self.update_key, writes=True), methods=["PATCH"]),
             Route("/v1/admin/keys/{name}", e(self.revoke_key, writes=True), methods=["DELETE"]),
+            *upstream_routes(self),  # before the generic ones: their reads include health
         ]
         for collection, kind in COLLECTIONS.items():
             base = f"/v1/admin/{collection}"
@@ -248,6 +270,13 @@ class AdminRoutes:
                 Route(base + "/{key:path}", e(partial(self.delete_entity, kind), writes=True), methods=["DELETE"]),
             ]
         return routes
+
+
+def _optional_str(data: dict[str, Any], field: str) -> str | None:
+    value = data.get(field)
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput(field, f"{field}: must be a string such as \"600/m\", or null")
+    return value
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int | None = None) -> int:

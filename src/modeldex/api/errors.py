@@ -9,6 +9,8 @@ from __future__ import annotations
 import orjson
 
 from modeldex.catalog.keys import mask
+from modeldex.catalog.models import MAX_MODEL_ID_LENGTH
+from modeldex.ops.ratelimit import Verdict, format_duration
 
 MAX_ECHOED_ID = 128
 
@@ -64,9 +66,13 @@ def invalid_key(presented: str) -> ApiError:
 
 
 def model_not_found(model_id: str) -> ApiError:
+    if len(model_id) > MAX_MODEL_ID_LENGTH:
+        reason = f": model ids are at most {MAX_MODEL_ID_LENGTH} characters"
+    else:
+        reason = " or you do not have access to it"
     return ApiError(
         404,
-        f"The model `{_shorten(model_id)}` does not exist or you do not have access to it.",
+        f"The model `{_shorten(model_id)}` does not exist{reason}.",
         param="model",
         code="model_not_found",
     )
@@ -110,3 +116,34 @@ def store_unavailable() -> ApiError:
         code="database_unavailable",
         headers=((b"retry-after", b"1"),),
     )
+
+
+def rate_limited(key_name: str, verdict: Verdict) -> ApiError:
+    wait = format_duration(verdict.retry_after_seconds)
+    return ApiError(
+        429,
+        f"Rate limit reached for requests with key '{key_name}': limit {verdict.limit}, remaining "
+        f"{verdict.remaining}. Please try again in {wait}.",
+        type="requests",
+        code="rate_limit_exceeded",
+        headers=tuple(verdict.retry_headers()),
+    )
+
+
+def too_many_auth_failures(verdict: Verdict) -> ApiError:
+    wait = format_duration(verdict.retry_after_seconds)
+    return ApiError(
+        429,
+        f"Too many requests with invalid API keys from your address. Please try again in {wait}.",
+        type="requests",
+        code="rate_limit_exceeded",
+        headers=(*verdict.retry_headers(), *verdict.headers()),
+    )
+
+
+def headers_too_large(limit: int) -> ApiError:
+    return ApiError(431, f"The request's headers are larger than {limit} bytes.", code="headers_too_large")
+
+
+def body_too_large(limit: int) -> ApiError:
+    return ApiError(413, f"The request body is larger than {limit} bytes.", code="body_too_large")

@@ -15,10 +15,13 @@ from urllib.parse import parse_qsl
 from modeldex.api import errors, paths
 from modeldex.api.errors import ApiError
 from modeldex.api.render import RenderedCatalog, deleted_object
+from modeldex.api.routes import REQUEST_ID_SCOPE_KEY
 from modeldex.catalog.errors import Conflict, NotFound
 from modeldex.catalog.keys import ApiKey
 from modeldex.catalog.live import LiveCatalog
 from modeldex.catalog.service import Catalog
+from modeldex.ops import metrics
+from modeldex.ops.ratelimit import RateLimiter
 from modeldex.store import CatalogStore, StoreUnavailable
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -61,6 +64,26 @@ def bearer_token(headers: Headers) -> str | None:
     return token.decode("latin-1") if token else None
 
 
+async def authenticate(rendered: RenderedCatalog, scope: dict[str, Any], limiter: RateLimiter) -> ApiKey:
+    """The key of the request (any scope), or the right 401/429. Shared by the hot path and the admin API.
+
+    Failed attempts count against the client address, which is refused (429) once it used up its
+    allowance, before any key is checked: guessing keys at speed gets nowhere."""
+    client: str = scope.get("modeldex.client", "unknown")
+    blocked = await limiter.address_blocked(client)
+    if blocked is not None:
+        metrics.RATE_LIMITED.labels("auth").inc()
+        raise errors.too_many_auth_failures(blocked)
+    token = bearer_token(scope["headers"])
+    if token is None:
+        raise errors.missing_key()
+    key = rendered.authenticate(token)
+    if key is None:
+        await limiter.record_auth_failure(client)
+        raise errors.invalid_key(token)
+    return key
+
+
 def etag_matches(if_none_match: bytes | None, etag: bytes) -> bool:
     """If-None-Match uses the weak comparison: `W/` prefixes do not matter."""
     if if_none_match is None:
@@ -77,10 +100,11 @@ def wants_metadata(query_string: bytes) -> bool:
 
 
 class ModelsRoutes:
-    def __init__(self, live: LiveCatalog[RenderedCatalog], store: CatalogStore, metadata_by_default: bool = False
-                 ) -> None:
+    def __init__(self, live: LiveCatalog[RenderedCatalog], store: CatalogStore, limiter: RateLimiter,
+                 metadata_by_default: bool = False) -> None:
         self.live = live
         self.store = store
+        self.limiter = limiter
         self.metadata_by_default = metadata_by_default
 
     def route(self, raw_path: str) -> tuple[str, str | None] | None:
@@ -92,22 +116,29 @@ class ModelsRoutes:
             return ("item", paths.decode_id(path[len(ITEM_PREFIX):]))
         return None
 
-    async def handle(self, scope: dict[str, Any], send: Send, request_id: bytes,
-                     route: tuple[str, str | None]) -> tuple[int, str | None]:
-        """Answer one request; returns (status, key name) for the access log."""
+    async def handle(self, scope: dict[str, Any], send: Send, route: tuple[str, str | None]) -> None:
+        """Answer one request. Leaves the key's name in the scope for the access log."""
         kind, model_id = route
         method = scope["method"]
-        key: ApiKey | None = None
+        request_id: bytes = scope[REQUEST_ID_SCOPE_KEY]
+        limit_headers: Headers = []
         try:
             allowed = LIST_METHODS if kind == "list" else ITEM_METHODS
             if method not in allowed:
                 raise errors.method_not_allowed(method, scope["path"], allowed)
             rendered = self.live.current
-            key = self._authenticate(rendered, scope["headers"])
+            key = await authenticate(rendered, scope, self.limiter)
+            scope["modeldex.key"] = key.name
+            verdict = await self.limiter.for_key(key.name, key.rate_limit)
+            if verdict is not None:
+                limit_headers = verdict.headers()
+                if not verdict.allowed:
+                    metrics.RATE_LIMITED.labels("key").inc()
+                    raise errors.rate_limited(key.name, verdict)
             if method == "DELETE":
                 assert model_id is not None
-                await self._delete(key, model_id, send, request_id)
-                return 200, key.name
+                await self._delete(key, model_id, send, request_id, limit_headers)
+                return
             view = rendered.view(key.policy)
             etag = view.etag
             bodies, list_body = view.bodies, view.list_body
@@ -118,29 +149,19 @@ class ModelsRoutes:
             body = list_body if kind == "list" else bodies.get(model_id)  # type: ignore[arg-type]
             if body is None:
                 raise errors.model_not_found(model_id or "")
-            cache_headers = ((b"etag", etag), _CACHE_CONTROL, _VARY)
+            response_headers = [(b"etag", etag), _CACHE_CONTROL, _VARY, *limit_headers]
             if etag_matches(header(scope["headers"], b"if-none-match"), etag):
                 await send({"type": "http.response.start", "status": 304,
-                            "headers": [(b"x-request-id", request_id), *cache_headers]})
+                            "headers": [(b"x-request-id", request_id), *response_headers]})
                 await send({"type": "http.response.body", "body": b""})
-                return 304, key.name
-            await send_json(send, 200, body, request_id, method == "HEAD", cache_headers)
-            return 200, key.name
+                return
+            await send_json(send, 200, body, request_id, method == "HEAD", response_headers)
         except ApiError as error:
-            await send_json(send, error.status, error.body(), request_id, method == "HEAD", error.headers)
-            return error.status, key.name if key is not None else None
+            await send_json(send, error.status, error.body(), request_id, method == "HEAD",
+                            [*error.headers, *limit_headers])
 
-    @staticmethod
-    def _authenticate(rendered: RenderedCatalog, headers: Headers) -> ApiKey:
-        token = bearer_token(headers)
-        if token is None:
-            raise errors.missing_key()
-        key = rendered.authenticate(token)
-        if key is None:
-            raise errors.invalid_key(token)
-        return key
-
-    async def _delete(self, key: ApiKey, model_id: str, send: Send, request_id: bytes) -> None:
+    async def _delete(self, key: ApiKey, model_id: str, send: Send, request_id: bytes, limit_headers: Headers
+                      ) -> None:
         if not key.is_admin:
             raise errors.insufficient_scope("deleting a model")
         catalog = Catalog(self.store, actor=f"key:{key.name}")
@@ -155,4 +176,4 @@ class ModelsRoutes:
         # Read-your-writes: this worker serves the change from its next request on.
         with contextlib.suppress(StoreUnavailable):
             await asyncio.to_thread(self.live.refresh)
-        await send_json(send, 200, deleted_object(model_id), request_id)
+        await send_json(send, 200, deleted_object(model_id), request_id, extra_headers=limit_headers)

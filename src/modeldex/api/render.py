@@ -50,7 +50,15 @@ def model_object_with_metadata(model: Model, model_id: str | None = None) -> dic
         body["shutdown_date"] = model.shutdown_date
     if model.replaced_by is not None:
         body["replaced_by"] = model.replaced_by
+    if model.stale_since is not None:
+        body["stale"] = True  # discovered, and its upstream has not confirmed it lately (see discovery)
     return body
+
+
+def _compact(body: bytes) -> bytes:
+    """A right-sized copy: orjson's result keeps its ~4 KB working buffer allocated, which for 100,000
+    small bodies is ~400 MB of slack (measured; the copy is ~16 MB)."""
+    return bytes(memoryview(body))
 
 
 def deleted_object(model_id: str) -> bytes:
@@ -73,7 +81,7 @@ class View:
         self._lock = threading.Lock()
 
     def _render(self, make: Any) -> tuple[dict[str, bytes], bytes]:
-        bodies = {entry_id: orjson.dumps(make(model, entry_id)) for entry_id, model, _listed in self._entries}
+        bodies = {entry_id: _compact(orjson.dumps(make(model, entry_id))) for entry_id, model, _listed in self._entries}
         listed = [bodies[entry_id] for entry_id, _model, shown in self._entries if shown]
         return bodies, b'{"object":"list","data":[' + b",".join(listed) + b"]}"
 

@@ -3,10 +3,12 @@ OpenAI-style answers for unknown routes, wrong methods and unexpected failures."
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,6 +18,9 @@ from modeldex.api import errors
 from modeldex.api.errors import ApiError
 from modeldex.api.openapi import openapi_json
 from modeldex.catalog.live import LiveCatalog
+from modeldex.config import ServerSettings
+from modeldex.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from modeldex.ops.metrics import exposition
 
 REQUEST_ID_SCOPE_KEY = "modeldex.request_id"
 
@@ -55,7 +60,7 @@ async def _api_error(_request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, _exc: Exception) -> Response:
     # Starlette re-raises after answering, so the app's outer handler logs the traceback.
-    return _error_response(errors.server_error(request.scope.get(REQUEST_ID_SCOPE_KEY, "unknown")))
+    return _error_response(errors.server_error(request.scope.get(REQUEST_ID_SCOPE_KEY, b"unknown").decode()))
 
 
 def readiness(live: LiveCatalog[Any] | None) -> Route:
@@ -74,14 +79,36 @@ def readiness(live: LiveCatalog[Any] | None) -> Route:
     return Route("/readyz", readyz, methods=["GET"])
 
 
-def build_routes_app(extra_routes: list[BaseRoute] | None = None, live: LiveCatalog[Any] | None = None
-                     ) -> Starlette:
-    return Starlette(
+def metrics_route(live: LiveCatalog[Any] | None, settings: ServerSettings) -> Route:
+    """`/metrics`, for Prometheus: needs the metrics token or an admin key, unless made public."""
+
+    async def metrics_endpoint(request: Request) -> Response:
+        if not settings.public_metrics:
+            token = request.headers.get("authorization", "").partition(" ")[2].strip()
+            allowed = bool(settings.metrics_token) and hmac.compare_digest(token, settings.metrics_token or "")
+            if not allowed:
+                key = live.current.authenticate(token) if live is not None and token else None
+                if key is None:
+                    raise errors.missing_key() if not token else errors.invalid_key(token)
+                if not key.is_admin:
+                    raise errors.insufficient_scope("reading metrics")
+        return Response(await run_in_threadpool(exposition), media_type=METRICS_CONTENT_TYPE)
+
+    return Route("/metrics", metrics_endpoint, methods=["GET"])
+
+
+def build_routes_app(extra_routes: list[BaseRoute] | None = None, live: LiveCatalog[Any] | None = None,
+                     settings: ServerSettings | None = None) -> Starlette:
+    app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             readiness(live),
+            *([metrics_route(live, settings)] if settings is not None else []),
             Route("/openapi.json", openapi, methods=["GET"]),
             *(extra_routes or []),
         ],
         exception_handlers={HTTPException: _http_exception, ApiError: _api_error, Exception: _unexpected},
     )
+    if settings is not None:
+        app.state.max_body_bytes = settings.max_body_bytes
+    return app

@@ -1,12 +1,16 @@
-"""The catalog as a file: models, aliases and groups (never keys), and how a file is applied.
+"""The catalog as a file: models, aliases, groups and upstreams (never keys, never discovered models),
+and how a file is applied.
 
 Applying makes the database match the file in one write unit: everything validates first, then all
 changes commit together or none do. Models in the file without `created` keep the one they have, so
-applying the same file twice changes nothing the second time.
+applying the same file twice changes nothing the second time. Models that upstreams discovered are not
+the file's business: pruning leaves them alone, and a file entry with a discovered id makes it the
+operator's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +18,8 @@ import yaml
 
 from modeldex.catalog.errors import CatalogError, Conflict, InvalidInput
 from modeldex.catalog.integrity import check_alias, check_model, check_model_removal
-from modeldex.catalog.models import Alias, Entity, Group, Model, list_order, parse
+from modeldex.catalog.models import DISCOVERY_FIELDS, Alias, Entity, Group, Model, list_order, parse
+from modeldex.catalog.upstreams import Upstream, remove_discovered
 
 if TYPE_CHECKING:
     from modeldex.store.base import CatalogWriter
@@ -22,6 +27,7 @@ if TYPE_CHECKING:
 SECTIONS: dict[str, tuple[str, type[Entity], str]] = {
     # section: (kind, entity type, key field); applied in this order, removals in the reverse one
     "groups": ("group", Group, "name"),
+    "upstreams": ("upstream", Upstream, "name"),
     "models": ("model", Model, "id"),
     "aliases": ("alias", Alias, "id"),
 }
@@ -43,11 +49,13 @@ class PlannedChange:
         return {"op": self.op, "entity": self.kind, "id": self.key, "fields": list(self.fields)}
 
 
-def export_document(models: list[Model], aliases: list[Alias], groups: list[Group]) -> dict[str, Any]:
+def export_document(models: list[Model], aliases: list[Alias], groups: list[Group],
+                    upstreams: Sequence[Upstream] = ()) -> dict[str, Any]:
     return {
         "models": [m.document() for m in sorted(models, key=list_order)],
         "aliases": [a.document() for a in sorted(aliases, key=lambda a: a.id)],
         "groups": [g.document() for g in sorted(groups, key=lambda g: g.name)],
+        "upstreams": [u.document() for u in sorted(upstreams, key=lambda u: u.name)],
     }
 
 
@@ -66,10 +74,12 @@ def _entries(document: Any) -> dict[str, list[dict[str, Any]]]:
     if document is None:
         document = {}
     if not isinstance(document, dict):
-        raise InvalidInput("file", "file: a catalog file is a mapping with the sections models, aliases, groups")
+        raise InvalidInput("file", "file: a catalog file is a mapping with the sections models, aliases, "
+                           "groups, upstreams")
     unknown = sorted(set(document) - set(SECTIONS))
     if unknown:
-        raise InvalidInput(unknown[0], f"{unknown[0]}: unknown section (expected models, aliases, groups)")
+        raise InvalidInput(unknown[0], f"{unknown[0]}: unknown section (expected models, aliases, groups, "
+                           "upstreams)")
     sections: dict[str, list[dict[str, Any]]] = {}
     for section in SECTIONS:
         entries = document.get(section) or []
@@ -94,6 +104,8 @@ def apply_document(writer: CatalogWriter, document: Any, prune: bool) -> list[Pl
             if kind == "model" and "created" not in entry and isinstance(key, str) and key in current:
                 entry = {**entry, "created": current[key].created}  # type: ignore[attr-defined]
             try:
+                if kind == "model" and (field := next((f for f in DISCOVERY_FIELDS if f in entry), None)):
+                    raise InvalidInput(field, f"{field}: set by discovery only; a file defines its own models")
                 entity = parse(entity_type, entry)
             except InvalidInput as exc:
                 raise InvalidInput(f"{where}.{exc.field}", f"{label}: {exc.message}") from None
@@ -120,14 +132,24 @@ def apply_document(writer: CatalogWriter, document: Any, prune: bool) -> list[Pl
                     fields = tuple(sorted(f for f in before.keys() | after.keys() if before.get(f) != after.get(f)))
                     writer.update(kind, entity)
                     planned.append(PlannedChange("update", kind, key, fields))
+                    if isinstance(entity, Upstream):  # models its new settings exclude leave at once
+                        planned += [PlannedChange("delete", "model", model_id)
+                                    for model_id in remove_discovered(writer, entity, only_excluded=True)]
             except CatalogError as exc:
                 raise _labelled(exc, label) from None
     if prune:
         for section, (kind, _entity_type, key_field) in reversed(list(SECTIONS.items())):
-            for key in sorted(set(_by_key(writer, kind, key_field)) - set(desired[kind])):
+            existing = _by_key(writer, kind, key_field)
+            for key in sorted(set(existing) - set(desired[kind])):
+                entity = existing[key][0]
+                if isinstance(entity, Model) and entity.source is not None:
+                    continue  # discovered: its upstream decides
                 try:
                     if kind == "model":
                         check_model_removal(writer, key)
+                    if isinstance(entity, Upstream):
+                        planned += [PlannedChange("delete", "model", model_id)
+                                    for model_id in remove_discovered(writer, entity, only_excluded=False)]
                     writer.delete(kind, key)
                 except CatalogError as exc:
                     raise _labelled(exc, f"pruning {kind} {key!r}") from None

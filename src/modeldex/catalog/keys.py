@@ -49,6 +49,7 @@ class ApiKey:
     revoked_at: int | None = None
     policy: AccessPolicy = ALL_MODELS
     revision: int = 1
+    rate_limit: str | None = None  # requests per period, e.g. "600/m"; None: the server's default
 
     @property
     def active(self) -> bool:
@@ -70,6 +71,7 @@ class ApiKey:
             "scope": self.scope.value,
             "key": self.redacted,
             "policy": self.policy.document(),
+            "rate_limit": self.rate_limit,
             "created_at": self.created_at,
             "revoked_at": self.revoked_at,
         }
@@ -96,7 +98,8 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def new_key(name: str, scope: Scope, policy: AccessPolicy = ALL_MODELS) -> tuple[ApiKey, str]:
+def new_key(name: str, scope: Scope, policy: AccessPolicy = ALL_MODELS, rate_limit: str | None = None
+            ) -> tuple[ApiKey, str]:
     """Make a key record and its secret. The secret is returned once and never stored."""
     validate_key_name(name)
     lookup_id = "".join(secrets.choice(_ALPHABET) for _ in range(_LOOKUP_LENGTH))
@@ -108,6 +111,7 @@ def new_key(name: str, scope: Scope, policy: AccessPolicy = ALL_MODELS) -> tuple
         secret_hash=hash_secret(secret),
         created_at=int(time.time()),
         policy=policy,
+        rate_limit=rate_limit,
     )
     return record, secret
 

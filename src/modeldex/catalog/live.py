@@ -26,9 +26,11 @@ log = logging.getLogger("modeldex.live")
 
 class LiveCatalog(Generic[View]):
     def __init__(
-        self, store: CatalogStore, build: Callable[[CatalogState], View], interval: float = 0.2
+        self, store: CatalogStore, build: Callable[[CatalogState], View], interval: float = 0.2,
+        on_check: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
+        self._on_check = on_check
         self._build = build
         self._interval = interval
         self._lock = threading.Lock()
@@ -38,6 +40,7 @@ class LiveCatalog(Generic[View]):
         self._unsubscribe: Callable[[], None] = lambda: None
         self.version = -1
         self.loaded_at = 0.0
+        self.confirmed_at = time.monotonic()  # when the store last confirmed `current` is up to date
         self.last_error: str | None = None
         self.current: View = self._load()
 
@@ -59,8 +62,10 @@ class LiveCatalog(Generic[View]):
             expires_at = getattr(self.current, "expires_at", None)
             expired = expires_at is not None and time.time() >= expires_at
             if not expired and self._store.current_version() == self.version:
+                self.confirmed_at = time.monotonic()
                 return False
             self.current = self._load()
+            self.confirmed_at = time.monotonic()
             return True
 
     def start(self) -> None:
@@ -90,3 +95,5 @@ class LiveCatalog(Generic[View]):
                 if self.last_error is None:
                     log.warning("catalog refresh failed, serving version %d: %s", self.version, exc)
                 self.last_error = str(exc) or type(exc).__name__
+            if self._on_check is not None:
+                self._on_check()

@@ -147,13 +147,21 @@ class Model(Entity):
     pricing: Pricing | None = None
     shutdown_date: ShutdownDate | None = None
     replaced_by: ModelId | None = None
+    # Set by discovery only: the upstream a model came from, and since when it has not confirmed it.
+    source: Name | None = None
+    stale_since: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
 
     def shutdown_at(self) -> float | None:
         return None if self.shutdown_date is None else shutdown_timestamp(self.shutdown_date)
 
     def metadata(self) -> dict[str, Any]:
         """The optional fields that are set, as stored and exported."""
-        return self.model_dump(mode="json", exclude_none=True, exclude={"id", "created", "owned_by"})
+        return self.model_dump(mode="json", exclude_none=True,
+                               exclude={"id", "created", "owned_by", "source", "stale_since"})
+
+
+# Fields only discovery sets; an operator's input naming them is refused.
+DISCOVERY_FIELDS = ("source", "stale_since")
 
 
 class Alias(Entity):

@@ -11,8 +11,12 @@ from modeldex.catalog.catalog_file import PlannedChange, apply_document, export_
 from modeldex.catalog.errors import InvalidInput, NotFound
 from modeldex.catalog.integrity import check_alias, check_model, check_model_removal, check_policy
 from modeldex.catalog.keys import ApiKey, Scope, new_key, parse_scope, validate_key_name
-from modeldex.catalog.models import Alias, Entity, Group, Model, list_order, new_model, parse
+from modeldex.catalog.models import (DISCOVERY_FIELDS, Alias, Entity, Group, Model, list_order, new_model,
+                                     parse)
 from modeldex.catalog.policy import ALL_MODELS, AccessPolicy, Decision, Visibility
+from modeldex.catalog.upstreams import Upstream, remove_discovered
+from modeldex.ops.ratelimit import parse_limit
+from modeldex.store.base import UNCHANGED, Unchanged
 
 if TYPE_CHECKING:
     from modeldex.store.base import CatalogStore, CatalogWriter
@@ -21,6 +25,7 @@ ENTITY_TYPES: dict[str, tuple[type[Entity], str]] = {
     "model": (Model, "id"),
     "alias": (Alias, "id"),
     "group": (Group, "name"),
+    "upstream": (Upstream, "name"),
 }
 
 
@@ -36,6 +41,9 @@ class Catalog:
     def list_models(self) -> list[Model]:
         return sorted((m for m, _ in self.store.read_all("model")), key=list_order)  # type: ignore[misc]
 
+    def count_models(self) -> int:
+        return self.store.count("model")
+
     def list(self, kind: str) -> list[tuple[Entity, int]]:
         return self.store.read_all(kind)
 
@@ -47,9 +55,13 @@ class Catalog:
 
     def create(self, kind: str, data: dict[str, Any]) -> tuple[Entity, int]:
         entity_type, _key_field = ENTITY_TYPES[kind]
+        if kind == "model":
+            _refuse_discovery_fields(data)
         entity = parse(entity_type, data)
         with self.store.write(self.actor) as writer:
             self._check(writer, kind, entity)
+            if isinstance(entity, Model) and _is_discovered(writer.get("model", entity.id)):
+                return entity, writer.update(kind, entity)  # the operator's entry wins over a discovered one
             return entity, writer.create(kind, entity)
 
     def update(self, kind: str, key: str, fields: dict[str, Any], if_match: int | None = None
@@ -58,19 +70,30 @@ class Catalog:
         entity_type, key_field = ENTITY_TYPES[kind]
         if key_field in fields and fields[key_field] != key:
             raise InvalidInput(key_field, f"{key_field}: cannot be changed (delete and create instead)")
+        if kind == "model":
+            _refuse_discovery_fields(fields)
         with self.store.write(self.actor) as writer:
             current = writer.get(kind, key)
             if current is None:
                 raise NotFound(kind, key)
-            merged = {k: v for k, v in {**current[0].document(), **fields}.items() if v is not None}
+            # Editing a discovered model makes it the operator's: discovery leaves it alone from then on.
+            document = {k: v for k, v in current[0].document().items() if k not in DISCOVERY_FIELDS}
+            merged = {k: v for k, v in {**document, **fields}.items() if v is not None}
             entity = parse(entity_type, merged)
             self._check(writer, kind, entity)
-            return entity, writer.update(kind, entity, if_match)
+            revision = writer.update(kind, entity, if_match)
+            if isinstance(entity, Upstream):
+                remove_discovered(writer, entity, only_excluded=True)
+            return entity, revision
 
     def delete(self, kind: str, key: str, if_match: int | None = None) -> None:
         with self.store.write(self.actor) as writer:
             if kind == "model":
                 check_model_removal(writer, key)
+            if kind == "upstream":
+                current = writer.get(kind, key)
+                if current is not None:
+                    remove_discovered(writer, current[0], only_excluded=False)  # type: ignore[arg-type]
             writer.delete(kind, key, if_match)
 
     @staticmethod
@@ -94,23 +117,27 @@ class Catalog:
     # --- keys ----------------------------------------------------------------------------------------
 
     def create_key(self, name: str, scope: str | Scope = Scope.READ,
-                   policy: AccessPolicy | dict[str, Any] | None = None) -> tuple[ApiKey, str]:
+                   policy: AccessPolicy | dict[str, Any] | None = None, rate_limit: str | None = None
+                   ) -> tuple[ApiKey, str]:
         """Create a key; the returned secret is the only copy there will ever be."""
         access = _policy(policy)
-        record, secret = new_key(name, parse_scope(scope) if isinstance(scope, str) else scope, access)
+        record, secret = new_key(name, parse_scope(scope) if isinstance(scope, str) else scope, access,
+                                 _rate_limit(rate_limit))
         with self.store.write(self.actor) as writer:
             check_policy(writer, access)
             writer.insert_key(record)
         return record, secret
 
     def update_key(self, name: str, scope: str | None = None, policy: dict[str, Any] | None = None,
-                   if_match: int | None = None) -> ApiKey:
+                   if_match: int | None = None, rate_limit: str | None | Unchanged = UNCHANGED) -> ApiKey:
+        """Change a key's scope, policy or rate limit (`rate_limit=None` returns it to the default)."""
         access = _policy(policy) if policy is not None else None
+        limit = rate_limit if isinstance(rate_limit, Unchanged) else _rate_limit(rate_limit)
         with self.store.write(self.actor) as writer:
             if access is not None:
                 check_policy(writer, access)
             return writer.update_key(validate_key_name(name), parse_scope(scope) if scope else None, access,
-                                     if_match)
+                                     if_match, limit)
 
     def get_key(self, name: str) -> ApiKey:
         for key in self.store.list_keys():
@@ -143,8 +170,11 @@ class Catalog:
     # --- the catalog as a file ----------------------------------------------------------------------
 
     def export(self) -> dict[str, Any]:
+        """What the operator defined: discovered models come back from their upstreams, so are left out."""
         state = self.store.load_state()
-        return export_document(list(state.models), list(state.aliases), list(state.groups))
+        upstreams = [u for u, _rev in self.store.read_all("upstream")]
+        return export_document([m for m in state.models if m.source is None], list(state.aliases),
+                               list(state.groups), upstreams)  # type: ignore[arg-type]
 
     def apply(self, document: Any, prune: bool = False, dry_run: bool = False) -> tuple[int, list[PlannedChange]]:
         """Make the catalog match `document` atomically. Returns (version, changes); a dry run commits
@@ -161,6 +191,28 @@ class Catalog:
 
     def version(self) -> int:
         return self.store.current_version()
+
+
+def _rate_limit(value: str | None) -> str | None:
+    """A key's own limit, normalized: None (or "default") follows the server's default limit;
+    "unlimited" (or "off") exempts the key; "600/m", "20/s", "100/10m" are limits of its own."""
+    if value is None or value.strip().lower() in ("", "default"):
+        return None
+    try:
+        limit = parse_limit(value)
+    except ValueError as exc:
+        raise InvalidInput("rate_limit", f"rate_limit: {exc}") from None
+    return "unlimited" if limit is None else str(limit)
+
+
+def _refuse_discovery_fields(data: dict[str, Any]) -> None:
+    for name in DISCOVERY_FIELDS:
+        if name in data:
+            raise InvalidInput(name, f"{name}: set by discovery only (operator-defined models have none)")
+
+
+def _is_discovered(found: tuple[Entity, int] | None) -> bool:
+    return found is not None and getattr(found[0], "source", None) is not None
 
 
 def _policy(policy: AccessPolicy | dict[str, Any] | None) -> AccessPolicy:

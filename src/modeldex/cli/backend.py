@@ -7,6 +7,7 @@ written once and works either way.
 from __future__ import annotations
 
 import getpass
+import time
 from urllib.parse import quote
 from typing import Any, Protocol
 
@@ -16,10 +17,14 @@ import orjson
 from modeldex.catalog.errors import CatalogError
 from modeldex.catalog.seed import seed_models
 from modeldex.catalog.service import Catalog
+from modeldex.catalog.upstreams import with_health
 from modeldex.config import resolve_database_url
+from modeldex.discovery.sync import sync_now
 from modeldex.store import open_store
+from modeldex.store.base import UNCHANGED
 
-COLLECTIONS = {"model": "models", "alias": "aliases", "group": "groups"}
+COLLECTIONS = {"model": "models", "alias": "aliases", "group": "groups", "upstream": "upstreams"}
+SYNC_TIMEOUT_S = 300  # a sync waits for a poll in progress, then polls: timeouts, retries and all
 
 
 class BackendError(CatalogError):
@@ -33,13 +38,17 @@ class Backend(Protocol):
     def update(self, kind: str, key: str, fields: dict[str, Any], if_match: int | None) -> dict[str, Any]: ...
     def delete(self, kind: str, key: str) -> None: ...
     def list_keys(self, include_revoked: bool) -> list[dict[str, Any]]: ...
-    def create_key(self, name: str, scope: str, policy: dict[str, Any] | None) -> tuple[dict[str, Any], str]: ...
-    def update_key(self, name: str, scope: str | None, policy: dict[str, Any] | None) -> dict[str, Any]: ...
+    def create_key(self, name: str, scope: str, policy: dict[str, Any] | None, rate_limit: str | None = None
+                   ) -> tuple[dict[str, Any], str]: ...
+    def update_key(self, name: str, scope: str | None, policy: dict[str, Any] | None,
+                   rate_limit: str | None = None) -> dict[str, Any]: ...
     def revoke_key(self, name: str) -> None: ...
     def explain(self, name: str, model_id: str) -> dict[str, Any]: ...
     def changes(self, since: int, limit: int) -> dict[str, Any]: ...
     def export(self) -> dict[str, Any]: ...
     def apply(self, document: Any, prune: bool, dry_run: bool) -> dict[str, Any]: ...
+    def list_upstreams(self) -> list[dict[str, Any]]: ...
+    def sync_upstream(self, name: str) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -78,12 +87,15 @@ class LocalBackend:
     def list_keys(self, include_revoked: bool) -> list[dict[str, Any]]:
         return [{**k.document(), "revision": k.revision} for k in self.catalog.list_keys(include_revoked)]
 
-    def create_key(self, name: str, scope: str, policy: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
-        record, secret = self.catalog.create_key(name, scope, policy)
+    def create_key(self, name: str, scope: str, policy: dict[str, Any] | None, rate_limit: str | None = None
+                   ) -> tuple[dict[str, Any], str]:
+        record, secret = self.catalog.create_key(name, scope, policy, rate_limit)
         return record.document(), secret
 
-    def update_key(self, name: str, scope: str | None, policy: dict[str, Any] | None) -> dict[str, Any]:
-        return self.catalog.update_key(name, scope, policy).document()
+    def update_key(self, name: str, scope: str | None, policy: dict[str, Any] | None,
+                   rate_limit: str | None = None) -> dict[str, Any]:
+        return self.catalog.update_key(name, scope, policy,
+                                       rate_limit=UNCHANGED if rate_limit is None else rate_limit).document()
 
     def revoke_key(self, name: str) -> None:
         self.catalog.revoke_key(name)
@@ -102,6 +114,15 @@ class LocalBackend:
     def apply(self, document: Any, prune: bool, dry_run: bool) -> dict[str, Any]:
         version, planned = self.catalog.apply(document, prune=prune, dry_run=dry_run)
         return {"version": version, "dry_run": dry_run, "changes": [p.document() for p in planned]}
+
+    def list_upstreams(self) -> list[dict[str, Any]]:
+        health = self.store.upstream_health(time.time())
+        return [with_health(u.document(), rev, health.get(u.name))  # type: ignore[attr-defined]
+                for u, rev in sorted(self.catalog.list("upstream"), key=lambda e: e[0].name)]  # type: ignore
+
+    def sync_upstream(self, name: str) -> dict[str, Any]:
+        """Polls from this process: the upstream's key variable must be set here."""
+        return sync_now(self.store, name).document()
 
     def close(self) -> None:
         self.store.close()
@@ -153,15 +174,19 @@ class HttpBackend:
     def list_keys(self, include_revoked: bool) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/admin/keys", params={"all": "true"} if include_revoked else None)["data"]
 
-    def create_key(self, name: str, scope: str, policy: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
+    def create_key(self, name: str, scope: str, policy: dict[str, Any] | None, rate_limit: str | None = None
+                   ) -> tuple[dict[str, Any], str]:
         body: dict[str, Any] = {"name": name, "scope": scope}
         if policy is not None:
             body["policy"] = policy
+        if rate_limit is not None:
+            body["rate_limit"] = rate_limit
         document = self._call("POST", "/v1/admin/keys", json=body)
         return document, document.pop("secret")
 
-    def update_key(self, name: str, scope: str | None, policy: dict[str, Any] | None) -> dict[str, Any]:
-        body = {k: v for k, v in {"scope": scope, "policy": policy}.items() if v is not None}
+    def update_key(self, name: str, scope: str | None, policy: dict[str, Any] | None,
+                   rate_limit: str | None = None) -> dict[str, Any]:
+        body = {k: v for k, v in {"scope": scope, "policy": policy, "rate_limit": rate_limit}.items() if v is not None}
         return self._call("PATCH", f"/v1/admin/keys/{name}", json=body)
 
     def revoke_key(self, name: str) -> None:
@@ -179,6 +204,13 @@ class HttpBackend:
     def apply(self, document: Any, prune: bool, dry_run: bool) -> dict[str, Any]:
         params = {"prune": str(prune).lower(), "dry_run": str(dry_run).lower()}
         return self._call("POST", "/v1/admin/catalog/apply", params=params, content=orjson.dumps(document))
+
+    def list_upstreams(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/admin/upstreams")["data"]
+
+    def sync_upstream(self, name: str) -> dict[str, Any]:
+        """Polls in the server: its environment holds the upstream's key variable."""
+        return self._call("POST", f"/v1/admin/upstreams/{quote(name, safe='')}/sync", timeout=SYNC_TIMEOUT_S)
 
     def close(self) -> None:
         self.client.close()

@@ -52,22 +52,28 @@ def keys() -> None:
     """Create, list, update, explain and revoke API keys."""
 
 
+rate_limit_option = click.option(
+    "--rate-limit", default=None,
+    help="The key's own limit, e.g. 600/m or 20/s; 'unlimited' exempts it; 'default' follows the server's.")
+
+
 @keys.command("create")
 @click.argument("name")
 @click.option("--scope", type=click.Choice([s.value for s in Scope]), default=Scope.READ.value,
               show_default=True, help="read: list and retrieve models; admin: may also change the catalog.")
 @with_policy_options
+@rate_limit_option
 @backend_options
 @handle_errors
-def create(name: str, scope: str, groups: tuple[str, ...], patterns: tuple[str, ...], database_url: str | None,
-           url: str | None, api_key: str | None) -> None:
+def create(name: str, scope: str, groups: tuple[str, ...], patterns: tuple[str, ...], rate_limit: str | None,
+           database_url: str | None, url: str | None, api_key: str | None) -> None:
     """Create a key and print its secret, alone, on stdout.
 
     The secret is shown this once and stored only as a hash: capture it, e.g.
     KEY=$(modeldex keys create ci --scope read). Without --group/--pattern the key sees all models.
     """
     with open_backend(database_url, url, api_key) as backend:
-        record, secret = backend.create_key(name, scope, _policy(groups, patterns, False))
+        record, secret = backend.create_key(name, scope, _policy(groups, patterns, False), rate_limit)
     click.echo(secret)
     click.echo(f"created {record['scope']} key {record['name']!r} ({_describe_policy(record['policy'])}); "
                "its secret is shown only once", err=True)
@@ -84,9 +90,9 @@ def list_keys(include_revoked: bool, database_url: str | None, url: str | None, 
     if not records:
         click.echo("no keys; create one with: modeldex keys create NAME --scope admin", err=True)
         return
-    rows = [("NAME", "SCOPE", "KEY", "SEES", "CREATED", "REVOKED")]
-    rows += [(k["name"], k["scope"], k["key"], _describe_policy(k["policy"]), _timestamp(k["created_at"]),
-              _timestamp(k["revoked_at"])) for k in records]
+    rows = [("NAME", "SCOPE", "KEY", "SEES", "RATE LIMIT", "CREATED", "REVOKED")]
+    rows += [(k["name"], k["scope"], k["key"], _describe_policy(k["policy"]), k.get("rate_limit") or "default",
+              _timestamp(k["created_at"]), _timestamp(k["revoked_at"])) for k in records]
     print_table(rows)
 
 
@@ -95,13 +101,14 @@ def list_keys(include_revoked: bool, database_url: str | None, url: str | None, 
 @click.option("--scope", type=click.Choice([s.value for s in Scope]), default=None, help="A new scope.")
 @with_policy_options
 @click.option("--all-models", is_flag=True, help="Let the key see every model again.")
+@rate_limit_option
 @backend_options
 @handle_errors
 def update(name: str, scope: str | None, groups: tuple[str, ...], patterns: tuple[str, ...], all_models: bool,
-           database_url: str | None, url: str | None, api_key: str | None) -> None:
-    """Change a key's scope or what it sees (--group/--pattern replace its policy)."""
+           rate_limit: str | None, database_url: str | None, url: str | None, api_key: str | None) -> None:
+    """Change a key's scope, what it sees (--group/--pattern replace its policy) or its rate limit."""
     with open_backend(database_url, url, api_key) as backend:
-        record = backend.update_key(name, scope, _policy(groups, patterns, all_models))
+        record = backend.update_key(name, scope, _policy(groups, patterns, all_models), rate_limit)
     click.echo(f"{record['name']}: {record['scope']}, sees {_describe_policy(record['policy'])}", err=True)
 
 

@@ -12,6 +12,7 @@ from modeldex.cli.groups import groups
 from modeldex.cli.keys import keys
 from modeldex.cli.models import models
 from modeldex.cli.serve import serve
+from modeldex.cli.upstreams import upstreams
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,6 +32,7 @@ cli.add_command(keys)
 cli.add_command(models)
 cli.add_command(aliases)
 cli.add_command(groups)
+cli.add_command(upstreams)
 cli.add_command(catalog)
 cli.add_command(changes)
 cli.add_command(db)

@@ -68,6 +68,8 @@ def list_models(database_url: str | None, url: str | None, api_key: str | None) 
     rows = [("ID", "OWNED_BY", "CREATED")]
     for m in entries:
         note = f"  shutdown {m['shutdown_date']}" if m.get("shutdown_date") else ""
+        if m.get("source"):
+            note += f"  from upstream {m['source']}" + (" (stale)" if m.get("stale_since") else "")
         rows.append((m["id"], m["owned_by"], f"{m['created']} ({_day(m['created'])}){note}"))
     print_table(rows)
 

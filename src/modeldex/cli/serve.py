@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 import click
 
@@ -11,6 +14,9 @@ from modeldex.catalog.service import Catalog
 from modeldex.cli.common import database_url_option, handle_errors, open_catalog, redact
 from modeldex.config import ServerSettings, resolve_database_url
 from modeldex.logs import logging_config
+from modeldex.ops.ratelimit import parse_limit
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when a worker imports it
 
 FIRST_KEY_NAME = "admin"
 
@@ -23,7 +29,7 @@ def _terminal() -> object | None:
     return None
 
 
-def _first_key(catalog: Catalog, host: str, port: int) -> None:
+def _first_key(catalog: Catalog, host: str, port: int, https: bool = False) -> None:
     """On an empty key table, give the person at the terminal a key; a log file gets instructions only."""
     if catalog.has_active_keys():
         return
@@ -36,7 +42,7 @@ def _first_key(catalog: Catalog, host: str, port: int) -> None:
         )
         return
     _record, secret = catalog.create_key(FIRST_KEY_NAME, "admin")
-    base = f"http://{host}:{port}"
+    base = f"{'https' if https else 'http'}://{host}:{port}"
     click.echo(
         "\n"
         f"  No API keys existed, so modeldex created an admin key named {FIRST_KEY_NAME!r}.\n"
@@ -49,6 +55,14 @@ def _first_key(catalog: Catalog, host: str, port: int) -> None:
     )
 
 
+def _check_limit(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    try:
+        parse_limit(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to bind.")
@@ -58,27 +72,73 @@ def _first_key(catalog: Catalog, host: str, port: int) -> None:
               help="Seconds between checks for catalog changes made elsewhere (CLI, other workers).")
 @click.option("--access-log/--no-access-log", default=True, show_default=True,
               help="One log line per request (request id, method, path, status, duration, key name).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              envvar="MODELDEX_LOG_FORMAT", help="Readable lines, or one JSON object per line.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--metadata/--no-metadata", default=False, show_default=True, envvar="MODELDEX_METADATA",
               help="Answer every model with its metadata (context_length, pricing, ...), not only on "
               "?expand=metadata.")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--rate-limit", envvar="MODELDEX_RATE_LIMIT", default=None, callback=_check_limit,
+              help="Default requests per key, e.g. 600/m or 20/s (a key's own limit wins). Default: unlimited.")
+@click.option("--auth-failure-limit", envvar="MODELDEX_AUTH_FAILURE_LIMIT", default="30/m", show_default=True,
+              callback=_check_limit, help="Failed authentications per client address before 429 ('off' to disable).")
+@click.option("--redis-url", envvar="MODELDEX_REDIS_URL", default=None,
+              help="Keep rate-limit buckets in Redis, shared by every worker and replica (e.g. redis://127.0.0.1:6379/0).")
+@click.option("--cors-origin", "cors_origins", multiple=True, envvar="MODELDEX_CORS_ORIGINS",
+              help="Allow browser requests from this origin (repeatable; '*' for any). Default: CORS off.")
+@click.option("--forwarded-allow-ips", envvar="MODELDEX_FORWARDED_ALLOW_IPS", default="",
+              help="Comma list of proxy addresses/CIDRs (or '*') whose X-Forwarded-For names the client.")
+@click.option("--max-header-bytes", type=click.IntRange(1024, 1 << 20), default=16 * 1024, show_default=True,
+              help="Larger request headers get 431.")
+@click.option("--max-body-bytes", type=click.IntRange(1024, 1 << 30), default=4 * 1024 * 1024, show_default=True,
+              help="Larger admin request bodies get 413.")
+@click.option("--metrics-token", envvar="MODELDEX_METRICS_TOKEN", default=None,
+              help="A bearer token that may read /metrics (admin keys always may).")
+@click.option("--public-metrics", is_flag=True, help="Serve /metrics on the API port without any key.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="Also serve /metrics, without a key, on this port (bound to --metrics-host).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
+@click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Serve HTTPS with this certificate (PEM); or terminate TLS in a proxy in front.")
+@click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--shutdown-timeout", type=click.IntRange(1, 600), default=30, show_default=True,
+              help="On SIGTERM, seconds to let in-flight requests finish before workers are killed.")
 @database_url_option
 @handle_errors
-def serve(host: str, port: int, workers: int, refresh_interval: float, access_log: bool, metadata: bool,
-          log_level: str, database_url: str | None) -> None:
+def serve(host: str, port: int, workers: int, refresh_interval: float, access_log: bool, log_format: str,
+          log_level: str, metadata: bool, rate_limit: str | None, auth_failure_limit: str | None,
+          redis_url: str | None, cors_origins: tuple[str, ...], forwarded_allow_ips: str,
+          max_header_bytes: int, max_body_bytes: int, metrics_token: str | None, public_metrics: bool,
+          metrics_port: int | None, metrics_host: str, ssl_certfile: str | None, ssl_keyfile: str | None,
+          shutdown_timeout: int, database_url: str | None) -> None:
     """Serve the OpenAI-compatible Models API."""
     from granian import Granian
     from granian.constants import Interfaces
 
+    if bool(ssl_certfile) != bool(ssl_keyfile):
+        raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
     url = resolve_database_url(database_url)
-    with open_catalog(url) as catalog:  # creates, migrates-if-new and seeds before any worker starts
-        _first_key(catalog, host, port)
-        model_count = len(catalog.list_models())
-    settings = ServerSettings(database_url=url, refresh_interval=refresh_interval, access_log=access_log,
-                              metadata=metadata)
+    with open_catalog(url) as catalog:  # creates (SQLite), checks the schema and seeds before any worker starts
+        _first_key(catalog, host, port, https=bool(ssl_certfile))
+        model_count = catalog.count_models()
+    settings = ServerSettings(
+        database_url=url, refresh_interval=refresh_interval, access_log=access_log, log_format=log_format,
+        metadata=metadata, rate_limit=rate_limit, auth_failure_limit=auth_failure_limit, redis_url=redis_url,
+        cors_origins=tuple(o for origin in cors_origins for o in origin.split(",") if o),
+        forwarded_allow_ips=tuple(ip.strip() for ip in forwarded_allow_ips.split(",") if ip.strip()),
+        max_header_bytes=max_header_bytes, max_body_bytes=max_body_bytes, metrics_token=metrics_token,
+        public_metrics=public_metrics,
+    )
     os.environ.update(settings.to_env())
-    click.echo(f"modeldex: {model_count} models from {redact(url)}; listening on http://{host}:{port}", err=True)
+    # Each worker writes its metric samples here; any of them (or the metrics port) adds them up.
+    metrics_dir = tempfile.mkdtemp(prefix="modeldex-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    if metrics_port is not None:
+        _serve_metrics(metrics_host, metrics_port)
+    scheme = "https" if ssl_certfile else "http"
+    click.echo(f"modeldex: {model_count} models from {redact(url)}; listening on {scheme}://{host}:{port}",
+               err=True)
     server = Granian(
         "modeldex.api.app:create_app",
         factory=True,
@@ -86,7 +146,22 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
         port=port,
         interface=Interfaces.ASGI,
         workers=workers,
-        log_dictconfig=logging_config(log_level.upper()),
+        log_dictconfig=logging_config(log_level.upper(), log_format),
         log_level=log_level,  # type: ignore[arg-type]
+        ssl_cert=Path(ssl_certfile) if ssl_certfile else None,
+        ssl_key=Path(ssl_keyfile) if ssl_keyfile else None,
+        workers_kill_timeout=shutdown_timeout,
     )
-    server.serve()
+    try:
+        server.serve()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve_metrics(host: str, port: int) -> None:
+    """/metrics on its own port, from this (the supervising) process, adding up every worker's samples."""
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    start_http_server(port, addr=host, registry=registry)

@@ -16,8 +16,16 @@ from modeldex.catalog.keys import ApiKey, Scope
 from modeldex.catalog.models import Entity, Model
 from modeldex.catalog.policy import AccessPolicy
 from modeldex.catalog.state import CatalogState
+from modeldex.catalog.upstreams import UpstreamHealth
 
-KINDS = ("model", "alias", "group")
+KINDS = ("model", "alias", "group", "upstream")
+
+
+class Unchanged:
+    """Marks an optional argument that was not given (where None means "clear it")."""
+
+
+UNCHANGED = Unchanged()
 
 
 class StoreError(Exception):
@@ -53,7 +61,7 @@ class CatalogWriter(Protocol):
         """Raises AlreadyExists if an active key has that name."""
 
     def update_key(self, name: str, scope: Scope | None, policy: AccessPolicy | None,
-                   if_match: int | None = None) -> ApiKey: ...
+                   if_match: int | None = None, rate_limit: str | None | Unchanged = ...) -> ApiKey: ...
 
     def revoke_key(self, name: str, if_match: int | None = None) -> None: ...
 
@@ -75,10 +83,25 @@ class CatalogStore(Protocol):
 
     def read_all(self, kind: str) -> list[tuple[Entity, int]]: ...
 
+    def count(self, kind: str) -> int: ...
+
     def list_keys(self, include_revoked: bool = False) -> list[ApiKey]: ...
 
     def changes(self, since: int, limit: int) -> list[Change]:
         """Changes with a version above `since`, oldest first."""
+
+    def upstream_health(self, now: float) -> dict[str, UpstreamHealth]:
+        """How polling went, per upstream name (`polling_by` set while a lease is held at `now`)."""
+
+    def due_upstreams(self, now: float) -> list[str]:
+        """Names of upstreams due for a poll whose lease nobody holds."""
+
+    def claim_upstream(self, name: str, owner: str, now: float, lease_s: float, force: bool = False) -> bool:
+        """Take the poll lease of `name` for `lease_s` seconds if it is free (and due, unless `force`);
+        returns whether this caller got it. At most one holder at a time across processes."""
+
+    def finish_upstream(self, name: str, owner: str, health: UpstreamHealth, next_poll_at: float) -> None:
+        """Record the health after a poll and release the lease held by `owner`."""
 
     def subscribe(self, on_change: Callable[[], None]) -> Callable[[], None]:
         """Call `on_change` soon after any process commits a change, where the database can say so

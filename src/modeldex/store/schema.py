@@ -14,6 +14,8 @@ models = Table(
     Column("owned_by", String(128), nullable=False),
     Column("meta", JSON, nullable=True),
     Column("revision", BigInteger, nullable=False, server_default=text("1")),
+    Column("source", String(64), nullable=True, index=True),  # the upstream a discovered model came from
+    Column("stale_since", Float, nullable=True),
 )
 
 aliases = Table(
@@ -46,6 +48,7 @@ api_keys = Table(
     Column("revoked_at", BigInteger, nullable=True),
     Column("policy", JSON, nullable=True),
     Column("revision", BigInteger, nullable=False, server_default=text("1")),
+    Column("rate_limit", String(32), nullable=True),
 )
 
 # A name belongs to at most one active key; revoked keys keep theirs for the record.
@@ -79,4 +82,39 @@ changes = Table(
     Column("op", String(8), nullable=False),
     Column("before", JSON, nullable=True),
     Column("after", JSON, nullable=True),
+)
+
+upstreams = Table(
+    "upstreams",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("base_url", Text, nullable=False),
+    Column("api_key_env", String(128), nullable=True),  # the variable's name: never the key
+    Column("prefix", String(64), nullable=True),
+    Column("include", JSON, nullable=False),
+    Column("exclude", JSON, nullable=False),
+    Column("interval", Integer, nullable=False),
+    Column("grace", Integer, nullable=False),
+    Column("timeout", Integer, nullable=False),
+    Column("owned_by", String(128), nullable=True),
+    Column("revision", BigInteger, nullable=False, server_default=text("1")),
+)
+
+# How polling each upstream goes, and the lease that lets one process at a time poll it. Not catalog
+# content: it changes on every poll, so it has no revision and no change-feed entries.
+upstream_health = Table(
+    "upstream_health",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("last_attempt_at", Float, nullable=True),
+    Column("last_success_at", Float, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("last_error_at", Float, nullable=True),
+    Column("latency_ms", Float, nullable=True),
+    Column("model_count", Integer, nullable=False, server_default=text("0")),
+    Column("failing_since", Float, nullable=True),
+    Column("shadowed", JSON, nullable=True),
+    Column("next_poll_at", Float, nullable=True),  # NULL: due now
+    Column("lease_owner", String(128), nullable=True),
+    Column("lease_until", Float, nullable=True),
 )

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, delete, event, insert, select, text, update
+from sqlalchemy import (Connection, Engine, Table, case, create_engine, delete, event, func, insert, null, select,
+                        text, update)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -22,9 +23,11 @@ from modeldex.catalog.keys import ApiKey, Scope
 from modeldex.catalog.models import Alias, Entity, Group, Model, list_order
 from modeldex.catalog.policy import ALL_MODELS, AccessPolicy
 from modeldex.catalog.state import CatalogState
+from modeldex.catalog.upstreams import Upstream, UpstreamHealth
 from modeldex.store import migrate
-from modeldex.store.base import StoreError, StoreUnavailable
-from modeldex.store.schema import aliases, api_keys, catalog_state, changes, groups, models
+from modeldex.store.base import UNCHANGED, StoreError, StoreUnavailable, Unchanged
+from modeldex.store.schema import (aliases, api_keys, catalog_state, changes, groups, models, upstream_health,
+                                   upstreams)
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 POSTGRES_CONNECT_TIMEOUT_S = 3
@@ -77,12 +80,16 @@ def create_store_engine(url: str) -> Engine:
 
 def _model_from_row(row: Any) -> Model:
     if row.meta is None:  # the common case, and the fast one: fields were validated on the way in
-        return Model.model_construct(id=row.id, created=int(row.created), owned_by=row.owned_by)
-    return Model.model_validate({"id": row.id, "created": int(row.created), "owned_by": row.owned_by, **row.meta})
+        return Model.model_construct(id=row.id, created=int(row.created), owned_by=row.owned_by,
+                                     source=row.source, stale_since=row.stale_since)
+    discovery = {k: v for k, v in (("source", row.source), ("stale_since", row.stale_since)) if v is not None}
+    return Model.model_validate({"id": row.id, "created": int(row.created), "owned_by": row.owned_by,
+                                 **row.meta, **discovery})
 
 
 def _model_to_row(model: Model) -> dict[str, Any]:
-    return {"id": model.id, "created": model.created, "owned_by": model.owned_by, "meta": model.metadata() or None}
+    return {"id": model.id, "created": model.created, "owned_by": model.owned_by,
+            "meta": model.metadata() or None, "source": model.source, "stale_since": model.stale_since}
 
 
 def _alias_from_row(row: Any) -> Alias:
@@ -91,6 +98,37 @@ def _alias_from_row(row: Any) -> Alias:
 
 def _group_from_row(row: Any) -> Group:
     return Group.model_validate({"name": row.name, "members": row.members, "description": row.description})
+
+
+def _upstream_from_row(row: Any) -> Upstream:
+    return Upstream.model_validate({
+        name: getattr(row, name) for name in Upstream.model_fields if getattr(row, name) is not None})
+
+
+def _upstream_to_row(upstream: Upstream) -> dict[str, Any]:
+    row = upstream.model_dump(mode="json")
+    return {**row, "include": list(upstream.include), "exclude": list(upstream.exclude)}
+
+
+def _upstream_written(conn: Connection, name: str, op: str) -> None:
+    """An upstream's health row lives and dies with it; a changed upstream is due for a poll at once."""
+    if op == "create":
+        conn.execute(delete(upstream_health).where(upstream_health.c.name == name))
+        conn.execute(insert(upstream_health).values(name=name))
+    elif op == "update":
+        conn.execute(update(upstream_health).where(upstream_health.c.name == name).values(next_poll_at=None))
+    else:
+        conn.execute(delete(upstream_health).where(upstream_health.c.name == name))
+
+
+def _health_from_row(row: Any, now: float) -> UpstreamHealth:
+    leased = row.lease_owner is not None and row.lease_until is not None and row.lease_until >= now
+    return UpstreamHealth(
+        last_attempt_at=row.last_attempt_at, last_success_at=row.last_success_at, last_error=row.last_error,
+        last_error_at=row.last_error_at, latency_ms=row.latency_ms, model_count=int(row.model_count or 0),
+        failing_since=row.failing_since, shadowed=tuple(row.shadowed or ()), next_poll_at=row.next_poll_at,
+        polling_by=row.lease_owner if leased else None,
+    )
 
 
 def _key_from_row(row: Any) -> ApiKey:
@@ -103,6 +141,7 @@ def _key_from_row(row: Any) -> ApiKey:
         revoked_at=None if row.revoked_at is None else int(row.revoked_at),
         policy=ALL_MODELS if row.policy is None else AccessPolicy.model_validate(row.policy),
         revision=int(row.revision),
+        rate_limit=row.rate_limit,
     )
 
 
@@ -113,6 +152,7 @@ class _Kind:
     from_row: Callable[[Any], Entity]
     to_row: Callable[[Any], dict[str, Any]]
     key_of: Callable[[Any], str]
+    written: Callable[[Connection, str, str], None] | None = None  # (conn, key, op), in the same transaction
 
 
 _KINDS: dict[str, _Kind] = {
@@ -121,6 +161,8 @@ _KINDS: dict[str, _Kind] = {
     "group": _Kind(groups, "name", _group_from_row,
                    lambda g: {"name": g.name, "members": list(g.members), "description": g.description},
                    lambda e: e.name),
+    "upstream": _Kind(upstreams, "name", _upstream_from_row, _upstream_to_row, lambda e: e.name,
+                      _upstream_written),
 }
 
 
@@ -142,6 +184,9 @@ class SqlWriter:
             version=self.version, at=time.time(), actor=self.actor, entity=entity, entity_id=key, op=op,
             before=before, after=after,
         ))
+        written = _KINDS[entity].written if entity in _KINDS else None  # every committed change passes here
+        if written is not None:
+            written(self.conn, key, op)
 
     def get(self, kind: str, key: str) -> tuple[Entity, int] | None:
         spec = _KINDS[kind]
@@ -197,7 +242,7 @@ class SqlWriter:
         self.conn.execute(insert(api_keys).values(
             name=key.name, scope=key.scope.value, lookup_id=key.lookup_id, secret_hash=key.secret_hash,
             created_at=key.created_at, revoked_at=key.revoked_at,
-            policy=None if key.policy.all else key.policy.document(), revision=1,
+            policy=None if key.policy.all else key.policy.document(), revision=1, rate_limit=key.rate_limit,
         ))
         self._record("key", key.name, "create", None, key.document())
 
@@ -210,15 +255,16 @@ class SqlWriter:
         return key
 
     def update_key(self, name: str, scope: Scope | None, policy: AccessPolicy | None,
-                   if_match: int | None = None) -> ApiKey:
+                   if_match: int | None = None, rate_limit: str | None | Unchanged = UNCHANGED) -> ApiKey:
         before = self._active_key(name, if_match)
         after = ApiKey(**{**_fields(before), "scope": scope or before.scope, "policy": policy or before.policy,
+                          "rate_limit": before.rate_limit if rate_limit is UNCHANGED else rate_limit,
                           "revision": before.revision + 1})
-        if (after.scope, after.policy) == (before.scope, before.policy):
+        if (after.scope, after.policy, after.rate_limit) == (before.scope, before.policy, before.rate_limit):
             return before
         self.conn.execute(update(api_keys).where(api_keys.c.lookup_id == before.lookup_id).values(
             scope=after.scope.value, policy=None if after.policy.all else after.policy.document(),
-            revision=after.revision,
+            revision=after.revision, rate_limit=after.rate_limit,
         ))
         self._record("key", name, "update", before.document(), after.document())
         return after
@@ -314,7 +360,8 @@ class SqlStore:
     def load_state(self) -> CatalogState:
         with self.engine.connect().execution_options(**self._snapshot_reads) as conn, conn.begin():
             version = int(conn.execute(select(catalog_state.c.version)).scalar_one())
-            model_rows = conn.execute(select(models.c.id, models.c.created, models.c.owned_by, models.c.meta)).all()
+            model_rows = conn.execute(select(models.c.id, models.c.created, models.c.owned_by, models.c.meta,
+                                             models.c.source, models.c.stale_since)).all()
             alias_rows = conn.execute(select(aliases)).all()
             group_rows = conn.execute(select(groups)).all()
             key_rows = conn.execute(select(api_keys).where(api_keys.c.revoked_at.is_(None))).all()
@@ -347,6 +394,12 @@ class SqlStore:
             return SqlWriter(conn, 0, "", True).get(kind, key)
 
     @_translated
+    def count(self, kind: str) -> int:
+        table = _KINDS[kind].table
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+    @_translated
     def read_all(self, kind: str) -> list[tuple[Entity, int]]:
         with self.engine.connect() as conn:
             return SqlWriter(conn, 0, "", True).all(kind)
@@ -368,6 +421,55 @@ class SqlStore:
                        before=r.before, after=r.after)
                 for r in conn.execute(query)
             ]
+
+    # --- upstream health and poll leases (outside the catalog: no version, no change feed) ---------------
+
+    @_translated
+    def upstream_health(self, now: float) -> dict[str, UpstreamHealth]:
+        with self.engine.connect() as conn:
+            return {row.name: _health_from_row(row, now) for row in conn.execute(select(upstream_health))}
+
+    @_translated
+    def due_upstreams(self, now: float) -> list[str]:
+        """Upstreams due for a poll that nobody is polling: a cheap read, so idle pollers never write."""
+        query = select(upstream_health.c.name).where(
+            (upstream_health.c.next_poll_at.is_(None)) | (upstream_health.c.next_poll_at <= now),
+            (upstream_health.c.lease_until.is_(None)) | (upstream_health.c.lease_until < now),
+        ).order_by(upstream_health.c.name)
+        with self.engine.connect() as conn:
+            return [row.name for row in conn.execute(query)]
+
+    @_translated
+    def claim_upstream(self, name: str, owner: str, now: float, lease_s: float, force: bool = False) -> bool:
+        """Take the poll lease of `name` if nobody holds it (and, unless `force`, if it is due). One UPDATE
+        whose WHERE the database re-checks under the row lock, so of several racing processes (workers,
+        replicas) exactly one wins, on SQLite and PostgreSQL alike."""
+        free = (upstream_health.c.lease_until.is_(None)) | (upstream_health.c.lease_until < now)
+        due = (upstream_health.c.next_poll_at.is_(None)) | (upstream_health.c.next_poll_at <= now)
+        query = update(upstream_health).where(upstream_health.c.name == name, free)
+        if not force:
+            query = query.where(due)
+        # While polling, next_poll_at is the lease's end; an upstream edited meanwhile resets it to NULL.
+        query = query.values(lease_owner=owner, lease_until=now + lease_s, next_poll_at=now + lease_s)
+        with self._writer.begin() as conn:
+            return bool(conn.execute(query).rowcount)
+
+    @_translated
+    def finish_upstream(self, name: str, owner: str, health: UpstreamHealth, next_poll_at: float) -> None:
+        """Record how a poll went and give the lease back. If the upstream was edited during the poll,
+        it stays due at once (its next_poll_at was reset to NULL)."""
+        values: dict[str, Any] = {
+            "last_attempt_at": health.last_attempt_at, "last_success_at": health.last_success_at,
+            "last_error": health.last_error, "last_error_at": health.last_error_at,
+            "latency_ms": health.latency_ms, "model_count": health.model_count,
+            "failing_since": health.failing_since, "shadowed": list(health.shadowed),
+            "next_poll_at": case((upstream_health.c.next_poll_at.is_(None), null()), else_=next_poll_at),
+        }
+        with self._writer.begin() as conn:
+            conn.execute(update(upstream_health).where(upstream_health.c.name == name).values(**values))
+            conn.execute(update(upstream_health)
+                         .where(upstream_health.c.name == name, upstream_health.c.lease_owner == owner)
+                         .values(lease_owner=None, lease_until=None))
 
     def subscribe(self, on_change: Callable[[], None]) -> Callable[[], None]:
         if not self._notifies:

@@ -1,0 +1,184 @@
+"""Upstreams: OpenAI-compatible servers whose `/v1/models` the catalog learns models from.
+
+An upstream is configuration, like a model or a group: it lives in the catalog, goes through the change
+feed and catalog files. Its API key is never part of it: `api_key_env` names the environment variable
+that holds the key in the processes that poll, so no database, file or log ever holds the key.
+
+The rules for the models an upstream contributes ("discovered" models, with `source` set):
+- operator-defined models (no `source`) always win: a sync never creates, changes or removes them, and
+  adding or editing a model with a discovered id makes it the operator's;
+- between upstreams, the first to list an id keeps it; the others report it as shadowed;
+- a discovered model its upstream has not confirmed for `grace` seconds (the upstream fails, or answers
+  without it) is removed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BeforeValidator, Field
+
+from modeldex.catalog.errors import Conflict
+from modeldex.catalog.integrity import check_model_removal
+from modeldex.catalog.models import Entity, Model, Name, Owner, Pattern
+
+if TYPE_CHECKING:
+    from modeldex.store.base import CatalogWriter
+
+MIN_INTERVAL_S = 5
+MAX_DURATION_S = 7 * 24 * 3600
+MAX_TIMEOUT_S = 120
+MAX_PREFIX_LENGTH = 64
+_DURATION = re.compile(r"(\d+)\s*(s|m|h|d)?")
+_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_ENV_VAR = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
+
+
+def parse_duration(value: Any) -> int:
+    """Seconds, from an integer or a string such as "90", "60s", "5m", "1h" (what `--interval` takes)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 60s, 5m or 1h")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        match = _DURATION.fullmatch(value.strip().lower())
+        if match:
+            return int(match.group(1)) * _UNITS[match.group(2)]
+    raise ValueError("must be a duration such as 60s, 5m or 1h (or whole seconds)")
+
+
+def _base_url(value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL, e.g. http://10.0.0.5:8000/v1")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not contain credentials: name an environment variable in api_key_env")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or fragment")
+    if not value.isprintable() or any(ch.isspace() for ch in value.strip()):
+        raise ValueError("must not contain spaces or control characters")
+    try:
+        _ = parts.port  # urllib checks the port only when asked
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return value.strip().rstrip("/")
+
+
+def _env_var(value: str) -> str:
+    if not _ENV_VAR.fullmatch(value):
+        raise ValueError("must be the NAME of an environment variable: upper-case letters, digits and '_', "
+                         "not starting with a digit (the key itself is never stored)")
+    return value
+
+
+def _prefix(value: str) -> str:
+    if not value or len(value) > MAX_PREFIX_LENGTH or not value.isprintable() or any(
+            ch.isspace() or ch in "?#" for ch in value):
+        raise ValueError(f"must be 1 to {MAX_PREFIX_LENGTH} printable characters without spaces, '?' or '#'")
+    return value
+
+
+BaseUrl = Annotated[str, AfterValidator(_base_url)]
+EnvVar = Annotated[str, AfterValidator(_env_var)]
+Prefix = Annotated[str, AfterValidator(_prefix)]
+Interval = Annotated[int, BeforeValidator(parse_duration), Field(ge=MIN_INTERVAL_S, le=MAX_DURATION_S)]
+Grace = Annotated[int, BeforeValidator(parse_duration), Field(ge=0, le=MAX_DURATION_S)]
+Timeout = Annotated[int, BeforeValidator(parse_duration), Field(ge=1, le=MAX_TIMEOUT_S)]
+
+
+class Upstream(Entity):
+    """An OpenAI-compatible server to learn models from. Durations are in seconds."""
+
+    name: Name
+    base_url: BaseUrl  # up to and including `/v1`: `{base_url}/models` is what is polled
+    api_key_env: EnvVar | None = None
+    prefix: Prefix | None = None
+    include: tuple[Pattern, ...] = ()
+    exclude: tuple[Pattern, ...] = ()
+    interval: Interval = 60
+    grace: Grace = 600
+    timeout: Timeout = 10
+    owned_by: Owner | None = None
+
+    def yields(self, upstream_id: str) -> bool:
+        """Whether the include/exclude globs (on the upstream's own id, before the prefix) let it in."""
+        if self.include and not any(fnmatchcase(upstream_id, p) for p in self.include):
+            return False
+        return not any(fnmatchcase(upstream_id, p) for p in self.exclude)
+
+    def catalog_id(self, upstream_id: str) -> str:
+        return (self.prefix or "") + upstream_id
+
+    def still_yields(self, catalog_id: str) -> bool:
+        """Whether a model this upstream discovered could still come from it under these settings."""
+        prefix = self.prefix or ""
+        return catalog_id.startswith(prefix) and self.yields(catalog_id[len(prefix):])
+
+
+@dataclass(frozen=True)
+class UpstreamHealth:
+    """How polling an upstream went: kept outside the catalog (it changes on every poll)."""
+
+    last_attempt_at: float | None = None
+    last_success_at: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    latency_ms: float | None = None
+    model_count: int = 0
+    failing_since: float | None = None
+    shadowed: tuple[dict[str, str], ...] = field(default_factory=tuple)
+    next_poll_at: float | None = None
+    polling_by: str | None = None  # the process holding the poll lease, while one does
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "last_attempt_at": self.last_attempt_at,
+            "last_success_at": self.last_success_at,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "latency_ms": self.latency_ms,
+            "model_count": self.model_count,
+            "failing_since": self.failing_since,
+            "shadowed": list(self.shadowed),
+            "next_poll_at": self.next_poll_at,
+            "polling_by": self.polling_by,
+        }
+
+    @property
+    def status(self) -> str:
+        """`never` polled, `ok`, or `failing` (its models are then served stale)."""
+        if self.last_attempt_at is None:
+            return "never"
+        return "failing" if self.failing_since is not None else "ok"
+
+
+def with_health(document: dict[str, Any], revision: int, health: UpstreamHealth | None) -> dict[str, Any]:
+    """An upstream as the admin API and the CLI show it: its settings, revision and health."""
+    return {**document, "revision": revision, "health": (health or UpstreamHealth()).document()}
+
+
+def discovered_by(writer: CatalogWriter, name: str) -> list[Model]:
+    return [m for m, _rev in writer.all("model") if m.source == name]  # type: ignore[attr-defined]
+
+
+def remove_discovered(writer: CatalogWriter, upstream: Upstream, only_excluded: bool) -> list[str]:
+    """Remove the models `upstream` discovered (all, or those its settings no longer yield), in the write
+    unit: removing or narrowing an upstream takes effect at once, not after the grace period."""
+    removed = []
+    for model in discovered_by(writer, upstream.name):
+        if only_excluded and upstream.still_yields(model.id):
+            continue
+        try:
+            check_model_removal(writer, model.id)
+        except Conflict as exc:
+            raise Conflict(f"upstream {upstream.name!r} discovered {model.id!r}, and {exc}") from None
+        writer.delete("model", model.id)
+        removed.append(model.id)
+    return removed

@@ -1,0 +1,135 @@
+"""Asking an upstream for its model list, defensively.
+
+Every attempt has a deadline (a server that stalls, or drips bytes, is given up on), the answer may be at
+most MAX_ANSWER_BYTES (counted while it streams in, whatever Content-Length says), redirects are not
+followed (they could carry the key elsewhere), and only failures that may pass (connection errors,
+timeouts, 429 and 5xx) are retried, a few times, with growing pauses. The API key goes in the
+Authorization header and nowhere else: error messages never contain it, even if the upstream echoes it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from modeldex import __version__
+from modeldex.discovery.answer import InvalidAnswer, parse_answer
+
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+ATTEMPTS = 3
+BACKOFF_S = 0.5  # before the 2nd attempt; doubled before each next one, with jitter
+MAX_ERROR_TEXT = 300
+
+
+class UpstreamError(Exception):
+    """Polling failed; the message is safe to store and show (no key, no control characters)."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    entries: list[dict[str, Any]]
+    latency_ms: float  # of the attempt that succeeded
+    attempts: int
+
+
+class _Retryable(Exception):
+    pass
+
+
+def lease_seconds(timeout: float) -> float:
+    """How long one poll can take at most, with every attempt and pause: what a poll lease must cover."""
+    return ATTEMPTS * (timeout + 1) + BACKOFF_S * 2**ATTEMPTS + 30
+
+
+def clean(text: str, secret: str | None) -> str:
+    """A message fit for the health record and logs: without the key, printable, and short."""
+    if secret:
+        text = text.replace(secret, "[redacted]")
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT - 3] + "..."
+
+
+def fetch_models(base_url: str, api_key: str | None, timeout: float, attempts: int = ATTEMPTS,
+                 max_bytes: int = MAX_ANSWER_BYTES, transport: httpx.BaseTransport | None = None) -> Fetched:
+    """`GET {base_url}/models`, validated (`answer.parse_answer`). Raises UpstreamError."""
+    url = base_url.rstrip("/") + "/models"
+    headers = {"Accept": "application/json", "User-Agent": f"modeldex/{__version__} (discovery)"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    last_error = "no attempt made"
+    with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False, headers=headers,
+                      transport=transport) as client:
+        for attempt in range(1, attempts + 1):
+            if attempt > 1:
+                time.sleep(BACKOFF_S * 2 ** (attempt - 2) * random.uniform(0.8, 1.2))
+            started = time.monotonic()
+            try:
+                body = _get(client, url, timeout, max_bytes)
+            except _Retryable as exc:
+                last_error = str(exc)
+                continue
+            except UpstreamError as exc:
+                raise UpstreamError(clean(str(exc), api_key)) from None
+            latency_ms = (time.monotonic() - started) * 1000
+            try:
+                document = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                message = f"the answer is not JSON (starts with {body[:40]!r})"
+                raise UpstreamError(clean(message, api_key)) from None
+            try:
+                return Fetched(parse_answer(document), latency_ms, attempt)
+            except InvalidAnswer as exc:
+                raise UpstreamError(clean(f"invalid answer: {exc}", api_key)) from None
+    suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
+    raise UpstreamError(clean(last_error + suffix, api_key))
+
+
+def _get(client: httpx.Client, url: str, timeout: float, max_bytes: int) -> bytes:
+    deadline = time.monotonic() + timeout
+    try:
+        with client.stream("GET", url) as response:
+            status = response.status_code
+            if status != 200:
+                detail = _error_detail(response, deadline, max_bytes)
+                message = f"HTTP {status} from {url}{': ' + detail if detail else ''}"
+                if 300 <= status < 400:
+                    message += f" (redirect to {response.headers.get('location', '?')}; set base_url to it)"
+                if status == 429 or status >= 500:
+                    raise _Retryable(message)
+                raise UpstreamError(message)
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                raise UpstreamError(f"the answer is {int(declared)} bytes, "
+                                    f"more than the {max_bytes} bytes allowed")
+            return _read(response, deadline, max_bytes, timeout)
+    except httpx.TimeoutException:
+        raise _Retryable(f"no answer from {url} within {timeout:g}s") from None
+    except httpx.TransportError as exc:
+        raise _Retryable(f"cannot reach {url}: {exc or type(exc).__name__}") from None
+
+
+def _read(response: httpx.Response, deadline: float, max_bytes: int, timeout: float) -> bytes:
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise UpstreamError(f"the answer is larger than the {max_bytes} bytes allowed")
+        if time.monotonic() > deadline:
+            raise _Retryable(f"the answer took longer than {timeout:g}s")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error_detail(response: httpx.Response, deadline: float, max_bytes: int) -> str:
+    """The upstream's own error message, if it sent an OpenAI-style one (a few KiB read at most)."""
+    try:
+        body = _read(response, deadline, min(max_bytes, 16 * 1024), 0)
+        message = orjson.loads(body)["error"]["message"]
+        return message if isinstance(message, str) else ""
+    except Exception:
+        return ""

@@ -1,0 +1,188 @@
+"""One poll of one upstream: fetch, then apply the answer (or the failure) to the catalog in one write unit,
+then record the upstream's health.
+
+The rules (see `catalog/upstreams.py`): operator-defined models are never touched, the first upstream to
+list an id keeps it, and a discovered model is removed once its upstream has not confirmed it for the
+grace period, whether because the upstream fails or because it answers without that model. Until then
+it is served as before, marked stale. Every change is in the change feed, by `upstream:NAME`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from modeldex.catalog.errors import Conflict, NotFound
+from modeldex.catalog.models import Model
+from modeldex.catalog.upstreams import Upstream, UpstreamHealth
+from modeldex.discovery.answer import InvalidAnswer, to_models
+from modeldex.discovery.fetch import UpstreamError, clean, fetch_models, lease_seconds
+
+if TYPE_CHECKING:
+    from modeldex.store.base import CatalogStore, CatalogWriter
+
+MAX_SHADOWED_SHOWN = 50
+
+
+def new_owner() -> str:
+    """Who holds a poll lease: this process, recognisably, and unlike any other."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Changes:
+    """What one poll did to the catalog."""
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)  # newly marked stale
+    removed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # past the grace period, but aliases point to them
+    shadowed: list[dict[str, str]] = field(default_factory=list)
+    model_count: int = 0
+    next_expiry: float | None = None  # when the next stale model's grace period ends
+    version: int | None = None  # the catalog version the changes made, if any
+
+
+def apply_answer(writer: CatalogWriter, upstream: Upstream, discovered: list[Model] | None, now: float
+                 ) -> Changes:
+    """Make the catalog reflect one poll: `discovered` is what the upstream yields, None if it failed."""
+    changes = Changes()
+    models = {m.id: m for m, _rev in writer.all("model")}  # type: ignore[attr-defined]
+    aliases = {a.id: a.target for a, _rev in writer.all("alias")}  # type: ignore[attr-defined]
+    targets = set(aliases.values())
+    confirmed: set[str] = set()
+    for model in discovered or ():
+        current = models.get(model.id)
+        if model.id in aliases:
+            changes.shadowed.append({"id": model.id, "by": "alias"})
+            continue
+        if current is not None and current.source != upstream.name:
+            by = "operator" if current.source is None else f"upstream {current.source}"
+            changes.shadowed.append({"id": model.id, "by": by})
+            continue
+        confirmed.add(model.id)
+        if current is None:
+            writer.create("model", model)
+            changes.added.append(model.id)
+            continue
+        wanted = model.model_copy(update={"created": current.created})  # first seen is kept: vLLM restamps
+        if wanted != current:
+            writer.update("model", wanted)
+            changes.updated.append(model.id)
+    for model in models.values():
+        if model.source != upstream.name or model.id in confirmed:
+            continue
+        since = model.stale_since if model.stale_since is not None else now
+        if now - since >= upstream.grace:
+            if model.id in targets:
+                changes.kept.append(model.id)
+                continue
+            writer.delete("model", model.id)
+            changes.removed.append(model.id)
+        else:
+            if model.stale_since is None:
+                writer.update("model", model.model_copy(update={"stale_since": now}))
+                changes.stale.append(model.id)
+            expiry = since + upstream.grace
+            changes.next_expiry = expiry if changes.next_expiry is None else min(changes.next_expiry, expiry)
+    before = sum(1 for m in models.values() if m.source == upstream.name)
+    changes.model_count = before + len(changes.added) - len(changes.removed)
+    if changes.added or changes.updated or changes.stale or changes.removed:
+        changes.version = writer.version
+    return changes
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    upstream: str
+    ok: bool
+    error: str | None
+    latency_ms: float | None
+    changes: Changes
+    health: UpstreamHealth
+
+    def document(self) -> dict[str, Any]:
+        c = self.changes
+        return {
+            "upstream": self.upstream, "ok": self.ok, "error": self.error, "latency_ms": self.latency_ms,
+            "model_count": c.model_count, "added": c.added, "updated": c.updated, "stale": c.stale,
+            "removed": c.removed, "kept": c.kept, "shadowed": c.shadowed, "version": c.version,
+            "health": self.health.document(),
+        }
+
+
+def poll_once(store: CatalogStore, upstream: Upstream, owner: str,
+              environ: Mapping[str, str] = os.environ) -> SyncResult:
+    """Poll `upstream` (the caller holds its lease), apply the outcome, record health, release the lease."""
+    now = time.time()
+    api_key = environ.get(upstream.api_key_env) if upstream.api_key_env else None
+    discovered: list[Model] | None = None
+    error: str | None = None
+    latency_ms: float | None = None
+    try:
+        if upstream.api_key_env and not api_key:
+            raise UpstreamError(f"the environment variable {upstream.api_key_env} (the API key) is not set "
+                                "in the process that polls")
+        fetched = fetch_models(upstream.base_url, api_key, upstream.timeout)
+        latency_ms = round(fetched.latency_ms, 1)
+        discovered = to_models(upstream, fetched.entries, now)
+    except (UpstreamError, InvalidAnswer) as exc:
+        error = clean(str(exc), api_key)
+    previous = store.upstream_health(now).get(upstream.name, UpstreamHealth())
+    changes = Changes(model_count=previous.model_count)
+    health = previous
+    try:
+        with store.write(f"upstream:{upstream.name}") as writer:
+            current = writer.get("upstream", upstream.name)
+            if current is None or current[0] != upstream:
+                # Edited or removed meanwhile: this answer is for settings that no longer hold. Record
+                # nothing; an edited upstream is due again at once.
+                return SyncResult(upstream.name, False, "the upstream was changed or removed during the poll",
+                                  latency_ms, changes, health)
+            changes = apply_answer(writer, upstream, discovered, now)
+        next_poll = now + upstream.interval
+        if changes.next_expiry is not None:  # be there when a stale model's grace period ends
+            next_poll = min(next_poll, changes.next_expiry)
+        health = replace(_health(previous, now, error, latency_ms, changes), next_poll_at=next_poll)
+    finally:
+        store.finish_upstream(upstream.name, owner, health, health.next_poll_at or now + upstream.interval)
+    return SyncResult(upstream.name, error is None, error, latency_ms, changes, health)
+
+
+def _health(previous: UpstreamHealth, now: float, error: str | None, latency_ms: float | None,
+            changes: Changes) -> UpstreamHealth:
+    ok = error is None
+    return UpstreamHealth(
+        last_attempt_at=now,
+        last_success_at=now if ok else previous.last_success_at,
+        last_error=error if not ok else previous.last_error,
+        last_error_at=now if not ok else previous.last_error_at,
+        latency_ms=latency_ms if latency_ms is not None else previous.latency_ms,
+        model_count=changes.model_count,
+        failing_since=None if ok else (previous.failing_since or now),
+        shadowed=tuple(changes.shadowed[:MAX_SHADOWED_SHOWN]) if ok else previous.shadowed,
+    )
+
+
+def sync_now(store: CatalogStore, name: str, owner: str | None = None, wait_s: float | None = None
+             ) -> SyncResult:
+    """Poll `name` at once, whether due or not. If another process is polling it, wait for that poll to end
+    (a lease at most), then poll again: the answer reflects the upstream as it is now."""
+    found = store.read("upstream", name)
+    if found is None:
+        raise NotFound("upstream", name)
+    upstream: Upstream = found[0]  # type: ignore[assignment]
+    owner = owner or new_owner()
+    lease = lease_seconds(upstream.timeout)
+    deadline = time.monotonic() + (lease if wait_s is None else wait_s)
+    while not store.claim_upstream(name, owner, time.time(), lease, force=True):
+        if time.monotonic() > deadline:
+            raise Conflict(f"upstream {name!r} is being polled by another process; try again later")
+        time.sleep(0.1)
+    return poll_once(store, upstream, owner)

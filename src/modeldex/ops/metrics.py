@@ -1,0 +1,68 @@
+"""Prometheus metrics, with the official client.
+
+Every server worker is its own process, so the client runs in multiprocess mode: `serve` points
+PROMETHEUS_MULTIPROC_DIR at a fresh directory before the workers start, each worker writes its samples
+there, and whoever answers a scrape adds them up. Route labels are a fixed, small set.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+ROUTES = ("list", "retrieve", "delete", "admin", "health", "ready", "openapi", "metrics", "other")
+
+REQUESTS = Counter("modeldex_requests", "HTTP requests answered, by route and status.", ["route", "status"])
+LATENCY = Histogram(
+    "modeldex_request_duration_seconds", "Time to answer a request, by route.", ["route"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+RATE_LIMITED = Counter("modeldex_rate_limited", "Requests refused with 429, by reason.", ["reason"])
+CATALOG_MODELS = Gauge("modeldex_catalog_models", "Models in the catalog (served and not).",
+                       multiprocess_mode="max")
+CATALOG_VERSION = Gauge("modeldex_catalog_version", "Catalog version being served.", multiprocess_mode="max")
+SNAPSHOT_AGE = Gauge("modeldex_snapshot_age_seconds",
+                     "Seconds since a worker last confirmed its catalog copy is current (highest worker).",
+                     multiprocess_mode="max")
+STORE_UP = Gauge("modeldex_store_up", "1 if every worker reached the database on its last check.",
+                 multiprocess_mode="min")
+
+
+def observe(route: str, status: int, seconds: float) -> None:
+    REQUESTS.labels(route, str(status)).inc()
+    LATENCY.labels(route).observe(seconds)
+
+
+def catalog_state(models: int, version: int, confirmed_at: float, store_up: bool) -> None:
+    """Called by each worker's refresher on every check."""
+    CATALOG_MODELS.set(models)
+    CATALOG_VERSION.set(version)
+    SNAPSHOT_AGE.set(max(0.0, time.monotonic() - confirmed_at))
+    STORE_UP.set(1 if store_up else 0)
+
+
+ExtraCollector = Callable[[CollectorRegistry], None]
+_extra: list[ExtraCollector] = []
+
+
+def add_collector(register: ExtraCollector) -> None:
+    """Let another part (e.g. discovery) add scrape-time metrics to every exposition."""
+    _extra.append(register)
+
+
+def exposition() -> bytes:
+    """The text a scrape gets: all workers' samples when in multiprocess mode, this process's otherwise."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY as registry  # type: ignore[no-redef]
+    for register in _extra:
+        register(registry)
+    return generate_latest(registry)

@@ -1,0 +1,101 @@
+"""LiteLLM's proxy, from PyPI, as a real OpenAI-compatible upstream that no one here wrote.
+
+It pins many packages of its own, so it lives in a venv of its own (`.venv-litellm/` beside the repo's
+`.venv/`, git-ignored), made on first use. Its models point at a dummy api_base on 127.0.0.1 (listing
+models never calls them), and everything that would fetch from the internet at start-up is pointed at
+127.0.0.1 or switched to the copy in the package.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv-litellm"
+REQUIREMENT = "litellm[proxy]==1.108.7"
+_MARKER = VENV / ".modeldex-installed"
+_NOWHERE = "http://127.0.0.1:9/unused"
+OFFLINE_ENV = {
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS": "True",
+    "LITELLM_LOCAL_AUTOROUTER_PRESETS": "True",
+    "LITELLM_LOCAL_BLOG_POSTS": "True",
+    "LITELLM_LOCAL_POLICY_TEMPLATES": "True",
+    "LITELLM_MODEL_COST_MAP_URL": _NOWHERE,
+    "LITELLM_ANTHROPIC_BETA_HEADERS_URL": _NOWHERE,
+    "LITELLM_AUTOROUTER_PRESETS_URL": _NOWHERE,
+    "LITELLM_BLOG_POSTS_URL": _NOWHERE,
+    "LITELLM_LOG": "ERROR",
+    "NO_PROXY": "127.0.0.1,localhost",
+}
+
+
+def ensure_installed() -> Path:
+    """The `litellm` command of the project's LiteLLM venv, installing it first if needed (a minute)."""
+    with open(ROOT / ".venv-litellm.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (_MARKER.exists() and _MARKER.read_text() == REQUIREMENT):
+            shutil.rmtree(VENV, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, timeout=120)
+            result = subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", REQUIREMENT],
+                                    capture_output=True, text=True, timeout=900)
+            if result.returncode != 0:
+                raise RuntimeError(f"installing {REQUIREMENT} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+            _MARKER.write_text(REQUIREMENT)
+    return VENV / "bin" / "litellm"
+
+
+class LiteLLMProxy:
+    """`litellm --config` on a fixed port, which survives stop() and start() (outage, then recovery)."""
+
+    def __init__(self, workdir: Path, port: int, models: list[dict[str, Any]], master_key: str) -> None:
+        self.command = ensure_installed()
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        self.master_key = master_key
+        self.config = workdir / "litellm.yaml"
+        self.config.write_text(yaml.safe_dump({"model_list": models, "general_settings": {"master_key": master_key}}))
+        self.log_path = workdir / "litellm.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 120) -> None:
+        env = {**os.environ, **OFFLINE_ENV}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [str(self.command), "--config", str(self.config), "--host", "127.0.0.1", "--port", str(self.port)],
+                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"litellm exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health/liveliness", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"litellm did not start within {timeout} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)  # its own session: it and any workers it started
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""

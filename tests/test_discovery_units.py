@@ -1,0 +1,289 @@
+"""Discovery's parts on their own: settings validation, the defensive fetch against a misbehaving upstream,
+reading metadata out of answers, the rules a sync applies to the catalog, and the poll lease."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from fake_upstream import FakeUpstream
+from modeldex.catalog.errors import InvalidInput
+from modeldex.catalog.models import Alias, parse
+from modeldex.catalog.seed import seed_models
+from modeldex.catalog.service import Catalog
+from modeldex.catalog.upstreams import Upstream, UpstreamHealth
+from modeldex.discovery.answer import InvalidAnswer, metadata_of, to_models
+from modeldex.discovery.fetch import UpstreamError, fetch_models
+from modeldex.discovery.sync import apply_answer
+from modeldex.store import SqlStore, open_store
+
+SECRET = "sk-upstream-secret-0123456789"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeUpstream]:
+    upstream = FakeUpstream([{"id": "llama-3", "object": "model", "owned_by": "vllm", "max_model_len": 8192},
+                             {"id": "qwen-2", "object": "model"}])
+    yield upstream
+    upstream.close()
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[SqlStore]:
+    store = open_store(db_url, seed=seed_models())
+    yield store
+    store.close()
+
+
+# --- settings ----------------------------------------------------------------------------------------
+
+
+def upstream(**fields) -> Upstream:
+    return parse(Upstream, {"name": "up", "base_url": "http://127.0.0.1:9/v1", **fields})
+
+
+def test_durations_and_defaults() -> None:
+    assert (upstream().interval, upstream().grace, upstream().timeout) == (60, 600, 10)
+    assert upstream(interval="5m", grace="1h", timeout="3s").document()["interval"] == 300
+    assert upstream(interval=90, grace="0s").grace == 0
+    assert upstream(interval="2h").interval == 7200
+
+
+@pytest.mark.parametrize(("fields", "param"), [
+    ({"interval": "1s"}, "interval"),  # polls no more often than every 5 s
+    ({"interval": "soon"}, "interval"),
+    ({"grace": -1}, "grace"),
+    ({"timeout": "5m"}, "timeout"),
+    ({"api_key_env": "sk-live-abc"}, "api_key_env"),  # a key where its variable's name belongs
+    ({"api_key_env": "lower_case"}, "api_key_env"),
+    ({"base_url": "http://user:pass@host/v1"}, "base_url"),  # credentials never go in the catalog
+    ({"base_url": "ftp://host/v1"}, "base_url"),
+    ({"base_url": "http://host/v1?key=x"}, "base_url"),
+    ({"prefix": "has space/"}, "prefix"),
+    ({"include": ["a b"]}, "include.0"),
+    ({"name": "no/slash"}, "name"),
+    ({"colour": "blue"}, "colour"),
+])
+def test_invalid_settings_name_the_field(fields: dict, param: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        upstream(**fields)
+    assert caught.value.field == param
+
+
+def test_globs_apply_to_the_upstreams_own_ids() -> None:
+    u = upstream(prefix="team/", include=["llama-*", "qwen-*"], exclude=["*-base"])
+    assert [u.yields(i) for i in ("llama-3", "qwen-2", "llama-3-base", "mistral")] == [True, True, False, False]
+    assert u.catalog_id("llama-3") == "team/llama-3"
+    assert u.still_yields("team/llama-3") and not u.still_yields("llama-3") and not u.still_yields("team/mistral")
+
+
+# --- fetch: what a misbehaving upstream gets ---------------------------------------------------------
+
+
+def test_a_good_answer_with_the_key_in_the_header(fake: FakeUpstream) -> None:
+    fetched = fetch_models(fake.base_url, SECRET, timeout=5)
+    assert [e["id"] for e in fetched.entries] == ["llama-3", "qwen-2"]
+    assert fake.authorizations == [f"Bearer {SECRET}"] and fetched.attempts == 1
+
+
+@pytest.mark.parametrize(("mode", "expected"), [
+    ("html", "not JSON"),
+    ("huge", "more than the 4194304 bytes allowed"),
+    ("huge-chunked", "larger than the 4194304 bytes allowed"),
+    ("control", r"data[2].id 'evil\x1b[31mred': model id contains characters that are not allowed"),
+    ("not-a-list", 'expected a JSON object with a "data" array'),
+    ("redirect", "HTTP 302"),
+])
+def test_bad_answers_are_refused_whole_without_retrying(fake: FakeUpstream, mode: str, expected: str) -> None:
+    fake.mode = mode
+    started = time.monotonic()
+    with pytest.raises(UpstreamError) as caught:
+        fetch_models(fake.base_url, None, timeout=5)
+    assert expected in str(caught.value)
+    assert str(caught.value).isprintable()
+    assert fake.requests == 1 and time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize(("mode", "expected"), [
+    ("stall", "no answer from"),  # 30 s of silence
+    ("drip", "took longer than 1s"),  # a byte every 0.2 s: each read is quick, the whole is not
+    ("unavailable", "HTTP 503"),
+])
+def test_slow_and_failing_upstreams_are_retried_then_given_up(fake: FakeUpstream, mode: str, expected: str) -> None:
+    fake.mode = mode
+    started = time.monotonic()
+    with pytest.raises(UpstreamError) as caught:
+        fetch_models(fake.base_url, None, timeout=1, attempts=2)
+    assert expected in str(caught.value) and "after 2 attempts" in str(caught.value)
+    assert fake.requests == 2 and time.monotonic() - started < 5
+
+
+def test_an_upstream_echoing_the_key_never_gets_it_into_the_error(fake: FakeUpstream) -> None:
+    fake.mode = "echo-key"
+    with pytest.raises(UpstreamError) as caught:
+        fetch_models(fake.base_url, SECRET, timeout=5)
+    assert "HTTP 401" in str(caught.value) and "[redacted]" in str(caught.value)
+    assert SECRET not in str(caught.value) and fake.requests == 1  # a 401 is not retried
+
+
+def test_an_unreachable_upstream(fake: FakeUpstream) -> None:
+    fake.close()
+    with pytest.raises(UpstreamError, match=r"cannot reach .* \(after 2 attempts\)"):
+        fetch_models(fake.base_url, None, timeout=1, attempts=2)
+
+
+# --- answers into models -----------------------------------------------------------------------------
+
+
+def test_metadata_from_vllm_openrouter_and_litellm_shapes() -> None:
+    assert metadata_of({"id": "m", "max_model_len": 32768}) == {"context_length": 32768}
+    assert metadata_of({"id": "m", "max_input_tokens": 131072}) == {"context_length": 131072}
+    openrouter = {
+        "id": "m", "name": "M", "context_length": 200000,
+        "architecture": {"input_modalities": ["text", "image"], "output_modalities": ["text"]},
+        "pricing": {"prompt": "0.000003", "completion": "0.000015", "image": "0.0048"},
+        "top_provider": {"context_length": 200000, "max_completion_tokens": 8192},
+    }
+    assert metadata_of(openrouter) == {
+        "name": "M", "context_length": 200000, "max_output_tokens": 8192,
+        "input_modalities": ["text", "image"], "output_modalities": ["text"],
+        "pricing": {"prompt": "0.000003", "completion": "0.000015"},
+    }
+    assert metadata_of({"id": "m", "context_length": -5, "max_model_len": True, "pricing": "free"}) == {}
+    assert metadata_of({"id": "m", "name": "clear\x1b[2J", "description": "two\nlines"}) == {"description": "two\nlines"}
+
+
+def test_models_get_prefix_owner_and_valid_metadata_only() -> None:
+    u = upstream(prefix="v/", exclude=["skip-*"])
+    entries = [
+        {"id": "a", "owned_by": "vllm", "created": 1700000000, "max_model_len": 4096},
+        {"id": "b", "pricing": {"prompt": "cheap", "completion": "0.1"}},  # one bad price: that price goes
+        {"id": "skip-me"},
+        {"id": "a", "owned_by": "someone else"},  # listed twice: the first counts
+    ]
+    models = {m.id: m for m in to_models(u, entries, now=1800000000.5)}
+    assert list(models) == ["v/a", "v/b"]
+    assert (models["v/a"].owned_by, models["v/a"].created, models["v/a"].context_length) == ("vllm", 1700000000, 4096)
+    assert models["v/b"].owned_by == "up" and models["v/b"].created == 1800000000  # upstream's name; first seen
+    assert models["v/b"].pricing is None and {m.source for m in models.values()} == {"up"}
+    assert to_models(upstream(owned_by="platform"), entries[:1], 0)[0].owned_by == "platform"
+
+
+def test_an_id_too_long_once_prefixed_rejects_the_answer() -> None:
+    with pytest.raises(InvalidAnswer, match="too long once prefixed"):
+        to_models(upstream(prefix="p" * 64), [{"id": "x" * 250}], 0)
+
+
+# --- the rules a sync applies ------------------------------------------------------------------------
+
+
+def sync(store: SqlStore, up: Upstream, ids: list[str] | None, now: float):
+    models = None if ids is None else to_models(up, [{"id": i} for i in ids], now)
+    with store.write(f"upstream:{up.name}") as writer:
+        return apply_answer(writer, up, models, now)
+
+
+def ids_from(store: SqlStore, source: str) -> dict[str, float | None]:
+    return {m.id: m.stale_since for m, _ in store.read_all("model") if m.source == source}  # type: ignore
+
+
+def test_operator_models_win_and_the_first_upstream_keeps_an_id(store: SqlStore) -> None:
+    a, b = upstream(name="a", grace=60), upstream(name="b", grace=60)
+    Catalog(store).create("upstream", a.document())
+    Catalog(store).create("upstream", b.document())
+    changes = sync(store, a, ["MiniMax-M3", "shared", "only-a"], now=1000)
+    assert changes.added == ["shared", "only-a"] and changes.shadowed == [{"id": "MiniMax-M3", "by": "operator"}]
+    assert store.read("model", "MiniMax-M3")[0].source is None  # type: ignore[index,union-attr]
+    changes = sync(store, b, ["shared", "only-b"], now=1000)
+    assert changes.added == ["only-b"] and changes.shadowed == [{"id": "shared", "by": "upstream a"}]
+    # An operator adding an id an upstream discovered makes it theirs; the upstream leaves it alone.
+    Catalog(store).create("model", {"id": "only-a", "owned_by": "acme"})
+    assert sync(store, a, ["shared", "only-a"], now=1001).shadowed == [{"id": "only-a", "by": "operator"}]
+    assert store.read("model", "only-a")[0].owned_by == "acme"  # type: ignore[index,union-attr]
+
+
+def test_stale_then_removed_after_grace_and_every_step_in_the_feed(store: SqlStore) -> None:
+    up = upstream(grace=60)
+    Catalog(store).create("upstream", up.document())
+    sync(store, up, ["x", "y"], now=1000)
+    created = store.read("model", "x")[0].created  # type: ignore[index,union-attr]
+    assert sync(store, up, None, now=1010).stale == ["x", "y"]  # the upstream fails: kept, stale
+    assert ids_from(store, "up") == {"x": 1010, "y": 1010}
+    changes = sync(store, up, ["x"], now=1020)  # back, without y: x is fresh again, y stays stale
+    assert changes.updated == ["x"] and changes.next_expiry == 1070
+    assert ids_from(store, "up") == {"x": None, "y": 1010}
+    assert store.read("model", "x")[0].created == created  # type: ignore[index,union-attr]
+    assert sync(store, up, ["x"], now=1069).removed == []
+    assert sync(store, up, ["x"], now=1070).removed == ["y"]  # 60 s unconfirmed
+    feed = [(c.actor, c.op, c.id) for c in store.changes(0, 1000) if c.actor == "upstream:up"]
+    assert ("upstream:up", "delete", "y") in feed and ("upstream:up", "update", "y") in feed
+    assert sync(store, up, ["x"], now=1080).version is None  # nothing changed: no new version
+
+
+def test_grace_zero_removes_at_once_but_never_a_model_an_alias_needs(store: SqlStore) -> None:
+    up = upstream(grace=0)
+    Catalog(store).create("upstream", up.document())
+    sync(store, up, ["x", "y"], now=1000)
+    Catalog(store).create("alias", Alias(id="x-latest", target="x").document())
+    changes = sync(store, up, [], now=1001)
+    assert changes.removed == ["y"] and changes.kept == ["x"]
+
+
+def test_narrowing_or_removing_an_upstream_removes_its_models_at_once(store: SqlStore) -> None:
+    up = upstream(grace=600)
+    catalog = Catalog(store, actor="cli:test")
+    catalog.create("upstream", up.document())
+    sync(store, up, ["keep-1", "drop-1"], now=1000)
+    catalog.update("upstream", "up", {"exclude": ["drop-*"]})
+    assert ids_from(store, "up") == {"keep-1": None}
+    catalog.delete("upstream", "up")
+    assert ids_from(store, "up") == {} and store.read("model", "MiniMax-M3") is not None
+
+
+def test_operator_input_cannot_claim_a_source(store: SqlStore) -> None:
+    with pytest.raises(InvalidInput, match="source: set by discovery only"):
+        Catalog(store).create("model", {"id": "m", "source": "up"})
+    with pytest.raises(InvalidInput, match="stale_since"):
+        Catalog(store).update("model", "MiniMax-M3", {"stale_since": 5})
+
+
+# --- the poll lease ----------------------------------------------------------------------------------
+
+
+def test_one_claimant_wins_the_lease_among_many(store: SqlStore) -> None:
+    Catalog(store).create("upstream", upstream().document())
+    now = time.time()
+    assert store.due_upstreams(now) == ["up"]
+    wins: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def claim(owner: str) -> None:
+        barrier.wait()
+        if store.claim_upstream("up", owner, now, lease_s=30):
+            wins.append(owner)
+
+    threads = [threading.Thread(target=claim, args=(f"worker-{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(wins) == 1
+    assert store.due_upstreams(now) == [] and not store.claim_upstream("up", "late", now, 30, force=True)
+    assert store.upstream_health(now)["up"].polling_by == wins[0]
+    store.finish_upstream("up", wins[0], UpstreamHealth(last_attempt_at=now), next_poll_at=now + 60)
+    assert store.due_upstreams(now) == [] and store.due_upstreams(now + 61) == ["up"]
+    assert not store.claim_upstream("up", "early", now + 1, 30)  # not due yet
+    assert store.claim_upstream("up", "forced", now + 1, 30, force=True)  # sync-now does not wait for due
+    assert store.claim_upstream("up", "after-expiry", now + 32, 30, force=True)  # a dead holder's lease ends
+
+
+def test_editing_an_upstream_makes_it_due_at_once(store: SqlStore) -> None:
+    Catalog(store).create("upstream", upstream().document())
+    now = time.time()
+    assert store.claim_upstream("up", "w", now, 30)
+    Catalog(store).update("upstream", "up", {"prefix": "p/"})  # while it is being polled
+    store.finish_upstream("up", "w", UpstreamHealth(last_attempt_at=now), next_poll_at=now + 60)
+    assert store.due_upstreams(now + 1) == ["up"]

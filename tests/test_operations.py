@@ -1,0 +1,261 @@
+"""Running in production: rate limits, metrics, structured logs, request limits, CORS, TLS, draining."""
+
+from __future__ import annotations
+
+import json
+import signal
+import ssl
+import sqlite3
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from conftest import create_key, run_cli, wait_until
+
+RATE_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests")
+
+
+def error_of(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    return error
+
+
+def test_per_key_limits_answer_429_with_openai_headers(sqlite_url: str, start_server) -> None:
+    limited = run_cli(sqlite_url, "keys", "create", "limited", "--rate-limit", "3/m").stdout.strip()
+    free = create_key(sqlite_url, "free")
+    server = start_server(sqlite_url)
+    responses = [server.get("/v1/models", limited) for _ in range(4)]
+    assert [r.status_code for r in responses] == [200, 200, 200, 429]
+    for response in responses:
+        assert response.headers["x-ratelimit-limit-requests"] == "3"
+    assert [r.headers["x-ratelimit-remaining-requests"] for r in responses] == ["2", "1", "0", "0"]
+    assert responses[0].headers["x-ratelimit-reset-requests"] == "20s"
+    error = error_of(responses[3], 429)
+    assert (error["type"], error["code"]) == ("requests", "rate_limit_exceeded")
+    assert "limited" in error["message"] and "try again in" in error["message"]
+    assert 15 <= int(responses[3].headers["retry-after"]) <= 20
+    assert 15_000 <= int(responses[3].headers["retry-after-ms"]) <= 20_000
+    # Other keys are not affected, and without a limit no headers are sent.
+    assert server.get("/v1/models", free).status_code == 200
+    assert "x-ratelimit-limit-requests" not in server.get("/v1/models", free).headers
+    with pytest.raises(openai.RateLimitError) as caught:
+        server.client(limited).models.list()
+    assert caught.value.code == "rate_limit_exceeded"
+
+
+def test_the_sdk_retries_after_a_429_and_succeeds(sqlite_url: str, start_server) -> None:
+    key = create_key(sqlite_url, "bursty")
+    admin = run_cli(sqlite_url, "keys", "create", "ops", "--scope", "admin", "--rate-limit", "unlimited").stdout.strip()
+    server = start_server(sqlite_url, "--rate-limit", "2/s")
+    client = openai.OpenAI(api_key=key, base_url=server.base_url + "/v1", max_retries=4)
+    started = time.monotonic()
+    results = [client.models.retrieve("MiniMax-M3").id for _ in range(6)]
+    assert results == ["MiniMax-M3"] * 6
+    assert time.monotonic() - started > 1.0  # it had to wait for tokens: the retries happened
+    metrics = server.get("/metrics", admin).text
+    refused = next(line for line in metrics.splitlines() if line.startswith('modeldex_rate_limited_total{reason="key"}'))
+    assert float(refused.rsplit(" ", 1)[1]) >= 1  # the SDK met 429s and retried past them
+
+
+def test_key_limits_override_the_default_and_can_exempt(sqlite_url: str, start_server) -> None:
+    default = create_key(sqlite_url, "default-limited")
+    exempt = run_cli(sqlite_url, "keys", "create", "exempt", "--rate-limit", "unlimited").stdout.strip()
+    generous = run_cli(sqlite_url, "keys", "create", "generous", "--rate-limit", "100/s").stdout.strip()
+    server = start_server(sqlite_url, "--rate-limit", "2/m")
+    assert [server.get("/v1/models", default).status_code for _ in range(3)] == [200, 200, 429]
+    assert all(server.get("/v1/models", exempt).status_code == 200 for _ in range(5))
+    assert server.get("/v1/models", generous).headers["x-ratelimit-limit-requests"] == "100"
+    listing = run_cli(sqlite_url, "keys", "list").stdout
+    assert "unlimited" in listing and "100/s" in listing and "default" in listing
+    run_cli(sqlite_url, "keys", "update", "default-limited", "--rate-limit", "50/m")
+    assert wait_until(lambda: server.get("/v1/models", default).status_code == 200, 1.0) is not None
+    bad = run_cli(sqlite_url, "keys", "update", "exempt", "--rate-limit", "lots", check=False)
+    assert bad.returncode == 1 and "invalid rate_limit" in bad.stderr
+
+
+def test_limits_are_shared_through_redis_across_servers(sqlite_url: str, start_server) -> None:
+    name = f"shared-{uuid.uuid4().hex[:8]}"
+    key = run_cli(sqlite_url, "keys", "create", name, "--rate-limit", "6/m").stdout.strip()
+    redis_url = "redis://127.0.0.1:6379/0"
+    first = start_server(sqlite_url, "--redis-url", redis_url, "--workers", "2")
+    second = start_server(sqlite_url, "--redis-url", redis_url)
+    statuses = [server.get("/v1/models", key).status_code for _ in range(5) for server in (first, second)]
+    assert statuses.count(200) == 6 and statuses.count(429) == 4
+
+
+def test_failed_authentication_is_limited_per_client_address(sqlite_url: str, start_server) -> None:
+    good = create_key(sqlite_url, "good")
+    server = start_server(sqlite_url, "--auth-failure-limit", "5/m", "--forwarded-allow-ips", "127.0.0.1")
+    wrong = "sk-mdx-" + "G" * 52
+    assert [server.get("/v1/models", wrong).status_code for _ in range(5)] == [401] * 5
+    blocked = server.get("/v1/models", wrong)
+    error = error_of(blocked, 429)
+    assert error["code"] == "rate_limit_exceeded" and "invalid API keys" in error["message"]
+    assert int(blocked.headers["retry-after"]) >= 1
+    # Even a right key from that address waits: guesses cannot be confirmed while blocked.
+    assert server.get("/v1/models", good).status_code == 429
+    # A client behind a trusted proxy is told apart by X-Forwarded-For.
+    other = server.get("/v1/models", good, headers={"X-Forwarded-For": "203.0.113.7"})
+    assert other.status_code == 200
+
+
+def test_metrics_for_prometheus(sqlite_url: str, start_server, tmp_path: Path) -> None:
+    admin = create_key(sqlite_url, "ops", "admin")
+    reader = create_key(sqlite_url, "reader")
+    server = start_server(sqlite_url, "--workers", "2", "--metrics-token", "scrape-me")
+    for _ in range(10):
+        server.get("/v1/models", reader)
+    server.get("/v1/models/nope", reader)
+    server.get("/v1/models", "sk-wrong-key-0000000000")
+    assert error_of(server.get("/metrics"), 401)
+    assert error_of(server.get("/metrics", reader), 403)["code"] == "insufficient_permissions"
+    text = server.get("/metrics", "scrape-me").text
+    assert server.get("/metrics", admin).status_code == 200
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line and not line.startswith("#")}
+    assert samples['modeldex_requests_total{route="list",status="200"}'] == 10  # both workers added up
+    assert samples['modeldex_requests_total{route="retrieve",status="404"}'] == 1
+    assert samples['modeldex_requests_total{route="list",status="401"}'] == 1
+    assert samples['modeldex_request_duration_seconds_count{route="list"}'] >= 11
+    assert any(k.startswith('modeldex_request_duration_seconds_bucket{le="0.001",route="list"}') for k in samples)
+    assert samples["modeldex_catalog_models"] == 9, text
+    assert samples["modeldex_catalog_version"] >= 1
+    assert 0 <= samples["modeldex_snapshot_age_seconds"] < 5
+    assert samples["modeldex_store_up"] == 1
+    assert "sk-" not in text
+
+    port_server = start_server(sqlite_url, "--metrics-port", str(_free_port()))
+    metrics_port = int(port_server.process.args[port_server.process.args.index("--metrics-port") + 1])
+    assert wait_until(lambda: _get_ok(f"http://127.0.0.1:{metrics_port}/metrics"), 5) is not None
+
+
+def _free_port() -> int:
+    from conftest import free_port
+
+    return free_port()
+
+
+def _get_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200 and "modeldex_requests_total" in httpx.get(url).text
+    except httpx.HTTPError:
+        return False
+
+
+def test_json_logs_one_line_per_request_without_secrets(sqlite_url: str, start_server) -> None:
+    key = create_key(sqlite_url, "json-reader")
+    server = start_server(sqlite_url, "--log-format", "json")
+    ids = [server.get(path, key).headers["x-request-id"] for path in ("/v1/models", "/v1/models/MiniMax-M3",
+                                                                      "/v1/models/ghost", "/v1/nowhere")]
+    server.get("/v1/models", key + "x")
+    time.sleep(0.5)  # the access log is written in batches
+    server.stop()
+    entries = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    access = {e["request_id"]: e for e in entries if e.get("logger") == "modeldex.access"}
+    assert set(ids) <= set(access)
+    first = access[ids[0]]
+    assert (first["method"], first["path"], first["route"], first["status"], first["key"]) == (
+        "GET", "/v1/models", "list", 200, "json-reader")
+    assert first["duration_ms"] >= 0 and first["client"] == "127.0.0.1"
+    assert access[ids[2]]["status"] == 404 and access[ids[3]]["route"] == "other"
+    assert key not in server.log() and key[-40:] not in server.log()
+
+
+def test_oversized_headers_and_bodies_get_clear_4xx(sqlite_url: str, start_server) -> None:
+    admin = create_key(sqlite_url, "admin", "admin")
+    server = start_server(sqlite_url, "--max-body-bytes", "2048")
+    error = error_of(server.get("/v1/models", admin, headers={"X-Padding": "a" * 20_000}), 431)
+    assert error["code"] == "headers_too_large"
+    big = {"id": "big", "description": "x" * 5000}
+    response = httpx.post(server.base_url + "/v1/admin/models", json=big, headers={"Authorization": f"Bearer {admin}"})
+    assert error_of(response, 413)["code"] == "body_too_large"
+
+    def chunks():
+        for _ in range(10):
+            yield b"x" * 1000
+
+    streamed = httpx.post(server.base_url + "/v1/admin/catalog/apply", content=chunks(),
+                          headers={"Authorization": f"Bearer {admin}"})
+    assert error_of(streamed, 413)["code"] == "body_too_large"
+    assert server.get("/v1/admin/models/big", admin).status_code == 404
+
+
+def test_cors_is_off_by_default_and_configurable(sqlite_url: str, start_server) -> None:
+    key = create_key(sqlite_url, "browser")
+    plain = start_server(sqlite_url)
+    response = plain.get("/v1/models", key, headers={"Origin": "https://ui.example"})
+    assert "access-control-allow-origin" not in response.headers
+    server = start_server(sqlite_url, "--cors-origin", "https://ui.example")
+    allowed = server.get("/v1/models", key, headers={"Origin": "https://ui.example"})
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "https://ui.example"
+    assert "x-request-id" in allowed.headers["access-control-expose-headers"]
+    preflight = httpx.options(server.base_url + "/v1/models", headers={
+        "Origin": "https://ui.example", "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization"})
+    assert preflight.status_code == 200 and "GET" in preflight.headers["access-control-allow-methods"]
+    other = server.get("/v1/models", key, headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+    assert server.get("/v1/models/MiniMax-M3", key).json()["id"] == "MiniMax-M3"
+
+
+def test_tls_from_server_options(sqlite_url: str, start_server, tmp_path: Path) -> None:
+    cert, private_key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(private_key), "-out", str(cert)], check=True, capture_output=True)
+    key = create_key(sqlite_url, "tls")
+    from conftest import Server, free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [*Server.command(), "serve", "--port", str(port), "--ssl-certfile", str(cert), "--ssl-keyfile", str(private_key)],
+        env=Server.environment(sqlite_url), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"https://127.0.0.1:{port}/v1/models/MiniMax-M3"
+        assert wait_until(lambda: _https_ok(url, key, cert), 15) is not None
+        client = openai.OpenAI(api_key=key, base_url=f"https://127.0.0.1:{port}/v1",
+                               http_client=openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=cert)))
+        assert client.models.retrieve("MiniMax-M3").id == "MiniMax-M3"
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def _https_ok(url: str, key: str, cert: Path) -> bool:
+    try:
+        context = ssl.create_default_context(cafile=cert)
+        return httpx.get(url, headers={"Authorization": f"Bearer {key}"}, verify=context).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_sigterm_drains_in_flight_requests(sqlite_url: str, start_server) -> None:
+    admin = create_key(sqlite_url, "admin", "admin")
+    server = start_server(sqlite_url)
+    # Hold the database's write lock so a DELETE is stuck in flight (waiting for the lock).
+    blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    result: dict[str, httpx.Response] = {}
+    request = threading.Thread(target=lambda: result.setdefault("delete", httpx.delete(
+        server.base_url + "/v1/models/MiniMax-M2", headers={"Authorization": f"Bearer {admin}"}, timeout=30)))
+    request.start()
+    time.sleep(0.5)
+    server.process.send_signal(signal.SIGTERM)
+    time.sleep(1.0)
+    assert server.process.poll() is None, "the server quit with a request in flight"
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    request.join(timeout=15)
+    assert result["delete"].status_code == 200
+    started = time.monotonic()
+    assert server.process.wait(timeout=15) == 0
+    assert time.monotonic() - started < 15
+    assert "MiniMax-M2 " not in run_cli(sqlite_url, "models", "list").stdout + " "
