@@ -259,3 +259,30 @@ def test_sigterm_drains_in_flight_requests(sqlite_url: str, start_server) -> Non
     assert server.process.wait(timeout=15) == 0
     assert time.monotonic() - started < 15
     assert "MiniMax-M2 " not in run_cli(sqlite_url, "models", "list").stdout + " "
+
+
+def test_upstream_health_is_in_the_metrics(sqlite_url: str, start_server) -> None:
+    from fake_upstream import FakeUpstream
+
+    upstream = FakeUpstream()
+    try:
+        admin = create_key(sqlite_url, "ops", "admin")
+        run_cli(sqlite_url, "upstreams", "add", "fakeup", "--base-url", upstream.base_url)
+        server = start_server(sqlite_url)
+        remote = ["--url", server.base_url, "--api-key", admin]
+
+        def sample(name: str) -> float | None:
+            for line in server.get("/metrics", admin).text.splitlines():
+                if line.startswith(f'{name}{{upstream="fakeup"}}'):
+                    return float(line.rsplit(" ", 1)[1])
+            return None
+
+        run_cli(sqlite_url, "upstreams", "sync-now", "fakeup", *remote)
+        assert sample("modeldex_upstream_up") == 1.0
+        assert sample("modeldex_upstream_models") == 1.0
+        assert sample("modeldex_upstream_last_success_timestamp_seconds") is not None
+        upstream.mode = "html"
+        run_cli(sqlite_url, "upstreams", "sync-now", "fakeup", *remote, check=False)
+        assert sample("modeldex_upstream_up") == 0.0
+    finally:
+        upstream.close()

@@ -78,6 +78,9 @@ class ModeldexApp:
                                 on_check=self._report_catalog)
         self.live.start()
         self._report_catalog()
+        store = self._store
+        metrics.add_collector(lambda registry: registry.register(
+            metrics.UpstreamCollector(lambda: store.upstream_health(time.time()))))
         self.poller = Poller(self._store, on_change=self.live.refresh)  # upstreams: off the request path
         self.poller.start()
         self.models = ModelsRoutes(self.live, self._store, self.limiter, metadata_by_default=self.settings.metadata)

@@ -135,7 +135,7 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
     metrics_dir = tempfile.mkdtemp(prefix="modeldex-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir
     if metrics_port is not None:
-        _serve_metrics(metrics_host, metrics_port)
+        _serve_metrics(metrics_host, metrics_port, url)
     scheme = "https" if ssl_certfile else "http"
     click.echo(f"modeldex: {model_count} models from {redact(url)}; listening on {scheme}://{host}:{port}",
                err=True)
@@ -158,10 +158,17 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _serve_metrics(host: str, port: int) -> None:
+def _serve_metrics(host: str, port: int, database_url: str) -> None:
     """/metrics on its own port, from this (the supervising) process, adding up every worker's samples."""
+    import time
+
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    from modeldex.ops.metrics import UpstreamCollector
+    from modeldex.store import open_store
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
+    store = open_store(database_url)
+    registry.register(UpstreamCollector(lambda: store.upstream_health(time.time())))
     start_http_server(port, addr=host, registry=registry)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
+from prometheus_client.core import GaugeMetricFamily
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -45,6 +47,35 @@ def catalog_state(models: int, version: int, confirmed_at: float, store_up: bool
     CATALOG_VERSION.set(version)
     SNAPSHOT_AGE.set(max(0.0, time.monotonic() - confirmed_at))
     STORE_UP.set(1 if store_up else 0)
+
+
+class UpstreamCollector:
+    """Upstream health, read from the store when scraped (it lives there, shared by every replica)."""
+
+    def __init__(self, read_health: Callable[[], dict[str, Any]]) -> None:
+        self._read_health = read_health
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            health = self._read_health()
+        except Exception:  # the database may be away; the other metrics still answer
+            return
+        up = GaugeMetricFamily("modeldex_upstream_up", "1 if the upstream's last poll succeeded.",
+                               labels=["upstream"])
+        models = GaugeMetricFamily("modeldex_upstream_models", "Models the upstream listed at its last success.",
+                                   labels=["upstream"])
+        success = GaugeMetricFamily("modeldex_upstream_last_success_timestamp_seconds",
+                                    "When the upstream was last polled successfully.", labels=["upstream"])
+        latency = GaugeMetricFamily("modeldex_upstream_latency_seconds", "The upstream's last poll latency.",
+                                    labels=["upstream"])
+        for name, state in sorted(health.items()):
+            up.add_metric([name], 1.0 if state.status == "ok" else 0.0)
+            models.add_metric([name], float(state.model_count))
+            if state.last_success_at is not None:
+                success.add_metric([name], state.last_success_at)
+            if state.latency_ms is not None:
+                latency.add_metric([name], state.latency_ms / 1000)
+        yield from (up, models, success, latency)
 
 
 ExtraCollector = Callable[[CollectorRegistry], None]
