@@ -16,7 +16,6 @@ import collections
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,13 +25,10 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procs import free_port, process_tree, rss_kb  # noqa: E402  (bench/ is a folder of scripts)
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def modeldex(*args: str, env: dict[str, str]) -> str:
@@ -40,38 +36,16 @@ def modeldex(*args: str, env: dict[str, str]) -> str:
     return subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def process_tree(root: int) -> list[int]:
-    """`root` and all its descendants, from /proc."""
-    children: dict[int, list[int]] = collections.defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-                children[int(fields[1])].append(int(entry))
-            except (OSError, IndexError):
-                continue
-    tree, pending = [], [root]
-    while pending:
-        pid = pending.pop()
-        tree.append(pid)
-        pending.extend(children.get(pid, []))
-    return tree
-
-
 def sample(root: int) -> tuple[float, int]:
     """(RSS in MB, open file descriptors) summed over the server's processes."""
-    rss_kb, fds = 0, 0
+    total_kb, fds = 0, 0
     for pid in process_tree(root):
+        total_kb += rss_kb(pid)
         try:
-            with open(f"/proc/{pid}/status") as handle:
-                for line in handle:
-                    if line.startswith("VmRSS:"):
-                        rss_kb += int(line.split()[1])
             fds += len(os.listdir(f"/proc/{pid}/fd"))
         except OSError:
             continue
-    return rss_kb / 1024, fds
+    return total_kb / 1024, fds
 
 
 class Traffic:
