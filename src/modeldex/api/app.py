@@ -78,6 +78,7 @@ class ModeldexApp:
                                 on_check=self._report_catalog)
         self.live.start()
         self._report_catalog()
+        metrics.start_flushing()
         store = self._store
         metrics.add_collector(lambda registry: registry.register(
             metrics.UpstreamCollector(lambda: store.upstream_health(time.time()))))

@@ -7,7 +7,10 @@ there, and whoever answers a scrape adds them up. Route labels are a fixed, smal
 
 from __future__ import annotations
 
+import bisect
+import collections
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -36,9 +39,63 @@ STORE_UP = Gauge("modeldex_store_up", "1 if every worker reached the database on
                  multiprocess_mode="min")
 
 
-def observe(route: str, status: int, seconds: float) -> None:
-    REQUESTS.labels(route, str(status)).inc()
-    LATENCY.labels(route).observe(seconds)
+class _Tallies:
+    """Per-worker request counts, flushed into prometheus_client about once a second.
+
+    A sample in multiprocess mode costs ~8 µs (locks, mmap writes): a fifth of the whole hot path.
+    Counting in plain dicts costs ~0.2 µs, and a scrape is at most a second behind (and never behind
+    for the worker that answers it: it flushes first).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bounds = LATENCY._upper_bounds  # the histogram's own buckets, +Inf last
+        self._reset()
+
+    def _reset(self) -> None:
+        self.counts: collections.Counter[tuple[str, int]] = collections.Counter()
+        self.buckets: dict[str, list[int]] = {}
+        self.sums: collections.Counter[str] = collections.Counter()
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        index = bisect.bisect_left(self._bounds, seconds)
+        with self._lock:  # uncontended but for the flush's swap, which must not meet a half-made update
+            self.counts[(route, status)] += 1
+            self.sums[route] += seconds
+            counts = self.buckets.get(route)
+            if counts is None:
+                counts = self.buckets[route] = [0] * len(self._bounds)
+            counts[index] += 1
+
+    def flush(self) -> None:
+        with self._lock:
+            counts, buckets, sums = self.counts, self.buckets, self.sums
+            self._reset()
+        for (route, status), count in counts.items():
+            REQUESTS.labels(route, str(status)).inc(count)
+        for route, per_bucket in buckets.items():
+            # Histogram.observe() takes one sample at a time; its children's values are the way to add many.
+            child = LATENCY.labels(route)
+            child._sum.inc(sums[route])
+            for index, count in enumerate(per_bucket):
+                if count:
+                    child._buckets[index].inc(count)
+
+
+_tallies = _Tallies()
+observe = _tallies.observe
+flush = _tallies.flush
+
+
+def start_flushing(interval: float = 1.0) -> None:
+    """Flush this worker's tallies in the background (daemon thread)."""
+
+    def run() -> None:
+        while True:
+            time.sleep(interval)
+            flush()
+
+    threading.Thread(target=run, name="modeldex-metrics", daemon=True).start()
 
 
 def catalog_state(models: int, version: int, confirmed_at: float, store_up: bool) -> None:
@@ -89,6 +146,7 @@ def add_collector(register: ExtraCollector) -> None:
 
 def exposition() -> bytes:
     """The text a scrape gets: all workers' samples when in multiprocess mode, this process's otherwise."""
+    flush()
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
