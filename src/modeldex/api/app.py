@@ -33,6 +33,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("modeldex.server")
+RAW_PATH_SCOPE_KEY = "modeldex.raw_path"  # decoded once per request, in _http
 _ROUTE_LABELS = {"/healthz": "health", "/readyz": "ready", "/openapi.json": "openapi", "/metrics": "metrics"}
 
 
@@ -138,6 +139,7 @@ class ModeldexApp:
         request_id = new_request_id()
         scope[REQUEST_ID_SCOPE_KEY] = request_id
         raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        scope[RAW_PATH_SCOPE_KEY] = raw_path
         client = self.client_address(scope)
         scope["modeldex.client"] = client
         outcome = _Outcome()
@@ -165,7 +167,7 @@ class ModeldexApp:
 
     async def _route(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         """Models routes to the hot path, the rest to Starlette. Records the route label in the scope."""
-        raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        raw_path: str = scope[RAW_PATH_SCOPE_KEY]
         route = self.models.route(raw_path) if self.models is not None else None
         if route is not None:
             assert self.models is not None
