@@ -26,8 +26,7 @@ from modeldex.catalog.errors import AlreadyExists, CatalogError, Conflict, Inval
 from modeldex.catalog.keys import ApiKey
 from modeldex.catalog.live import LiveCatalog
 from modeldex.catalog.service import Catalog
-from modeldex.api.models import authenticate
-from modeldex.ops import metrics
+from modeldex.api.auth import authenticate, charge
 from modeldex.ops.ratelimit import RateLimiter
 from modeldex.store import CatalogStore, StoreUnavailable
 from modeldex.store.base import UNCHANGED
@@ -110,14 +109,10 @@ class AdminRoutes:
     async def _admin(self, request: Request) -> tuple[ApiKey, list[tuple[bytes, bytes]]]:
         """The admin key of the request, and the rate-limit headers its answer carries."""
         key = await authenticate(self.live.current, request.scope, self.limiter)
-        request.scope["modeldex.key"] = key.name
-        verdict = await self.limiter.for_key(key.name, key.rate_limit)
-        if verdict is not None and not verdict.allowed:
-            metrics.RATE_LIMITED.labels("key").inc()
-            raise errors.rate_limited(key.name, verdict)
+        limit_headers = await charge(key, request.scope, self.limiter)
         if not key.is_admin:
             raise errors.insufficient_scope("the admin API")
-        return key, verdict.headers() if verdict is not None else []
+        return key, limit_headers
 
     def endpoint(self, operation: Callable[[Request, Catalog], Awaitable[Response]], writes: bool = False
                  ) -> Handler:

@@ -126,7 +126,7 @@ def rate_limited(key_name: str, verdict: Verdict) -> ApiError:
         f"{verdict.remaining}. Please try again in {wait}.",
         type="requests",
         code="rate_limit_exceeded",
-        headers=tuple(verdict.retry_headers()),
+        headers=(*verdict.retry_headers(), *verdict.headers()),
     )
 
 

@@ -14,13 +14,13 @@ from urllib.parse import parse_qsl
 
 from modeldex.api import errors, paths
 from modeldex.api.errors import ApiError
+from modeldex.api.auth import authenticate, charge, header
 from modeldex.api.render import RenderedCatalog, deleted_object
 from modeldex.api.routes import REQUEST_ID_SCOPE_KEY
 from modeldex.catalog.errors import Conflict, NotFound
 from modeldex.catalog.keys import ApiKey
 from modeldex.catalog.live import LiveCatalog
 from modeldex.catalog.service import Catalog
-from modeldex.ops import metrics
 from modeldex.ops.ratelimit import RateLimiter
 from modeldex.store import CatalogStore, StoreUnavailable
 
@@ -43,45 +43,6 @@ async def send_json(send: Send, status: int, body: bytes, request_id: bytes, hea
     headers.extend(extra_headers)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body})
-
-
-def header(headers: Headers, name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
-
-
-def bearer_token(headers: Headers) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header; None when no usable one was sent."""
-    value = header(headers, b"authorization")
-    if value is None:
-        return None
-    scheme, _, token = value.strip().partition(b" ")
-    if scheme.lower() != b"bearer":
-        return None
-    token = token.strip()
-    return token.decode("latin-1") if token else None
-
-
-async def authenticate(rendered: RenderedCatalog, scope: dict[str, Any], limiter: RateLimiter) -> ApiKey:
-    """The key of the request (any scope), or the right 401/429. Shared by the hot path and the admin API.
-
-    Failed attempts count against the client address, which is refused (429) once it used up its
-    allowance, before any key is checked: guessing keys at speed gets nowhere."""
-    client: str = scope.get("modeldex.client", "unknown")
-    blocked = await limiter.address_blocked(client)
-    if blocked is not None:
-        metrics.RATE_LIMITED.labels("auth").inc()
-        raise errors.too_many_auth_failures(blocked)
-    token = bearer_token(scope["headers"])
-    if token is None:
-        raise errors.missing_key()
-    key = rendered.authenticate(token)
-    if key is None:
-        await limiter.record_auth_failure(client)
-        raise errors.invalid_key(token)
-    return key
 
 
 def etag_matches(if_none_match: bytes | None, etag: bytes) -> bool:
@@ -128,13 +89,7 @@ class ModelsRoutes:
                 raise errors.method_not_allowed(method, scope["path"], allowed)
             rendered = self.live.current
             key = await authenticate(rendered, scope, self.limiter)
-            scope["modeldex.key"] = key.name
-            verdict = await self.limiter.for_key(key.name, key.rate_limit)
-            if verdict is not None:
-                limit_headers = verdict.headers()
-                if not verdict.allowed:
-                    metrics.RATE_LIMITED.labels("key").inc()
-                    raise errors.rate_limited(key.name, verdict)
+            limit_headers = await charge(key, scope, self.limiter)
             if method == "DELETE":
                 assert model_id is not None
                 await self._delete(key, model_id, send, request_id, limit_headers)
