@@ -106,10 +106,13 @@ class AdminRoutes:
         self.store = store
         self.limiter = limiter
 
-    async def _admin(self, request: Request) -> tuple[ApiKey, list[tuple[bytes, bytes]]]:
-        """The admin key of the request, and the rate-limit headers its answer carries."""
-        key = await authenticate(self.live.current, request.scope, self.limiter)
-        limit_headers = await charge(key, request.scope, self.limiter)
+    async def _admin(self, request: Request) -> tuple[ApiKey, list[tuple[str, str]]]:
+        """The admin key of the request, and the rate-limit headers its answer carries. Leaves the key's
+        name in the scope for the access log."""
+        key = await authenticate(self.live.current, request.headers.get("authorization"),
+                                 request.scope.get("modeldex.client", "unknown"), self.limiter)
+        request.scope["modeldex.key"] = key.name
+        limit_headers = await charge(key, self.limiter)
         if not key.is_admin:
             raise errors.insufficient_scope("the admin API")
         return key, limit_headers
@@ -131,7 +134,7 @@ class AdminRoutes:
                 with contextlib.suppress(StoreUnavailable):  # the refresher catches up later
                     await run_in_threadpool(self.live.refresh)
             for name, value in limit_headers:
-                response.headers[name.decode()] = value.decode()
+                response.headers[name] = value
             return response
 
         return handler

@@ -1,22 +1,23 @@
-"""The ASGI application: what every request goes through, around two routers.
+"""The application granian serves (RSGI): what every request goes through, around two routers.
 
 Request ids, the client address, the header-size limit, metrics, the access log and the last-resort 500
-live here. Models routes go to the hot path (`models.py`); anything else to Starlette (`routes.py`).
+live here. Models routes go to the hot path (`models.py`), answered in one call to the server; anything
+else to Starlette (`routes.py`) through the ASGI bridge (`bridge.py`).
 """
 
 from __future__ import annotations
 
-import asyncio
+import itertools
 import logging
 import os
 import time
-from typing import Any, Awaitable, Callable
-from urllib.parse import unquote
+from typing import Any
 
 from modeldex.api import errors, paths
 from modeldex.api.admin import AdminRoutes
+from modeldex.api.bridge import ASGIApp, Message, asgi_scope, serve_asgi
 from modeldex.api.clients import ClientAddress
-from modeldex.api.models import ModelsRoutes, send_json
+from modeldex.api.models import ModelsRoutes, error_answer
 from modeldex.api.render import RenderedCatalog
 from modeldex.api.routes import REQUEST_ID_SCOPE_KEY, build_routes_app
 from modeldex.catalog.live import LiveCatalog
@@ -28,24 +29,31 @@ from modeldex.ops.access_log import AccessLog
 from modeldex.ops.ratelimit import MemoryBuckets, RateLimiter, RedisBuckets, parse_limit
 from modeldex.store import CatalogStore, open_store
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
-
 log = logging.getLogger("modeldex.server")
-RAW_PATH_SCOPE_KEY = "modeldex.raw_path"  # decoded once per request, in _http
+HEADERS_SCOPE_KEY = "modeldex.headers"  # the RSGI headers, for the Models routes behind CORS
 _ROUTE_LABELS = {"/healthz": "health", "/readyz": "ready", "/openapi.json": "openapi", "/metrics": "metrics"}
 
 
-def new_request_id() -> bytes:
-    """OpenAI's shape: `req_` and 32 hex digits."""
-    return b"req_" + os.urandom(16).hex().encode()
+class RequestIds:
+    """OpenAI's shape, `req_` and 32 hex digits: a random prefix per process and a counter, so ids are
+    unique without a system call per request."""
+
+    def __init__(self) -> None:
+        self._prefix = "req_" + os.urandom(8).hex()
+        self._counter = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
 
 
 def route_label(path: str) -> str:
     if path.startswith("/v1/admin/"):
         return "admin"
     return _ROUTE_LABELS.get(path, "other")
+
+
+def models_label(kind: str, method: str) -> str:
+    return kind if kind == "list" else "delete" if method == "DELETE" else "retrieve"
 
 
 class ModeldexApp:
@@ -59,12 +67,13 @@ class ModeldexApp:
         buckets = RedisBuckets(settings.redis_url) if settings.redis_url else MemoryBuckets()
         self.limiter = RateLimiter(buckets, parse_limit(settings.rate_limit), parse_limit(settings.auth_failure_limit))
         self.access_log = AccessLog(json=settings.log_format == "json") if settings.access_log else None
+        self.request_ids = RequestIds()
         self.routes: ASGIApp = build_routes_app()  # until start(): health and the OpenAPI document only
         self.cors: ASGIApp | None = None
         if settings.cors_origins:  # off by default: browsers get no cross-origin access unless configured
             from starlette.middleware.cors import CORSMiddleware
 
-            self.cors = CORSMiddleware(self._route, allow_origins=list(settings.cors_origins),
+            self.cors = CORSMiddleware(self._asgi_route, allow_origins=list(settings.cors_origins),
                                        allow_methods=["GET", "HEAD", "POST", "PATCH", "DELETE"],
                                        allow_headers=["authorization", "content-type", "if-match", "if-none-match"],
                                        expose_headers=["x-request-id", "etag", "x-ratelimit-limit-requests",
@@ -105,103 +114,92 @@ class ModeldexApp:
         if self.access_log is not None:
             self.access_log.close()
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            await self._http(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+    # --- RSGI: granian calls these -------------------------------------------------------------------
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    self.start()
-                except Exception as exc:
-                    log.exception("startup failed")
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                self.stop()
-                await asyncio.shield(self.limiter.buckets.close())
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    def __rsgi_init__(self, _loop: Any) -> None:
+        try:
+            self.start()
+        except Exception:
+            log.exception("startup failed")
+            raise
 
-    def _headers_too_large(self, scope: dict[str, Any]) -> bool:
+    def __rsgi_del__(self, loop: Any) -> None:
+        self.stop()
+        try:  # the loop has stopped serving by now; it still runs the Redis client's goodbye
+            if not loop.is_closed() and not loop.is_running():
+                loop.run_until_complete(self.limiter.buckets.close())
+        except Exception:
+            log.warning("closing the rate-limit store failed", exc_info=True)
+
+    def _headers_too_large(self, headers: Any) -> bool:
         size = 0
-        for name, value in scope["headers"]:
+        for name, value in headers.items():
             size += len(name) + len(value) + 4
         return size > self.settings.max_header_bytes
 
-    async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
+        if scope.proto != "http":
+            return  # no websockets here
         started = time.perf_counter()
-        request_id = new_request_id()
-        scope[REQUEST_ID_SCOPE_KEY] = request_id
-        raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
-        scope[RAW_PATH_SCOPE_KEY] = raw_path
-        client = self.client_address(scope)
-        scope["modeldex.client"] = client
-        outcome = _Outcome()
-        sender = outcome.tracking(send, request_id)
+        request_id = self.request_ids()
+        method, path, headers = scope.method, scope.path, scope.headers
+        client = self.client_address(scope.client, headers)
+        status, label, key_name, answered = 500, "other", None, False
         try:
-            if self._headers_too_large(scope):
-                error = errors.headers_too_large(self.settings.max_header_bytes)
-                await send_json(sender, error.status, error.body(), request_id)
-            elif self.cors is not None:
-                await self.cors(scope, receive, sender)
+            route = self.models.route(path) if self.models is not None and self.cors is None else None
+            if self._headers_too_large(headers):
+                status, response_headers, body, _ = error_answer(
+                    errors.headers_too_large(self.settings.max_header_bytes), request_id)
+                protocol.response_bytes(status, response_headers, body)
+                answered = True
+            elif route is not None:
+                assert self.models is not None
+                label = models_label(route[0], method)
+                status, response_headers, body, key_name = await self.models.answer(
+                    method, route, path, scope.query_string, headers, client, request_id)
+                if status == 304:
+                    protocol.response_empty(304, response_headers)
+                else:
+                    protocol.response_bytes(status, response_headers, body)
+                answered = True
             else:
-                await self._route(scope, receive, sender)
+                normalized = paths.normalize(path)
+                label = route_label(normalized)
+                extra = {REQUEST_ID_SCOPE_KEY: request_id, "modeldex.client": client, HEADERS_SCOPE_KEY: headers,
+                         "modeldex.route": label}
+                asgi = asgi_scope(scope, normalized, client, extra)
+                exchange = await serve_asgi(self.cors or self.routes, asgi, protocol, request_id)
+                answered = exchange.status is not None
+                status = exchange.status or 500
+                label, key_name = asgi["modeldex.route"], asgi.get("modeldex.key")
+                if not answered:
+                    raise RuntimeError("the ASGI app returned without answering")
         except Exception:
-            log.exception("unhandled error in request %s", request_id.decode())
-            if not outcome.started:
-                error = errors.server_error(request_id.decode())
-                await send_json(sender, error.status, error.body(), request_id)
+            log.exception("unhandled error in request %s", request_id)
+            if not answered:
+                status, response_headers, body, _ = error_answer(errors.server_error(request_id), request_id)
+                protocol.response_bytes(status, response_headers, body)
         finally:
             elapsed = time.perf_counter() - started
-            label = scope.get("modeldex.route", "other")
-            metrics.observe(label, outcome.status, elapsed)
+            metrics.observe(label, status, elapsed)
             if self.access_log is not None:
-                self.access_log.record(request_id.decode(), scope["method"], raw_path, label, outcome.status,
-                                       elapsed * 1000, scope.get("modeldex.key"), client)
+                self.access_log.record(request_id, method, path, label, status, elapsed * 1000, key_name, client)
 
-    async def _route(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        """Models routes to the hot path, the rest to Starlette. Records the route label in the scope."""
-        raw_path: str = scope[RAW_PATH_SCOPE_KEY]
-        route = self.models.route(raw_path) if self.models is not None else None
-        if route is not None:
-            assert self.models is not None
-            scope["modeldex.route"] = (route[0] if route[0] == "list"
-                                       else "delete" if scope["method"] == "DELETE" else "retrieve")
-            await self.models.handle(scope, send, route)
+    async def _asgi_route(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Behind CORS (which is ASGI middleware): Models routes to the hot path, the rest to Starlette."""
+        route = self.models.route(scope["path"]) if self.models is not None else None
+        if route is None:
+            await self.routes(scope, receive, send)
             return
-        normalized = paths.normalize(raw_path)
-        if normalized != raw_path:
-            scope["path"] = unquote(normalized)
-        scope["modeldex.route"] = route_label(scope["path"])
-        await self.routes(scope, receive, send)
-
-
-class _Outcome:
-    """What the access log and metrics need to know about the response, captured as it is sent."""
-
-    __slots__ = ("status", "started")
-
-    def __init__(self) -> None:
-        self.status = 500
-        self.started = False
-
-    def tracking(self, send: Send, request_id: bytes) -> Send:
-        async def tracking_send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                self.started = True
-                self.status = message["status"]
-                headers = message.setdefault("headers", [])
-                if not any(name == b"x-request-id" for name, _ in headers):
-                    headers.append((b"x-request-id", request_id))
-            await send(message)
-
-        return tracking_send
+        assert self.models is not None
+        scope["modeldex.route"] = models_label(route[0], scope["method"])
+        status, headers, body, scope["modeldex.key"] = await self.models.answer(
+            scope["method"], route, scope["path"], scope["query_string"].decode("latin-1"),
+            scope[HEADERS_SCOPE_KEY], scope["modeldex.client"], scope[REQUEST_ID_SCOPE_KEY])
+        start: Message = {"type": "http.response.start", "status": status,
+                          "headers": [(name.encode(), value.encode("latin-1")) for name, value in headers]}
+        await send(start)
+        await send({"type": "http.response.body", "body": body})
 
 
 def create_app() -> ModeldexApp:

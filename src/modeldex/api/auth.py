@@ -5,47 +5,44 @@ Shared by the Models hot path and the admin API, so both count failed keys and r
 
 from __future__ import annotations
 
-from typing import Any
-
 from modeldex.api import errors
 from modeldex.api.render import RenderedCatalog
 from modeldex.catalog.keys import ApiKey
 from modeldex.ops import metrics
 from modeldex.ops.ratelimit import RateLimiter
 
-Headers = list[tuple[bytes, bytes]]
+Headers = list[tuple[str, str]]
 
 
-def header(headers: Headers, name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
-
-
-def bearer_token(headers: Headers) -> str | None:
+def bearer_token(authorization: str | None) -> str | None:
     """The token of an `Authorization: Bearer <token>` header; None when no usable one was sent."""
-    value = header(headers, b"authorization")
-    if value is None:
+    if authorization is None:
         return None
-    scheme, _, token = value.strip().partition(b" ")
-    if scheme.lower() != b"bearer":
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
         return None
     token = token.strip()
-    return token.decode("latin-1") if token else None
+    return token or None
 
 
-async def authenticate(rendered: RenderedCatalog, scope: dict[str, Any], limiter: RateLimiter) -> ApiKey:
-    """The key of the request (any scope), or the right 401/429. Shared by the hot path and the admin API.
+def known_key(rendered: RenderedCatalog, authorization: str | None) -> ApiKey | None:
+    """The active key the header names, or None: the hot path's whole check when all goes well."""
+    token = bearer_token(authorization)
+    return rendered.authenticate(token) if token is not None else None
+
+
+async def authenticate(rendered: RenderedCatalog, authorization: str | None, client: str,
+                       limiter: RateLimiter) -> ApiKey:
+    """The key of the request (any scope), or the right 401/429.
 
     Failed attempts count against the client address, which is refused (429) once it used up its
     allowance, before any key is checked: guessing keys at speed gets nowhere."""
-    client: str = scope.get("modeldex.client", "unknown")
-    blocked = await limiter.address_blocked(client)
-    if blocked is not None:
-        metrics.RATE_LIMITED.labels("auth").inc()
-        raise errors.too_many_auth_failures(blocked)
-    token = bearer_token(scope["headers"])
+    if limiter.suspect(client):
+        blocked = await limiter.address_blocked(client)
+        if blocked is not None:
+            metrics.RATE_LIMITED.labels("auth").inc()
+            raise errors.too_many_auth_failures(blocked)
+    token = bearer_token(authorization)
     if token is None:
         raise errors.missing_key()
     key = rendered.authenticate(token)
@@ -55,10 +52,11 @@ async def authenticate(rendered: RenderedCatalog, scope: dict[str, Any], limiter
     return key
 
 
-async def charge(key: ApiKey, scope: dict[str, Any], limiter: RateLimiter) -> Headers:
+async def charge(key: ApiKey, limiter: RateLimiter) -> Headers:
     """Count one request against the key's limit; returns the rate-limit headers its answer carries, or
-    raises the 429 (with them). Records the key's name in the scope for the access log."""
-    scope["modeldex.key"] = key.name
+    raises the 429 (with them)."""
+    if not limiter.limits(key.rate_limit):
+        return []
     verdict = await limiter.for_key(key.name, key.rate_limit)
     if verdict is None:
         return []

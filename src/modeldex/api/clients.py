@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import Protocol
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -25,23 +25,37 @@ def _trusted(address: str, trusted: tuple[Network, ...] | None) -> bool:
     return any(ip in network for network in trusted)
 
 
+class HeaderItems(Protocol):
+    def items(self) -> list[tuple[str, str]]: ...
+
+
+def peer_host(peer: str) -> str:
+    """The host of granian's `host:port` peer (`127.0.0.1:5000`, `[::1]:5000`); IPv4 seen on a dual-stack
+    socket (`[::ffff:10.0.0.1]`) as plain IPv4, so it matches IPv4 ranges."""
+    host = peer.rpartition(":")[0]
+    if host.startswith("["):
+        host = host[1:-1]
+        if host.startswith("::ffff:") and "." in host:
+            host = host[7:]
+    return host or "unknown"
+
+
 class ClientAddress:
     def __init__(self, forwarded_allow_ips: tuple[str, ...]) -> None:
         self._trusted = parse_networks(forwarded_allow_ips)
         self._enabled = bool(forwarded_allow_ips)
 
-    def __call__(self, scope: dict[str, Any]) -> str:
+    def __call__(self, peer: str, headers: HeaderItems) -> str:
         """The peer's address, or, when the peer is a trusted proxy, the nearest untrusted address in
         X-Forwarded-For (walking from the right, as each proxy appends the address it saw)."""
-        client = scope.get("client")
-        peer = client[0] if client else "unknown"
-        if not self._enabled or not _trusted(peer, self._trusted):
-            return peer
-        forwarded = [value for name, value in scope["headers"] if name == b"x-forwarded-for"]
+        host = peer_host(peer)
+        if not self._enabled or not _trusted(host, self._trusted):
+            return host
+        forwarded = [value for name, value in headers.items() if name == "x-forwarded-for"]
         if not forwarded:
-            return peer
-        hops = [hop.strip() for hop in b",".join(forwarded).decode("latin-1").split(",") if hop.strip()]
+            return host
+        hops = [hop.strip() for hop in ",".join(forwarded).split(",") if hop.strip()]
         for hop in reversed(hops):
             if not _trusted(hop, self._trusted):
                 return hop
-        return hops[0] if hops else peer
+        return hops[0] if hops else host

@@ -25,7 +25,7 @@ class ApiError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
-        headers: tuple[tuple[bytes, bytes], ...] = (),
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -94,7 +94,7 @@ def method_not_allowed(method: str, path: str, allowed: tuple[str, ...]) -> ApiE
     return ApiError(
         405,
         f"Method {method} is not allowed for {_shorten(path)}; use {', '.join(allowed)}.",
-        headers=((b"allow", ", ".join(allowed).encode()),),
+        headers=(("allow", ", ".join(allowed)),),
     )
 
 
@@ -114,7 +114,7 @@ def store_unavailable() -> ApiError:
         "served. Retry shortly.",
         type="server_error",
         code="database_unavailable",
-        headers=((b"retry-after", b"1"),),
+        headers=(("retry-after", "1"),),
     )
 
 

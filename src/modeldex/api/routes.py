@@ -38,7 +38,7 @@ async def openapi(_request: Request) -> Response:
 
 
 def _error_response(error: ApiError) -> Response:
-    headers = {name.decode(): value.decode() for name, value in error.headers}
+    headers = dict(error.headers)
     return _json(error.body(), error.status, headers)
 
 
@@ -60,7 +60,7 @@ async def _api_error(_request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, _exc: Exception) -> Response:
     # Starlette re-raises after answering, so the app's outer handler logs the traceback.
-    return _error_response(errors.server_error(request.scope.get(REQUEST_ID_SCOPE_KEY, b"unknown").decode()))
+    return _error_response(errors.server_error(request.scope.get(REQUEST_ID_SCOPE_KEY, "unknown")))
 
 
 def readiness(live: LiveCatalog[Any] | None) -> Route:

@@ -114,7 +114,7 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
           shutdown_timeout: int, database_url: str | None) -> None:
     """Serve the OpenAI-compatible Models API."""
     from granian import Granian
-    from granian.constants import Interfaces
+    from granian.constants import Interfaces, Loops
 
     if bool(ssl_certfile) != bool(ssl_keyfile):
         raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
@@ -144,7 +144,8 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
         factory=True,
         address=host,
         port=port,
-        interface=Interfaces.ASGI,
+        interface=Interfaces.RSGI,  # one call per answer: see api/bridge.py
+        loop=Loops.uvloop,
         workers=workers,
         log_dictconfig=logging_config(log_level.upper(), log_format),
         log_level=log_level,  # type: ignore[arg-type]

@@ -75,18 +75,18 @@ class Verdict:
     reset_seconds: float  # until the bucket is full again
     retry_after_seconds: float  # until one request is allowed (0 when allowed)
 
-    def headers(self) -> list[tuple[bytes, bytes]]:
+    def headers(self) -> list[tuple[str, str]]:
         """The OpenAI rate-limit headers, sent on every limited response."""
         return [
-            (b"x-ratelimit-limit-requests", str(self.limit).encode()),
-            (b"x-ratelimit-remaining-requests", str(self.remaining).encode()),
-            (b"x-ratelimit-reset-requests", format_duration(self.reset_seconds).encode()),
+            ("x-ratelimit-limit-requests", str(self.limit)),
+            ("x-ratelimit-remaining-requests", str(self.remaining)),
+            ("x-ratelimit-reset-requests", format_duration(self.reset_seconds)),
         ]
 
-    def retry_headers(self) -> list[tuple[bytes, bytes]]:
+    def retry_headers(self) -> list[tuple[str, str]]:
         return [
-            (b"retry-after", str(max(1, math.ceil(self.retry_after_seconds))).encode()),
-            (b"retry-after-ms", str(max(1, math.ceil(self.retry_after_seconds * 1000))).encode()),
+            ("retry-after", str(max(1, math.ceil(self.retry_after_seconds)))),
+            ("retry-after-ms", str(max(1, math.ceil(self.retry_after_seconds * 1000)))),
         ]
 
 
@@ -200,6 +200,14 @@ class RateLimiter:
         # Addresses that failed here lately: only they need their bucket checked, so the common case (no
         # failures) costs a dict lookup, not a bucket (or Redis) round trip.
         self._failed_recently: dict[str, float] = {}
+
+    def limits(self, key_limit: str | None) -> bool:
+        """Whether requests with a key of this limit are counted at all (unlimited keys skip the bucket)."""
+        return key_limit is not None or self.default_limit is not None
+
+    def suspect(self, address: str) -> bool:
+        """Whether the address failed to authenticate lately, so its allowance must be checked."""
+        return bool(self._failed_recently) and address in self._failed_recently
 
     async def for_key(self, key_name: str, key_limit: str | None) -> Verdict | None:
         """Take one request from the key's bucket; None when the key is unlimited."""
