@@ -1,4 +1,5 @@
-"""The ceiling: a private nginx serving, as static files, the exact bytes modeldex answered.
+"""The baselines on modeldex's exact bytes: a private nginx serving them as static files (the ceiling),
+and granian with a Python handler that does no work (the Python ceiling, `noop_handler.py`).
 
 Each scenario gets a location of its own (`/<scenario>`). A 200 is a file; a 401 or 404 is `return`
 with `error_page` pointing at a file holding modeldex's body, so the status and the bytes are the same;
@@ -7,8 +8,10 @@ a 304 is nginx's own If-None-Match handling of a file with the same bytes as mod
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,3 +121,30 @@ def nginx_etag(base: str, name: str) -> str:
         raise RuntimeError(f"nginx sent no ETag for {name}")
     return etag
 
+
+
+NOOP_HANDLER_HEADERS = ("content-type", "etag", "cache-control", "vary", "x-request-id")
+
+
+def start_noop_handler(directory: Path, workers: int, answers: dict[str, tuple[int, dict[str, str], bytes]]
+                       ) -> tuple[Server, str]:
+    """granian with `workers` workers and the handler that does nothing but answer modeldex's bytes;
+    `answers` maps a scenario's name to modeldex's status, response headers and body."""
+    directory.mkdir(parents=True, exist_ok=True)
+    table = {f"/{name}": [status, [[h, v] for h, v in headers.items() if h in NOOP_HANDLER_HEADERS],
+                          body.decode()]
+             for name, (status, headers, body) in answers.items()}
+    answers_file = directory / "answers.json"
+    answers_file.write_text(json.dumps(table))
+    port = free_port()
+    granian = str(Path(sys.executable).with_name("granian"))
+    here = Path(__file__).resolve().parent
+    server = Server("granian no-op handler",
+                    [granian, "--interface", "rsgi", "--loop", "uvloop", "--workers", str(workers),
+                     "--host", HOST, "--port", str(port), "--log-level", "warning", "noop_handler:app"],
+                    directory / "noop-handler.log", env={**os.environ, "NOOP_ANSWERS": str(answers_file)}, cwd=here)
+    base = f"http://{HOST}:{port}"
+    first = next(iter(answers))
+    server.wait_ready(lambda: http_status(f"{base}/{first}") == (200 if answers[first][0] == 304
+                                                                  else answers[first][0]), timeout=30)
+    return server, base

@@ -12,13 +12,14 @@ from pathlib import Path
 
 from load import WRK_CONNECTIONS, WRK_THREADS, Series
 from scale import ScaleResult
-from throughput import BAD_KEY, LIST, LIST_10K, RETRIEVE, Row, Settings
+from throughput import BAD_KEY, LIST, LIST_10K, NOOP_SERVER, RETRIEVE, Row, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
 REQUESTS_INTRO = (
-    "Each modeldex row's ratio is against nginx serving the same status and bytes as static files, in the "
-    "same run. Medians of the repeats; RSS is of all server processes (main and workers), the largest sample "
+    "Each row's ratio is against nginx serving the same status and bytes as static files, in the same run. "
+    f"`{NOOP_SERVER}` is the Python ceiling: granian, with modeldex's interface, event loop and worker count, "
+    "running a handler that answers the same status, body and headers without doing anything. Medians of the repeats; RSS is of all server processes (main and workers), the largest sample "
     "after a run; errors are socket errors plus answers with another status than expected."
 )
 SCALE_INTRO = (
@@ -114,6 +115,24 @@ def request_table(rows: list[Row]) -> list[str]:
         lines.append(f"| {row.scenario.label} | {row.server} | {row.workers} | {s.rps:,.0f} | "
                      f"{s.median('p50_ms'):.2f} | {s.median('p99_ms'):.2f} | {s.rss_mb:.1f} | "
                      f"{_ratio_cell(row)} | {_pct(s.noise)} | {s.errors} |")
+    return lines
+
+
+def own_cost_table(rows: list[Row]) -> list[str]:
+    """modeldex against the no-op handler: what its own work (key, visibility, routing, headers, metrics)
+    costs, as a ratio and as CPU time per request in the worker."""
+    lines = ["| scenario | workers | modeldex req/s | no-op handler req/s | modeldex / no-op | modeldex's own µs per request |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        if row.server != "modeldex":
+            continue
+        bare = _find(rows, row.scenario.name, NOOP_SERVER, row.workers)
+        if bare is None:
+            continue
+        ours, theirs = row.series.rps, bare.series.rps
+        own_us = (1 / ours - 1 / theirs) * 1e6 * row.workers
+        lines.append(f"| {row.scenario.label} | {row.workers} | {ours:,.0f} | {theirs:,.0f} | "
+                     f"{_ratio(ours / theirs)} | {own_us:.1f} |")
     return lines
 
 
@@ -216,7 +235,9 @@ def render(settings: Settings, argv: list[str], load_before: tuple[float, ...], 
            scale: list[ScaleResult], peer: PeerResult | None) -> str:
     out = ["# modeldex benchmark results", "", *machine_lines(settings, argv, load_before), ""]
     if rows:
-        out += ["## Requests", "", REQUESTS_INTRO, "", *request_table(rows), "", noise_summary(rows), ""]
+        out += ["## Requests", "", REQUESTS_INTRO, "", *request_table(rows), "", noise_summary(rows), "",
+                "modeldex's own cost, against the no-op handler in the same run (µs per request: the "
+                "difference of the two servers' time per request, per worker):", "", *own_cost_table(rows), ""]
     if scale:
         out += ["## Catalog scale", "", SCALE_INTRO, "", *scale_table(scale), ""]
     if peer is not None:

@@ -1,8 +1,9 @@
-"""Request scenarios under load: modeldex and, on the same bytes, nginx (the ceiling), run in turns.
+"""Request scenarios under load: modeldex and, on the same bytes, nginx (the ceiling) and granian with a
+handler that does no work (the Python ceiling), run in turns.
 
-Each group of scenarios shares one modeldex server (a catalog and a worker count) and one nginx with as
-many worker processes. Repeats alternate which of the two goes first, so a drift in the machine's speed
-(the other core busy, a thermal limit) lands on both alike; the ratio of their medians is the figure.
+Each group of scenarios shares one modeldex server (a catalog and a worker count), one nginx and one
+no-op granian with as many workers. Repeats rotate which goes first, so a drift in the machine's speed
+(the other core busy, a thermal limit) lands on all alike; the ratio of their medians is the figure.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from baseline import StaticAnswer, nginx_etag, start_nginx
+from baseline import StaticAnswer, nginx_etag, start_nginx, start_noop_handler
 from load import Request, RunResult, Series, run_wrk
 from modeldex_server import start_modeldex
 from procs import Server, http_status
@@ -39,6 +40,7 @@ LIST = Scenario("list", "list, default catalog (9 models)", "/v1/models", "read"
 PATTERN_LIST = Scenario("list_pattern", f"list, key sees `{PATTERN}` (7 models)", "/v1/models", "pattern")
 UNKNOWN = Scenario("unknown", "unknown model (404)", "/v1/models/no-such-model", "read", 404)
 BAD_KEY = Scenario("bad_key", "bad key (401)", f"/v1/models/{RETRIEVE_ID}", "bad", 401)
+NOOP_SERVER = "granian, no-op handler"
 NOT_MODIFIED = Scenario("not_modified", "list, If-None-Match (304)", "/v1/models", "read", 304, conditional=True)
 LIST_10K = Scenario("list_10k", "list, 10,000 models", "/v1/models", "read")
 
@@ -87,8 +89,9 @@ class Settings:
     warmup: float
 
 
-def fetch_answer(base: str, scenario: Scenario, keys: dict[str, str]) -> tuple[StaticAnswer, dict[str, str]]:
-    """modeldex's answer (status and bytes), checked; and the headers wrk must send it."""
+def fetch_answer(base: str, scenario: Scenario, keys: dict[str, str]
+                 ) -> tuple[StaticAnswer, dict[str, str], dict[str, str]]:
+    """modeldex's answer (status and bytes), checked; the headers wrk must send it; the response's headers."""
     headers = scenario.headers(keys)
     response = httpx.get(base + scenario.path, headers=headers, timeout=30)
     expected = 200 if scenario.conditional else scenario.status
@@ -102,7 +105,7 @@ def fetch_answer(base: str, scenario: Scenario, keys: dict[str, str]) -> tuple[S
         status = http_status(base + scenario.path, headers)
         if status != 304:
             raise RuntimeError(f"{scenario.name}: modeldex answered If-None-Match with {status}, not 304")
-    return StaticAnswer(scenario.name, scenario.status, response.content), headers
+    return StaticAnswer(scenario.name, scenario.status, response.content), headers, dict(response.headers)
 
 
 def nginx_request(base: str, scenario: Scenario, keys: dict[str, str]) -> Request:
@@ -130,30 +133,39 @@ class Target:
 
 
 def run_group(group: Group, url: str, keys: dict[str, str], settings: Settings, workdir: Path) -> list[Row]:
-    """Measure every scenario of `group` on modeldex and on nginx serving modeldex's bytes."""
+    """Measure every scenario of `group` on modeldex, on nginx serving modeldex's bytes, and on granian
+    with a no-op handler answering them."""
     modeldex, base, _startup = start_modeldex(url, group.workers, workdir)
     with modeldex:
         fetched = {s.name: fetch_answer(base, s, keys) for s in group.scenarios}
         nginx_dir = workdir / f"nginx-{group.catalog}-w{group.workers}"
-        nginx, nginx_base = start_nginx(nginx_dir, group.workers, [answer for answer, _ in fetched.values()])
-        with nginx:
-            pairs = {s.name: (Target(modeldex, Request(base + s.path, fetched[s.name][1], s.status)),
-                              Target(nginx, nginx_request(nginx_base, s, keys)))
-                     for s in group.scenarios}
-            for pair in pairs.values():
-                for target in pair:
+        nginx, nginx_base = start_nginx(nginx_dir, group.workers, [answer for answer, _, _ in fetched.values()])
+        noop, noop_base = start_noop_handler(
+            workdir / f"noop-{group.catalog}-w{group.workers}", group.workers,
+            {name: (answer.status, response_headers, answer.body)
+             for name, (answer, _, response_headers) in fetched.items()})
+        with nginx, noop:
+            targets = {s.name: (Target(modeldex, Request(base + s.path, fetched[s.name][1], s.status)),
+                                Target(nginx, nginx_request(nginx_base, s, keys)),
+                                Target(noop, Request(f"{noop_base}/{s.name}", fetched[s.name][1], s.status)))
+                       for s in group.scenarios}
+            for trio in targets.values():
+                for target in trio:
                     warm_up(target.request, settings)
             for attempt in range(settings.repeat):
                 for scenario in group.scenarios:
-                    ours, ceiling = pairs[scenario.name]
-                    for target in (ours, ceiling) if attempt % 2 == 0 else (ceiling, ours):
+                    trio = targets[scenario.name]
+                    turn = attempt % len(trio)
+                    for target in trio[turn:] + trio[:turn]:
                         target.run(settings.duration)
+                    ours, ceiling, bare = (target.series.runs[-1].rps for target in trio)
                     progress(f"{scenario.label} (workers {group.workers}), run {attempt + 1}: modeldex "
-                             f"{ours.series.runs[-1].rps:,.0f} req/s, nginx {ceiling.series.runs[-1].rps:,.0f} req/s")
+                             f"{ours:,.0f} req/s, nginx {ceiling:,.0f}, no-op handler {bare:,.0f}")
     rows = []
     for s in group.scenarios:
-        ours, ceiling = pairs[s.name]
+        ours, ceiling, bare = targets[s.name]
         rows += [Row(s, "modeldex", group.workers, ours.series, ceiling.series),
+                 Row(s, NOOP_SERVER, group.workers, bare.series, ceiling.series),
                  Row(s, "nginx", group.workers, ceiling.series, ceiling.series)]
     return rows
 
