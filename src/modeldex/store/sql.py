@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (Connection, Engine, Table, case, create_engine, delete, event, func, insert, null, select,
-                        text, update)
+import orjson
+from sqlalchemy import (Connection, Engine, Table, Text, case, create_engine, delete, event, func, insert,
+                        null, select, text, type_coerce, update)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -79,12 +80,14 @@ def create_store_engine(url: str) -> Engine:
 
 
 def _model_from_row(row: Any) -> Model:
-    if row.meta is None:  # the common case, and the fast one: fields were validated on the way in
-        return Model.model_construct(id=row.id, created=int(row.created), owned_by=row.owned_by,
-                                     source=row.source, stale_since=row.stale_since)
+    meta = row.meta
+    if isinstance(meta, str):  # read as text (_MODEL_COLUMNS): decode only what is more than 'null'
+        meta = None if meta == "null" else orjson.loads(meta)
+    if meta is None:  # the common case, and the fast one: fields were validated on the way in
+        return Model.stored(row.id, int(row.created), row.owned_by, row.source, row.stale_since)
     discovery = {k: v for k, v in (("source", row.source), ("stale_since", row.stale_since)) if v is not None}
     return Model.model_validate({"id": row.id, "created": int(row.created), "owned_by": row.owned_by,
-                                 **row.meta, **discovery})
+                                 **meta, **discovery})
 
 
 def _model_to_row(model: Model) -> dict[str, Any]:
@@ -164,6 +167,12 @@ _KINDS: dict[str, _Kind] = {
     "upstream": _Kind(upstreams, "name", _upstream_from_row, _upstream_to_row, lambda e: e.name,
                       _upstream_written),
 }
+
+
+# `meta` as the stored JSON text, where the driver leaves it so (SQLite): most rows hold 'null', and
+# decoding 100,000 of those is 0.1 s of a full load (measured).
+_MODEL_COLUMNS = (models.c.id, models.c.created, models.c.owned_by,
+                  type_coerce(models.c.meta, Text).label("meta"), models.c.source, models.c.stale_since)
 
 
 # --- the write unit ----------------------------------------------------------------------------------
@@ -360,15 +369,14 @@ class SqlStore:
     def load_state(self) -> CatalogState:
         with self.engine.connect().execution_options(**self._snapshot_reads) as conn, conn.begin():
             version = int(conn.execute(select(catalog_state.c.version)).scalar_one())
-            model_rows = conn.execute(select(models.c.id, models.c.created, models.c.owned_by, models.c.meta,
-                                             models.c.source, models.c.stale_since)).all()
+            model_rows = conn.execute(select(*_MODEL_COLUMNS)).all()
             alias_rows = conn.execute(select(aliases)).all()
             group_rows = conn.execute(select(groups)).all()
             key_rows = conn.execute(select(api_keys).where(api_keys.c.revoked_at.is_(None))).all()
         return CatalogState(
             version=version,
             models=tuple(sorted(map(_model_from_row, model_rows), key=list_order)),
-            keys=tuple(map(_key_from_row, key_rows)),
+            keys=tuple(sorted(map(_key_from_row, key_rows), key=lambda k: k.name)),
             aliases=tuple(sorted(map(_alias_from_row, alias_rows), key=lambda a: a.id)),
             groups=tuple(sorted(map(_group_from_row, group_rows), key=lambda g: g.name)),
         )
