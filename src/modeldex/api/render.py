@@ -248,7 +248,9 @@ class RenderedCatalog:
                              if m is not None and (at := m.shutdown_at()) is not None)
         catalog = RenderedCatalog.__new__(RenderedCatalog)
         catalog._assemble(state, now, models, aliases, shutdowns, entries, bodies)
-        catalog._carry_views(self._views, before, after, set(delta.groups))
+        with self._lock:  # requests may be adding views to ours meanwhile
+            views = dict(self._views)
+        catalog._carry_views(views, before, after, set(delta.groups))
         return catalog
 
     def _carry_views(self, views: dict[AccessPolicy, View], before: dict[str, Entry | None],
