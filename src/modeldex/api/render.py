@@ -195,7 +195,7 @@ class RenderedCatalog:
 
     def __init__(self, state: CatalogState, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        models = dict(state.models_by_id)
+        models = state.models_by_id  # shared with the state: neither changes it
         aliases = {alias.id: alias for alias in state.aliases}
         # Every entry that could be served, in list order: models, and aliases with their target's fields.
         entries: list[Entry] = [(m.id, m, True) for m in state.models]  # state.models is in list order
@@ -205,8 +205,9 @@ class RenderedCatalog:
         shutdowns = {m.id: at for m in state.models if (at := m.shutdown_at()) is not None}
         self._assemble(state, now, models, aliases, shutdowns, entries, _Bodies(entries))
 
-    def _assemble(self, state: CatalogState, now: float, models: dict[str, Model], aliases: dict[str, Alias],
-                  shutdowns: dict[str, float], entries: list[Entry], bodies: _Bodies) -> None:
+    def _assemble(self, state: CatalogState, now: float, models: Mapping[str, Model],
+                  aliases: dict[str, Alias], shutdowns: dict[str, float], entries: list[Entry],
+                  bodies: _Bodies) -> None:
         self.version = state.version
         self.now = now
         self.keys_by_lookup: dict[str, ApiKey] = {key.lookup_id: key for key in state.keys}
@@ -228,7 +229,7 @@ class RenderedCatalog:
         now = time.time() if now is None else now
         if self.expires_at is not None and self.expires_at <= now:
             return RenderedCatalog(state, now)  # a shutdown passed since: any decision may differ
-        models = dict(state.models_by_id) if delta.models else self.models
+        models = state.models_by_id
         aliases = {alias.id: alias for alias in state.aliases} if delta.aliases else self.aliases
         # The entries that may differ: changed models and aliases, and the aliases of changed models.
         touched = set(delta.models) | set(delta.aliases)
