@@ -9,7 +9,7 @@ import pytest
 
 from modeldex.catalog.errors import AlreadyExists, NotFound, PreconditionFailed
 from modeldex.catalog.keys import Scope, new_key
-from modeldex.catalog.models import Alias, Group, new_model
+from modeldex.catalog.models import Alias, Group, Model, new_model
 from modeldex.catalog.seed import seed_models
 from modeldex.store import SqlStore, StoreError, open_store
 
@@ -92,6 +92,20 @@ def test_metadata_round_trips(store: SqlStore) -> None:
     with store.write("t") as w:
         w.create("model", model)
     assert next(m for m in store.load_state().models if m.id == "m") == model
+
+
+def test_models_read_back_without_metadata_equal_validated_ones(store: SqlStore) -> None:
+    """The store builds them the fast way (`Model.stored`), skipping validation: nothing may differ."""
+    plain = new_model("plain", owned_by="acme", created=5)
+    with store.write("t") as w:
+        w.create("model", plain)
+    read = next(m for m in store.load_state().models if m.id == "plain")
+    assert read == plain and hash(read) == hash(plain) and read.document() == plain.document()
+    stored = Model.stored("m", 5, "acme", "up", 1.5)
+    validated = Model.model_validate({"id": "m", "created": 5, "owned_by": "acme", "source": "up",
+                                      "stale_since": 1.5})
+    assert stored == validated and hash(stored) == hash(validated)
+    assert stored.document() == validated.document() and stored.metadata() == {}
 
 
 def test_concurrent_writers_lose_nothing(db_url: str) -> None:

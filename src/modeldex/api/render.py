@@ -5,6 +5,10 @@ Keys with the same access policy share one `View`: the models and aliases they m
 bytes, and the list. A model the key may not see is simply absent, so its 404 is the same as for a
 model that does not exist. Models past their `shutdown_date` are absent from every view; `expires_at`
 tells the LiveCatalog when the next one passes, so it rebuilds then without any write.
+
+Bodies are bytes per entry, shared by the views of a version; a version that differs from the previous
+one by a few changes (`RenderedCatalog.updated`) renders and decides only those again, so serving one
+change to a catalog of 100,000 models costs milliseconds, not a full rebuild.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
 
+from modeldex.catalog.incremental import CatalogDelta, replace_sorted
 from modeldex.catalog.keys import ApiKey, lookup_id_of, verify
-from modeldex.catalog.models import Model
+from modeldex.catalog.models import Alias, Model
 from modeldex.catalog.policy import AccessPolicy, Visibility
 from modeldex.catalog.state import CatalogState
 
@@ -66,54 +72,206 @@ def deleted_object(model_id: str) -> bytes:
 
 
 Entry = tuple[str, Model, bool]  # (id served, model whose fields it answers with, shown in the list)
+Make = Callable[[Model, str], dict[str, Any]]
+
+
+def _entry_id(entry: Entry) -> str:
+    return entry[0]
+
+
+def _entry_order(entry: Entry) -> tuple[int, str]:
+    """The list order of models (newest first, then by id), for aliases too, by their target's `created`."""
+    return (-entry[1].created, entry[0])
+
+
+def _entry(entry_id: str, models: Mapping[str, Model], aliases: Mapping[str, Alias]) -> Entry | None:
+    """What `entry_id` serves, if anything: a model, or an alias of one."""
+    model = models.get(entry_id)
+    if model is not None:
+        return (entry_id, model, True)
+    alias = aliases.get(entry_id)
+    target = models.get(alias.target) if alias is not None else None
+    return None if alias is None or target is None else (entry_id, target, not alias.hidden)
+
+
+def _render(entries: Iterable[Entry], make: Make) -> dict[str, bytes]:
+    return {entry_id: _compact(orjson.dumps(make(model, entry_id))) for entry_id, model, _shown in entries}
+
+
+def _patched(rendered: dict[str, bytes], changed: Mapping[str, Entry | None], make: Make) -> dict[str, bytes]:
+    """A copy of `rendered` with the `changed` entries rendered again (or dropped, where None)."""
+    patched = dict(rendered)
+    for entry_id, entry in changed.items():
+        if entry is None:
+            patched.pop(entry_id, None)
+        else:
+            patched[entry_id] = _compact(orjson.dumps(make(entry[1], entry_id)))
+    return patched
+
+
+class _Bodies:
+    """Every entry's response body at one catalog version: plain ones at once, with metadata on first
+    request. Shared by all views of the version (a body does not depend on who may see it), and handed
+    on to the next version, which renders again only the entries that changed."""
+
+    __slots__ = ("_entries", "plain", "_metadata", "_lock")
+
+    def __init__(self, entries: list[Entry], plain: dict[str, bytes] | None = None,
+                 metadata: dict[str, bytes] | None = None) -> None:
+        self._entries = entries
+        self.plain = _render(entries, model_object) if plain is None else plain
+        self._metadata = metadata
+        self._lock = threading.Lock()
+
+    def metadata(self) -> dict[str, bytes]:
+        if self._metadata is None:
+            with self._lock:
+                if self._metadata is None:
+                    self._metadata = _render(self._entries, model_object_with_metadata)
+        return self._metadata
+
+    def updated(self, entries: list[Entry], changed: Mapping[str, Entry | None]) -> _Bodies:
+        """The bodies of `entries`, which differ from ours in the `changed` entries only."""
+        metadata = self._metadata
+        return _Bodies(entries, _patched(self.plain, changed, model_object),
+                       None if metadata is None else _patched(metadata, changed, model_object_with_metadata))
+
+    def select(self, entries: list[Entry], metadata: bool, near: tuple[dict[str, bytes], list[str], list[str]]
+               | None = None) -> tuple[dict[str, bytes], bytes]:
+        """Bodies and list of a view showing `entries`, a subsequence of ours. `near`: the bodies of a
+        view that differs from this one only in the ids it has (dropped, added), to patch rather than
+        select again."""
+        rendered = self.metadata() if metadata else self.plain
+        if len(entries) == len(self._entries):
+            bodies = rendered  # the view sees every entry (the usual case): share the dict
+        elif near is not None:
+            bodies, dropped, added = dict(near[0]), near[1], near[2]
+            for entry_id in dropped:
+                bodies.pop(entry_id, None)
+            bodies.update((entry_id, rendered[entry_id]) for entry_id in added)
+        else:
+            bodies = {entry[0]: rendered[entry[0]] for entry in entries}
+        listed = [rendered[entry_id] for entry_id, _model, shown in entries if shown]
+        return bodies, b'{"object":"list","data":[' + b",".join(listed) + b"]}"
 
 
 class View:
     """What one access policy sees at one catalog version: bytes for retrieve and list, and an ETag."""
 
-    __slots__ = ("bodies", "list_body", "etag", "_entries", "_expanded", "_lock")
+    __slots__ = ("bodies", "list_body", "etag", "_entries", "_source", "_expanded", "_lock")
 
-    def __init__(self, entries: list[Entry], etag: bytes) -> None:
+    def __init__(self, entries: list[Entry], etag: bytes, source: _Bodies,
+                 near: tuple[dict[str, bytes], list[str], list[str]] | None = None) -> None:
         self._entries = entries
-        self.bodies, self.list_body = self._render(model_object)
+        self._source = source
+        self.bodies, self.list_body = source.select(entries, metadata=False, near=near)
         self.etag = etag
         self._expanded: tuple[dict[str, bytes], bytes] | None = None
         self._lock = threading.Lock()
 
-    def _render(self, make: Any) -> tuple[dict[str, bytes], bytes]:
-        bodies = {entry_id: _compact(orjson.dumps(make(model, entry_id))) for entry_id, model, _listed in self._entries}
-        listed = [bodies[entry_id] for entry_id, _model, shown in self._entries if shown]
-        return bodies, b'{"object":"list","data":[' + b",".join(listed) + b"]}"
-
     def expanded(self) -> tuple[dict[str, bytes], bytes]:
-        """Bodies and list with metadata: rendered on first request, as few deployments ask for them."""
+        """Bodies and list with metadata: made on first request, as few deployments ask for them."""
         if self._expanded is None:
             with self._lock:
                 if self._expanded is None:
-                    self._expanded = self._render(model_object_with_metadata)
+                    self._expanded = self._source.select(self._entries, metadata=True)
         return self._expanded
+
+    def retagged(self, etag: bytes) -> View:
+        """This view under another ETag: for a new catalog version that changed nothing it shows."""
+        view = View.__new__(View)
+        view._entries, view._source, view._expanded = self._entries, self._source, self._expanded
+        view.bodies, view.list_body, view.etag = self.bodies, self.list_body, etag
+        view._lock = threading.Lock()
+        return view
 
 
 class RenderedCatalog:
-    """What the hot path reads: active keys by lookup id, and one View per access policy in use."""
+    """What the hot path reads: active keys by lookup id, and one View per access policy in use.
+
+    A new catalog version is either built from scratch (`RenderedCatalog(state)`) or derived from the
+    previous one (`updated`), which renders and decides again only the entries that changed.
+    """
 
     def __init__(self, state: CatalogState, now: float | None = None) -> None:
         now = time.time() if now is None else now
+        models = state.models_by_id  # shared with the state: neither changes it
+        aliases = {alias.id: alias for alias in state.aliases}
+        # Every entry that could be served, in list order: models, and aliases with their target's fields.
+        entries: list[Entry] = [(m.id, m, True) for m in state.models]  # state.models is in list order
+        if aliases:
+            entries += [(a.id, models[a.target], not a.hidden) for a in state.aliases if a.target in models]
+            entries.sort(key=_entry_order)
+        shutdowns = {m.id: at for m in state.models if (at := m.shutdown_at()) is not None}
+        self._assemble(state, now, models, aliases, shutdowns, entries, _Bodies(entries))
+
+    def _assemble(self, state: CatalogState, now: float, models: Mapping[str, Model],
+                  aliases: dict[str, Alias], shutdowns: dict[str, float], entries: list[Entry],
+                  bodies: _Bodies) -> None:
         self.version = state.version
         self.now = now
         self.keys_by_lookup: dict[str, ApiKey] = {key.lookup_id: key for key in state.keys}
-        self.models = {model.id: model for model in state.models}
-        self.aliases = {alias.id: alias for alias in state.aliases}
+        self.models = models
+        self.aliases = aliases
         self.groups = {group.name: group for group in state.groups}
-        upcoming = [at for m in state.models if (at := m.shutdown_at()) is not None and at > now]
+        self._shutdowns = shutdowns  # model id -> when its shutdown_date takes effect
+        upcoming = [at for at in shutdowns.values() if at > now]
         self.expires_at: float | None = min(upcoming) if upcoming else None
-        # Every entry that could be served, in list order: models, and aliases with their target's fields.
-        entries: list[Entry] = [(m.id, m, True) for m in state.models]
-        entries += [(a.id, self.models[a.target], not a.hidden) for a in state.aliases if a.target in self.models]
-        entries.sort(key=lambda entry: (-entry[1].created, entry[0]))
         self._entries = entries
+        self._bodies = bodies
         self._views: dict[AccessPolicy, View] = {}
         self._lock = threading.Lock()
+
+    def updated(self, state: CatalogState, delta: CatalogDelta, now: float | None = None) -> RenderedCatalog:
+        """The catalog at `state`, which is our state with `delta` applied. Unchanged entries keep their
+        rendered bytes, and the views in use carry over, deciding again only the changed entries (all of
+        them where a group of the view's policy changed)."""
+        now = time.time() if now is None else now
+        if self.expires_at is not None and self.expires_at <= now:
+            return RenderedCatalog(state, now)  # a shutdown passed since: any decision may differ
+        models = state.models_by_id
+        aliases = {alias.id: alias for alias in state.aliases} if delta.aliases else self.aliases
+        # The entries that may differ: changed models and aliases, and the aliases of changed models.
+        touched = set(delta.models) | set(delta.aliases)
+        if delta.models:
+            touched.update(alias.id for alias in (*self.aliases.values(), *aliases.values())
+                           if alias.target in delta.models)
+        before = {entry_id: _entry(entry_id, self.models, self.aliases) for entry_id in touched}
+        after = {entry_id: _entry(entry_id, models, aliases) for entry_id in touched}
+        entries, bodies, shutdowns = self._entries, self._bodies, self._shutdowns
+        if touched:
+            entries = replace_sorted(entries, [e for e in before.values() if e is not None],
+                                     [e for e in after.values() if e is not None], _entry_order)
+            bodies = bodies.updated(entries, after)
+        if delta.models:
+            shutdowns = {model_id: at for model_id, at in shutdowns.items() if model_id not in delta.models}
+            shutdowns.update((m.id, at) for m in delta.models.values()
+                             if m is not None and (at := m.shutdown_at()) is not None)
+        catalog = RenderedCatalog.__new__(RenderedCatalog)
+        catalog._assemble(state, now, models, aliases, shutdowns, entries, bodies)
+        with self._lock:  # requests may be adding views to ours meanwhile
+            views = dict(self._views)
+        catalog._carry_views(views, before, after, set(delta.groups))
+        return catalog
+
+    def _carry_views(self, views: dict[AccessPolicy, View], before: dict[str, Entry | None],
+                     after: dict[str, Entry | None], changed_groups: set[str]) -> None:
+        """Derive from the previous version's views those whose policy an active key still has."""
+        in_use = {key.policy for key in self.keys_by_lookup.values()}
+        for policy, view in views.items():
+            if policy not in in_use:
+                continue
+            if changed_groups.intersection(policy.groups):
+                self._views[policy] = self._build_view(policy)  # its rules changed: decide every entry
+            elif not before:
+                self._views[policy] = view.retagged(self._etag(policy))
+            else:
+                decide = self.visibility(policy).decide
+                hidden = [e for entry_id, e in before.items() if e is not None and entry_id in view.bodies]
+                shown = [e for entry_id, e in after.items() if e is not None and decide(entry_id).visible]
+                entries = replace_sorted(view._entries, hidden, shown, _entry_order)
+                near = (view.bodies, [e[0] for e in hidden], [e[0] for e in shown])
+                self._views[policy] = View(entries, self._etag(policy), self._bodies, near)
 
     def visibility(self, policy: AccessPolicy) -> Visibility:
         return Visibility(policy, self.models, self.aliases, self.groups, self.now)
@@ -127,10 +285,14 @@ class RenderedCatalog:
                     view = self._views[policy] = self._build_view(policy)
         return view
 
+    def _etag(self, policy: AccessPolicy) -> bytes:
+        tag = hashlib.blake2b(orjson.dumps(policy.document()), digest_size=6).hexdigest()
+        return f'"{self.version}-{tag}"'.encode()
+
     def _build_view(self, policy: AccessPolicy) -> View:
         decide = self.visibility(policy).decide
-        tag = hashlib.blake2b(orjson.dumps(policy.document()), digest_size=6).hexdigest()
-        return View([entry for entry in self._entries if decide(entry[0]).visible], f'"{self.version}-{tag}"'.encode())
+        entries = [entry for entry in self._entries if decide(entry[0]).visible]
+        return View(entries, self._etag(policy), self._bodies)
 
     def authenticate(self, secret: str) -> ApiKey | None:
         lookup_id = lookup_id_of(secret)

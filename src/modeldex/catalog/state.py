@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from modeldex.catalog.keys import ApiKey
 from modeldex.catalog.models import Alias, Group, Model
@@ -20,3 +21,12 @@ class CatalogState:
     keys: tuple[ApiKey, ...]
     aliases: tuple[Alias, ...] = ()
     groups: tuple[Group, ...] = ()
+    # `models` by id, made on first use or handed over by whoever derived this state (never mutated).
+    _by_id: Mapping[str, Model] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def models_by_id(self) -> Mapping[str, Model]:
+        if self._by_id is None:
+            object.__setattr__(self, "_by_id", {model.id: model for model in self.models})
+        assert self._by_id is not None
+        return self._by_id

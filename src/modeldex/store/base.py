@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from modeldex.catalog.changes import Change
+from modeldex.catalog.incremental import CatalogDelta
 from modeldex.catalog.keys import ApiKey, Scope
 from modeldex.catalog.models import Entity, Model
 from modeldex.catalog.policy import AccessPolicy
@@ -72,6 +73,11 @@ class CatalogStore(Protocol):
 
     def load_state(self) -> CatalogState:
         """Models, aliases, groups and active keys, read consistently at one version."""
+
+    def load_delta(self, since: int, max_changes: int) -> CatalogDelta | None:
+        """The entities written after version `since`, as stored at the current version, read
+        consistently with it; None when the change feed cannot account for every version in between,
+        or records more than `max_changes` changes (a full `load_state` is then the way)."""
 
     def seed_once(self, models: list[Model]) -> bool:
         """Add `models` if this database was never seeded; returns whether it seeded."""

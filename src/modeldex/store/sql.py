@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (Connection, Engine, Table, case, create_engine, delete, event, func, insert, null, select,
-                        text, update)
+import orjson
+from sqlalchemy import (Connection, Engine, Table, Text, case, create_engine, delete, event, func, insert,
+                        null, select, text, type_coerce, update)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from modeldex.catalog.changes import Change
 from modeldex.catalog.errors import AlreadyExists, NotFound, PreconditionFailed
+from modeldex.catalog.incremental import CatalogDelta
 from modeldex.catalog.keys import ApiKey, Scope
 from modeldex.catalog.models import Alias, Entity, Group, Model, list_order
 from modeldex.catalog.policy import ALL_MODELS, AccessPolicy
@@ -79,12 +81,14 @@ def create_store_engine(url: str) -> Engine:
 
 
 def _model_from_row(row: Any) -> Model:
-    if row.meta is None:  # the common case, and the fast one: fields were validated on the way in
-        return Model.model_construct(id=row.id, created=int(row.created), owned_by=row.owned_by,
-                                     source=row.source, stale_since=row.stale_since)
+    meta = row.meta
+    if isinstance(meta, str):  # read as text (_MODEL_COLUMNS): decode only what is more than 'null'
+        meta = None if meta == "null" else orjson.loads(meta)
+    if meta is None:  # the common case, and the fast one: fields were validated on the way in
+        return Model.stored(row.id, int(row.created), row.owned_by, row.source, row.stale_since)
     discovery = {k: v for k, v in (("source", row.source), ("stale_since", row.stale_since)) if v is not None}
     return Model.model_validate({"id": row.id, "created": int(row.created), "owned_by": row.owned_by,
-                                 **row.meta, **discovery})
+                                 **meta, **discovery})
 
 
 def _model_to_row(model: Model) -> dict[str, Any]:
@@ -164,6 +168,42 @@ _KINDS: dict[str, _Kind] = {
     "upstream": _Kind(upstreams, "name", _upstream_from_row, _upstream_to_row, lambda e: e.name,
                       _upstream_written),
 }
+
+
+# `meta` as the stored JSON text, where the driver leaves it so (SQLite): most rows hold 'null', and
+# decoding 100,000 of those is 0.1 s of a full load (measured).
+_MODEL_COLUMNS = (models.c.id, models.c.created, models.c.owned_by,
+                  type_coerce(models.c.meta, Text).label("meta"), models.c.source, models.c.stale_since)
+_IN_CHUNK = 500  # ids per IN (...): well under SQLite's bound on query parameters
+
+# How load_delta reads the current form of written entities: (columns, key column, extra condition,
+# row -> entity, entity -> key). Upstreams are not part of the served state; their discovered models
+# have feed entries of their own.
+_DELTA_READS: dict[str, tuple[Any, Any, Any, Callable[[Any], Any], Callable[[Any], str]] | None] = {
+    "model": (_MODEL_COLUMNS, models.c.id, None, _model_from_row, lambda m: m.id),
+    "alias": ((aliases,), aliases.c.id, None, _alias_from_row, lambda a: a.id),
+    "group": ((groups,), groups.c.name, None, _group_from_row, lambda g: g.name),
+    "key": ((api_keys,), api_keys.c.name, api_keys.c.revoked_at.is_(None), _key_from_row, lambda k: k.name),
+    "upstream": None,
+}
+
+
+def _read_current(conn: Connection, entity: str, ids: set[str]) -> dict[str, Any]:
+    """Each of `ids` mapped to its stored entity of kind `entity`, or to None where none is stored."""
+    spec = _DELTA_READS[entity]
+    if spec is None:
+        return {}
+    columns, key_column, condition, from_row, key_of = spec
+    current: dict[str, Any] = dict.fromkeys(ids)
+    ordered = sorted(ids)
+    for start in range(0, len(ordered), _IN_CHUNK):
+        query = select(*columns).where(key_column.in_(ordered[start:start + _IN_CHUNK]))
+        if condition is not None:
+            query = query.where(condition)
+        for row in conn.execute(query):
+            found = from_row(row)
+            current[key_of(found)] = found
+    return current
 
 
 # --- the write unit ----------------------------------------------------------------------------------
@@ -356,22 +396,50 @@ class SqlStore:
         with self.engine.connect() as conn:
             return int(conn.execute(select(catalog_state.c.version)).scalar_one())
 
+    def _snapshot(self) -> Any:
+        """A read transaction in which every query sees the same committed catalog version."""
+        return self.engine.connect().execution_options(**self._snapshot_reads)
+
     @_translated
     def load_state(self) -> CatalogState:
-        with self.engine.connect().execution_options(**self._snapshot_reads) as conn, conn.begin():
+        with self._snapshot() as conn, conn.begin():
             version = int(conn.execute(select(catalog_state.c.version)).scalar_one())
-            model_rows = conn.execute(select(models.c.id, models.c.created, models.c.owned_by, models.c.meta,
-                                             models.c.source, models.c.stale_since)).all()
+            model_rows = conn.execute(select(*_MODEL_COLUMNS)).all()
             alias_rows = conn.execute(select(aliases)).all()
             group_rows = conn.execute(select(groups)).all()
             key_rows = conn.execute(select(api_keys).where(api_keys.c.revoked_at.is_(None))).all()
         return CatalogState(
             version=version,
             models=tuple(sorted(map(_model_from_row, model_rows), key=list_order)),
-            keys=tuple(map(_key_from_row, key_rows)),
+            keys=tuple(sorted(map(_key_from_row, key_rows), key=lambda k: k.name)),
             aliases=tuple(sorted(map(_alias_from_row, alias_rows), key=lambda a: a.id)),
             groups=tuple(sorted(map(_group_from_row, group_rows), key=lambda g: g.name)),
         )
+
+    @_translated
+    def load_delta(self, since: int, max_changes: int) -> CatalogDelta | None:
+        """What changed after version `since`, read in one snapshot: the entities the change feed names,
+        as stored now. None when the feed cannot vouch for the whole gap (more than `max_changes`
+        entries, or a version without entries: trimmed, or bumped by something that wrote no feed)."""
+        with self._snapshot() as conn, conn.begin():
+            version = int(conn.execute(select(catalog_state.c.version)).scalar_one())
+            if not since <= version <= since + max_changes:
+                return None  # behind us (a restored database?) or too far ahead to be worth it
+            feed = conn.execute(
+                select(changes.c.version, changes.c.entity, changes.c.entity_id)
+                .where(changes.c.version > since, changes.c.version <= version)
+                .order_by(changes.c.seq).limit(max_changes + 1)).all()
+            if len(feed) > max_changes or {row.version for row in feed} != set(range(since + 1, version + 1)):
+                return None
+            written: dict[str, set[str]] = {}
+            for row in feed:
+                written.setdefault(row.entity, set()).add(row.entity_id)
+            if not written.keys() <= _DELTA_READS.keys():
+                return None  # an entity this code does not know: let a full load decide
+            found = {entity: _read_current(conn, entity, ids) for entity, ids in written.items()}
+        return CatalogDelta(since=since, version=version, models=found.get("model", {}),
+                            aliases=found.get("alias", {}), groups=found.get("group", {}),
+                            keys=found.get("key", {}))
 
     @_translated
     def seed_once(self, seed: list[Model]) -> bool:
