@@ -7,9 +7,9 @@ else to Starlette (`routes.py`) through the ASGI bridge (`bridge.py`).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
+import random
 import time
 from typing import Any
 
@@ -35,15 +35,16 @@ _ROUTE_LABELS = {"/healthz": "health", "/readyz": "ready", "/openapi.json": "ope
 
 
 class RequestIds:
-    """OpenAI's shape, `req_` and 32 hex digits: a random prefix per process and a counter, so ids are
-    unique without a system call per request."""
+    """OpenAI's shape, `req_` and 32 hex digits: a random prefix per process and 64 random bits per
+    request from a generator seeded by the OS, so ids are unique and say nothing about traffic, without a
+    system call per request."""
 
     def __init__(self) -> None:
         self._prefix = "req_" + os.urandom(8).hex()
-        self._counter = itertools.count()
+        self._bits = random.Random(os.urandom(32)).getrandbits
 
     def __call__(self) -> str:
-        return f"{self._prefix}{next(self._counter):016x}"
+        return f"{self._prefix}{self._bits(64):016x}"
 
 
 def route_label(path: str) -> str:
