@@ -147,7 +147,8 @@ class ModeldexApp:
         client = self.client_address(scope.client, headers)
         status, label, key_name, answered = 500, "other", None, False
         try:
-            route = self.models.route(path) if self.models is not None and self.cors is None else None
+            normalized = paths.normalize(path)
+            route = self.models.route(normalized) if self.models is not None and self.cors is None else None
             if self._headers_too_large(headers):
                 status, response_headers, body, _ = error_answer(
                     errors.headers_too_large(self.settings.max_header_bytes), request_id)
@@ -164,7 +165,6 @@ class ModeldexApp:
                     protocol.response_bytes(status, response_headers, body)
                 answered = True
             else:
-                normalized = paths.normalize(path)
                 label = route_label(normalized)
                 extra = {REQUEST_ID_SCOPE_KEY: request_id, "modeldex.client": client, HEADERS_SCOPE_KEY: headers,
                          "modeldex.route": label}

@@ -55,8 +55,6 @@ async def authenticate(rendered: RenderedCatalog, authorization: str | None, cli
 async def charge(key: ApiKey, limiter: RateLimiter) -> Headers:
     """Count one request against the key's limit; returns the rate-limit headers its answer carries, or
     raises the 429 (with them)."""
-    if not limiter.limits(key.rate_limit):
-        return []
     verdict = await limiter.for_key(key.name, key.rate_limit)
     if verdict is None:
         return []

@@ -13,7 +13,7 @@ import contextlib
 from typing import Protocol
 from urllib.parse import parse_qsl
 
-from modeldex.api import errors, paths
+from modeldex.api import errors
 from modeldex.api.auth import authenticate, charge, known_key
 from modeldex.api.errors import ApiError
 from modeldex.api.render import RenderedCatalog, deleted_object
@@ -76,8 +76,8 @@ class ModelsRoutes:
         self.metadata_by_default = metadata_by_default
 
     def route(self, path: str) -> tuple[str, str | None] | None:
-        """('list', None), ('item', model_id) or None when the (decoded) path is not a Models route."""
-        path = paths.normalize(path)
+        """('list', None), ('item', model_id) or None when the path (decoded, dot segments resolved:
+        `paths.normalize`) is not a Models route."""
         if path == LIST_PATH:
             return ("list", None)
         if path.startswith(ITEM_PREFIX) and len(path) > len(ITEM_PREFIX):
@@ -106,7 +106,7 @@ class ModelsRoutes:
                 assert model_id is not None
                 return await self._delete(key, model_id, request_id, limit_headers)
             view = rendered.view(key.policy)
-            etag = view.etag.decode()
+            etag = view.etag
             bodies, list_body = view.bodies, view.list_body
             if self.metadata_by_default or (query and wants_metadata(query)):
                 bodies, list_body = view.expanded()

@@ -75,10 +75,6 @@ Entry = tuple[str, Model, bool]  # (id served, model whose fields it answers wit
 Make = Callable[[Model, str], dict[str, Any]]
 
 
-def _entry_id(entry: Entry) -> str:
-    return entry[0]
-
-
 def _entry_order(entry: Entry) -> tuple[int, str]:
     """The list order of models (newest first, then by id), for aliases too, by their target's `created`."""
     return (-entry[1].created, entry[0])
@@ -160,7 +156,7 @@ class View:
 
     __slots__ = ("bodies", "list_body", "etag", "_entries", "_source", "_expanded", "_lock")
 
-    def __init__(self, entries: list[Entry], etag: bytes, source: _Bodies,
+    def __init__(self, entries: list[Entry], etag: str, source: _Bodies,
                  near: tuple[dict[str, bytes], list[str], list[str]] | None = None) -> None:
         self._entries = entries
         self._source = source
@@ -177,7 +173,7 @@ class View:
                     self._expanded = self._source.select(self._entries, metadata=True)
         return self._expanded
 
-    def retagged(self, etag: bytes) -> View:
+    def retagged(self, etag: str) -> View:
         """This view under another ETag: for a new catalog version that changed nothing it shows."""
         view = View.__new__(View)
         view._entries, view._source, view._expanded = self._entries, self._source, self._expanded
@@ -285,9 +281,9 @@ class RenderedCatalog:
                     view = self._views[policy] = self._build_view(policy)
         return view
 
-    def _etag(self, policy: AccessPolicy) -> bytes:
+    def _etag(self, policy: AccessPolicy) -> str:
         tag = hashlib.blake2b(orjson.dumps(policy.document()), digest_size=6).hexdigest()
-        return f'"{self.version}-{tag}"'.encode()
+        return f'"{self.version}-{tag}"'
 
     def _build_view(self, policy: AccessPolicy) -> View:
         decide = self.visibility(policy).decide
