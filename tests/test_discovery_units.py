@@ -11,10 +11,11 @@ import pytest
 
 from fake_upstream import FakeUpstream
 from modeldex.catalog.errors import InvalidInput
-from modeldex.catalog.models import Alias, parse
+from modeldex.catalog.entities import Alias, Model, parse
 from modeldex.catalog.seed import seed_models
 from modeldex.catalog.service import Catalog
-from modeldex.catalog.upstreams import Upstream, UpstreamHealth
+from modeldex.catalog.upstreams import Upstream
+from modeldex.discovery.health import UpstreamHealth
 from modeldex.discovery.answer import InvalidAnswer, metadata_of, to_models
 from modeldex.discovery.fetch import UpstreamError, fetch_models
 from modeldex.discovery.sync import apply_answer
@@ -187,7 +188,7 @@ def sync(store: SqlStore, up: Upstream, ids: list[str] | None, now: float):
 
 
 def ids_from(store: SqlStore, source: str) -> dict[str, float | None]:
-    return {m.id: m.stale_since for m, _ in store.read_all("model") if m.source == source}  # type: ignore
+    return {m.id: m.stale_since for m in store.all(Model) if m.source == source}
 
 
 def test_operator_models_win_and_the_first_upstream_keeps_an_id(store: SqlStore) -> None:
@@ -196,26 +197,26 @@ def test_operator_models_win_and_the_first_upstream_keeps_an_id(store: SqlStore)
     Catalog(store).create("upstream", b.document())
     changes = sync(store, a, ["MiniMax-M3", "shared", "only-a"], now=1000)
     assert changes.added == ["shared", "only-a"] and changes.shadowed == [{"id": "MiniMax-M3", "by": "operator"}]
-    assert store.read("model", "MiniMax-M3")[0].source is None  # type: ignore[index,union-attr]
+    assert store.get(Model, "MiniMax-M3").source is None  # type: ignore[union-attr]
     changes = sync(store, b, ["shared", "only-b"], now=1000)
     assert changes.added == ["only-b"] and changes.shadowed == [{"id": "shared", "by": "upstream a"}]
     # An operator adding an id an upstream discovered makes it theirs; the upstream leaves it alone.
     Catalog(store).create("model", {"id": "only-a", "owned_by": "acme"})
     assert sync(store, a, ["shared", "only-a"], now=1001).shadowed == [{"id": "only-a", "by": "operator"}]
-    assert store.read("model", "only-a")[0].owned_by == "acme"  # type: ignore[index,union-attr]
+    assert store.get(Model, "only-a").owned_by == "acme"  # type: ignore[union-attr]
 
 
 def test_stale_then_removed_after_grace_and_every_step_in_the_feed(store: SqlStore) -> None:
     up = upstream(grace=60)
     Catalog(store).create("upstream", up.document())
     sync(store, up, ["x", "y"], now=1000)
-    created = store.read("model", "x")[0].created  # type: ignore[index,union-attr]
+    created = store.get(Model, "x").created
     assert sync(store, up, None, now=1010).stale == ["x", "y"]  # the upstream fails: kept, stale
     assert ids_from(store, "up") == {"x": 1010, "y": 1010}
     changes = sync(store, up, ["x"], now=1020)  # back, without y: x is fresh again, y stays stale
     assert changes.updated == ["x"] and changes.next_expiry == 1070
     assert ids_from(store, "up") == {"x": None, "y": 1010}
-    assert store.read("model", "x")[0].created == created  # type: ignore[index,union-attr]
+    assert store.get(Model, "x").created == created  # type: ignore[union-attr]
     assert sync(store, up, ["x"], now=1069).removed == []
     assert sync(store, up, ["x"], now=1070).removed == ["y"]  # 60 s unconfirmed
     feed = [(c.actor, c.op, c.id) for c in store.changes(0, 1000) if c.actor == "upstream:up"]
@@ -240,7 +241,7 @@ def test_narrowing_or_removing_an_upstream_removes_its_models_at_once(store: Sql
     catalog.update("upstream", "up", {"exclude": ["drop-*"]})
     assert ids_from(store, "up") == {"keep-1": None}
     catalog.delete("upstream", "up")
-    assert ids_from(store, "up") == {} and store.read("model", "MiniMax-M3") is not None
+    assert ids_from(store, "up") == {} and store.get(Model, "MiniMax-M3") is not None
 
 
 def test_operator_input_cannot_claim_a_source(store: SqlStore) -> None:

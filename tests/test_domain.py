@@ -9,7 +9,7 @@ import pytest
 from modeldex.api import paths
 from modeldex.catalog import keys
 from modeldex.catalog.errors import InvalidInput
-from modeldex.catalog.models import new_model, validate_model_id
+from modeldex.catalog.entities import new_model, validate_model_id
 
 
 @pytest.mark.parametrize("model_id", ["MiniMax-M2.7", "meta-llama/Llama-3.1-8B-Instruct", "ft:gpt-4o:acme::x1",

@@ -12,7 +12,7 @@ from conftest import Server, create_key, execute_sql, run_cli, wait_until
 from modeldex.api.render import RenderedCatalog
 from modeldex.catalog.incremental import apply_delta
 from modeldex.catalog.live import LiveCatalog
-from modeldex.catalog.models import Alias, Group, new_model
+from modeldex.catalog.entities import Alias, Group, Model, new_model
 from modeldex.catalog.policy import ALL_MODELS, AccessPolicy
 from modeldex.catalog.seed import seed_models
 from modeldex.catalog.service import Catalog
@@ -41,7 +41,7 @@ def store(db_url: str) -> Iterator[SqlStore]:
 
 def assert_same_catalog(caught_up: RenderedCatalog, fresh: RenderedCatalog) -> None:
     assert (caught_up.version, caught_up.expires_at) == (fresh.version, fresh.expires_at)
-    assert caught_up.keys_by_lookup == fresh.keys_by_lookup
+    assert caught_up.keys == fresh.keys
     assert caught_up.models == fresh.models
     assert (caught_up.aliases, caught_up.groups) == (fresh.aliases, fresh.groups)
     for policy in POLICIES.values():
@@ -109,13 +109,13 @@ def test_every_kind_of_change_caught_up_equals_a_full_load(store: SqlStore) -> N
         lambda: catalog.delete("model", "acme/old"),
         lambda: catalog.delete("group", "unused"),
         # several entities of several kinds in one version
-        lambda: write(store, lambda w: w.create("model", new_model("acme/c", created=1)),
-                      lambda w: w.create("alias", Alias(id="c-latest", target="acme/c")),
-                      lambda w: w.update("group", Group(name="chat", members=("acme/c",)))),
+        lambda: write(store, lambda w: w.create(new_model("acme/c", created=1)),
+                      lambda w: w.create(Alias(id="c-latest", target="acme/c")),
+                      lambda w: w.update(Group(name="chat", members=("acme/c",)))),
         # more changes than are bisected one by one
-        lambda: write(store, *[lambda w, n=n: w.create("model", new_model(f"bulk/{n:03d}", created=n % 7))
+        lambda: write(store, *[lambda w, n=n: w.create(new_model(f"bulk/{n:03d}", created=n % 7))
                                for n in range(100)]),
-        lambda: write(store, *[lambda w, n=n: w.delete("model", f"bulk/{n:03d}") for n in range(0, 100, 3)]),
+        lambda: write(store, *[lambda w, n=n: w.delete(Model, f"bulk/{n:03d}") for n in range(0, 100, 3)]),
         lambda: catalog.delete("alias", "latest"),
     ]
     for step in steps:

@@ -9,7 +9,7 @@ import pytest
 
 from modeldex.catalog.errors import AlreadyExists, NotFound, PreconditionFailed
 from modeldex.catalog.keys import Scope, new_key
-from modeldex.catalog.models import Alias, Group, Model, new_model
+from modeldex.catalog.entities import Alias, Group, Model, new_model
 from modeldex.catalog.seed import seed_models
 from modeldex.store import SqlStore, StoreError, open_store
 
@@ -33,8 +33,8 @@ def test_seeding_happens_once_and_is_in_the_feed(store: SqlStore) -> None:
 def test_each_committed_unit_bumps_the_version_once(store: SqlStore) -> None:
     start = store.current_version()
     with store.write("t") as w:
-        w.create("model", new_model("a"))
-        w.create("model", new_model("b"))
+        w.create(new_model("a"))
+        w.create(new_model("b"))
     with store.write("t") as w:
         w.insert_key(new_key("k", Scope.READ)[0])
     with store.write("t") as w:
@@ -52,23 +52,23 @@ def test_a_unit_that_changes_nothing_or_fails_leaves_no_trace(store: SqlStore) -
     with store.write("t"):
         pass
     with pytest.raises(AlreadyExists), store.write("t") as w:
-        w.create("model", new_model("fresh"))
-        w.create("model", new_model("MiniMax-M2"))
+        w.create(new_model("fresh"))
+        w.create(new_model("MiniMax-M2"))
     with pytest.raises(NotFound), store.write("t") as w:
-        w.delete("model", "ghost")
+        w.delete(Model, "ghost")
     with store.write("t", dry_run=True) as w:
-        w.create("model", new_model("dry"))
+        w.create(new_model("dry"))
     assert (store.load_state(), store.current_version(), store.changes(0, 1000)) == before
 
 
 def test_revisions_guard_updates(store: SqlStore) -> None:
     with store.write("t") as w:
-        w.create("group", Group(name="chat", members=("MiniMax-*",)))
+        w.create(Group(name="chat", members=("MiniMax-*",)))
     with store.write("t") as w:
-        assert w.update("group", Group(name="chat", members=("MiniMax-M3",)), if_match=1) == 2
+        assert w.update(Group(name="chat", members=("MiniMax-M3",)), if_match=1) == 2
     with pytest.raises(PreconditionFailed), store.write("t") as w:
-        w.update("group", Group(name="chat", members=("x",)), if_match=1)
-    found = store.read("group", "chat")
+        w.update(Group(name="chat", members=("x",)), if_match=1)
+    found = store.get_revision(Group, "chat")
     assert found is not None and found[1] == 2 and found[0].members == ("MiniMax-M3",)  # type: ignore[attr-defined]
 
 
@@ -76,8 +76,8 @@ def test_state_holds_active_keys_aliases_and_groups(store: SqlStore) -> None:
     with store.write("t") as w:
         w.insert_key(new_key("live", Scope.READ)[0])
         w.insert_key(new_key("dead", Scope.ADMIN)[0])
-        w.create("alias", Alias(id="MiniMax-latest", target="MiniMax-M3"))
-        w.create("group", Group(name="g", members=("a*",)))
+        w.create(Alias(id="MiniMax-latest", target="MiniMax-M3"))
+        w.create(Group(name="g", members=("a*",)))
     with store.write("t") as w:
         w.revoke_key("dead")
     state = store.load_state()
@@ -90,7 +90,7 @@ def test_metadata_round_trips(store: SqlStore) -> None:
     model = new_model("m", context_length=8192, pricing={"prompt": "0.000001", "completion": "0.000002"},
                       input_modalities=["text", "image"], shutdown_date="2030-01-01")
     with store.write("t") as w:
-        w.create("model", model)
+        w.create(model)
     assert next(m for m in store.load_state().models if m.id == "m") == model
 
 
@@ -98,7 +98,7 @@ def test_models_read_back_without_metadata_equal_validated_ones(store: SqlStore)
     """The store builds them the fast way (`Model.stored`), skipping validation: nothing may differ."""
     plain = new_model("plain", owned_by="acme", created=5)
     with store.write("t") as w:
-        w.create("model", plain)
+        w.create(plain)
     read = next(m for m in store.load_state().models if m.id == "plain")
     assert read == plain and hash(read) == hash(plain) and read.document() == plain.document()
     stored = Model.stored("m", 5, "acme", "up", 1.5)
@@ -117,7 +117,7 @@ def test_concurrent_writers_lose_nothing(db_url: str) -> None:
         try:
             for n in range(25):
                 with stores[index].write(f"w{index}") as w:
-                    w.create("model", new_model(f"w{index}/m{n}"))
+                    w.create(new_model(f"w{index}/m{n}"))
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 

@@ -1,148 +1,34 @@
-"""The admin API under /v1/admin/: models, aliases, groups, keys, the change feed and catalog files.
-
-Admin keys only. Entities carry a revision: reads answer it as an `ETag`, writes honour `If-Match` and
-answer 412 when it is stale, so two operators never silently overwrite each other.
+"""The admin API under /v1/admin/: models, aliases, groups, upstreams, keys, the change feed and catalog
+files (upstreams' own reads and sync are in admin_upstreams.py). Built on `admin_base.AdminEndpoints`.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from modeldex.api import errors
-from modeldex.api.errors import ApiError
-from modeldex.api.render import RenderedCatalog
-from modeldex.api.upstreams import upstream_routes
+from modeldex.api.admin_base import AdminEndpoints, if_match, json_body, json_response, read_body, with_revision
 from modeldex.catalog.catalog_file import dump_yaml, load_yaml
-from modeldex.catalog.errors import AlreadyExists, CatalogError, Conflict, InvalidInput, NotFound, PreconditionFailed
-from modeldex.catalog.keys import ApiKey
-from modeldex.catalog.live import LiveCatalog
+from modeldex.catalog.errors import InvalidInput
+from modeldex.catalog.kinds import KINDS
+from modeldex.catalog.repository import UNCHANGED
 from modeldex.catalog.service import Catalog
-from modeldex.api.auth import authenticate, charge
-from modeldex.ops.ratelimit import RateLimiter
-from modeldex.store import CatalogStore, StoreUnavailable
-from modeldex.store.base import UNCHANGED
-
-MAX_BODY_BYTES = 4 * 1024 * 1024
-COLLECTIONS = {"models": "model", "aliases": "alias", "groups": "group", "upstreams": "upstream"}
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def json_response(data: Any, status: int = 200, etag: int | None = None) -> Response:
-    headers = {"cache-control": "no-store"}
-    if etag is not None:
-        headers["etag"] = f'"{etag}"'
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
-
-
-def domain_error(exc: CatalogError) -> ApiError:
-    if isinstance(exc, InvalidInput):
-        return ApiError(400, exc.message, param=exc.field, code="invalid_value")
-    if isinstance(exc, NotFound):
-        code = "model_not_found" if exc.kind == "model" else f"{exc.kind}_not_found"
-        return ApiError(404, str(exc), param="model" if exc.kind == "model" else None, code=code)
-    if isinstance(exc, AlreadyExists):
-        return ApiError(409, str(exc), code="already_exists")
-    if isinstance(exc, PreconditionFailed):
-        return ApiError(412, str(exc), code="precondition_failed")
-    if isinstance(exc, Conflict):
-        return ApiError(409, str(exc), code="conflict")
-    return ApiError(400, str(exc))
-
-
-def if_match(request: Request) -> int | None:
-    """The revision an `If-Match` header names (None when absent or `*`); unreadable ones never match."""
-    value = request.headers.get("if-match")
-    if value is None or value.strip() == "*":
-        return None
-    tag = value.strip().removeprefix("W/").strip('"')
-    try:
-        return int(tag)
-    except ValueError:
-        return -1
-
-
-async def read_body(request: Request) -> bytes:
-    """The body, refused with 413 as soon as it exceeds the server's limit (before it is all read)."""
-    limit = getattr(request.app.state, "max_body_bytes", MAX_BODY_BYTES)
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise errors.body_too_large(limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise errors.body_too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def json_body(request: Request) -> dict[str, Any]:
-    body = await read_body(request)
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise ApiError(400, "The request body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
-    return data
-
-
-def with_revision(document: dict[str, Any], revision: int) -> dict[str, Any]:
-    return {**document, "revision": revision}
 
 
 class AdminRoutes:
-    def __init__(self, live: LiveCatalog[RenderedCatalog], store: CatalogStore, limiter: RateLimiter) -> None:
-        self.live = live
-        self.store = store
-        self.limiter = limiter
+    """The generic admin routes, one handler per operation."""
 
-    async def _admin(self, request: Request) -> tuple[ApiKey, list[tuple[str, str]]]:
-        """The admin key of the request, and the rate-limit headers its answer carries. Leaves the key's
-        name in the scope for the access log."""
-        key = await authenticate(self.live.current, request.headers.get("authorization"),
-                                 request.scope.get("modeldex.client", "unknown"), self.limiter)
-        request.scope["modeldex.key"] = key.name
-        limit_headers = await charge(key, self.limiter)
-        if not key.is_admin:
-            raise errors.insufficient_scope("the admin API")
-        return key, limit_headers
-
-    def endpoint(self, operation: Callable[[Request, Catalog], Awaitable[Response]], writes: bool = False
-                 ) -> Handler:
-        """Authenticate, run, map domain errors; after a write, refresh so this worker serves it at once."""
-
-        async def handler(request: Request) -> Response:
-            key, limit_headers = await self._admin(request)
-            catalog = Catalog(self.store, actor=f"key:{key.name}")
-            try:
-                response = await operation(request, catalog)
-            except CatalogError as exc:
-                raise domain_error(exc) from None
-            except StoreUnavailable:
-                raise errors.store_unavailable() from None
-            if writes:
-                with contextlib.suppress(StoreUnavailable):  # the refresher catches up later
-                    await run_in_threadpool(self.live.refresh)
-            for name, value in limit_headers:
-                response.headers[name] = value
-            return response
-
-        return handler
 
     # --- models, aliases, groups ---------------------------------------------------------------------
 
     async def list_entities(self, kind: str, request: Request, catalog: Catalog) -> Response:
-        entries = await run_in_threadpool(catalog.list, kind)
+        entries = await run_in_threadpool(catalog.entries, kind)
         return json_response({"object": "list", "data": [with_revision(e.document(), r) for e, r in entries]})
 
     async def create_entity(self, kind: str, request: Request, catalog: Catalog) -> Response:
@@ -244,28 +130,30 @@ class AdminRoutes:
         version, planned = await run_in_threadpool(catalog.apply, document, prune, dry_run)
         return json_response({"version": version, "dry_run": dry_run, "changes": [p.document() for p in planned]})
 
-    def routes(self) -> list[Route]:
-        e = self.endpoint
+    def routes(self, endpoints: AdminEndpoints, before_generic: Sequence[Route] = ()) -> list[Route]:
+        """Every admin route; `before_generic` (e.g. upstreams' reads with health) take precedence over
+        the generic routes of each kind."""
+        e = endpoints.endpoint
         routes = [
             Route("/v1/admin/changes", e(self.changes), methods=["GET"]),
             Route("/v1/admin/catalog", e(self.export), methods=["GET"]),
-            Route("/v1/admin/catalog/apply", e(self.apply, writes=True), methods=["POST"]),
+            Route("/v1/admin/catalog/apply", e(self.apply), methods=["POST"]),
             Route("/v1/admin/keys", e(self.list_keys), methods=["GET"]),
-            Route("/v1/admin/keys", e(self.create_key, writes=True), methods=["POST"]),
+            Route("/v1/admin/keys", e(self.create_key), methods=["POST"]),
             Route("/v1/admin/keys/{name}/explain", e(self.explain), methods=["GET"]),
             Route("/v1/admin/keys/{name}", e(self.get_key), methods=["GET"]),
-            Route("/v1/admin/keys/{name}", e(self.update_key, writes=True), methods=["PATCH"]),
-            Route("/v1/admin/keys/{name}", e(self.revoke_key, writes=True), methods=["DELETE"]),
-            *upstream_routes(self),  # before the generic ones: their reads include health
+            Route("/v1/admin/keys/{name}", e(self.update_key), methods=["PATCH"]),
+            Route("/v1/admin/keys/{name}", e(self.revoke_key), methods=["DELETE"]),
+            *before_generic,
         ]
-        for collection, kind in COLLECTIONS.items():
-            base = f"/v1/admin/{collection}"
+        for kind in KINDS:
+            base = f"/v1/admin/{kind.collection}"
             routes += [
-                Route(base, e(partial(self.list_entities, kind)), methods=["GET"]),
-                Route(base, e(partial(self.create_entity, kind), writes=True), methods=["POST"]),
-                Route(base + "/{key:path}", e(partial(self.get_entity, kind)), methods=["GET"]),
-                Route(base + "/{key:path}", e(partial(self.update_entity, kind), writes=True), methods=["PATCH"]),
-                Route(base + "/{key:path}", e(partial(self.delete_entity, kind), writes=True), methods=["DELETE"]),
+                Route(base, e(partial(self.list_entities, kind.name)), methods=["GET"]),
+                Route(base, e(partial(self.create_entity, kind.name)), methods=["POST"]),
+                Route(base + "/{key:path}", e(partial(self.get_entity, kind.name)), methods=["GET"]),
+                Route(base + "/{key:path}", e(partial(self.update_entity, kind.name)), methods=["PATCH"]),
+                Route(base + "/{key:path}", e(partial(self.delete_entity, kind.name)), methods=["DELETE"]),
             ]
         return routes
 

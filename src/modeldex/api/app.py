@@ -1,12 +1,15 @@
-"""The application granian serves (RSGI): what every request goes through, around two routers.
+"""The application: what every request goes through, and the one dispatch that sends it to the Models hot
+path (`model_routes.py`) or to the Starlette side app (`side_app.py`).
 
-Request ids, the client address, the header-size limit, metrics, the access log and the last-resort 500
-live here. Models routes go to the hot path (`models.py`), answered in one call to the server; anything
-else to Starlette (`routes.py`) through the ASGI bridge (`bridge.py`).
+Request ids, the client address, the header-size limit, CORS, metrics, the access log and the last-resort
+500 live here, for every route. granian serves it over RSGI (`__rsgi__`: an answer is one call to the
+server); it is also an ASGI app (`__call__`), which is how the in-process tests drive it, through the
+same dispatch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -15,23 +18,32 @@ from typing import Any
 
 from modeldex.api import errors, paths
 from modeldex.api.admin import AdminRoutes
-from modeldex.api.bridge import ASGIApp, Message, asgi_scope, serve_asgi
-from modeldex.api.clients import ClientAddress
-from modeldex.api.models import ModelsRoutes, error_answer
+from modeldex.api.admin_base import AdminEndpoints
+from modeldex.api.admin_upstreams import upstream_routes
+from modeldex.api.asgi_bridge import ASGIApp, Message, asgi_scope, serve_asgi
+from modeldex.api.callers import Callers
+from modeldex.api.client_address import ClientAddress
+from modeldex.api.cors import Cors
+from modeldex.api.model_routes import Answer, HeaderLookup, Headers, ModelRoutes, error_answer
 from modeldex.api.render import RenderedCatalog
-from modeldex.api.routes import REQUEST_ID_SCOPE_KEY, build_routes_app
+from modeldex.api.side_app import REQUEST_ID_SCOPE_KEY, build_side_app, metrics_route
+from modeldex.catalog.callers import Caller
+from modeldex.catalog.errors import StoreUnavailable
+from modeldex.catalog.limits import parse_limit
 from modeldex.catalog.live import LiveCatalog
-from modeldex.discovery.poller import Poller
 from modeldex.catalog.seed import seed_models
+from modeldex.catalog.service import Catalog
 from modeldex.config import ServerSettings
+from modeldex.discovery.health import DiscoveryStore
+from modeldex.discovery.poller import Poller
 from modeldex.ops import metrics
 from modeldex.ops.access_log import AccessLog
-from modeldex.ops.ratelimit import MemoryBuckets, RateLimiter, RedisBuckets, parse_limit
-from modeldex.store import CatalogStore, open_store
+from modeldex.ops.ratelimit import MemoryBuckets, RateLimiter, RedisBuckets
 
 log = logging.getLogger("modeldex.server")
-HEADERS_SCOPE_KEY = "modeldex.headers"  # the RSGI headers, for the Models routes behind CORS
 _ROUTE_LABELS = {"/healthz": "health", "/readyz": "ready", "/openapi.json": "openapi", "/metrics": "metrics"}
+# What the app answers itself: (status, headers, body, caller name, route label).
+OwnAnswer = tuple[int, Headers, bytes, "str | None", str]
 
 
 class RequestIds:
@@ -57,48 +69,74 @@ def models_label(kind: str, method: str) -> str:
     return kind if kind == "list" else "delete" if method == "DELETE" else "retrieve"
 
 
+class AsgiHeaders:
+    """ASGI's header pairs with the lookups the dispatch uses (granian's RSGI headers have the same)."""
+
+    __slots__ = ("_first", "_pairs")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._pairs = [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in raw]
+        self._first: dict[str, str] = {}
+        for name, value in self._pairs:
+            self._first.setdefault(name, value)
+
+    def get(self, name: str, default: None = None) -> str | None:
+        return self._first.get(name, default)
+
+    def items(self) -> list[tuple[str, str]]:
+        return self._pairs
+
+
 class ModeldexApp:
-    def __init__(self, settings: ServerSettings, store: CatalogStore | None = None) -> None:
+    def __init__(self, settings: ServerSettings, store: DiscoveryStore | None = None) -> None:
         self.settings = settings
         self._store = store
         self.live: LiveCatalog[RenderedCatalog] | None = None
-        self.models: ModelsRoutes | None = None
+        self.models: ModelRoutes | None = None
         self.poller: Poller | None = None
         self.client_address = ClientAddress(settings.forwarded_allow_ips)
         buckets = RedisBuckets(settings.redis_url) if settings.redis_url else MemoryBuckets()
         self.limiter = RateLimiter(buckets, parse_limit(settings.rate_limit), parse_limit(settings.auth_failure_limit))
+        self.callers = Callers(self.limiter)
         self.access_log = AccessLog(json=settings.log_format == "json") if settings.access_log else None
         self.request_ids = RequestIds()
-        self.routes: ASGIApp = build_routes_app()  # until start(): health and the OpenAPI document only
-        self.cors: ASGIApp | None = None
-        if settings.cors_origins:  # off by default: browsers get no cross-origin access unless configured
-            from starlette.middleware.cors import CORSMiddleware
-
-            self.cors = CORSMiddleware(self._asgi_route, allow_origins=list(settings.cors_origins),
-                                       allow_methods=["GET", "HEAD", "POST", "PATCH", "DELETE"],
-                                       allow_headers=["authorization", "content-type", "if-match", "if-none-match"],
-                                       expose_headers=["x-request-id", "etag", "x-ratelimit-limit-requests",
-                                                       "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
-                                                       "retry-after", "retry-after-ms"])
+        self.side_app: ASGIApp = build_side_app()  # until start(): health and the OpenAPI document only
+        # Off by default: browsers get no cross-origin access unless configured.
+        self.cors = Cors(settings.cors_origins) if settings.cors_origins else None
 
     def start(self) -> None:
         """Open the store and load the first view; then keep it fresh in the background."""
         if self._store is None:
+            from modeldex.store import open_store  # the composition root: the only place a store is chosen
+
             self._store = open_store(self.settings.database_url, seed=seed_models())
-        self.live = LiveCatalog(self._store, RenderedCatalog, interval=self.settings.refresh_interval,
+        store = self._store
+        self.live = LiveCatalog(store, RenderedCatalog, interval=self.settings.refresh_interval,
                                 on_check=self._report_catalog)
         self.live.start()
         self._report_catalog()
         metrics.start_flushing()
-        store = self._store
         metrics.add_collector(lambda registry: registry.register(
             metrics.UpstreamCollector(lambda: store.upstream_health(time.time()))))
-        self.poller = Poller(self._store, on_change=self.live.refresh)  # upstreams: off the request path
+        self.poller = Poller(store, on_change=self.live.refresh)  # upstreams: off the request path
         self.poller.start()
-        self.models = ModelsRoutes(self.live, self._store, self.limiter, metadata_by_default=self.settings.metadata)
-        admin = AdminRoutes(self.live, self._store, self.limiter)
-        self.routes = build_routes_app(admin.routes(), self.live, self.settings)
+        self.models = ModelRoutes(self.live, self.callers, self.catalog_for,
+                                  metadata_by_default=self.settings.metadata)
+        endpoints = AdminEndpoints(self.live, self.callers, self.catalog_for)
+        routes = [metrics_route(self.live, self.callers, self.settings),
+                  *AdminRoutes().routes(endpoints, before_generic=upstream_routes(endpoints, store))]
+        self.side_app = build_side_app(routes, self.live, self.settings)
         log.info("serving catalog version %d (%d models)", self.live.version, len(self.live.current.models))
+
+    def catalog_for(self, caller: Caller) -> Catalog:
+        """The catalog service acting for `caller`; after a write, this worker serves it at once."""
+        assert self._store is not None
+        return Catalog(self._store, actor=caller.actor, after_write=self._refresh)
+
+    def _refresh(self) -> None:
+        if self.live is not None:
+            with contextlib.suppress(StoreUnavailable):  # the refresher catches up later
+                self.live.refresh()
 
     def _report_catalog(self) -> None:
         live = self.live
@@ -114,6 +152,46 @@ class ModeldexApp:
             self._store.close()
         if self.access_log is not None:
             self.access_log.close()
+
+    # --- the dispatch ----------------------------------------------------------------------------------
+
+    def _headers_too_large(self, headers: HeaderLookup) -> bool:
+        size = 0
+        for name, value in headers.items():
+            size += len(name) + len(value) + 4
+        return size > self.settings.max_header_bytes
+
+    async def _answer(self, method: str, path: str, query: str, headers: HeaderLookup, client: str,
+                      request_id: str) -> OwnAnswer | None:
+        """The answer to a request the app gives itself (the Models routes, CORS preflights, oversized
+        headers), or None when the side app answers it. `path` is decoded, dot segments resolved."""
+        if self._headers_too_large(headers):
+            status, response_headers, body, _ = error_answer(
+                errors.headers_too_large(self.settings.max_header_bytes), request_id)
+            return status, response_headers, body, None, "other"
+        cors = self.cors
+        if cors is not None and cors.is_preflight(method, headers):
+            status, response_headers, body = cors.preflight(headers)
+            response_headers.append(("x-request-id", request_id))
+            return status, response_headers, body, None, route_label(path)
+        route = self.models.route(path) if self.models is not None else None
+        if route is None:
+            return None
+        answer: Answer = await self.models.answer(method, route, path, query, headers, client, request_id)  # type: ignore[union-attr]
+        status, response_headers, body, caller_name = answer
+        if cors is not None:
+            response_headers.extend(cors.response_headers(headers))
+        return status, response_headers, body, caller_name, models_label(route[0], method)
+
+    def _side_scope_extras(self, request_id: str, client: str, label: str) -> dict[str, Any]:
+        return {REQUEST_ID_SCOPE_KEY: request_id, "modeldex.client": client, "modeldex.route": label}
+
+    def _finished(self, request_id: str, method: str, path: str, label: str, status: int, started: float,
+                  caller_name: str | None, client: str) -> None:
+        elapsed = time.perf_counter() - started
+        metrics.observe(label, status, elapsed)
+        if self.access_log is not None:
+            self.access_log.record(request_id, method, path, label, status, elapsed * 1000, caller_name, client)
 
     # --- RSGI: granian calls these -------------------------------------------------------------------
 
@@ -132,12 +210,6 @@ class ModeldexApp:
         except Exception:
             log.warning("closing the rate-limit store failed", exc_info=True)
 
-    def _headers_too_large(self, headers: Any) -> bool:
-        size = 0
-        for name, value in headers.items():
-            size += len(name) + len(value) + 4
-        return size > self.settings.max_header_bytes
-
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         if scope.proto != "http":
             return  # no websockets here
@@ -145,20 +217,12 @@ class ModeldexApp:
         request_id = self.request_ids()
         method, path, headers = scope.method, scope.path, scope.headers
         client = self.client_address(scope.client, headers)
-        status, label, key_name, answered = 500, "other", None, False
+        status, label, caller_name, answered = 500, "other", None, False
         try:
             normalized = paths.normalize(path)
-            route = self.models.route(normalized) if self.models is not None and self.cors is None else None
-            if self._headers_too_large(headers):
-                status, response_headers, body, _ = error_answer(
-                    errors.headers_too_large(self.settings.max_header_bytes), request_id)
-                protocol.response_bytes(status, response_headers, body)
-                answered = True
-            elif route is not None:
-                assert self.models is not None
-                label = models_label(route[0], method)
-                status, response_headers, body, key_name = await self.models.answer(
-                    method, route, path, scope.query_string, headers, client, request_id)
+            own = await self._answer(method, normalized, scope.query_string, headers, client, request_id)
+            if own is not None:
+                status, response_headers, body, caller_name, label = own
                 if status == 304:
                     protocol.response_empty(304, response_headers)
                 else:
@@ -166,41 +230,94 @@ class ModeldexApp:
                 answered = True
             else:
                 label = route_label(normalized)
-                extra = {REQUEST_ID_SCOPE_KEY: request_id, "modeldex.client": client, HEADERS_SCOPE_KEY: headers,
-                         "modeldex.route": label}
-                asgi = asgi_scope(scope, normalized, client, extra)
-                exchange = await serve_asgi(self.cors or self.routes, asgi, protocol, request_id)
+                asgi = asgi_scope(scope, normalized, client, self._side_scope_extras(request_id, client, label))
+                cors_headers = self.cors.response_headers(headers) if self.cors is not None else []
+                exchange = await serve_asgi(self.side_app, asgi, protocol, request_id, cors_headers)
                 answered = exchange.status is not None
                 status = exchange.status or 500
-                label, key_name = asgi["modeldex.route"], asgi.get("modeldex.key")
+                label, caller_name = asgi["modeldex.route"], asgi.get("modeldex.key")
                 if not answered:
-                    raise RuntimeError("the ASGI app returned without answering")
+                    raise RuntimeError("the side app returned without answering")
         except Exception:
             log.exception("unhandled error in request %s", request_id)
             if not answered:
                 status, response_headers, body, _ = error_answer(errors.server_error(request_id), request_id)
                 protocol.response_bytes(status, response_headers, body)
         finally:
-            elapsed = time.perf_counter() - started
-            metrics.observe(label, status, elapsed)
-            if self.access_log is not None:
-                self.access_log.record(request_id, method, path, label, status, elapsed * 1000, key_name, client)
+            self._finished(request_id, method, path, label, status, started, caller_name, client)
 
-    async def _asgi_route(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Behind CORS (which is ASGI middleware): Models routes to the hot path, the rest to Starlette."""
-        route = self.models.route(scope["path"]) if self.models is not None else None
-        if route is None:
-            await self.routes(scope, receive, send)
+    # --- ASGI: the same dispatch, for in-process tests (httpx.ASGITransport) and ASGI servers ----------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(self, receive, send)
             return
-        assert self.models is not None
-        scope["modeldex.route"] = models_label(route[0], scope["method"])
-        status, headers, body, scope["modeldex.key"] = await self.models.answer(
-            scope["method"], route, scope["path"], scope["query_string"].decode("latin-1"),
-            scope[HEADERS_SCOPE_KEY], scope["modeldex.client"], scope[REQUEST_ID_SCOPE_KEY])
-        start: Message = {"type": "http.response.start", "status": status,
-                          "headers": [(name.encode(), value.encode("latin-1")) for name, value in headers]}
-        await send(start)
-        await send({"type": "http.response.body", "body": body})
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        request_id = self.request_ids()
+        method, path = scope["method"], scope["path"]
+        headers = AsgiHeaders(scope["headers"])
+        host, port = scope.get("client") or ("unknown", 0)
+        client = self.client_address(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", headers)
+        status, label, caller_name, answered = 500, "other", None, False
+
+        async def send_answer(answer_status: int, answer_headers: Headers, body: bytes) -> None:
+            nonlocal answered
+            await send({"type": "http.response.start", "status": answer_status,
+                        "headers": [(n.encode("latin-1"), v.encode("latin-1")) for n, v in answer_headers]})
+            await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+            answered = True
+
+        try:
+            normalized = paths.normalize(path)
+            query = scope.get("query_string", b"").decode("latin-1")
+            own = await self._answer(method, normalized, query, headers, client, request_id)
+            if own is not None:
+                status, response_headers, body, caller_name, label = own
+                await send_answer(status, response_headers, body)
+            else:
+                label = route_label(normalized)
+                side_scope = {**scope, "path": normalized, "client": (client, 0),
+                              **self._side_scope_extras(request_id, client, label)}
+                extra = [(b"x-request-id", request_id.encode())]
+                if self.cors is not None:
+                    extra += [(n.encode(), v.encode()) for n, v in self.cors.response_headers(headers)]
+
+                async def side_send(message: Message) -> None:
+                    nonlocal status, answered
+                    if message["type"] == "http.response.start":
+                        status, answered = message["status"], True
+                        names = {name.lower() for name, _ in message.get("headers", [])}
+                        added = [(n, v) for n, v in extra if n != b"x-request-id" or n not in names]
+                        message = {**message, "headers": [*message.get("headers", []), *added]}
+                    await send(message)
+
+                await self.side_app(side_scope, receive, side_send)
+                label, caller_name = side_scope["modeldex.route"], side_scope.get("modeldex.key")
+        except Exception:
+            log.exception("unhandled error in request %s", request_id)
+            if not answered:
+                status, response_headers, body, _ = error_answer(errors.server_error(request_id), request_id)
+                await send_answer(status, response_headers, body)
+        finally:
+            self._finished(request_id, method, path, label, status, started, caller_name, client)
+
+
+async def _lifespan(app: ModeldexApp, receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                app.start()
+            except Exception as exc:
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            app.stop()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 def create_app() -> ModeldexApp:

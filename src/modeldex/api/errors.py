@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import orjson
 
+from modeldex.catalog.entities import MAX_MODEL_ID_LENGTH
 from modeldex.catalog.keys import mask
-from modeldex.catalog.models import MAX_MODEL_ID_LENGTH
 from modeldex.ops.ratelimit import Verdict, format_duration
 
 MAX_ECHOED_ID = 128

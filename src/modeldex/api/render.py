@@ -1,7 +1,7 @@
-"""The served view of a catalog state: response bytes made once per catalog version and key policy,
-not per request.
+"""The served catalog: what every request reads at one catalog version, made once per version, never per
+request. Response bytes per access policy, the key table (`catalog/keys.py`), and the upstreams.
 
-Keys with the same access policy share one `View`: the models and aliases they may see, as rendered
+Callers with the same access policy share one `View`: the models and aliases they may see, as rendered
 bytes, and the list. A model the key may not see is simply absent, so its 404 is the same as for a
 model that does not exist. Models past their `shutdown_date` are absent from every view; `expires_at`
 tells the LiveCatalog when the next one passes, so it rebuilds then without any write.
@@ -16,16 +16,22 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
 
+from modeldex.catalog.entities import Alias, Model
 from modeldex.catalog.incremental import CatalogDelta, replace_sorted
-from modeldex.catalog.keys import ApiKey, lookup_id_of, verify
-from modeldex.catalog.models import Alias, Model
+from modeldex.catalog.keys import KeyTable
 from modeldex.catalog.policy import AccessPolicy, Visibility
 from modeldex.catalog.state import CatalogState
+from modeldex.catalog.upstreams import Upstream
+
+# Views of policies no active key has (callers whose policy comes from elsewhere, such as an identity
+# provider's groups) are kept for the most recently used this many; keys' own policies always are.
+MAX_OTHER_VIEWS = 64
 
 
 def model_object(model: Model, model_id: str | None = None) -> dict[str, Any]:
@@ -110,7 +116,7 @@ class _Bodies:
     request. Shared by all views of the version (a body does not depend on who may see it), and handed
     on to the next version, which renders again only the entries that changed."""
 
-    __slots__ = ("_entries", "plain", "_metadata", "_lock")
+    __slots__ = ("_entries", "_lock", "_metadata", "plain")
 
     def __init__(self, entries: list[Entry], plain: dict[str, bytes] | None = None,
                  metadata: dict[str, bytes] | None = None) -> None:
@@ -154,7 +160,7 @@ class _Bodies:
 class View:
     """What one access policy sees at one catalog version: bytes for retrieve and list, and an ETag."""
 
-    __slots__ = ("bodies", "list_body", "etag", "_entries", "_source", "_expanded", "_lock")
+    __slots__ = ("_entries", "_expanded", "_lock", "_source", "bodies", "etag", "list_body")
 
     def __init__(self, entries: list[Entry], etag: str, source: _Bodies,
                  near: tuple[dict[str, bytes], list[str], list[str]] | None = None) -> None:
@@ -183,7 +189,7 @@ class View:
 
 
 class RenderedCatalog:
-    """What the hot path reads: active keys by lookup id, and one View per access policy in use.
+    """What every request reads: the key table, the upstreams, and one View per access policy in use.
 
     A new catalog version is either built from scratch (`RenderedCatalog(state)`) or derived from the
     previous one (`updated`), which renders and decides again only the entries that changed.
@@ -206,7 +212,8 @@ class RenderedCatalog:
                   bodies: _Bodies) -> None:
         self.version = state.version
         self.now = now
-        self.keys_by_lookup: dict[str, ApiKey] = {key.lookup_id: key for key in state.keys}
+        self.keys = KeyTable(state.keys)
+        self.upstreams: Mapping[str, Upstream] = {upstream.name: upstream for upstream in state.upstreams}
         self.models = models
         self.aliases = aliases
         self.groups = {group.name: group for group in state.groups}
@@ -215,7 +222,8 @@ class RenderedCatalog:
         self.expires_at: float | None = min(upcoming) if upcoming else None
         self._entries = entries
         self._bodies = bodies
-        self._views: dict[AccessPolicy, View] = {}
+        self._views: dict[AccessPolicy, View] = {}  # the policies of active keys
+        self._other_views: OrderedDict[AccessPolicy, View] = OrderedDict()  # any other policy, bounded
         self._lock = threading.Lock()
 
     def updated(self, state: CatalogState, delta: CatalogDelta, now: float | None = None) -> RenderedCatalog:
@@ -253,7 +261,7 @@ class RenderedCatalog:
     def _carry_views(self, views: dict[AccessPolicy, View], before: dict[str, Entry | None],
                      after: dict[str, Entry | None], changed_groups: set[str]) -> None:
         """Derive from the previous version's views those whose policy an active key still has."""
-        in_use = {key.policy for key in self.keys_by_lookup.values()}
+        in_use = self.keys.policies
         for policy, view in views.items():
             if policy not in in_use:
                 continue
@@ -275,10 +283,27 @@ class RenderedCatalog:
     def view(self, policy: AccessPolicy) -> View:
         view = self._views.get(policy)
         if view is None:
-            with self._lock:
-                view = self._views.get(policy)
-                if view is None:
-                    view = self._views[policy] = self._build_view(policy)
+            view = self._view_of_other(policy) if policy not in self.keys.policies else None
+            if view is None:
+                with self._lock:
+                    view = self._views.get(policy)
+                    if view is None:
+                        view = self._views[policy] = self._build_view(policy)
+        return view
+
+    def _view_of_other(self, policy: AccessPolicy) -> View:
+        """The view of a policy no active key has: kept among the most recently used few, so callers
+        whose policies come from elsewhere cannot grow memory without limit."""
+        with self._lock:
+            view = self._other_views.get(policy)
+            if view is not None:
+                self._other_views.move_to_end(policy)
+                return view
+        view = self._build_view(policy)
+        with self._lock:
+            self._other_views[policy] = view
+            while len(self._other_views) > MAX_OTHER_VIEWS:
+                self._other_views.popitem(last=False)
         return view
 
     def _etag(self, policy: AccessPolicy) -> str:
@@ -289,8 +314,3 @@ class RenderedCatalog:
         decide = self.visibility(policy).decide
         entries = [entry for entry in self._entries if decide(entry[0]).visible]
         return View(entries, self._etag(policy), self._bodies)
-
-    def authenticate(self, secret: str) -> ApiKey | None:
-        lookup_id = lookup_id_of(secret)
-        record = self.keys_by_lookup.get(lookup_id) if lookup_id is not None else None
-        return record if verify(secret, record) else None

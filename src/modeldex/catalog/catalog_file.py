@@ -16,21 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from modeldex.catalog import writes
+from modeldex.catalog.entities import DISCOVERY_FIELDS, Alias, Entity, Group, Model, list_order, parse
 from modeldex.catalog.errors import CatalogError, Conflict, InvalidInput
-from modeldex.catalog.integrity import check_alias, check_model, check_model_removal
-from modeldex.catalog.models import DISCOVERY_FIELDS, Alias, Entity, Group, Model, list_order, parse
-from modeldex.catalog.upstreams import Upstream, remove_discovered
+from modeldex.catalog.kinds import KINDS, Kind
+from modeldex.catalog.upstreams import Upstream
 
 if TYPE_CHECKING:
-    from modeldex.store.base import CatalogWriter
+    from modeldex.catalog.repository import CatalogWriter
 
-SECTIONS: dict[str, tuple[str, type[Entity], str]] = {
-    # section: (kind, entity type, key field); applied in this order, removals in the reverse one
-    "groups": ("group", Group, "name"),
-    "upstreams": ("upstream", Upstream, "name"),
-    "models": ("model", Model, "id"),
-    "aliases": ("alias", Alias, "id"),
-}
+SECTIONS = ", ".join(kind.collection for kind in KINDS)
 
 
 @dataclass(frozen=True)
@@ -76,12 +71,12 @@ def _entries(document: Any) -> dict[str, list[dict[str, Any]]]:
     if not isinstance(document, dict):
         raise InvalidInput("file", "file: a catalog file is a mapping with the sections models, aliases, "
                            "groups, upstreams")
-    unknown = sorted(set(document) - set(SECTIONS))
+    unknown = sorted(set(document) - {kind.collection for kind in KINDS})
     if unknown:
         raise InvalidInput(unknown[0], f"{unknown[0]}: unknown section (expected models, aliases, groups, "
                            "upstreams)")
     sections: dict[str, list[dict[str, Any]]] = {}
-    for section in SECTIONS:
+    for section in (kind.collection for kind in KINDS):
         entries = document.get(section) or []
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise InvalidInput(section, f"{section}: must be a list of mappings")
@@ -94,71 +89,65 @@ def apply_document(writer: CatalogWriter, document: Any, prune: bool) -> list[Pl
     naming the entry."""
     sections = _entries(document)
     desired: dict[str, dict[str, Entity]] = {}
-    for section, (kind, entity_type, key_field) in SECTIONS.items():
-        current = {key: entity for key, (entity, _rev) in _by_key(writer, kind, key_field).items()}
+    for kind in KINDS:
+        section, key_field = kind.collection, kind.key_field
+        current = _by_key(writer, kind)
         wanted: dict[str, Entity] = {}
         for index, entry in enumerate(sections[section]):
             where = f"{section}[{index}]"
             key = entry.get(key_field)
             label = f"{where} ({key_field} {key!r})" if isinstance(key, str) else where
-            if kind == "model" and "created" not in entry and isinstance(key, str) and key in current:
-                entry = {**entry, "created": current[key].created}  # type: ignore[attr-defined]
+            existing = current.get(key) if isinstance(key, str) else None
+            if isinstance(existing, Model) and "created" not in entry:
+                entry = {**entry, "created": existing.created}
             try:
-                if kind == "model" and (field := next((f for f in DISCOVERY_FIELDS if f in entry), None)):
+                if kind.type is Model and (field := next((f for f in DISCOVERY_FIELDS if f in entry), None)):
                     raise InvalidInput(field, f"{field}: set by discovery only; a file defines its own models")
-                entity = parse(entity_type, entry)
+                entity = parse(kind.type, entry)
             except InvalidInput as exc:
                 raise InvalidInput(f"{where}.{exc.field}", f"{label}: {exc.message}") from None
             if key in wanted:
                 raise InvalidInput(where, f"{label}: appears twice in the file")
             wanted[str(key)] = entity
-        desired[kind] = wanted
+        desired[kind.name] = wanted
 
     planned: list[PlannedChange] = []
-    for section, (kind, _entity_type, key_field) in SECTIONS.items():
-        current = _by_key(writer, kind, key_field)
-        for key, entity in desired[kind].items():
-            label = f"{section} ({key_field} {key!r})"
+    for kind in KINDS:
+        current = _by_key(writer, kind)
+        for key, entity in desired[kind.name].items():
+            label = f"{kind.collection} ({kind.key_field} {key!r})"
             try:
-                if isinstance(entity, Model):
-                    check_model(writer, entity)
-                elif isinstance(entity, Alias):
-                    check_alias(writer, entity)
                 if key not in current:
-                    writer.create(kind, entity)
-                    planned.append(PlannedChange("create", kind, key))
-                elif current[key][0] != entity:
-                    before, after = current[key][0].document(), entity.document()
+                    writes.create(writer, entity)
+                    planned.append(PlannedChange("create", kind.name, key))
+                elif current[key] != entity:
+                    before, after = current[key].document(), entity.document()
                     fields = tuple(sorted(f for f in before.keys() | after.keys() if before.get(f) != after.get(f)))
-                    writer.update(kind, entity)
-                    planned.append(PlannedChange("update", kind, key, fields))
-                    if isinstance(entity, Upstream):  # models its new settings exclude leave at once
-                        planned += [PlannedChange("delete", "model", model_id)
-                                    for model_id in remove_discovered(writer, entity, only_excluded=True)]
+                    _revision, removed = writes.replace(writer, entity)
+                    planned.append(PlannedChange("update", kind.name, key, fields))
+                    planned += [PlannedChange("delete", "model", model_id) for model_id in removed]
+                else:
+                    writes.check(writer, entity)
             except CatalogError as exc:
                 raise _labelled(exc, label) from None
     if prune:
-        for section, (kind, _entity_type, key_field) in reversed(list(SECTIONS.items())):
-            existing = _by_key(writer, kind, key_field)
-            for key in sorted(set(existing) - set(desired[kind])):
-                entity = existing[key][0]
+        for kind in reversed(KINDS):
+            stored = _by_key(writer, kind)
+            for key in sorted(set(stored) - set(desired[kind.name])):
+                entity = stored[key]
                 if isinstance(entity, Model) and entity.source is not None:
                     continue  # discovered: its upstream decides
                 try:
-                    if kind == "model":
-                        check_model_removal(writer, key)
-                    if isinstance(entity, Upstream):
-                        planned += [PlannedChange("delete", "model", model_id)
-                                    for model_id in remove_discovered(writer, entity, only_excluded=False)]
-                    writer.delete(kind, key)
+                    removed = writes.remove(writer, kind.type, key)
                 except CatalogError as exc:
-                    raise _labelled(exc, f"pruning {kind} {key!r}") from None
-                planned.append(PlannedChange("delete", kind, key))
+                    raise _labelled(exc, f"pruning {kind.name} {key!r}") from None
+                planned += [PlannedChange("delete", "model", model_id) for model_id in removed]
+                planned.append(PlannedChange("delete", kind.name, key))
     return planned
 
 
-def _by_key(writer: CatalogWriter, kind: str, key_field: str) -> dict[str, tuple[Entity, int]]:
-    return {getattr(entity, key_field): (entity, rev) for entity, rev in writer.all(kind)}
+def _by_key(writer: CatalogWriter, kind: Kind[Entity]) -> dict[str, Entity]:
+    return {kind.key_of(entity): entity for entity in writer.all(kind.type)}
 
 
 def _labelled(exc: CatalogError, label: str) -> CatalogError:

@@ -47,3 +47,12 @@ class PreconditionFailed(CatalogError):
         self.kind = kind
         self.key = key
         self.current = current
+
+
+class StoreError(Exception):
+    """The catalog's storage cannot be used as it is (unreachable, wrong schema version, ...)."""
+
+
+class StoreUnavailable(StoreError):
+    """The catalog's storage cannot be reached right now: reads are served from memory, and the operation
+    may succeed later (the API answers 503 with Retry-After)."""

@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from modeldex.catalog.entities import Alias, Group, Model, list_order
 from modeldex.catalog.keys import ApiKey
-from modeldex.catalog.models import Alias, Group, Model, list_order
 from modeldex.catalog.state import CatalogState
+from modeldex.catalog.upstreams import Upstream
 
 T = TypeVar("T")
 # Up to this many changes, bisecting each into a copy of a sorted list beats filtering and sorting it.
@@ -33,6 +34,7 @@ class CatalogDelta:
     aliases: Mapping[str, Alias | None] = field(default_factory=dict)
     groups: Mapping[str, Group | None] = field(default_factory=dict)
     keys: Mapping[str, ApiKey | None] = field(default_factory=dict)  # by key name
+    upstreams: Mapping[str, Upstream | None] = field(default_factory=dict)
 
 
 def replace_sorted(items: Sequence[T], removed: Sequence[T], added: Sequence[T],
@@ -97,5 +99,7 @@ def apply_delta(state: CatalogState, delta: CatalogDelta) -> CatalogState:
         keys=keys,
         aliases=_replaced(state.aliases, delta.aliases, lambda a: a.id) if delta.aliases else state.aliases,
         groups=_replaced(state.groups, delta.groups, lambda g: g.name) if delta.groups else state.groups,
+        upstreams=(_replaced(state.upstreams, delta.upstreams, lambda u: u.name) if delta.upstreams
+                   else state.upstreams),
         _by_id=by_id,  # shared when unchanged: never mutated
     )

@@ -4,28 +4,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from modeldex.catalog.entities import Alias, Group, Model
 from modeldex.catalog.errors import Conflict, InvalidInput
-from modeldex.catalog.models import Alias, Model
 from modeldex.catalog.policy import AccessPolicy
 
 if TYPE_CHECKING:
-    from modeldex.store.base import CatalogWriter
+    from modeldex.catalog.repository import CatalogWriter
 
 
 def check_alias(writer: CatalogWriter, alias: Alias) -> None:
-    if writer.get("model", alias.id) is not None:
+    if writer.get(Model, alias.id) is not None:
         raise Conflict(f"alias {alias.id!r} would hide the model of the same id")
-    if writer.get("model", alias.target) is None:
+    if writer.get(Model, alias.target) is None:
         raise InvalidInput("target", f"target: alias {alias.id!r} points to {alias.target!r}, which is not a model")
 
 
 def check_model(writer: CatalogWriter, model: Model) -> None:
-    if writer.get("alias", model.id) is not None:
+    if writer.get(Alias, model.id) is not None:
         raise Conflict(f"{model.id!r} is already an alias; remove the alias first")
 
 
 def check_model_removal(writer: CatalogWriter, model_id: str) -> None:
-    pointing = sorted(a.id for a, _ in writer.all("alias") if a.target == model_id)  # type: ignore[attr-defined]
+    pointing = sorted(a.id for a in writer.all(Alias) if a.target == model_id)
     if pointing:
         raise Conflict(f"model {model_id!r} is the target of aliases {', '.join(pointing)}; "
                        "remove or retarget them first")
@@ -33,5 +33,5 @@ def check_model_removal(writer: CatalogWriter, model_id: str) -> None:
 
 def check_policy(writer: CatalogWriter, policy: AccessPolicy) -> None:
     for name in policy.groups:
-        if writer.get("group", name) is None:
+        if writer.get(Group, name) is None:
             raise InvalidInput("policy.groups", f"policy.groups: group {name!r} does not exist")

@@ -14,9 +14,10 @@ import re
 import secrets
 import string
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
 
+from modeldex.catalog.callers import Caller, Scope
 from modeldex.catalog.errors import InvalidInput
 from modeldex.catalog.policy import ALL_MODELS, AccessPolicy
 
@@ -28,13 +29,6 @@ _ALPHABET = string.ascii_letters + string.digits
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 # Compared against when no record matches, so an unknown key costs the same as a wrong one.
 _DUMMY_HASH = hashlib.sha256(b"modeldex-no-such-key").hexdigest()
-
-
-class Scope(str, Enum):
-    """What a key may do: `read` lists and retrieves; `admin` may also change the catalog."""
-
-    READ = "read"
-    ADMIN = "admin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +57,9 @@ class ApiKey:
     @property
     def is_admin(self) -> bool:
         return self.scope is Scope.ADMIN
+
+    def caller(self) -> Caller:
+        return Caller(self.name, self.scope, self.policy, self.rate_limit)
 
     def document(self) -> dict[str, object]:
         """The key as the admin API and the change feed show it: never the secret, nor its hash."""
@@ -128,6 +125,32 @@ def verify(secret: str, record: ApiKey | None) -> bool:
     expected = record.secret_hash if record is not None else _DUMMY_HASH
     matches = hmac.compare_digest(hash_secret(secret), expected)
     return matches and record is not None and record.active
+
+
+class KeyTable:
+    """The active keys at one catalog version, as credentials: a presented secret is parsed and hashed once,
+    and its caller was made when the table was (once per version, not per request)."""
+
+    __slots__ = ("_by_lookup", "policies")
+
+    def __init__(self, keys: Iterable[ApiKey]) -> None:
+        self._by_lookup = {key.lookup_id: (key.secret_hash, key.caller()) for key in keys if key.active}
+        self.policies = frozenset(caller.policy for _hash, caller in self._by_lookup.values())
+
+    def caller(self, token: str) -> Caller | None:
+        """The caller whose key `token` is, in constant time whether or not a record matches."""
+        lookup_id = lookup_id_of(token)
+        entry = self._by_lookup.get(lookup_id) if lookup_id is not None else None
+        matches = hmac.compare_digest(hash_secret(token), entry[0] if entry is not None else _DUMMY_HASH)
+        return entry[1] if matches and entry is not None else None
+
+    def __len__(self) -> int:
+        return len(self._by_lookup)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, KeyTable) and self._by_lookup == other._by_lookup
+
+    __hash__ = None  # type: ignore[assignment]  # compared (tests), never hashed
 
 
 def mask(secret: str) -> str:

@@ -19,15 +19,15 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Generic, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from modeldex.catalog.incremental import CatalogDelta, apply_delta
 from modeldex.catalog.state import CatalogState
 
 if TYPE_CHECKING:
-    from modeldex.store.base import CatalogStore
+    from modeldex.catalog.repository import CatalogStore
 
 View = TypeVar("View")
 log = logging.getLogger("modeldex.live")
@@ -71,7 +71,6 @@ class LiveCatalog(Generic[View]):
         self._thread: threading.Thread | None = None
         self._unsubscribe: Callable[[], None] = lambda: None
         self.version = -1
-        self.loaded_at = 0.0
         self.confirmed_at = time.monotonic()  # when the store last confirmed `current` is up to date
         self.last_error: str | None = None
         self._state: CatalogState | None = None
@@ -88,7 +87,6 @@ class LiveCatalog(Generic[View]):
             view = self._build(state)
         self._state = state
         self.version = state.version
-        self.loaded_at = time.monotonic()
         return view
 
     def _catch_up(self) -> View | None:
@@ -103,16 +101,12 @@ class LiveCatalog(Generic[View]):
         try:
             new_state = apply_delta(state, delta)
             current = self.current
-            if isinstance(current, IncrementalView):
-                view = current.updated(new_state, delta)
-            else:
-                view = self._build(new_state)
+            view = current.updated(new_state, delta) if isinstance(current, IncrementalView) else self._build(new_state)
         except Exception:  # a bug here must not stop serving: the full load is always right
             log.exception("catching up from version %d failed; reloading the catalog", self.version)
             return None
         self._state = new_state
         self.version = new_state.version
-        self.loaded_at = time.monotonic()
         return view
 
     def refresh(self) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import model_validator
 
-from modeldex.catalog.models import Alias, Entity, Group, Model, Name, Pattern
+from modeldex.catalog.entities import Alias, Entity, Group, Model, Name, Pattern
 
 
 class AccessPolicy(Entity):

@@ -6,7 +6,7 @@ from importlib import resources
 
 import yaml
 
-from modeldex.catalog.models import Model, new_model
+from modeldex.catalog.entities import Model, new_model
 
 SEED_FILE = "minimax.yaml"
 

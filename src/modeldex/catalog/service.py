@@ -1,118 +1,105 @@
-"""Catalog operations with their validation: the one entry point the CLI, the admin API and catalog
-files all use. Field rules live on the entities; rules between entities live here."""
+"""Catalog operations with their validation: the one entry point the CLI, the admin API, the Models
+routes and catalog files all use. Field rules live on the entities, rules between entities in
+`integrity.py` and `writes.py`; the kinds of entity in `kinds.py`."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from modeldex.catalog.changes import Change
+from modeldex.catalog import writes
+from modeldex.catalog.callers import Scope
 from modeldex.catalog.catalog_file import PlannedChange, apply_document, export_document
+from modeldex.catalog.changes import Change
+from modeldex.catalog.entities import DISCOVERY_FIELDS, Entity, Model, list_order, parse
 from modeldex.catalog.errors import InvalidInput, NotFound
-from modeldex.catalog.integrity import check_alias, check_model, check_model_removal, check_policy
-from modeldex.catalog.keys import ApiKey, Scope, new_key, parse_scope, validate_key_name
-from modeldex.catalog.models import (DISCOVERY_FIELDS, Alias, Entity, Group, Model, list_order, new_model,
-                                     parse)
+from modeldex.catalog.integrity import check_policy
+from modeldex.catalog.keys import ApiKey, new_key, parse_scope, validate_key_name
+from modeldex.catalog.kinds import kind_named
+from modeldex.catalog.limits import parse_limit
 from modeldex.catalog.policy import ALL_MODELS, AccessPolicy, Decision, Visibility
-from modeldex.catalog.upstreams import Upstream, remove_discovered
-from modeldex.ops.ratelimit import parse_limit
-from modeldex.store.base import UNCHANGED, Unchanged
+from modeldex.catalog.repository import UNCHANGED, Unchanged
 
 if TYPE_CHECKING:
-    from modeldex.store.base import CatalogStore, CatalogWriter
-
-ENTITY_TYPES: dict[str, tuple[type[Entity], str]] = {
-    "model": (Model, "id"),
-    "alias": (Alias, "id"),
-    "group": (Group, "name"),
-    "upstream": (Upstream, "name"),
-}
+    from modeldex.catalog.repository import CatalogStore, CatalogWriter
 
 
 class Catalog:
-    """Operations on the catalog, each one write unit; `actor` is recorded in the change feed."""
+    """Operations on the catalog, each one write unit; `actor` is recorded in the change feed.
 
-    def __init__(self, store: CatalogStore, actor: str = "system") -> None:
+    `after_write` runs after every committed write: a server passes its refresh, so the process that
+    made a change serves it from its next request on (read-your-writes)."""
+
+    def __init__(self, store: CatalogStore, actor: str = "system",
+                 after_write: Callable[[], object] | None = None) -> None:
         self.store = store
         self.actor = actor
+        self._after_write = after_write
 
-    # --- models, aliases, groups ---------------------------------------------------------------------
+    @contextmanager
+    def _write(self, dry_run: bool = False) -> Iterator[CatalogWriter]:
+        with self.store.write(self.actor, dry_run=dry_run) as writer:
+            yield writer
+        if self._after_write is not None and not dry_run:
+            self._after_write()
+
+    def written_elsewhere(self) -> None:
+        """Something wrote to the store around the service (a discovery sync): refresh as after a write."""
+        if self._after_write is not None:
+            self._after_write()
+
+    # --- models, aliases, groups, upstreams -------------------------------------------------------
 
     def list_models(self) -> list[Model]:
-        return sorted((m for m, _ in self.store.read_all("model")), key=list_order)  # type: ignore[misc]
+        return sorted(self.store.all(Model), key=list_order)
 
     def count_models(self) -> int:
-        return self.store.count("model")
+        return self.store.count(Model)
 
-    def list(self, kind: str) -> list[tuple[Entity, int]]:
-        return self.store.read_all(kind)
+    def entries(self, kind: str) -> list[tuple[Entity, int]]:
+        return self.store.all_revisions(kind_named(kind).type)
 
     def get(self, kind: str, key: str) -> tuple[Entity, int]:
-        found = self.store.read(kind, key)
+        found = self.store.get_revision(kind_named(kind).type, key)
         if found is None:
             raise NotFound(kind, key)
         return found
 
     def create(self, kind: str, data: dict[str, Any]) -> tuple[Entity, int]:
-        entity_type, _key_field = ENTITY_TYPES[kind]
-        if kind == "model":
+        entity_type = kind_named(kind).type
+        if entity_type is Model:
             _refuse_discovery_fields(data)
         entity = parse(entity_type, data)
-        with self.store.write(self.actor) as writer:
-            self._check(writer, kind, entity)
-            if isinstance(entity, Model) and _is_discovered(writer.get("model", entity.id)):
-                return entity, writer.update(kind, entity)  # the operator's entry wins over a discovered one
-            return entity, writer.create(kind, entity)
+        with self._write() as writer:
+            if isinstance(entity, Model) and _is_discovered(writer.get(Model, entity.id)):
+                return entity, writes.replace(writer, entity)[0]  # the operator's entry wins over a discovered one
+            return entity, writes.create(writer, entity)
 
     def update(self, kind: str, key: str, fields: dict[str, Any], if_match: int | None = None
                ) -> tuple[Entity, int]:
         """Merge `fields` into the entity (null removes an optional field); the key cannot change."""
-        entity_type, key_field = ENTITY_TYPES[kind]
+        entity_kind = kind_named(kind)
+        key_field = entity_kind.key_field
         if key_field in fields and fields[key_field] != key:
             raise InvalidInput(key_field, f"{key_field}: cannot be changed (delete and create instead)")
-        if kind == "model":
+        if entity_kind.type is Model:
             _refuse_discovery_fields(fields)
-        with self.store.write(self.actor) as writer:
-            current = writer.get(kind, key)
+        with self._write() as writer:
+            current = writer.get(entity_kind.type, key)
             if current is None:
                 raise NotFound(kind, key)
             # Editing a discovered model makes it the operator's: discovery leaves it alone from then on.
-            document = {k: v for k, v in current[0].document().items() if k not in DISCOVERY_FIELDS}
+            document = {k: v for k, v in current.document().items() if k not in DISCOVERY_FIELDS}
             merged = {k: v for k, v in {**document, **fields}.items() if v is not None}
-            entity = parse(entity_type, merged)
-            self._check(writer, kind, entity)
-            revision = writer.update(kind, entity, if_match)
-            if isinstance(entity, Upstream):
-                remove_discovered(writer, entity, only_excluded=True)
+            entity = parse(entity_kind.type, merged)
+            revision, _removed = writes.replace(writer, entity, if_match)
             return entity, revision
 
     def delete(self, kind: str, key: str, if_match: int | None = None) -> None:
-        with self.store.write(self.actor) as writer:
-            if kind == "model":
-                check_model_removal(writer, key)
-            if kind == "upstream":
-                current = writer.get(kind, key)
-                if current is not None:
-                    remove_discovered(writer, current[0], only_excluded=False)  # type: ignore[arg-type]
-            writer.delete(kind, key, if_match)
-
-    @staticmethod
-    def _check(writer: CatalogWriter, kind: str, entity: Entity) -> None:
-        if isinstance(entity, Model):
-            check_model(writer, entity)
-        elif isinstance(entity, Alias):
-            check_alias(writer, entity)
-
-    def add_model(self, model_id: str, owned_by: str = "system", created: int | None = None,
-                  **metadata: Any) -> Model:
-        model = new_model(model_id, owned_by=owned_by, created=created, **metadata)
-        with self.store.write(self.actor) as writer:
-            check_model(writer, model)
-            writer.create("model", model)
-        return model
-
-    def remove_model(self, model_id: str) -> None:
-        self.delete("model", model_id)
+        with self._write() as writer:
+            writes.remove(writer, kind_named(kind).type, key, if_match)
 
     # --- keys ----------------------------------------------------------------------------------------
 
@@ -123,17 +110,17 @@ class Catalog:
         access = _policy(policy)
         record, secret = new_key(name, parse_scope(scope) if isinstance(scope, str) else scope, access,
                                  _rate_limit(rate_limit))
-        with self.store.write(self.actor) as writer:
+        with self._write() as writer:
             check_policy(writer, access)
             writer.insert_key(record)
         return record, secret
 
     def update_key(self, name: str, scope: str | None = None, policy: dict[str, Any] | None = None,
-                   if_match: int | None = None, rate_limit: str | None | Unchanged = UNCHANGED) -> ApiKey:
+                   if_match: int | None = None, rate_limit: str | Unchanged | None = UNCHANGED) -> ApiKey:
         """Change a key's scope, policy or rate limit (`rate_limit=None` returns it to the default)."""
         access = _policy(policy) if policy is not None else None
         limit = rate_limit if isinstance(rate_limit, Unchanged) else _rate_limit(rate_limit)
-        with self.store.write(self.actor) as writer:
+        with self._write() as writer:
             if access is not None:
                 check_policy(writer, access)
             return writer.update_key(validate_key_name(name), parse_scope(scope) if scope else None, access,
@@ -149,7 +136,7 @@ class Catalog:
         return self.store.list_keys(include_revoked=include_revoked)
 
     def revoke_key(self, name: str, if_match: int | None = None) -> None:
-        with self.store.write(self.actor) as writer:
+        with self._write() as writer:
             writer.revoke_key(validate_key_name(name), if_match)
 
     def has_active_keys(self) -> bool:
@@ -172,14 +159,13 @@ class Catalog:
     def export(self) -> dict[str, Any]:
         """What the operator defined: discovered models come back from their upstreams, so are left out."""
         state = self.store.load_state()
-        upstreams = [u for u, _rev in self.store.read_all("upstream")]
         return export_document([m for m in state.models if m.source is None], list(state.aliases),
-                               list(state.groups), upstreams)  # type: ignore[arg-type]
+                               list(state.groups), state.upstreams)
 
     def apply(self, document: Any, prune: bool = False, dry_run: bool = False) -> tuple[int, list[PlannedChange]]:
         """Make the catalog match `document` atomically. Returns (version, changes); a dry run commits
         nothing and reports the version as it is."""
-        with self.store.write(self.actor, dry_run=dry_run) as writer:
+        with self._write(dry_run=dry_run) as writer:
             planned = apply_document(writer, document, prune)
             version = writer.version if planned and not dry_run else writer.version - 1
         return version, planned
@@ -211,8 +197,8 @@ def _refuse_discovery_fields(data: dict[str, Any]) -> None:
             raise InvalidInput(name, f"{name}: set by discovery only (operator-defined models have none)")
 
 
-def _is_discovered(found: tuple[Entity, int] | None) -> bool:
-    return found is not None and getattr(found[0], "source", None) is not None
+def _is_discovered(found: Model | None) -> bool:
+    return found is not None and found.source is not None
 
 
 def _policy(policy: AccessPolicy | dict[str, Any] | None) -> AccessPolicy:

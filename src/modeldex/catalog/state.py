@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from modeldex.catalog.entities import Alias, Group, Model
 from modeldex.catalog.keys import ApiKey
-from modeldex.catalog.models import Alias, Group, Model
+from modeldex.catalog.upstreams import Upstream
 
 
 @dataclass(frozen=True, slots=True)
 class CatalogState:
     """A consistent picture of the catalog at one version.
 
-    `models` are in list order; `keys` holds active keys only (a revoked key simply is not there).
+    `models` are in list order; `keys` holds active keys only (a revoked key simply is not there);
+    aliases, groups and upstreams are in order of their ids or names. Upstreams are here so that serving
+    knows, without a database read, which upstream a model comes from.
     """
 
     version: int
@@ -21,6 +24,7 @@ class CatalogState:
     keys: tuple[ApiKey, ...]
     aliases: tuple[Alias, ...] = ()
     groups: tuple[Group, ...] = ()
+    upstreams: tuple[Upstream, ...] = ()
     # `models` by id, made on first use or handed over by whoever derived this state (never mutated).
     _by_id: Mapping[str, Model] | None = field(default=None, compare=False, repr=False)
 

@@ -15,19 +15,18 @@ The rules for the models an upstream contributes ("discovered" models, with `sou
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
+from modeldex.catalog.entities import Entity, Model, Name, Owner, Pattern
 from modeldex.catalog.errors import Conflict
 from modeldex.catalog.integrity import check_model_removal
-from modeldex.catalog.models import Entity, Model, Name, Owner, Pattern
 
 if TYPE_CHECKING:
-    from modeldex.store.base import CatalogWriter
+    from modeldex.catalog.repository import CatalogWriter
 
 MIN_INTERVAL_S = 5
 MAX_DURATION_S = 7 * 24 * 3600
@@ -40,8 +39,8 @@ _ENV_VAR = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
 
 def parse_duration(value: Any) -> int:
     """Seconds, from an integer or a string such as "90", "60s", "5m", "1h" (what `--interval` takes)."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration such as 60s, 5m or 1h")
+    if isinstance(value, bool):  # a ValueError, which pydantic reports as the field's problem
+        raise ValueError("must be a duration such as 60s, 5m or 1h")  # noqa: TRY004
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
@@ -121,51 +120,8 @@ class Upstream(Entity):
         return catalog_id.startswith(prefix) and self.yields(catalog_id[len(prefix):])
 
 
-@dataclass(frozen=True)
-class UpstreamHealth:
-    """How polling an upstream went: kept outside the catalog (it changes on every poll)."""
-
-    last_attempt_at: float | None = None
-    last_success_at: float | None = None
-    last_error: str | None = None
-    last_error_at: float | None = None
-    latency_ms: float | None = None
-    model_count: int = 0
-    failing_since: float | None = None
-    shadowed: tuple[dict[str, str], ...] = field(default_factory=tuple)
-    next_poll_at: float | None = None
-    polling_by: str | None = None  # the process holding the poll lease, while one does
-
-    def document(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "last_attempt_at": self.last_attempt_at,
-            "last_success_at": self.last_success_at,
-            "last_error": self.last_error,
-            "last_error_at": self.last_error_at,
-            "latency_ms": self.latency_ms,
-            "model_count": self.model_count,
-            "failing_since": self.failing_since,
-            "shadowed": list(self.shadowed),
-            "next_poll_at": self.next_poll_at,
-            "polling_by": self.polling_by,
-        }
-
-    @property
-    def status(self) -> str:
-        """`never` polled, `ok`, or `failing` (its models are then served stale)."""
-        if self.last_attempt_at is None:
-            return "never"
-        return "failing" if self.failing_since is not None else "ok"
-
-
-def with_health(document: dict[str, Any], revision: int, health: UpstreamHealth | None) -> dict[str, Any]:
-    """An upstream as the admin API and the CLI show it: its settings, revision and health."""
-    return {**document, "revision": revision, "health": (health or UpstreamHealth()).document()}
-
-
 def discovered_by(writer: CatalogWriter, name: str) -> list[Model]:
-    return [m for m, _rev in writer.all("model") if m.source == name]  # type: ignore[attr-defined]
+    return [m for m in writer.all(Model) if m.source == name]
 
 
 def remove_discovered(writer: CatalogWriter, upstream: Upstream, only_excluded: bool) -> list[str]:
@@ -179,6 +135,6 @@ def remove_discovered(writer: CatalogWriter, upstream: Upstream, only_excluded: 
             check_model_removal(writer, model.id)
         except Conflict as exc:
             raise Conflict(f"upstream {upstream.name!r} discovered {model.id!r}, and {exc}") from None
-        writer.delete("model", model.id)
+        writer.delete(Model, model.id)
         removed.append(model.id)
     return removed

@@ -18,7 +18,7 @@ def aliases() -> None:
 def list_aliases(database_url: str | None, url: str | None, api_key: str | None) -> None:
     """List aliases."""
     with open_backend(database_url, url, api_key) as backend:
-        entries = backend.list("alias")
+        entries = backend.entries("alias")
     rows = [("ALIAS", "TARGET", "LISTED")]
     rows += [(a["id"], a["target"], "no" if a.get("hidden") else "yes") for a in sorted(entries, key=lambda a: a["id"])]
     print_table(rows)

@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import getpass
 import time
-from urllib.parse import quote
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 import orjson
 
 from modeldex.catalog.errors import CatalogError
+from modeldex.catalog.kinds import kind_named
+from modeldex.catalog.repository import UNCHANGED
 from modeldex.catalog.seed import seed_models
 from modeldex.catalog.service import Catalog
-from modeldex.catalog.upstreams import with_health
+from modeldex.catalog.upstreams import Upstream
 from modeldex.config import resolve_database_url
+from modeldex.discovery.health import upstream_reports
 from modeldex.discovery.sync import sync_now
 from modeldex.store import open_store
-from modeldex.store.base import UNCHANGED
 
-COLLECTIONS = {"model": "models", "alias": "aliases", "group": "groups", "upstream": "upstreams"}
 SYNC_TIMEOUT_S = 300  # a sync waits for a poll in progress, then polls: timeouts, retries and all
 
 
@@ -32,7 +33,7 @@ class BackendError(CatalogError):
 
 
 class Backend(Protocol):
-    def list(self, kind: str) -> list[dict[str, Any]]: ...
+    def entries(self, kind: str) -> list[dict[str, Any]]: ...
     def get(self, kind: str, key: str) -> dict[str, Any]: ...
     def create(self, kind: str, data: dict[str, Any]) -> dict[str, Any]: ...
     def update(self, kind: str, key: str, fields: dict[str, Any], if_match: int | None) -> dict[str, Any]: ...
@@ -66,8 +67,8 @@ class LocalBackend:
         self.store = open_store(resolve_database_url(database_url), seed=seed_models())
         self.catalog = Catalog(self.store, actor=cli_actor())
 
-    def list(self, kind: str) -> list[dict[str, Any]]:
-        return [{**entity.document(), "revision": revision} for entity, revision in self.catalog.list(kind)]
+    def entries(self, kind: str) -> list[dict[str, Any]]:
+        return [{**entity.document(), "revision": revision} for entity, revision in self.catalog.entries(kind)]
 
     def get(self, kind: str, key: str) -> dict[str, Any]:
         entity, revision = self.catalog.get(kind, key)
@@ -116,9 +117,7 @@ class LocalBackend:
         return {"version": version, "dry_run": dry_run, "changes": [p.document() for p in planned]}
 
     def list_upstreams(self) -> list[dict[str, Any]]:
-        health = self.store.upstream_health(time.time())
-        return [with_health(u.document(), rev, health.get(u.name))  # type: ignore[attr-defined]
-                for u, rev in sorted(self.catalog.list("upstream"), key=lambda e: e[0].name)]  # type: ignore
+        return upstream_reports(self.store.all_revisions(Upstream), self.store, time.time())
 
     def sync_upstream(self, name: str) -> dict[str, Any]:
         """Polls from this process: the upstream's key variable must be set here."""
@@ -137,7 +136,7 @@ class HttpBackend:
         self.client = httpx.Client(base_url=url.rstrip("/"), headers={"Authorization": f"Bearer {api_key}"},
                                    timeout=30)
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response = self.client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
@@ -148,15 +147,20 @@ class HttpBackend:
             except (ValueError, KeyError, TypeError):
                 message = response.text[:200]
             raise BackendError(f"{message} (HTTP {response.status_code})")
-        return response.json()
+        document: dict[str, Any] = response.json()  # every admin answer is a JSON object
+        return document
+
+    def _data(self, path: str, **kwargs: Any) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = self._call("GET", path, **kwargs)["data"]
+        return data
 
     @staticmethod
     def _path(kind: str, key: str | None = None) -> str:
-        base = f"/v1/admin/{COLLECTIONS[kind]}"
+        base = f"/v1/admin/{kind_named(kind).collection}"
         return base if key is None else f"{base}/{quote(key, safe='')}"
 
-    def list(self, kind: str) -> list[dict[str, Any]]:
-        return self._call("GET", self._path(kind))["data"]
+    def entries(self, kind: str) -> list[dict[str, Any]]:
+        return self._data(self._path(kind))
 
     def get(self, kind: str, key: str) -> dict[str, Any]:
         return self._call("GET", self._path(kind, key))
@@ -172,7 +176,7 @@ class HttpBackend:
         self._call("DELETE", self._path(kind, key))
 
     def list_keys(self, include_revoked: bool) -> list[dict[str, Any]]:
-        return self._call("GET", "/v1/admin/keys", params={"all": "true"} if include_revoked else None)["data"]
+        return self._data("/v1/admin/keys", params={"all": "true"} if include_revoked else None)
 
     def create_key(self, name: str, scope: str, policy: dict[str, Any] | None, rate_limit: str | None = None
                    ) -> tuple[dict[str, Any], str]:
@@ -206,7 +210,7 @@ class HttpBackend:
         return self._call("POST", "/v1/admin/catalog/apply", params=params, content=orjson.dumps(document))
 
     def list_upstreams(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/v1/admin/upstreams")["data"]
+        return self._data("/v1/admin/upstreams")
 
     def sync_upstream(self, name: str) -> dict[str, Any]:
         """Polls in the server: its environment holds the upstream's key variable."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TextIO
 
 import click
 
@@ -37,7 +38,7 @@ def export(output: str | None, database_url: str | None, url: str | None, api_ke
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 @backend_options
 @handle_errors
-def apply(file: click.utils.LazyFile, prune: bool, dry_run: bool, database_url: str | None, url: str | None,
+def apply(file: TextIO, prune: bool, dry_run: bool, database_url: str | None, url: str | None,
           api_key: str | None) -> None:
     """Make the catalog match FILE (YAML; `-` reads stdin): all of it, or nothing if any entry is invalid."""
     document = load_yaml(file.read())
@@ -66,7 +67,7 @@ def changes(since: int, limit: int, database_url: str | None, url: str | None, a
     rows = [("VERSION", "AT", "ACTOR", "CHANGE")]
     sign = {"create": "+", "update": "~", "delete": "-"}
     for c in feed["data"]:
-        at = dt.datetime.fromtimestamp(c["at"], dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        at = dt.datetime.fromtimestamp(c["at"], dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         rows.append((str(c["version"]), at, c["actor"], f"{sign[c['op']]} {c['entity']} {c['id']}"))
     print_table(rows)
     click.echo(f"catalog version {feed['version']}", err=True)

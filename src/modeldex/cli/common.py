@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -12,12 +12,12 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from modeldex.catalog.errors import CatalogError, InvalidInput
-from modeldex.cli.backend import Backend, HttpBackend, LocalBackend
+from modeldex.catalog.errors import CatalogError, InvalidInput, StoreError
 from modeldex.catalog.seed import seed_models
 from modeldex.catalog.service import Catalog
+from modeldex.cli.backend import Backend, HttpBackend, LocalBackend
 from modeldex.config import DATABASE_URL_ENV, resolve_database_url
-from modeldex.store import StoreError, open_store
+from modeldex.store import open_store
 from modeldex.store.sql import create_store_engine
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -47,7 +47,7 @@ api_key_option = click.option(
 
 def backend_options(command: F) -> F:
     """--database-url, or --url with --api-key: the two places a command can work on."""
-    return database_url_option(url_option(api_key_option(command)))  # type: ignore[return-value]
+    return database_url_option(url_option(api_key_option(command)))
 
 
 @contextmanager
@@ -106,8 +106,8 @@ def open_engine(database_url: str | None) -> Iterator[tuple[str, Engine]]:
         engine.dispose()
 
 
-def print_table(rows: list[tuple[str, ...]]) -> None:
+def print_table(rows: Sequence[tuple[str, ...]]) -> None:
     """Aligned columns on stdout; the first row is the header."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

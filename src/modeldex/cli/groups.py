@@ -18,7 +18,7 @@ def groups() -> None:
 def list_groups(database_url: str | None, url: str | None, api_key: str | None) -> None:
     """List groups and their members."""
     with open_backend(database_url, url, api_key) as backend:
-        entries = backend.list("group")
+        entries = backend.entries("group")
     rows = [("GROUP", "MEMBERS")]
     rows += [(g["name"], " ".join(g.get("members", []))) for g in sorted(entries, key=lambda g: g["name"])]
     print_table(rows)
@@ -37,7 +37,7 @@ def set_group(name: str, members: tuple[str, ...], description: str | None, data
     if description is not None:
         fields["description"] = description  # type: ignore[assignment]
     with open_backend(database_url, url, api_key) as backend:
-        existing = {g["name"] for g in backend.list("group")}
+        existing = {g["name"] for g in backend.entries("group")}
         if name in existing:
             backend.update("group", name, fields, None)
         else:

@@ -7,14 +7,14 @@ from typing import Any
 
 import click
 
-from modeldex.catalog.keys import Scope
+from modeldex.catalog.callers import Scope
 from modeldex.cli.common import backend_options, handle_errors, open_backend, print_table
 
 
 def _timestamp(value: int | None) -> str:
     if value is None:
         return "-"
-    return dt.datetime.fromtimestamp(value, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _describe_policy(policy: dict[str, Any]) -> str:

@@ -50,7 +50,7 @@ def metadata_fields(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _day(timestamp: int) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).strftime("%Y-%m-%d")
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d")
 
 
 @click.group()
@@ -64,7 +64,7 @@ def models() -> None:
 def list_models(database_url: str | None, url: str | None, api_key: str | None) -> None:
     """List the catalog, newest first, as the API lists it (shut-down models included, marked)."""
     with open_backend(database_url, url, api_key) as backend:
-        entries = sorted(backend.list("model"), key=lambda m: (-m["created"], m["id"]))
+        entries = sorted(backend.entries("model"), key=lambda m: (-m["created"], m["id"]))
     rows = [("ID", "OWNED_BY", "CREATED")]
     for m in entries:
         note = f"  shutdown {m['shutdown_date']}" if m.get("shutdown_date") else ""
@@ -118,7 +118,7 @@ def update(model_id: str, owned_by: str | None, created: int | None, cleared: tu
            **metadata: Any) -> None:
     """Change fields of the model ID."""
     fields: dict[str, Any] = metadata_fields(metadata)
-    fields.update({field: None for field in cleared})
+    fields.update(dict.fromkeys(cleared))
     if owned_by is not None:
         fields["owned_by"] = owned_by
     if created is not None:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import click
 
+from modeldex.catalog.limits import parse_limit
 from modeldex.catalog.service import Catalog
 from modeldex.cli.common import database_url_option, handle_errors, open_catalog, redact
 from modeldex.config import ServerSettings, resolve_database_url
 from modeldex.logs import logging_config
-from modeldex.ops.ratelimit import parse_limit
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when a worker imports it
 
@@ -169,7 +169,7 @@ def _serve_metrics(host: str, port: int, database_url: str) -> None:
     from modeldex.store import open_store
 
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     store = open_store(database_url)
     registry.register(UpstreamCollector(lambda: store.upstream_health(time.time())))
     start_http_server(port, addr=host, registry=registry)

@@ -48,7 +48,7 @@ def _fields(options: dict[str, Any]) -> dict[str, Any]:
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
-    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _short(text: str) -> str:
@@ -88,7 +88,7 @@ def update(name: str, base_url: str | None, cleared: tuple[str, ...], database_u
            url: str | None, api_key: str | None, **options: Any) -> None:
     """Change upstream NAME; models its new settings exclude leave at once, the rest at the next poll."""
     fields = _fields({**options, "base_url": base_url})
-    fields.update({field: None for field in cleared})
+    fields.update(dict.fromkeys(cleared))
     if not fields:
         raise click.UsageError("nothing to change: give at least one option")
     with open_backend(database_url, url, api_key) as backend:

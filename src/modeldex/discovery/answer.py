@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from modeldex.catalog.entities import MAX_MODEL_ID_LENGTH, Model, model_id_problem, parse
 from modeldex.catalog.errors import InvalidInput
-from modeldex.catalog.models import MAX_MODEL_ID_LENGTH, Model, model_id_problem, parse
 from modeldex.catalog.upstreams import Upstream
 
 MAX_MODELS = 10_000
@@ -32,7 +32,7 @@ def parse_answer(document: Any) -> list[dict[str, Any]]:
     """The entries of an OpenAI-style model list; raises InvalidAnswer for anything else."""
     if not isinstance(document, dict) or not isinstance(document.get("data"), list):
         raise InvalidAnswer('not a model list: expected a JSON object with a "data" array')
-    entries = document["data"]
+    entries: list[dict[str, Any]] = document["data"]
     if len(entries) > MAX_MODELS:
         raise InvalidAnswer(f"{len(entries)} models: more than the {MAX_MODELS} an upstream may list")
     for index, entry in enumerate(entries):
@@ -70,12 +70,14 @@ def _price(value: Any) -> str | None:
     return None
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def metadata_of(entry: dict[str, Any]) -> dict[str, Any]:
     """The metadata an entry carries, in catalog field names: OpenRouter-style fields (and modeldex's own),
     vLLM's `max_model_len`, LiteLLM's `max_input_tokens`."""
-    top = entry.get("top_provider") if isinstance(entry.get("top_provider"), dict) else {}
-    arch = entry.get("architecture") if isinstance(entry.get("architecture"), dict) else {}
-    pricing = entry.get("pricing") if isinstance(entry.get("pricing"), dict) else {}
+    top, arch, pricing = (_mapping(entry.get(name)) for name in ("top_provider", "architecture", "pricing"))
     fields: dict[str, Any] = {
         "name": _text(entry.get("name")),
         "description": _text(entry.get("description"), "\n\t"),

@@ -43,7 +43,7 @@ class _Retryable(Exception):
 
 def lease_seconds(timeout: float) -> float:
     """How long one poll can take at most, with every attempt and pause: what a poll lease must cover."""
-    return ATTEMPTS * (timeout + 1) + BACKOFF_S * 2**ATTEMPTS + 30
+    return float(ATTEMPTS * (timeout + 1) + BACKOFF_S * 2**ATTEMPTS + 30)
 
 
 def clean(text: str, secret: str | None) -> str:

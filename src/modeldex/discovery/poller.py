@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from modeldex.catalog.errors import StoreError
 from modeldex.catalog.upstreams import Upstream
 from modeldex.discovery.fetch import lease_seconds
 from modeldex.discovery.sync import new_owner, poll_once
-from modeldex.store.base import StoreError
 
 if TYPE_CHECKING:
-    from modeldex.store.base import CatalogStore
+    from modeldex.discovery.health import DiscoveryStore
 
 TICK_S = 1.0
 MAX_PARALLEL_POLLS = 4
@@ -31,7 +31,7 @@ log = logging.getLogger("modeldex.discovery")
 
 
 class Poller:
-    def __init__(self, store: CatalogStore, on_change: Callable[[], object] | None = None,
+    def __init__(self, store: DiscoveryStore, on_change: Callable[[], object] | None = None,
                  tick: float = TICK_S) -> None:
         self._store = store
         self._on_change = on_change
@@ -69,10 +69,9 @@ class Poller:
             with self._lock:
                 if name in self._running or len(self._running) >= MAX_PARALLEL_POLLS:
                     continue
-            found = self._store.read("upstream", name)
-            if found is None:
+            upstream = self._store.get(Upstream, name)
+            if upstream is None:
                 continue
-            upstream: Upstream = found[0]  # type: ignore[assignment]
             if not self._store.claim_upstream(name, self.owner, time.time(), lease_seconds(upstream.timeout)):
                 continue  # another worker or replica got it first
             with self._lock:

@@ -17,14 +17,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from modeldex.catalog.entities import Alias, Model
 from modeldex.catalog.errors import Conflict, NotFound
-from modeldex.catalog.models import Model
-from modeldex.catalog.upstreams import Upstream, UpstreamHealth
+from modeldex.catalog.upstreams import Upstream
 from modeldex.discovery.answer import InvalidAnswer, to_models
 from modeldex.discovery.fetch import UpstreamError, clean, fetch_models, lease_seconds
+from modeldex.discovery.health import DiscoveryStore, UpstreamHealth
 
 if TYPE_CHECKING:
-    from modeldex.store.base import CatalogStore, CatalogWriter
+    from modeldex.catalog.repository import CatalogWriter
 
 MAX_SHADOWED_SHOWN = 50
 
@@ -53,8 +54,8 @@ def apply_answer(writer: CatalogWriter, upstream: Upstream, discovered: list[Mod
                  ) -> Changes:
     """Make the catalog reflect one poll: `discovered` is what the upstream yields, None if it failed."""
     changes = Changes()
-    models = {m.id: m for m, _rev in writer.all("model")}  # type: ignore[attr-defined]
-    aliases = {a.id: a.target for a, _rev in writer.all("alias")}  # type: ignore[attr-defined]
+    models = {m.id: m for m in writer.all(Model)}
+    aliases = {a.id: a.target for a in writer.all(Alias)}
     targets = set(aliases.values())
     confirmed: set[str] = set()
     for model in discovered or ():
@@ -68,12 +69,12 @@ def apply_answer(writer: CatalogWriter, upstream: Upstream, discovered: list[Mod
             continue
         confirmed.add(model.id)
         if current is None:
-            writer.create("model", model)
+            writer.create(model)
             changes.added.append(model.id)
             continue
         wanted = model.model_copy(update={"created": current.created})  # first seen is kept: vLLM restamps
         if wanted != current:
-            writer.update("model", wanted)
+            writer.update(wanted)
             changes.updated.append(model.id)
     for model in models.values():
         if model.source != upstream.name or model.id in confirmed:
@@ -83,11 +84,11 @@ def apply_answer(writer: CatalogWriter, upstream: Upstream, discovered: list[Mod
             if model.id in targets:
                 changes.kept.append(model.id)
                 continue
-            writer.delete("model", model.id)
+            writer.delete(Model, model.id)
             changes.removed.append(model.id)
         else:
             if model.stale_since is None:
-                writer.update("model", model.model_copy(update={"stale_since": now}))
+                writer.update(model.model_copy(update={"stale_since": now}))
                 changes.stale.append(model.id)
             expiry = since + upstream.grace
             changes.next_expiry = expiry if changes.next_expiry is None else min(changes.next_expiry, expiry)
@@ -117,7 +118,7 @@ class SyncResult:
         }
 
 
-def poll_once(store: CatalogStore, upstream: Upstream, owner: str,
+def poll_once(store: DiscoveryStore, upstream: Upstream, owner: str,
               environ: Mapping[str, str] = os.environ) -> SyncResult:
     """Poll `upstream` (the caller holds its lease), apply the outcome, record health, release the lease."""
     now = time.time()
@@ -139,8 +140,8 @@ def poll_once(store: CatalogStore, upstream: Upstream, owner: str,
     health = previous
     try:
         with store.write(f"upstream:{upstream.name}") as writer:
-            current = writer.get("upstream", upstream.name)
-            if current is None or current[0] != upstream:
+            current = writer.get(Upstream, upstream.name)
+            if current is None or current != upstream:
                 # Edited or removed meanwhile: this answer is for settings that no longer hold. Record
                 # nothing; an edited upstream is due again at once.
                 return SyncResult(upstream.name, False, "the upstream was changed or removed during the poll",
@@ -170,14 +171,13 @@ def _health(previous: UpstreamHealth, now: float, error: str | None, latency_ms:
     )
 
 
-def sync_now(store: CatalogStore, name: str, owner: str | None = None, wait_s: float | None = None
+def sync_now(store: DiscoveryStore, name: str, owner: str | None = None, wait_s: float | None = None
              ) -> SyncResult:
     """Poll `name` at once, whether due or not. If another process is polling it, wait for that poll to end
     (a lease at most), then poll again: the answer reflects the upstream as it is now."""
-    found = store.read("upstream", name)
-    if found is None:
+    upstream = store.get(Upstream, name)
+    if upstream is None:
         raise NotFound("upstream", name)
-    upstream: Upstream = found[0]  # type: ignore[assignment]
     owner = owner or new_owner()
     lease = lease_seconds(upstream.timeout)
     deadline = time.monotonic() + (lease if wait_s is None else wait_s)

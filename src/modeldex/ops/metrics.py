@@ -15,8 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -55,7 +54,7 @@ class _Tallies:
     def _reset(self) -> None:
         self.counts: collections.Counter[tuple[str, int]] = collections.Counter()
         self.buckets: dict[str, list[int]] = {}
-        self.sums: collections.Counter[str] = collections.Counter()
+        self.sums: dict[str, float] = collections.defaultdict(float)
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         index = bisect.bisect_left(self._bounds, seconds)
@@ -149,9 +148,9 @@ def exposition() -> bytes:
     flush()
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
-        from prometheus_client import REGISTRY as registry  # type: ignore[no-redef]
+        from prometheus_client import REGISTRY as registry
     for register in _extra:
         register(registry)
     return generate_latest(registry)

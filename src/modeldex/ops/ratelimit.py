@@ -8,50 +8,15 @@ per request).
 
 from __future__ import annotations
 
-import functools
 import math
-import re
 import time
 from dataclasses import dataclass
 from typing import Protocol
 
-_LIMIT = re.compile(r"\s*(\d+)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*", re.IGNORECASE)
-_PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600,
-            "d": 86400, "day": 86400}
-_OFF = ("", "0", "off", "none", "unlimited")
+from modeldex.catalog.callers import Caller
+from modeldex.catalog.limits import Limit, parse_limit
 
-
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """`requests` per `period` seconds."""
-
-    requests: int
-    period: float
-
-    @property
-    def rate(self) -> float:
-        return self.requests / self.period
-
-    def __str__(self) -> str:
-        """The form parse_limit reads back: `600/m`, `100/10m`, `5/30s`."""
-        for unit, seconds in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-            if self.period % seconds == 0:
-                count = int(self.period // seconds)
-                return f"{self.requests}/{'' if count == 1 else count}{unit}"
-        return f"{self.requests}/{self.period}s"
-
-
-@functools.lru_cache(maxsize=1024)
-def parse_limit(text: str | None) -> Limit | None:
-    """`600/m`, `10/s`, `5000/1h`, `100/10m`; `off` (or empty, `0`) means unlimited."""
-    if text is None or text.strip().lower() in _OFF:
-        return None
-    match = _LIMIT.fullmatch(text)
-    if not match or int(match.group(1)) <= 0:
-        raise ValueError(f"{text!r} is not a rate limit like 600/m, 10/s or 5000/1h (or 'off')")
-    count = int(match.group(2) or 1)
-    return Limit(int(match.group(1)), count * _PERIODS[match.group(3).lower()])
-
+__all__ = ["Buckets", "Limit", "MemoryBuckets", "RateLimiter", "RedisBuckets", "Verdict", "parse_limit"]
 
 def format_duration(seconds: float) -> str:
     """OpenAI's style for reset times: `20ms`, `1s`, `6m0s`, `1h2m3s`."""
@@ -209,13 +174,13 @@ class RateLimiter:
         """Whether the address failed to authenticate lately, so its allowance must be checked."""
         return bool(self._failed_recently) and address in self._failed_recently
 
-    async def for_key(self, key_name: str, key_limit: str | None) -> Verdict | None:
-        """Take one request from the key's bucket; None when the key is unlimited."""
-        limit = parse_limit(key_limit) if key_limit else self.default_limit
+    async def for_caller(self, caller: Caller) -> Verdict | None:
+        """Take one request from the caller's bucket; None when the caller is unlimited."""
+        limit = parse_limit(caller.rate_limit) if caller.rate_limit else self.default_limit
         if limit is None:
             return None
-        # The limit is part of the bucket's name: a key whose limit changes starts with a full bucket.
-        return await self.buckets.take(f"key:{key_name}:{limit}", limit)
+        # The limit is part of the bucket's name: a caller whose limit changes starts with a full bucket.
+        return await self.buckets.take(f"{caller.bucket}:{limit}", limit)
 
     async def address_blocked(self, address: str) -> Verdict | None:
         """A verdict that refuses the address if it used up its failed authentications, else None."""

@@ -15,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
-from modeldex.store.base import StoreError
+from modeldex.catalog.errors import StoreError
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 

@@ -10,26 +10,43 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import (Connection, Engine, Table, Text, case, create_engine, delete, event, func, insert,
-                        null, select, text, type_coerce, update)
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    Text,
+    case,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    null,
+    select,
+    text,
+    type_coerce,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from modeldex.catalog.callers import Scope
 from modeldex.catalog.changes import Change
-from modeldex.catalog.errors import AlreadyExists, NotFound, PreconditionFailed
+from modeldex.catalog.entities import Alias, Entity, Group, Model, list_order
+from modeldex.catalog.errors import AlreadyExists, NotFound, PreconditionFailed, StoreError, StoreUnavailable
 from modeldex.catalog.incremental import CatalogDelta
-from modeldex.catalog.keys import ApiKey, Scope
-from modeldex.catalog.models import Alias, Entity, Group, Model, list_order
+from modeldex.catalog.keys import ApiKey
+from modeldex.catalog.kinds import Kind, kind_of
 from modeldex.catalog.policy import ALL_MODELS, AccessPolicy
+from modeldex.catalog.repository import UNCHANGED, Unchanged
 from modeldex.catalog.state import CatalogState
-from modeldex.catalog.upstreams import Upstream, UpstreamHealth
+from modeldex.catalog.upstreams import Upstream
+from modeldex.discovery.health import UpstreamHealth
 from modeldex.store import migrate
-from modeldex.store.base import UNCHANGED, StoreError, StoreUnavailable, Unchanged
-from modeldex.store.schema import (aliases, api_keys, catalog_state, changes, groups, models, upstream_health,
-                                   upstreams)
+from modeldex.store.schema import aliases, api_keys, catalog_state, changes, groups, models, upstream_health, upstreams
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 POSTGRES_CONNECT_TIMEOUT_S = 3
@@ -150,50 +167,52 @@ def _key_from_row(row: Any) -> ApiKey:
 
 
 @dataclass(frozen=True)
-class _Kind:
+class _Table:
+    """How one kind of entity (catalog/kinds.py) is stored."""
+
+    kind: Kind[Any]
     table: Table
-    key_column: str
-    from_row: Callable[[Any], Entity]
+    columns: tuple[Any, ...]  # what a read selects
+    from_row: Callable[[Any], Any]
     to_row: Callable[[Any], dict[str, Any]]
-    key_of: Callable[[Any], str]
     written: Callable[[Connection, str, str], None] | None = None  # (conn, key, op), in the same transaction
 
-
-_KINDS: dict[str, _Kind] = {
-    "model": _Kind(models, "id", _model_from_row, _model_to_row, lambda e: e.id),
-    "alias": _Kind(aliases, "id", _alias_from_row, lambda a: a.model_dump(), lambda e: e.id),
-    "group": _Kind(groups, "name", _group_from_row,
-                   lambda g: {"name": g.name, "members": list(g.members), "description": g.description},
-                   lambda e: e.name),
-    "upstream": _Kind(upstreams, "name", _upstream_from_row, _upstream_to_row, lambda e: e.name,
-                      _upstream_written),
-}
+    @property
+    def key_column(self) -> Any:
+        return self.table.c[self.kind.key_field]
 
 
 # `meta` as the stored JSON text, where the driver leaves it so (SQLite): most rows hold 'null', and
 # decoding 100,000 of those is 0.1 s of a full load (measured).
 _MODEL_COLUMNS = (models.c.id, models.c.created, models.c.owned_by,
-                  type_coerce(models.c.meta, Text).label("meta"), models.c.source, models.c.stale_since)
-_IN_CHUNK = 500  # ids per IN (...): well under SQLite's bound on query parameters
+                  type_coerce(models.c.meta, Text).label("meta"), models.c.source, models.c.stale_since,
+                  models.c.revision)
 
-# How load_delta reads the current form of written entities: (columns, key column, extra condition,
-# row -> entity, entity -> key). Upstreams are not part of the served state; their discovered models
-# have feed entries of their own.
-_DELTA_READS: dict[str, tuple[Any, Any, Any, Callable[[Any], Any], Callable[[Any], str]] | None] = {
-    "model": (_MODEL_COLUMNS, models.c.id, None, _model_from_row, lambda m: m.id),
-    "alias": ((aliases,), aliases.c.id, None, _alias_from_row, lambda a: a.id),
-    "group": ((groups,), groups.c.name, None, _group_from_row, lambda g: g.name),
-    "key": ((api_keys,), api_keys.c.name, api_keys.c.revoked_at.is_(None), _key_from_row, lambda k: k.name),
-    "upstream": None,
+_TABLES: dict[type[Entity], _Table] = {
+    Model: _Table(kind_of(Model), models, _MODEL_COLUMNS, _model_from_row, _model_to_row),
+    Alias: _Table(kind_of(Alias), aliases, (aliases,), _alias_from_row, lambda a: a.model_dump()),
+    Group: _Table(kind_of(Group), groups, (groups,), _group_from_row,
+                  lambda g: {"name": g.name, "members": list(g.members), "description": g.description}),
+    Upstream: _Table(kind_of(Upstream), upstreams, (upstreams,), _upstream_from_row, _upstream_to_row,
+                     _upstream_written),
 }
+_BY_KIND_NAME = {table.kind.name: table for table in _TABLES.values()}
+_IN_CHUNK = 500  # ids per IN (...): well under SQLite's bound on query parameters
+E = TypeVar("E", bound=Entity)
 
 
 def _read_current(conn: Connection, entity: str, ids: set[str]) -> dict[str, Any]:
-    """Each of `ids` mapped to its stored entity of kind `entity`, or to None where none is stored."""
-    spec = _DELTA_READS[entity]
-    if spec is None:
-        return {}
-    columns, key_column, condition, from_row, key_of = spec
+    """Each of `ids` mapped to its stored entity of kind `entity` (a kind's name, or "key"), or to None
+    where none is stored."""
+    from_row: Callable[[Any], Any]
+    key_of: Callable[[Any], str]
+    if entity == "key":
+        columns, key_column, condition = (api_keys,), api_keys.c.name, api_keys.c.revoked_at.is_(None)
+        from_row, key_of = _key_from_row, (lambda k: k.name)
+    else:
+        table = _BY_KIND_NAME[entity]
+        columns, key_column, condition = table.columns, table.key_column, None
+        from_row, key_of = table.from_row, table.kind.key_of
     current: dict[str, Any] = dict.fromkeys(ids)
     ordered = sorted(ids)
     for start in range(0, len(ordered), _IN_CHUNK):
@@ -224,52 +243,61 @@ class SqlWriter:
             version=self.version, at=time.time(), actor=self.actor, entity=entity, entity_id=key, op=op,
             before=before, after=after,
         ))
-        written = _KINDS[entity].written if entity in _KINDS else None  # every committed change passes here
-        if written is not None:
-            written(self.conn, key, op)
+        table = _BY_KIND_NAME.get(entity)  # every committed change passes here
+        if table is not None and table.written is not None:
+            table.written(self.conn, key, op)
 
-    def get(self, kind: str, key: str) -> tuple[Entity, int] | None:
-        spec = _KINDS[kind]
-        row = self.conn.execute(select(spec.table).where(spec.table.c[spec.key_column] == key)).first()
-        return None if row is None else (spec.from_row(row), int(row.revision))
+    def get_revision(self, entity_type: type[E], key: str) -> tuple[E, int] | None:
+        table = _TABLES[entity_type]
+        row = self.conn.execute(select(*table.columns).where(table.key_column == key)).first()
+        return None if row is None else (table.from_row(row), int(row.revision))
 
-    def all(self, kind: str) -> list[tuple[Entity, int]]:
-        spec = _KINDS[kind]
-        return [(spec.from_row(row), int(row.revision)) for row in self.conn.execute(select(spec.table))]
+    def get(self, entity_type: type[E], key: str) -> E | None:
+        found = self.get_revision(entity_type, key)
+        return None if found is None else found[0]
 
-    def create(self, kind: str, entity: Entity) -> int:
-        spec = _KINDS[kind]
-        key = spec.key_of(entity)
-        if self.get(kind, key) is not None:
+    def all_revisions(self, entity_type: type[E]) -> list[tuple[E, int]]:
+        table = _TABLES[entity_type]
+        return [(table.from_row(row), int(row.revision)) for row in self.conn.execute(select(*table.columns))]
+
+    def all(self, entity_type: type[E]) -> list[E]:
+        table = _TABLES[entity_type]
+        return [table.from_row(row) for row in self.conn.execute(select(*table.columns))]
+
+    def create(self, entity: Entity) -> int:
+        table = _TABLES[type(entity)]
+        kind, key = table.kind.name, table.kind.key_of(entity)
+        if self.get_revision(type(entity), key) is not None:
             raise AlreadyExists(kind, key)
-        self.conn.execute(insert(spec.table).values(**spec.to_row(entity), revision=1))
+        self.conn.execute(insert(table.table).values(**table.to_row(entity), revision=1))
         self._record(kind, key, "create", None, entity.document())
         return 1
 
-    def _current(self, kind: str, key: str, if_match: int | None) -> tuple[Entity, int]:
-        current = self.get(kind, key)
+    def _current(self, entity_type: type[E], key: str, if_match: int | None) -> tuple[E, int]:
+        current = self.get_revision(entity_type, key)
+        name = _TABLES[entity_type].kind.name
         if current is None:
-            raise NotFound(kind, key)
+            raise NotFound(name, key)
         if if_match is not None and if_match != current[1]:
-            raise PreconditionFailed(kind, key, if_match, current[1])
+            raise PreconditionFailed(name, key, if_match, current[1])
         return current
 
-    def update(self, kind: str, entity: Entity, if_match: int | None = None) -> int:
-        spec = _KINDS[kind]
-        key = spec.key_of(entity)
-        before, revision = self._current(kind, key, if_match)
+    def update(self, entity: Entity, if_match: int | None = None) -> int:
+        table = _TABLES[type(entity)]
+        key = table.kind.key_of(entity)
+        before, revision = self._current(type(entity), key, if_match)
         if before == entity:
             return revision
-        self.conn.execute(update(spec.table).where(spec.table.c[spec.key_column] == key)
-                          .values(**spec.to_row(entity), revision=revision + 1))
-        self._record(kind, key, "update", before.document(), entity.document())
+        self.conn.execute(update(table.table).where(table.key_column == key)
+                          .values(**table.to_row(entity), revision=revision + 1))
+        self._record(table.kind.name, key, "update", before.document(), entity.document())
         return revision + 1
 
-    def delete(self, kind: str, key: str, if_match: int | None = None) -> None:
-        spec = _KINDS[kind]
-        before, _revision = self._current(kind, key, if_match)
-        self.conn.execute(delete(spec.table).where(spec.table.c[spec.key_column] == key))
-        self._record(kind, key, "delete", before.document(), None)
+    def delete(self, entity_type: type[Entity], key: str, if_match: int | None = None) -> None:
+        table = _TABLES[entity_type]
+        before, _revision = self._current(entity_type, key, if_match)
+        self.conn.execute(delete(table.table).where(table.key_column == key))
+        self._record(table.kind.name, key, "delete", before.document(), None)
 
     def get_key(self, name: str) -> ApiKey | None:
         row = self.conn.execute(
@@ -295,7 +323,7 @@ class SqlWriter:
         return key
 
     def update_key(self, name: str, scope: Scope | None, policy: AccessPolicy | None,
-                   if_match: int | None = None, rate_limit: str | None | Unchanged = UNCHANGED) -> ApiKey:
+                   if_match: int | None = None, rate_limit: str | Unchanged | None = UNCHANGED) -> ApiKey:
         before = self._active_key(name, if_match)
         after = ApiKey(**{**_fields(before), "scope": scope or before.scope, "policy": policy or before.policy,
                           "rate_limit": before.rate_limit if rate_limit is UNCHANGED else rate_limit,
@@ -354,7 +382,8 @@ def _translated(method: F) -> F:
 
 
 class SqlStore:
-    """CatalogStore on any SQLAlchemy database. Every write takes the version row first."""
+    """The catalog's repository (catalog/repository.py) and discovery's health store (discovery/health.py)
+    on any SQLAlchemy database. Every write takes the version row first."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -408,12 +437,14 @@ class SqlStore:
             alias_rows = conn.execute(select(aliases)).all()
             group_rows = conn.execute(select(groups)).all()
             key_rows = conn.execute(select(api_keys).where(api_keys.c.revoked_at.is_(None))).all()
+            upstream_rows = conn.execute(select(upstreams)).all()
         return CatalogState(
             version=version,
             models=tuple(sorted(map(_model_from_row, model_rows), key=list_order)),
             keys=tuple(sorted(map(_key_from_row, key_rows), key=lambda k: k.name)),
             aliases=tuple(sorted(map(_alias_from_row, alias_rows), key=lambda a: a.id)),
             groups=tuple(sorted(map(_group_from_row, group_rows), key=lambda g: g.name)),
+            upstreams=tuple(sorted(map(_upstream_from_row, upstream_rows), key=lambda u: u.name)),
         )
 
     @_translated
@@ -434,12 +465,12 @@ class SqlStore:
             written: dict[str, set[str]] = {}
             for row in feed:
                 written.setdefault(row.entity, set()).add(row.entity_id)
-            if not written.keys() <= _DELTA_READS.keys():
+            if not written.keys() <= {*_BY_KIND_NAME, "key"}:
                 return None  # an entity this code does not know: let a full load decide
             found = {entity: _read_current(conn, entity, ids) for entity, ids in written.items()}
         return CatalogDelta(since=since, version=version, models=found.get("model", {}),
                             aliases=found.get("alias", {}), groups=found.get("group", {}),
-                            keys=found.get("key", {}))
+                            keys=found.get("key", {}), upstreams=found.get("upstream", {}))
 
     @_translated
     def seed_once(self, seed: list[Model]) -> bool:
@@ -453,24 +484,33 @@ class SqlStore:
                                    .returning(catalog_state.c.version)).scalar_one()
             writer = SqlWriter(conn, int(version), "seed", dry_run=False)
             for model in seed:
-                writer.create("model", model)
+                writer.create(model)
             return True
 
     @_translated
-    def read(self, kind: str, key: str) -> tuple[Entity, int] | None:
+    def get(self, entity_type: type[E], key: str) -> E | None:
         with self.engine.connect() as conn:
-            return SqlWriter(conn, 0, "", True).get(kind, key)
+            return SqlWriter(conn, 0, "", True).get(entity_type, key)
 
     @_translated
-    def count(self, kind: str) -> int:
-        table = _KINDS[kind].table
+    def get_revision(self, entity_type: type[E], key: str) -> tuple[E, int] | None:
         with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+            return SqlWriter(conn, 0, "", True).get_revision(entity_type, key)
 
     @_translated
-    def read_all(self, kind: str) -> list[tuple[Entity, int]]:
+    def all(self, entity_type: type[E]) -> list[E]:
         with self.engine.connect() as conn:
-            return SqlWriter(conn, 0, "", True).all(kind)
+            return SqlWriter(conn, 0, "", True).all(entity_type)
+
+    @_translated
+    def all_revisions(self, entity_type: type[E]) -> list[tuple[E, int]]:
+        with self.engine.connect() as conn:
+            return SqlWriter(conn, 0, "", True).all_revisions(entity_type)
+
+    @_translated
+    def count(self, entity_type: type[Entity]) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(_TABLES[entity_type].table)).scalar_one())
 
     @_translated
     def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:

@@ -1,57 +1,53 @@
 """Admin routes for upstreams beyond the generic ones: reads that include each upstream's health, and
 `POST /v1/admin/upstreams/{name}/sync`, which polls it now, in this server, and reports what changed.
 
-Creating, changing and removing upstreams are the generic admin routes (`COLLECTIONS` in admin.py), with
-revisions, ETags and If-Match like every other entity.
+Creating, changing and removing upstreams are the generic admin routes (admin.py, one per kind in
+`catalog/kinds.py`), with revisions, ETags and If-Match like every other entity.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from modeldex.api.admin_base import AdminEndpoints, json_response
 from modeldex.catalog.service import Catalog
-from modeldex.catalog.upstreams import with_health
+from modeldex.catalog.upstreams import Upstream
+from modeldex.discovery.health import DiscoveryStore, upstream_reports, with_health
 from modeldex.discovery.sync import sync_now
 
-if TYPE_CHECKING:
-    from modeldex.api.admin import AdminRoutes
 
-
-def upstream_routes(admin: AdminRoutes) -> list[Route]:
-    from modeldex.api.admin import json_response
+def upstream_routes(endpoints: AdminEndpoints, store: DiscoveryStore) -> list[Route]:
+    """`store` holds the upstreams' health beside the catalog."""
 
     async def list_upstreams(request: Request, catalog: Catalog) -> Response:
-        def read() -> list[dict[str, Any]]:
-            health = catalog.store.upstream_health(time.time())
-            return [with_health(u.document(), rev, health.get(u.name))  # type: ignore[attr-defined]
-                    for u, rev in sorted(catalog.list("upstream"), key=lambda e: e[0].name)]  # type: ignore
+        def read() -> list[dict[str, object]]:
+            return upstream_reports(store.all_revisions(Upstream), store, time.time())
 
         return json_response({"object": "list", "data": await run_in_threadpool(read)})
 
     async def get_upstream(request: Request, catalog: Catalog) -> Response:
         name = request.path_params["key"]
 
-        def read() -> tuple[dict[str, Any], int]:
+        def read() -> tuple[dict[str, object], int]:
             upstream, revision = catalog.get("upstream", name)
-            health = catalog.store.upstream_health(time.time()).get(name)
-            return with_health(upstream.document(), revision, health), revision
+            return with_health(upstream.document(), revision, store.upstream_health(time.time()).get(name)), revision
 
         document, revision = await run_in_threadpool(read)
         return json_response(document, etag=revision)
 
     async def sync(request: Request, catalog: Catalog) -> Response:
-        result = await run_in_threadpool(sync_now, catalog.store, request.path_params["name"])
+        result = await run_in_threadpool(sync_now, store, request.path_params["name"])
+        await run_in_threadpool(catalog.written_elsewhere)
         return json_response(result.document())
 
-    e = admin.endpoint
+    e = endpoints.endpoint
     return [
         Route("/v1/admin/upstreams", e(list_upstreams), methods=["GET"]),
-        Route("/v1/admin/upstreams/{name}/sync", e(sync, writes=True), methods=["POST"]),
+        Route("/v1/admin/upstreams/{name}/sync", e(sync), methods=["POST"]),
         Route("/v1/admin/upstreams/{key:path}", e(get_upstream), methods=["GET"]),
     ]

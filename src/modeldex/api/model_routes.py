@@ -2,36 +2,36 @@
 
 `GET /v1/models`, `GET /v1/models/{model_id}` and `DELETE /v1/models/{model_id}` are what clients call
 constantly, so they skip the framework: route on the path, check the key against the in-memory key
-table, pick the view of the key's access policy, and answer bytes rendered once per catalog version.
+table, pick the view of the caller's access policy, and answer bytes rendered once per catalog version.
 The answer is a plain (status, headers, body) that the app hands to the server in one call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import parse_qsl
 
 from modeldex.api import errors
-from modeldex.api.auth import authenticate, charge, known_key
+from modeldex.api.callers import Callers
 from modeldex.api.errors import ApiError
 from modeldex.api.render import RenderedCatalog, deleted_object
-from modeldex.catalog.errors import Conflict, NotFound
-from modeldex.catalog.keys import ApiKey
+from modeldex.catalog.callers import Caller
+from modeldex.catalog.errors import Conflict, NotFound, StoreUnavailable
 from modeldex.catalog.live import LiveCatalog
 from modeldex.catalog.service import Catalog
-from modeldex.ops.ratelimit import RateLimiter
-from modeldex.store import CatalogStore, StoreUnavailable
 
 Headers = list[tuple[str, str]]
-Answer = tuple[int, Headers, bytes, "str | None"]  # status, headers, body, and the key's name for the log
+Answer = tuple[int, Headers, bytes, "str | None"]  # status, headers, body, and the caller's name for the log
 
 
 class HeaderLookup(Protocol):
     """Request headers by lower-case name: granian's RSGI headers, or a dict."""
 
     def get(self, name: str, default: None = None) -> str | None: ...
+
+    def items(self) -> list[tuple[str, str]]: ...
 
 
 LIST_PATH = "/v1/models"
@@ -67,12 +67,12 @@ def error_answer(error: ApiError, request_id: str, extra_headers: Headers | None
     return error.status, headers, error.body(), key_name
 
 
-class ModelsRoutes:
-    def __init__(self, live: LiveCatalog[RenderedCatalog], store: CatalogStore, limiter: RateLimiter,
-                 metadata_by_default: bool = False) -> None:
+class ModelRoutes:
+    def __init__(self, live: LiveCatalog[RenderedCatalog], callers: Callers,
+                 catalog_for: Callable[[Caller], Catalog], metadata_by_default: bool = False) -> None:
         self.live = live
-        self.store = store
-        self.limiter = limiter
+        self.callers = callers
+        self.catalog_for = catalog_for  # the catalog service, acting for a caller
         self.metadata_by_default = metadata_by_default
 
     def route(self, path: str) -> tuple[str, str | None] | None:
@@ -95,17 +95,13 @@ class ModelsRoutes:
             if method not in allowed:
                 raise errors.method_not_allowed(method, path, allowed)
             rendered = self.live.current
-            authorization = headers.get("authorization")
-            key = known_key(rendered, authorization)
-            if key is None or self.limiter.suspect(client):
-                key = await authenticate(rendered, authorization, client, self.limiter)
-            key_name = key.name
-            if self.limiter.limits(key.rate_limit):
-                limit_headers = await charge(key, self.limiter)
+            caller = await self.callers.caller(rendered.keys, headers.get("authorization"), client)
+            key_name = caller.name
+            limit_headers = await self.callers.charge(caller)
             if method == "DELETE":
                 assert model_id is not None
-                return await self._delete(key, model_id, request_id, limit_headers)
-            view = rendered.view(key.policy)
+                return await self._delete(caller, model_id, request_id, limit_headers)
+            view = rendered.view(caller.policy)
             etag = view.etag
             bodies, list_body = view.bodies, view.list_body
             if self.metadata_by_default or (query and wants_metadata(query)):
@@ -124,19 +120,15 @@ class ModelsRoutes:
         except ApiError as error:
             return error_answer(error, request_id, limit_headers, key_name)
 
-    async def _delete(self, key: ApiKey, model_id: str, request_id: str, limit_headers: Headers) -> Answer:
-        if not key.is_admin:
+    async def _delete(self, caller: Caller, model_id: str, request_id: str, limit_headers: Headers) -> Answer:
+        if not caller.is_admin:
             raise errors.insufficient_scope("deleting a model")
-        catalog = Catalog(self.store, actor=f"key:{key.name}")
-        try:
-            await asyncio.to_thread(catalog.remove_model, model_id)
+        try:  # the service refreshes this worker's copy after the write: read-your-writes
+            await asyncio.to_thread(self.catalog_for(caller).delete, "model", model_id)
         except NotFound:
             raise errors.model_not_found(model_id) from None
         except Conflict as exc:
             raise ApiError(409, str(exc), code="conflict") from None
         except StoreUnavailable:
             raise errors.store_unavailable() from None
-        # Read-your-writes: this worker serves the change from its next request on.
-        with contextlib.suppress(StoreUnavailable):
-            await asyncio.to_thread(self.live.refresh)
-        return 200, [JSON, ("x-request-id", request_id), *limit_headers], deleted_object(model_id), key.name
+        return 200, [JSON, ("x-request-id", request_id), *limit_headers], deleted_object(model_id), caller.name

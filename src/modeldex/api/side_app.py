@@ -1,9 +1,11 @@
-"""Everything that is not the Models hot path, on Starlette: health, the OpenAPI document, and the
-OpenAI-style answers for unknown routes, wrong methods and unexpected failures."""
+"""The Starlette side app: every route that is not the Models hot path (health, readiness, metrics, the
+OpenAPI document, the admin API), and the OpenAI-style answers for unknown routes, wrong methods and
+unexpected failures. The app (app.py) dispatches here through the ASGI bridge."""
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -15,8 +17,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from modeldex.api import errors
+from modeldex.api.callers import Callers, bearer_token
 from modeldex.api.errors import ApiError
 from modeldex.api.openapi import openapi_json
+from modeldex.api.render import RenderedCatalog
 from modeldex.catalog.live import LiveCatalog
 from modeldex.config import ServerSettings
 from modeldex.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -79,33 +83,35 @@ def readiness(live: LiveCatalog[Any] | None) -> Route:
     return Route("/readyz", readyz, methods=["GET"])
 
 
-def metrics_route(live: LiveCatalog[Any] | None, settings: ServerSettings) -> Route:
-    """`/metrics`, for Prometheus: needs the metrics token or an admin key, unless made public."""
+def metrics_route(live: LiveCatalog[RenderedCatalog], callers: Callers, settings: ServerSettings) -> Route:
+    """`/metrics`, for Prometheus: needs the metrics token or an admin caller, unless made public."""
 
     async def metrics_endpoint(request: Request) -> Response:
         if not settings.public_metrics:
-            token = request.headers.get("authorization", "").partition(" ")[2].strip()
-            allowed = bool(settings.metrics_token) and hmac.compare_digest(token, settings.metrics_token or "")
+            authorization = request.headers.get("authorization")
+            token = bearer_token(authorization) or ""
+            allowed = bool(settings.metrics_token) and hmac.compare_digest(
+                token.encode(), (settings.metrics_token or "").encode())
             if not allowed:
-                key = live.current.authenticate(token) if live is not None and token else None
-                if key is None:
-                    raise errors.missing_key() if not token else errors.invalid_key(token)
-                if not key.is_admin:
+                caller = await callers.caller(live.current.keys, authorization,
+                                              request.scope.get("modeldex.client", "unknown"))
+                request.scope["modeldex.key"] = caller.name
+                if not caller.is_admin:
                     raise errors.insufficient_scope("reading metrics")
         return Response(await run_in_threadpool(exposition), media_type=METRICS_CONTENT_TYPE)
 
     return Route("/metrics", metrics_endpoint, methods=["GET"])
 
 
-def build_routes_app(extra_routes: list[BaseRoute] | None = None, live: LiveCatalog[Any] | None = None,
-                     settings: ServerSettings | None = None) -> Starlette:
+def build_side_app(routes: Sequence[BaseRoute] = (), live: LiveCatalog[Any] | None = None,
+                   settings: ServerSettings | None = None) -> Starlette:
+    """The side app; before the catalog is loaded (no `live`), health and the OpenAPI document only."""
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             readiness(live),
-            *([metrics_route(live, settings)] if settings is not None else []),
             Route("/openapi.json", openapi, methods=["GET"]),
-            *(extra_routes or []),
+            *routes,
         ],
         exception_handlers={HTTPException: _http_exception, ApiError: _api_error, Exception: _unexpected},
     )

@@ -1,4 +1,4 @@
-"""An ASGI app (Starlette: admin API, health, metrics, OpenAPI) served inside one RSGI request.
+"""An ASGI app (the Starlette side app: admin API, health, metrics, OpenAPI) served inside one RSGI request.
 
 The server speaks RSGI because it answers a request in one call (`response_bytes`), with no event-loop
 round trips per message; that is where the Models hot path gets its speed. The rest of the API is
@@ -7,11 +7,13 @@ Starlette, which speaks ASGI: this module translates one request and its respons
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
-Message = dict[str, Any]
-ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
-                   Awaitable[None]]
+Message = MutableMapping[str, Any]
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[MutableMapping[str, Any]]],
+                    Callable[[MutableMapping[str, Any]], Awaitable[None]]], Awaitable[None]]
 
 
 def asgi_scope(scope: Any, path: str, client: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -39,9 +41,10 @@ def asgi_scope(scope: Any, path: str, client: str, extra: dict[str, Any]) -> dic
 class Exchange:
     """One request's receive and send, over granian's RSGI protocol object."""
 
-    def __init__(self, protocol: Any, request_id: str) -> None:
+    def __init__(self, protocol: Any, request_id: str, extra_headers: list[tuple[str, str]]) -> None:
         self._protocol = protocol
         self._request_id = request_id
+        self._extra_headers = extra_headers  # the app's own (CORS), added to whatever the ASGI app answers
         self._chunks = protocol.__aiter__()
         self._body_done = False
         self._stream: Any = None
@@ -68,6 +71,7 @@ class Exchange:
                              for name, value in message.get("headers", ())]
             if not any(name == "x-request-id" for name, _ in self._headers):
                 self._headers.append(("x-request-id", self._request_id))
+            self._headers.extend(self._extra_headers)
         elif message["type"] == "http.response.body" and self.status is not None and not self.finished:
             body: bytes = message.get("body", b"")
             more = message.get("more_body", False)
@@ -82,8 +86,9 @@ class Exchange:
             self.finished = not more
 
 
-async def serve_asgi(app: ASGIApp, scope: dict[str, Any], protocol: Any, request_id: str) -> Exchange:
+async def serve_asgi(app: ASGIApp, scope: dict[str, Any], protocol: Any, request_id: str,
+                     extra_headers: list[tuple[str, str]]) -> Exchange:
     """Run the ASGI app for this request; the returned exchange tells whether and how it answered."""
-    exchange = Exchange(protocol, request_id)
+    exchange = Exchange(protocol, request_id, extra_headers)
     await app(scope, exchange.receive, exchange.send)
     return exchange

@@ -109,10 +109,10 @@ def shutdown_timestamp(value: str) -> float:
     text = value.strip()
     if len(text) == 10:
         day = dt.date.fromisoformat(text)
-        return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp()
+        return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
     moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
+        moment = moment.replace(tzinfo=dt.UTC)
     return moment.timestamp()
 
 
@@ -180,7 +180,7 @@ class Model(Entity):
 
 # Model.stored sets the instance attributes that model_construct sets, which is all there is to a
 # Model as long as it has no private attributes and no post-init hook (checked, not assumed).
-_UNSET_METADATA: dict[str, Any] = {name: None for name in Model.model_fields}
+_UNSET_METADATA: dict[str, Any] = dict.fromkeys(Model.model_fields)
 _PLAIN_CONSTRUCTION = (not Model.__private_attributes__ and not Model.__pydantic_post_init__
                        and all(field.default is None for name, field in Model.model_fields.items()
                                if name not in ("id", "created", "owned_by", "source", "stale_since")))

@@ -1,0 +1,140 @@
+"""What every admin route shares: the admin caller, the catalog acting for it, JSON in and out, and
+domain errors as API errors. Admin routes (admin.py, admin_upstreams.py) are built on `AdminEndpoints`.
+
+Admin callers only. Entities carry a revision: reads answer it as an `ETag`, writes honour `If-Match` and
+answer 412 when it is stale, so two operators never silently overwrite each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from modeldex.api import errors
+from modeldex.api.callers import Callers
+from modeldex.api.errors import ApiError
+from modeldex.api.render import RenderedCatalog
+from modeldex.catalog.callers import Caller
+from modeldex.catalog.errors import (
+    AlreadyExists,
+    CatalogError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+    StoreUnavailable,
+)
+from modeldex.catalog.live import LiveCatalog
+from modeldex.catalog.service import Catalog
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+Handler = Callable[[Request], Awaitable[Response]]
+Operation = Callable[[Request, Catalog], Awaitable[Response]]
+
+
+def json_response(data: Any, status: int = 200, etag: int | None = None) -> Response:
+    headers = {"cache-control": "no-store"}
+    if etag is not None:
+        headers["etag"] = f'"{etag}"'
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
+
+
+def domain_error(exc: CatalogError) -> ApiError:
+    if isinstance(exc, InvalidInput):
+        return ApiError(400, exc.message, param=exc.field, code="invalid_value")
+    if isinstance(exc, NotFound):
+        code = "model_not_found" if exc.kind == "model" else f"{exc.kind}_not_found"
+        return ApiError(404, str(exc), param="model" if exc.kind == "model" else None, code=code)
+    if isinstance(exc, AlreadyExists):
+        return ApiError(409, str(exc), code="already_exists")
+    if isinstance(exc, PreconditionFailed):
+        return ApiError(412, str(exc), code="precondition_failed")
+    if isinstance(exc, Conflict):
+        return ApiError(409, str(exc), code="conflict")
+    return ApiError(400, str(exc))
+
+
+def if_match(request: Request) -> int | None:
+    """The revision an `If-Match` header names (None when absent or `*`); unreadable ones never match."""
+    value = request.headers.get("if-match")
+    if value is None or value.strip() == "*":
+        return None
+    tag = value.strip().removeprefix("W/").strip('"')
+    try:
+        return int(tag)
+    except ValueError:
+        return -1
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, refused with 413 as soon as it exceeds the server's limit (before it is all read)."""
+    limit = getattr(request.app.state, "max_body_bytes", MAX_BODY_BYTES)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise errors.body_too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise errors.body_too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    body = await read_body(request)
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "The request body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
+    return data
+
+
+def with_revision(document: dict[str, Any], revision: int) -> dict[str, Any]:
+    return {**document, "revision": revision}
+
+
+class AdminEndpoints:
+    """Makes admin route handlers: resolve the caller (admin scope only), charge its rate limit, run the
+    operation on the catalog acting for it, and answer domain errors in the OpenAI envelope."""
+
+    def __init__(self, live: LiveCatalog[RenderedCatalog], callers: Callers,
+                 catalog_for: Callable[[Caller], Catalog]) -> None:
+        self.live = live
+        self.callers = callers
+        self.catalog_for = catalog_for
+
+    async def admin(self, request: Request) -> tuple[Caller, list[tuple[str, str]]]:
+        """The admin caller of the request, and the rate-limit headers its answer carries. Leaves the
+        caller's name in the scope for the access log."""
+        caller = await self.callers.caller(self.live.current.keys, request.headers.get("authorization"),
+                                           request.scope.get("modeldex.client", "unknown"))
+        request.scope["modeldex.key"] = caller.name
+        limit_headers = await self.callers.charge(caller)
+        if not caller.is_admin:
+            raise errors.insufficient_scope("the admin API")
+        return caller, limit_headers
+
+    def endpoint(self, operation: Operation) -> Handler:
+        """A handler for `operation`; the catalog it gets refreshes this worker after a write, so the
+        change is served from the next request on."""
+
+        async def handler(request: Request) -> Response:
+            caller, limit_headers = await self.admin(request)
+            try:
+                response = await operation(request, self.catalog_for(caller))
+            except CatalogError as exc:
+                raise domain_error(exc) from None
+            except StoreUnavailable:
+                raise errors.store_unavailable() from None
+            for name, value in limit_headers:
+                response.headers[name] = value
+            return response
+
+        return handler

@@ -1,0 +1,85 @@
+"""Who is calling: the one place where a request's credential becomes a `Caller`, for every route (the
+Models hot path, the admin API, `/metrics`, and whatever comes next).
+
+The bearer token is parsed and checked once. API keys come from the key table of the catalog version
+being served; another kind of credential (tokens from an identity provider) is one more `Credentials`
+given to `Callers`, and no route changes. Failed attempts count against the client address, which is
+refused (429) once it used up its allowance, before any key is looked at: guessing keys at speed gets
+nowhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from modeldex.api import errors
+from modeldex.catalog.callers import Caller, Credentials
+from modeldex.ops import metrics
+from modeldex.ops.ratelimit import RateLimiter
+
+Headers = list[tuple[str, str]]
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; None when no usable one was sent."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    token = token.strip()
+    return token or None
+
+
+class Callers:
+    def __init__(self, limiter: RateLimiter, other_credentials: Sequence[Credentials] = ()) -> None:
+        self.limiter = limiter
+        self._others = tuple(other_credentials)  # tried after the key table, in order
+
+    def identify(self, keys: Credentials, authorization: str | None) -> Caller | str | None:
+        """The caller the header's token stands for; else the token itself (refused), or None (no token).
+        Never suspends, and is the whole check when all goes well."""
+        token = bearer_token(authorization)
+        if token is None:
+            return None
+        caller = keys.caller(token)
+        if caller is None:
+            for credentials in self._others:
+                caller = credentials.caller(token)
+                if caller is not None:
+                    break
+        return token if caller is None else caller
+
+    async def resolve(self, identified: Caller | str | None, client: str) -> Caller:
+        """The caller `identify` found, or the right 401 or 429 (counting a failed attempt)."""
+        if self.limiter.suspect(client):
+            blocked = await self.limiter.address_blocked(client)
+            if blocked is not None:
+                metrics.RATE_LIMITED.labels("auth").inc()
+                raise errors.too_many_auth_failures(blocked)
+        if identified is None:
+            raise errors.missing_key()
+        if isinstance(identified, str):
+            await self.limiter.record_auth_failure(client)
+            raise errors.invalid_key(identified)
+        return identified
+
+    async def caller(self, keys: Credentials, authorization: str | None, client: str) -> Caller:
+        """Who is calling, or the 401/429 that says why not: `identify`, then `resolve` unless all is well."""
+        identified = self.identify(keys, authorization)
+        if isinstance(identified, Caller) and not self.limiter.suspect(client):
+            return identified
+        return await self.resolve(identified, client)
+
+    async def charge(self, caller: Caller) -> Headers:
+        """Count one request against the caller's limit; returns the rate-limit headers its answer carries,
+        or raises the 429 (with them). Unlimited callers are not counted at all."""
+        if not self.limiter.limits(caller.rate_limit):
+            return []
+        verdict = await self.limiter.for_caller(caller)
+        if verdict is None:
+            return []
+        if not verdict.allowed:
+            metrics.RATE_LIMITED.labels("key").inc()
+            raise errors.rate_limited(caller.name, verdict)
+        return verdict.headers()

@@ -1,0 +1,53 @@
+"""Who is calling: what every route needs to know about the credential a request came with.
+
+An API key is one kind of caller; tokens from an identity provider will be another. Routes only ever see
+a `Caller`, so a new kind of credential plugs in where callers are resolved (`api/callers.py`) and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from modeldex.catalog.policy import AccessPolicy
+
+
+class Scope(StrEnum):
+    """What a caller may do: `read` lists and retrieves; `admin` may also change the catalog."""
+
+    READ = "read"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The resolved identity of one request. Made once per catalog version for each API key, not per
+    request."""
+
+    name: str  # for logs, metrics and the change feed: never a secret
+    scope: Scope
+    policy: AccessPolicy  # which models it sees
+    rate_limit: str | None  # its own limit ("600/m", "unlimited"); None: the server's default
+    credential: str = "api_key"  # what kind of credential it came from
+
+    @property
+    def is_admin(self) -> bool:
+        return self.scope is Scope.ADMIN
+
+    @property
+    def actor(self) -> str:
+        """Who the change feed says made a change."""
+        return f"key:{self.name}" if self.credential == "api_key" else f"{self.credential}:{self.name}"
+
+    @property
+    def bucket(self) -> str:
+        """The rate-limit bucket it draws from (its limit is appended, so a changed limit starts afresh)."""
+        return self.actor
+
+
+class Credentials(Protocol):
+    """One kind of credential: the caller a presented bearer token stands for, or None."""
+
+    def caller(self, token: str) -> Caller | None: ...

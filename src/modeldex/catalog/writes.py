@@ -1,0 +1,52 @@
+"""Writing one entity inside a write unit, with every rule that comes with it: the checks between
+entities (`integrity.py`) before, and an upstream's side effects after. The service and catalog files
+both write through here, so no rule is coded twice."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from modeldex.catalog.entities import Alias, Entity, Model
+from modeldex.catalog.integrity import check_alias, check_model, check_model_removal
+from modeldex.catalog.upstreams import Upstream, remove_discovered
+
+if TYPE_CHECKING:
+    from modeldex.catalog.repository import CatalogWriter
+
+
+def check(writer: CatalogWriter, entity: Entity) -> None:
+    """The rules between `entity` and the rest of the catalog, as it would be written."""
+    if isinstance(entity, Model):
+        check_model(writer, entity)
+    elif isinstance(entity, Alias):
+        check_alias(writer, entity)
+
+
+def create(writer: CatalogWriter, entity: Entity) -> int:
+    """Add `entity`; returns its revision."""
+    check(writer, entity)
+    return writer.create(entity)
+
+
+def replace(writer: CatalogWriter, entity: Entity, if_match: int | None = None) -> tuple[int, list[str]]:
+    """Store `entity` over the one of the same key; returns its revision and the ids of the models that
+    left with it (an upstream's discovered models its new settings exclude leave at once)."""
+    check(writer, entity)
+    revision = writer.update(entity, if_match)
+    removed = remove_discovered(writer, entity, only_excluded=True) if isinstance(entity, Upstream) else []
+    return revision, removed
+
+
+def remove(writer: CatalogWriter, entity_type: type[Entity], key: str, if_match: int | None = None
+           ) -> list[str]:
+    """Delete the entity; returns the ids of the models that left with it (a removed upstream's
+    discovered models go at once, not after their grace period)."""
+    removed: list[str] = []
+    if entity_type is Model:
+        check_model_removal(writer, key)
+    elif entity_type is Upstream:
+        current = writer.get(Upstream, key)
+        if current is not None:
+            removed = remove_discovered(writer, current, only_excluded=False)
+    writer.delete(entity_type, key, if_match)
+    return removed
