@@ -137,3 +137,11 @@ def test_concurrent_writers_lose_nothing(db_url: str) -> None:
 def test_in_memory_sqlite_is_refused() -> None:
     with pytest.raises(StoreError, match="in-memory"):
         open_store("sqlite://")
+
+
+def test_the_schema_revision_the_code_expects_is_the_newest_migration() -> None:
+    """`migrate.SCHEMA_REVISION` lets a database at the current schema open without importing Alembic; it
+    must name the newest migration script, or every database would look outdated (or current too soon)."""
+    from modeldex.store import migrate
+
+    assert migrate.SCHEMA_REVISION == migrate.head_revision()

@@ -116,7 +116,7 @@ class AdminEndpoints:
         caller = await self.callers.caller(self.live.current.keys, request.headers.get("authorization"),
                                            request.scope.get("modeldex.client", "unknown"))
         request.scope["modeldex.key"] = caller.name
-        limit_headers = await self.callers.charge(caller)
+        limit_headers = await self.callers.charge(caller) if self.callers.limited(caller) else []
         if not caller.is_admin:
             raise errors.insufficient_scope("the admin API")
         return caller, limit_headers

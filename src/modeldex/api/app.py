@@ -156,10 +156,8 @@ class ModeldexApp:
     # --- the dispatch ----------------------------------------------------------------------------------
 
     def _headers_too_large(self, headers: HeaderLookup) -> bool:
-        size = 0
-        for name, value in headers.items():
-            size += len(name) + len(value) + 4
-        return size > self.settings.max_header_bytes
+        items = headers.items()  # each line costs its name, value, ": " and CRLF
+        return sum(map(len, map("".join, items))) + 4 * len(items) > self.settings.max_header_bytes
 
     async def _answer(self, method: str, path: str, query: str, headers: HeaderLookup, client: str,
                       request_id: str) -> OwnAnswer | None:

@@ -18,6 +18,7 @@ from modeldex.ops import metrics
 from modeldex.ops.ratelimit import RateLimiter
 
 Headers = list[tuple[str, str]]
+MEMO_LIMIT = 10_000  # accepted Authorization headers remembered per key table
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -35,20 +36,37 @@ class Callers:
     def __init__(self, limiter: RateLimiter, other_credentials: Sequence[Credentials] = ()) -> None:
         self.limiter = limiter
         self._others = tuple(other_credentials)  # tried after the key table, in order
+        # Authorization headers already checked against the key table in use, and whom they stand for:
+        # a known key is then one dict lookup, not a parse, a SHA-256 and a comparison (~1 µs, measured).
+        # Only accepted headers are kept, at most a few per key, and all are forgotten when the table
+        # changes (a revoked key is refused from the next catalog version on, as without the memo).
+        self._memo_table: Credentials | None = None
+        self._memo: dict[str, Caller] = {}
 
     def identify(self, keys: Credentials, authorization: str | None) -> Caller | str | None:
         """The caller the header's token stands for; else the token itself (refused), or None (no token).
         Never suspends, and is the whole check when all goes well."""
+        if keys is self._memo_table and authorization is not None:
+            known = self._memo.get(authorization)
+            if known is not None:
+                return known
         token = bearer_token(authorization)
         if token is None:
             return None
         caller = keys.caller(token)
-        if caller is None:
-            for credentials in self._others:
-                caller = credentials.caller(token)
-                if caller is not None:
-                    break
-        return token if caller is None else caller
+        if caller is not None:
+            self._remember(keys, authorization or "", caller)
+            return caller
+        for credentials in self._others:
+            caller = credentials.caller(token)
+            if caller is not None:
+                return caller
+        return token
+
+    def _remember(self, keys: Credentials, authorization: str, caller: Caller) -> None:
+        if keys is not self._memo_table or len(self._memo) >= MEMO_LIMIT:
+            self._memo_table, self._memo = keys, {}
+        self._memo[authorization] = caller
 
     async def resolve(self, identified: Caller | str | None, client: str) -> Caller:
         """The caller `identify` found, or the right 401 or 429 (counting a failed attempt)."""
@@ -71,11 +89,13 @@ class Callers:
             return identified
         return await self.resolve(identified, client)
 
+    def limited(self, caller: Caller) -> bool:
+        """Whether the caller's requests are counted at all (unlimited ones never wait on a bucket)."""
+        return self.limiter.limits(caller.rate_limit)
+
     async def charge(self, caller: Caller) -> Headers:
         """Count one request against the caller's limit; returns the rate-limit headers its answer carries,
-        or raises the 429 (with them). Unlimited callers are not counted at all."""
-        if not self.limiter.limits(caller.rate_limit):
-            return []
+        or raises the 429 (with them)."""
         verdict = await self.limiter.for_caller(caller)
         if verdict is None:
             return []

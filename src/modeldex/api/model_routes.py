@@ -97,7 +97,8 @@ class ModelRoutes:
             rendered = self.live.current
             caller = await self.callers.caller(rendered.keys, headers.get("authorization"), client)
             key_name = caller.name
-            limit_headers = await self.callers.charge(caller)
+            if self.callers.limited(caller):
+                limit_headers = await self.callers.charge(caller)
             if method == "DELETE":
                 assert model_id is not None
                 return await self._delete(caller, model_id, request_id, limit_headers)

@@ -134,15 +134,17 @@ class KeyTable:
     __slots__ = ("_by_lookup", "policies")
 
     def __init__(self, keys: Iterable[ApiKey]) -> None:
-        self._by_lookup = {key.lookup_id: (key.secret_hash, key.caller()) for key in keys if key.active}
-        self.policies = frozenset(caller.policy for _hash, caller in self._by_lookup.values())
+        self._by_lookup = {key.lookup_id: (key, key.caller()) for key in keys if key.active}
+        self.policies = frozenset(caller.policy for _key, caller in self._by_lookup.values())
 
     def caller(self, token: str) -> Caller | None:
         """The caller whose key `token` is, in constant time whether or not a record matches."""
         lookup_id = lookup_id_of(token)
         entry = self._by_lookup.get(lookup_id) if lookup_id is not None else None
-        matches = hmac.compare_digest(hash_secret(token), entry[0] if entry is not None else _DUMMY_HASH)
-        return entry[1] if matches and entry is not None else None
+        if entry is None:
+            verify(token, None)  # the same work as for a wrong secret: no timing difference
+            return None
+        return entry[1] if verify(token, entry[0]) else None
 
     def __len__(self) -> int:
         return len(self._by_lookup)

@@ -1,1 +1,2 @@
-"""Running in production: rate limits, metrics and the access log. Used by the HTTP layer, free of it."""
+"""Running in production: rate-limit buckets, metrics and the access log. Used by the HTTP layer, free of
+it."""

@@ -86,8 +86,15 @@ observe = _tallies.observe
 flush = _tallies.flush
 
 
+_flushing = threading.Event()
+
+
 def start_flushing(interval: float = 1.0) -> None:
-    """Flush this worker's tallies in the background (daemon thread)."""
+    """Flush this worker's tallies in the background (one daemon thread per process, however many apps
+    it runs)."""
+    if _flushing.is_set():
+        return
+    _flushing.set()
 
     def run() -> None:
         while True:
@@ -146,11 +153,12 @@ def add_collector(register: ExtraCollector) -> None:
 def exposition() -> bytes:
     """The text a scrape gets: all workers' samples when in multiprocess mode, this process's otherwise."""
     flush()
-    if os.environ.get(MULTIPROC_ENV):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    else:
-        from prometheus_client import REGISTRY as registry
+    extra = CollectorRegistry()  # made anew per scrape, so scrape-time collectors register once each
     for register in _extra:
-        register(registry)
-    return generate_latest(registry)
+        register(extra)
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.MultiProcessCollector(extra)  # type: ignore[no-untyped-call]
+        return generate_latest(extra)
+    from prometheus_client import REGISTRY  # one process (in-process tests): its own samples
+
+    return generate_latest(REGISTRY) + generate_latest(extra)
