@@ -1,0 +1,131 @@
+"""Callers in-process: failed attempts counted once per request, per client address, on every route that
+takes a key; per-key rate limits and their headers. test_operations.py keeps the real-server versions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from inprocess import Harness, bearer, error_of
+
+pytestmark = pytest.mark.anyio
+
+RATE_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests")
+WRONG = "sk-mdx-" + "N0tAKeyN0tAKeyN0tAKeyN0tAKeyN0tAKeyN0tAKeyN0tAKey12"
+METRICS_TOKEN = "scrape-me-9876543210"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Limited:
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
+        self.read = harness.key("reader", rate_limit="unlimited")
+        self.admin = harness.key("admin", "admin", rate_limit="unlimited")
+
+    async def request(self, method: str, path: str, key: str | None, address: str | None = None,
+                      headers: dict[str, str] | None = None) -> httpx.Response:
+        async with self.harness.client(address) as client:
+            return await client.request(method, path, headers={**(bearer(key) if key else {}), **(headers or {})})
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Limited]:
+    harness = Harness(tmp_path_factory.mktemp("callers"), auth_failure_limit="2/m", rate_limit="100/m",
+                      metrics_token=METRICS_TOKEN)
+    yield Limited(harness)
+    harness.stop()
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", "/v1/models"),
+    ("GET", "/v1/models/MiniMax-M3"),
+    ("HEAD", "/v1/models"),
+    ("DELETE", "/v1/models/MiniMax-M3"),
+    ("GET", "/v1/admin/models"),
+    ("POST", "/v1/admin/keys"),
+    ("GET", "/metrics"),
+])
+async def test_a_bad_key_is_one_failed_attempt(limited: Limited, method: str, path: str) -> None:
+    # With 2 failures allowed per minute, exactly 2 bad-key requests are 401s: had one request counted
+    # twice, the second would already be refused.
+    async with limited.harness.client() as client:
+        statuses = [(await client.request(method, path, headers=bearer(WRONG))).status_code for _ in range(3)]
+    assert statuses == [401, 401, 429]
+
+
+async def test_failures_add_up_across_routes_per_address(limited: Limited) -> None:
+    address = "198.51.100.1"
+    assert (await limited.request("GET", "/v1/models", WRONG, address)).status_code == 401
+    assert (await limited.request("GET", "/v1/admin/models", WRONG, address)).status_code == 401
+    blocked = await limited.request("GET", "/metrics", METRICS_TOKEN + "x", address)
+    error = error_of(blocked, 429, "rate_limit_exceeded", type="requests")
+    assert "invalid API keys" in error["message"]
+    assert 1 <= int(blocked.headers["retry-after"]) <= 60
+    assert 1000 <= int(blocked.headers["retry-after-ms"]) <= 60_000
+    # A right key from that address waits too: a guess cannot be confirmed while blocked.
+    error_of(await limited.request("GET", "/v1/models", limited.read, address), 429, "rate_limit_exceeded",
+             type="requests")
+    assert (await limited.request("GET", "/v1/models", limited.read, "198.51.100.2")).status_code == 200
+
+
+async def test_missing_keys_are_no_guesses(limited: Limited) -> None:
+    address = "198.51.100.3"
+    for _ in range(5):
+        error_of(await limited.request("GET", "/v1/models", None, address), 401, None)
+    assert (await limited.request("GET", "/v1/models", limited.read, address)).status_code == 200
+
+
+async def test_a_key_with_a_limit_answers_openai_headers_then_429(limited: Limited) -> None:
+    key = limited.harness.key("three-a-minute", rate_limit="3/m")
+    async with limited.harness.client() as client:
+        responses = [await client.get("/v1/models", headers=bearer(key)) for _ in range(4)]
+    assert [r.status_code for r in responses] == [200, 200, 200, 429]
+    assert all(r.headers["x-ratelimit-limit-requests"] == "3" for r in responses)
+    assert [r.headers["x-ratelimit-remaining-requests"] for r in responses] == ["2", "1", "0", "0"]
+    assert responses[0].headers["x-ratelimit-reset-requests"] == "20s"
+    error = error_of(responses[3], 429, "rate_limit_exceeded", type="requests")
+    assert "three-a-minute" in error["message"] and "try again in" in error["message"]
+    assert 15 <= int(responses[3].headers["retry-after"]) <= 20
+    assert 15_000 <= int(responses[3].headers["retry-after-ms"]) <= 20_000
+    assert len(responses[3].headers.get_list("x-ratelimit-limit-requests")) == 1
+
+
+async def test_limit_headers_ride_on_every_answer_of_a_limited_key(limited: Limited) -> None:
+    key = limited.harness.key("ten-a-minute", rate_limit="10/m")
+    admin = limited.harness.key("limited-admin", "admin", rate_limit="10/m")
+    first = await limited.request("GET", "/v1/models/MiniMax-M3", key)
+    answers = {
+        "not modified": await limited.request("GET", "/v1/models/MiniMax-M3", key,
+                                              headers={"If-None-Match": first.headers["etag"]}),
+        "not found": await limited.request("GET", "/v1/models/ghost", key),
+        "forbidden delete": await limited.request("DELETE", "/v1/models/MiniMax-M3", key),
+        "admin read": await limited.request("GET", "/v1/admin/models", admin),
+    }
+    assert [r.status_code for r in answers.values()] == [304, 404, 403, 200]
+    for name, response in answers.items():
+        assert response.headers.get("x-ratelimit-limit-requests") == "10", name
+    # Each answer took one request from the bucket.
+    assert answers["forbidden delete"].headers["x-ratelimit-remaining-requests"] == "6"
+
+
+async def test_limits_are_per_key(limited: Limited) -> None:
+    spent = limited.harness.key("spent", rate_limit="1/m")
+    fresh = limited.harness.key("fresh", rate_limit="1/m")
+    assert (await limited.request("GET", "/v1/models", spent)).status_code == 200
+    assert (await limited.request("GET", "/v1/models", spent)).status_code == 429
+    assert (await limited.request("GET", "/v1/models", fresh)).status_code == 200
+
+
+async def test_the_server_default_applies_unless_a_key_has_its_own(limited: Limited) -> None:
+    default = limited.harness.key("default-limited")
+    response = await limited.request("GET", "/v1/models", default)
+    assert response.headers["x-ratelimit-limit-requests"] == "100"
+    exempt = await limited.request("GET", "/v1/models", limited.read)
+    assert exempt.status_code == 200
+    assert not any(name in exempt.headers for name in RATE_HEADERS)

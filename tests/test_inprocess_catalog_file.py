@@ -1,0 +1,150 @@
+"""Catalog files applied to a store, without a server or the CLI: atomic, idempotent, dry runs change
+nothing, pruning spares discovered models. test_catalog_file.py keeps the CLI's contract."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import SEED_IDS
+from modeldex.catalog.entities import Model, new_model
+from modeldex.catalog.errors import CatalogError, Conflict, InvalidInput
+from modeldex.catalog.seed import seed_models
+from modeldex.catalog.service import Catalog
+from modeldex.store import SqlStore, open_store
+
+LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
+UPSTREAM = {"name": "vllm", "base_url": "http://10.0.0.5:8000/v1"}
+DISCOVERED = "vllm-model-1"
+DOCUMENT: dict[str, Any] = {
+    "models": [
+        {"id": "MiniMax-M3", "owned_by": "minimax", "context_length": 204800},  # no created: keeps its own
+        {"id": LLAMA, "owned_by": "meta", "created": 1721692800, "input_modalities": ["text"]},
+    ],
+    "aliases": [{"id": "MiniMax-latest", "target": "MiniMax-M3"}],
+    "groups": [{"name": "chat", "members": ["MiniMax-*", "meta-llama/*"]}],
+    "upstreams": [UPSTREAM],
+}
+
+
+def document(**changes: Any) -> dict[str, Any]:
+    """A deep copy of DOCUMENT with sections replaced or (as None) removed."""
+    result = copy.deepcopy(DOCUMENT)
+    for section, entries in changes.items():
+        if entries is None:
+            result.pop(section, None)
+        else:
+            result[section] = entries
+    return result
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqlStore]:
+    """The seed, an upstream, and one model the upstream discovered (written as discovery writes it)."""
+    store = open_store(f"sqlite:///{tmp_path}/catalog.db", seed=seed_models())
+    Catalog(store).create("upstream", dict(UPSTREAM))
+    with store.write("upstream:vllm") as writer:
+        writer.create(new_model(DISCOVERED, owned_by="vllm", created=1700000000, source="vllm"))
+    yield store
+    store.close()
+
+
+def planned(changes: list) -> set[tuple[str, str, str]]:
+    return {(c.op, c.kind, c.key) for c in changes}
+
+
+def test_apply_reports_its_changes_then_is_idempotent(store: SqlStore) -> None:
+    catalog = Catalog(store)
+    created_before = store.get(Model, "MiniMax-M3").created
+    version, changes = catalog.apply(document())
+    assert planned(changes) == {("create", "group", "chat"), ("update", "model", "MiniMax-M3"),
+                                ("create", "model", LLAMA), ("create", "alias", "MiniMax-latest")}
+    assert next(c for c in changes if c.key == "MiniMax-M3").fields == ("context_length",)
+    assert version == store.current_version()
+    state = store.load_state()
+    assert next(m for m in state.models if m.id == "MiniMax-M3").created == created_before
+
+    again_version, again = catalog.apply(document())
+    assert (again_version, again) == (version, [])
+    assert store.current_version() == version
+    assert store.load_state() == state
+    assert store.changes(version, 100) == []
+
+
+def test_a_dry_run_changes_nothing_and_plans_what_the_real_run_does(store: SqlStore) -> None:
+    catalog = Catalog(store)
+    before = store.load_state()
+    version, dry = catalog.apply(document(), prune=True, dry_run=True)
+    assert version == before.version == store.current_version()
+    assert store.load_state() == before
+    assert store.changes(before.version, 100) == []
+    assert ("delete", "model", "MiniMax-M2") in planned(dry)
+    real_version, real = catalog.apply(document(), prune=True)
+    assert real == dry
+    assert real_version == before.version + 1
+
+
+def test_prune_removes_what_the_file_omits_but_never_discovered_models(store: SqlStore) -> None:
+    catalog = Catalog(store)
+    catalog.create("alias", {"id": "old-alias", "target": "MiniMax-M2"})  # pruned before its target
+    catalog.create("group", {"name": "old-group", "members": ["x*"]})
+    _version, changes = catalog.apply(document(), prune=True)
+    state = store.load_state()
+    assert {m.id for m in state.models} == {"MiniMax-M3", LLAMA, DISCOVERED}
+    assert next(m for m in state.models if m.id == DISCOVERED).source == "vllm"
+    assert [a.id for a in state.aliases] == ["MiniMax-latest"]
+    assert [g.name for g in state.groups] == ["chat"]
+    assert [u.name for u in state.upstreams] == ["vllm"]
+    deleted = {(c.kind, c.key) for c in changes if c.op == "delete"}
+    assert deleted == {("model", m) for m in SEED_IDS if m != "MiniMax-M3"} | {
+        ("alias", "old-alias"), ("group", "old-group")}
+    assert ("model", DISCOVERED) not in deleted
+
+
+def test_a_file_entry_with_a_discovered_id_makes_it_the_operators(store: SqlStore) -> None:
+    catalog = Catalog(store)
+    catalog.apply(document(models=[*DOCUMENT["models"], {"id": DISCOVERED, "owned_by": "acme"}]))
+    taken = next(m for m in store.load_state().models if m.id == DISCOVERED)
+    assert (taken.source, taken.owned_by, taken.created) == (None, "acme", 1700000000)
+    # Now the file's business: a pruning file without it removes it.
+    catalog.apply(document(), prune=True)
+    assert DISCOVERED not in {m.id for m in store.load_state().models}
+
+
+BAD = {
+    # Found while validating, before any write.
+    "late invalid model": (document(models=[*DOCUMENT["models"], {"id": "z-late", "context_length": -5}]),
+                           InvalidInput, "models[2] (id 'z-late'): context_length"),
+    "discovery field": (document(models=[{"id": "x-1", "source": "vllm"}]), InvalidInput,
+                        "models[0] (id 'x-1'): source: set by discovery only"),
+    "twice": (document(models=[*DOCUMENT["models"], {"id": LLAMA}]), InvalidInput, "appears twice"),
+    "unknown section": ({**document(), "extras": []}, InvalidInput, "extras: unknown section"),
+    "not a list": (document(groups={"name": "chat"}), InvalidInput, "groups: must be a list"),
+    # Found while writing, after other entries were written: only a rollback undoes those.
+    "alias to nowhere": (document(aliases=[{"id": "MiniMax-latest", "target": "ghost"}]), InvalidInput,
+                         "aliases (id 'MiniMax-latest'): target"),
+    "alias over a model": (document(aliases=[{"id": "MiniMax-M2", "target": "MiniMax-M3"}]), Conflict,
+                           "would hide the model"),
+    "pruning an alias target": (document(models=[DOCUMENT["models"][1]]), Conflict,
+                                "pruning model 'MiniMax-M3'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_one_bad_entry_changes_nothing(store: SqlStore, case: str) -> None:
+    catalog = Catalog(store)
+    catalog.apply(document())
+    catalog.create("model", {"id": "operator/model", "owned_by": "acme"})
+    before = store.load_state()
+    bad, error_type, message = BAD[case]
+    with pytest.raises(CatalogError) as caught:
+        catalog.apply(bad, prune=True)
+    assert type(caught.value) is error_type
+    assert message in str(caught.value)
+    assert store.load_state() == before
+    assert store.current_version() == before.version
+    assert store.changes(before.version, 100) == []
