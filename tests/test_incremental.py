@@ -44,6 +44,7 @@ def assert_same_catalog(caught_up: RenderedCatalog, fresh: RenderedCatalog) -> N
     assert caught_up.keys == fresh.keys
     assert caught_up.models == fresh.models
     assert (caught_up.aliases, caught_up.groups) == (fresh.aliases, fresh.groups)
+    assert caught_up.upstreams == fresh.upstreams
     for policy in POLICIES.values():
         mine, theirs = caught_up.view(policy), fresh.view(policy)
         assert mine.etag == theirs.etag, policy
@@ -117,6 +118,11 @@ def test_every_kind_of_change_caught_up_equals_a_full_load(store: SqlStore) -> N
                                for n in range(100)]),
         lambda: write(store, *[lambda w, n=n: w.delete(Model, f"bulk/{n:03d}") for n in range(0, 100, 3)]),
         lambda: catalog.delete("alias", "latest"),
+        # upstreams are served state too (which upstream serves a model, with no database read)
+        lambda: catalog.create("upstream", {"name": "vllm", "base_url": "http://127.0.0.1:9/v1"}),
+        lambda: catalog.update("upstream", "vllm", {"prefix": "v/", "interval": "5m"}),
+        lambda: catalog.create("upstream", {"name": "ollama", "base_url": "http://127.0.0.1:9/v1"}),
+        lambda: catalog.delete("upstream", "vllm"),
     ]
     for step in steps:
         step()

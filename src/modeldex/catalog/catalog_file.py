@@ -25,7 +25,6 @@ from modeldex.catalog.upstreams import Upstream
 if TYPE_CHECKING:
     from modeldex.catalog.repository import CatalogWriter
 
-SECTIONS = ", ".join(kind.collection for kind in KINDS)
 
 
 @dataclass(frozen=True)

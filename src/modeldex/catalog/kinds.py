@@ -32,7 +32,6 @@ KINDS: tuple[Kind[Entity], ...] = (
     Kind("alias", Alias, "id", "aliases"),
 )
 BY_NAME: dict[str, Kind[Entity]] = {kind.name: kind for kind in KINDS}
-BY_COLLECTION: dict[str, Kind[Entity]] = {kind.collection: kind for kind in KINDS}
 _BY_TYPE: dict[type[Entity], Kind[Entity]] = {kind.type: kind for kind in KINDS}
 
 

@@ -13,7 +13,7 @@ from modeldex.catalog import writes
 from modeldex.catalog.callers import Scope
 from modeldex.catalog.catalog_file import PlannedChange, apply_document, export_document
 from modeldex.catalog.changes import Change
-from modeldex.catalog.entities import DISCOVERY_FIELDS, Entity, Model, list_order, parse
+from modeldex.catalog.entities import DISCOVERY_FIELDS, Entity, Model, parse
 from modeldex.catalog.errors import InvalidInput, NotFound
 from modeldex.catalog.integrity import check_policy
 from modeldex.catalog.keys import ApiKey, new_key, parse_scope, validate_key_name
@@ -51,9 +51,6 @@ class Catalog:
             self._after_write()
 
     # --- models, aliases, groups, upstreams -------------------------------------------------------
-
-    def list_models(self) -> list[Model]:
-        return sorted(self.store.all(Model), key=list_order)
 
     def count_models(self) -> int:
         return self.store.count(Model)

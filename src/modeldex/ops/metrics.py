@@ -20,7 +20,6 @@ from prometheus_client.core import GaugeMetricFamily
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-ROUTES = ("list", "retrieve", "delete", "admin", "health", "ready", "openapi", "metrics", "other")
 
 REQUESTS = Counter("modeldex_requests", "HTTP requests answered, by route and status.", ["route", "status"])
 LATENCY = Histogram(
