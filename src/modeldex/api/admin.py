@@ -4,16 +4,14 @@ files (upstreams' own reads and sync are in admin_upstreams.py). Built on `admin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from modeldex.api.admin_base import AdminEndpoints, if_match, json_body, json_response, read_body, with_revision
+from modeldex.api.admin_base import RouteTable, if_match, json_body, json_response, read_body, with_revision
 from modeldex.catalog.catalog_file import dump_yaml, load_yaml
 from modeldex.catalog.errors import InvalidInput
 from modeldex.catalog.kinds import KINDS
@@ -130,32 +128,24 @@ class AdminRoutes:
         version, planned = await run_in_threadpool(catalog.apply, document, prune, dry_run)
         return json_response({"version": version, "dry_run": dry_run, "changes": [p.document() for p in planned]})
 
-    def routes(self, endpoints: AdminEndpoints, before_generic: Sequence[Route] = ()) -> list[Route]:
-        """Every admin route; `before_generic` (e.g. upstreams' reads with health) take precedence over
-        the generic routes of each kind."""
-        e = endpoints.endpoint
-        routes = [
-            Route("/v1/admin/changes", e(self.changes), methods=["GET"]),
-            Route("/v1/admin/catalog", e(self.export), methods=["GET"]),
-            Route("/v1/admin/catalog/apply", e(self.apply), methods=["POST"]),
-            Route("/v1/admin/keys", e(self.list_keys), methods=["GET"]),
-            Route("/v1/admin/keys", e(self.create_key), methods=["POST"]),
-            Route("/v1/admin/keys/{name}/explain", e(self.explain), methods=["GET"]),
-            Route("/v1/admin/keys/{name}", e(self.get_key), methods=["GET"]),
-            Route("/v1/admin/keys/{name}", e(self.update_key), methods=["PATCH"]),
-            Route("/v1/admin/keys/{name}", e(self.revoke_key), methods=["DELETE"]),
-            *before_generic,
-        ]
+    def table(self) -> RouteTable:
+        """Every generic admin route: keys, the change feed, catalog files, and each kind's collection."""
+        table: RouteTable = {
+            "/v1/admin/changes": {"GET": self.changes},
+            "/v1/admin/catalog": {"GET": self.export},
+            "/v1/admin/catalog/apply": {"POST": self.apply},
+            "/v1/admin/keys": {"GET": self.list_keys, "POST": self.create_key},
+            "/v1/admin/keys/{name}/explain": {"GET": self.explain},
+            "/v1/admin/keys/{name}": {"GET": self.get_key, "PATCH": self.update_key, "DELETE": self.revoke_key},
+        }
         for kind in KINDS:
             base = f"/v1/admin/{kind.collection}"
-            routes += [
-                Route(base, e(partial(self.list_entities, kind.name)), methods=["GET"]),
-                Route(base, e(partial(self.create_entity, kind.name)), methods=["POST"]),
-                Route(base + "/{key:path}", e(partial(self.get_entity, kind.name)), methods=["GET"]),
-                Route(base + "/{key:path}", e(partial(self.update_entity, kind.name)), methods=["PATCH"]),
-                Route(base + "/{key:path}", e(partial(self.delete_entity, kind.name)), methods=["DELETE"]),
-            ]
-        return routes
+            table[base] = {"GET": partial(self.list_entities, kind.name),
+                           "POST": partial(self.create_entity, kind.name)}
+            table[base + "/{key:path}"] = {"GET": partial(self.get_entity, kind.name),
+                                           "PATCH": partial(self.update_entity, kind.name),
+                                           "DELETE": partial(self.delete_entity, kind.name)}
+        return table
 
 
 def _optional_str(data: dict[str, Any], field: str) -> str | None:

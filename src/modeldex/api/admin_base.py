@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from modeldex.api import errors
 from modeldex.api.callers import Callers
@@ -34,6 +35,9 @@ from modeldex.catalog.service import Catalog
 MAX_BODY_BYTES = 4 * 1024 * 1024
 Handler = Callable[[Request], Awaitable[Response]]
 Operation = Callable[[Request, Catalog], Awaitable[Response]]
+# Admin routes by path (in matching order), then by method. One Starlette route per path, so a wrong
+# method's 405 lists every method the path has, not just those of the first route that matched.
+RouteTable = dict[str, dict[str, Operation]]
 
 
 def json_response(data: Any, status: int = 200, etag: int | None = None) -> Response:
@@ -100,6 +104,16 @@ def with_revision(document: dict[str, Any], revision: int) -> dict[str, Any]:
     return {**document, "revision": revision}
 
 
+def merged(*tables: RouteTable) -> RouteTable:
+    """The tables as one; where two give a path the same method, the first wins."""
+    result: RouteTable = {}
+    for table in tables:
+        for path, operations in table.items():
+            for method, operation in operations.items():
+                result.setdefault(path, {}).setdefault(method, operation)
+    return result
+
+
 class AdminEndpoints:
     """Makes admin route handlers: resolve the caller (admin scope only), charge its rate limit, run the
     operation on the catalog acting for it, and answer domain errors in the OpenAI envelope."""
@@ -138,3 +152,17 @@ class AdminEndpoints:
             return response
 
         return handler
+
+    def routes(self, table: RouteTable) -> list[Route]:
+        """One Starlette route per path of `table`, choosing the operation by method (HEAD as GET)."""
+        routes = []
+        for path, operations in table.items():
+            handlers = {method: self.endpoint(operation) for method, operation in operations.items()}
+            if "GET" in handlers:
+                handlers.setdefault("HEAD", handlers["GET"])
+
+            async def by_method(request: Request, handlers: dict[str, Handler] = handlers) -> Response:
+                return await handlers[request.method](request)
+
+            routes.append(Route(path, by_method, methods=list(handlers)))
+        return routes

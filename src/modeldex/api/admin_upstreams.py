@@ -12,17 +12,17 @@ import time
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from modeldex.api.admin_base import AdminEndpoints, json_response
+from modeldex.api.admin_base import RouteTable, json_response
 from modeldex.catalog.service import Catalog
 from modeldex.catalog.upstreams import Upstream
 from modeldex.discovery.health import DiscoveryStore, upstream_reports, with_health
 from modeldex.discovery.sync import sync_now
 
 
-def upstream_routes(endpoints: AdminEndpoints, store: DiscoveryStore) -> list[Route]:
-    """`store` holds the upstreams' health beside the catalog."""
+def upstream_routes(store: DiscoveryStore) -> RouteTable:
+    """`store` holds the upstreams' health beside the catalog. The paths come before the generic ones of
+    upstreams (admin.py), whose methods they replace: `sync` before `{key:path}`."""
 
     async def list_upstreams(request: Request, catalog: Catalog) -> Response:
         def read() -> list[dict[str, object]]:
@@ -45,9 +45,8 @@ def upstream_routes(endpoints: AdminEndpoints, store: DiscoveryStore) -> list[Ro
         await run_in_threadpool(catalog.written_elsewhere)
         return json_response(result.document())
 
-    e = endpoints.endpoint
-    return [
-        Route("/v1/admin/upstreams", e(list_upstreams), methods=["GET"]),
-        Route("/v1/admin/upstreams/{name}/sync", e(sync), methods=["POST"]),
-        Route("/v1/admin/upstreams/{key:path}", e(get_upstream), methods=["GET"]),
-    ]
+    return {
+        "/v1/admin/upstreams": {"GET": list_upstreams},
+        "/v1/admin/upstreams/{name}/sync": {"POST": sync},
+        "/v1/admin/upstreams/{key:path}": {"GET": get_upstream},
+    }

@@ -18,7 +18,7 @@ from typing import Any
 
 from modeldex.api import errors, paths
 from modeldex.api.admin import AdminRoutes
-from modeldex.api.admin_base import AdminEndpoints
+from modeldex.api.admin_base import AdminEndpoints, merged
 from modeldex.api.admin_upstreams import upstream_routes
 from modeldex.api.asgi_bridge import ASGIApp, Message, asgi_scope, serve_asgi
 from modeldex.api.callers import Callers
@@ -116,15 +116,15 @@ class ModeldexApp:
         self.live.start()
         self._report_catalog()
         metrics.start_flushing()
-        metrics.add_collector(lambda registry: registry.register(
+        metrics.add_collector("upstreams", lambda registry: registry.register(
             metrics.UpstreamCollector(lambda: store.upstream_health(time.time()))))
         self.poller = Poller(store, on_change=self.live.refresh)  # upstreams: off the request path
         self.poller.start()
         self.models = ModelRoutes(self.live, self.callers, self.catalog_for,
                                   metadata_by_default=self.settings.metadata)
         endpoints = AdminEndpoints(self.live, self.callers, self.catalog_for)
-        routes = [metrics_route(self.live, self.callers, self.settings),
-                  *AdminRoutes().routes(endpoints, before_generic=upstream_routes(endpoints, store))]
+        admin = endpoints.routes(merged(upstream_routes(store), AdminRoutes().table()))
+        routes = [metrics_route(self.live, self.callers, self.settings), *admin]
         self.side_app = build_side_app(routes, self.live, self.settings)
         log.info("serving catalog version %d (%d models)", self.live.version, len(self.live.current.models))
 
@@ -163,11 +163,13 @@ class ModeldexApp:
                       request_id: str) -> OwnAnswer | None:
         """The answer to a request the app gives itself (the Models routes, CORS preflights, oversized
         headers), or None when the side app answers it. `path` is decoded, dot segments resolved."""
+        cors = self.cors
         if self._headers_too_large(headers):
             status, response_headers, body, _ = error_answer(
                 errors.headers_too_large(self.settings.max_header_bytes), request_id)
+            if cors is not None:  # so a browser shows the 431's message, not a bare network error
+                response_headers.extend(cors.response_headers(headers))
             return status, response_headers, body, None, "other"
-        cors = self.cors
         if cors is not None and cors.is_preflight(method, headers):
             status, response_headers, body = cors.preflight(headers)
             response_headers.append(("x-request-id", request_id))

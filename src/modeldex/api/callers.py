@@ -43,9 +43,11 @@ class Callers:
         self._memo_table: Credentials | None = None
         self._memo: dict[str, Caller] = {}
 
-    def identify(self, keys: Credentials, authorization: str | None) -> Caller | str | None:
+    def identify(self, keys: Credentials, authorization: str | None, also: Credentials | None = None
+                 ) -> Caller | str | None:
         """The caller the header's token stands for; else the token itself (refused), or None (no token).
-        Never suspends, and is the whole check when all goes well."""
+        Never suspends, and is the whole check when all goes well. `also`: a credential only this route
+        accepts (the metrics token on /metrics)."""
         if keys is self._memo_table and authorization is not None:
             known = self._memo.get(authorization)
             if known is not None:
@@ -57,7 +59,7 @@ class Callers:
         if caller is not None:
             self._remember(keys, authorization or "", caller)
             return caller
-        for credentials in self._others:
+        for credentials in (*self._others, also) if also is not None else self._others:
             caller = credentials.caller(token)
             if caller is not None:
                 return caller
@@ -82,9 +84,10 @@ class Callers:
             raise errors.invalid_key(identified)
         return identified
 
-    async def caller(self, keys: Credentials, authorization: str | None, client: str) -> Caller:
+    async def caller(self, keys: Credentials, authorization: str | None, client: str,
+                     also: Credentials | None = None) -> Caller:
         """Who is calling, or the 401/429 that says why not: `identify`, then `resolve` unless all is well."""
-        identified = self.identify(keys, authorization)
+        identified = self.identify(keys, authorization, also)
         if isinstance(identified, Caller) and not self.limiter.suspect(client):
             return identified
         return await self.resolve(identified, client)

@@ -17,11 +17,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from modeldex.api import errors
-from modeldex.api.callers import Callers, bearer_token
+from modeldex.api.callers import Callers
 from modeldex.api.errors import ApiError
 from modeldex.api.openapi import openapi_json
 from modeldex.api.render import RenderedCatalog
+from modeldex.catalog.callers import Caller, Scope
 from modeldex.catalog.live import LiveCatalog
+from modeldex.catalog.policy import ALL_MODELS
 from modeldex.config import ServerSettings
 from modeldex.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from modeldex.ops.metrics import exposition
@@ -83,21 +85,29 @@ def readiness(live: LiveCatalog[Any] | None) -> Route:
     return Route("/readyz", readyz, methods=["GET"])
 
 
+class MetricsToken:
+    """`--metrics-token` as a credential: a caller on /metrics and nowhere else."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+        self._caller = Caller("metrics-token", Scope.READ, ALL_MODELS, "unlimited", credential="metrics_token")
+
+    def caller(self, token: str) -> Caller | None:
+        return self._caller if hmac.compare_digest(token.encode(), self._token) else None
+
+
 def metrics_route(live: LiveCatalog[RenderedCatalog], callers: Callers, settings: ServerSettings) -> Route:
-    """`/metrics`, for Prometheus: needs the metrics token or an admin caller, unless made public."""
+    """`/metrics`, for Prometheus: needs the metrics token or an admin caller, unless made public. Callers
+    are resolved as on every route, so a blocked address is refused before any token is compared."""
+    metrics_token = MetricsToken(settings.metrics_token) if settings.metrics_token else None
 
     async def metrics_endpoint(request: Request) -> Response:
         if not settings.public_metrics:
-            authorization = request.headers.get("authorization")
-            token = bearer_token(authorization) or ""
-            allowed = bool(settings.metrics_token) and hmac.compare_digest(
-                token.encode(), (settings.metrics_token or "").encode())
-            if not allowed:
-                caller = await callers.caller(live.current.keys, authorization,
-                                              request.scope.get("modeldex.client", "unknown"))
-                request.scope["modeldex.key"] = caller.name
-                if not caller.is_admin:
-                    raise errors.insufficient_scope("reading metrics")
+            caller = await callers.caller(live.current.keys, request.headers.get("authorization"),
+                                          request.scope.get("modeldex.client", "unknown"), also=metrics_token)
+            request.scope["modeldex.key"] = caller.name
+            if caller.credential != "metrics_token" and not caller.is_admin:
+                raise errors.insufficient_scope("reading metrics")
         return Response(await run_in_threadpool(exposition), media_type=METRICS_CONTENT_TYPE)
 
     return Route("/metrics", metrics_endpoint, methods=["GET"])

@@ -141,19 +141,20 @@ class UpstreamCollector:
 
 
 ExtraCollector = Callable[[CollectorRegistry], None]
-_extra: list[ExtraCollector] = []
+_extra: dict[str, ExtraCollector] = {}
 
 
-def add_collector(register: ExtraCollector) -> None:
-    """Let another part (e.g. discovery) add scrape-time metrics to every exposition."""
-    _extra.append(register)
+def add_collector(name: str, register: ExtraCollector) -> None:
+    """Let another part (e.g. discovery) add scrape-time metrics to every exposition; a later one of the
+    same name replaces it (an app started again in the same process)."""
+    _extra[name] = register
 
 
 def exposition() -> bytes:
     """The text a scrape gets: all workers' samples when in multiprocess mode, this process's otherwise."""
     flush()
     extra = CollectorRegistry()  # made anew per scrape, so scrape-time collectors register once each
-    for register in _extra:
+    for register in _extra.values():
         register(extra)
     if os.environ.get(MULTIPROC_ENV):
         multiprocess.MultiProcessCollector(extra)  # type: ignore[no-untyped-call]
