@@ -84,14 +84,30 @@ class ModelRoutes:
             return ("item", path[len(ITEM_PREFIX):])
         return None
 
+    def answer_now(self, method: str, route: tuple[str, str | None], path: str, query: str,
+                   headers: HeaderLookup, client: str, request_id: str) -> Answer | None:
+        """The answer, when it needs nothing to wait for: a GET or HEAD by a known caller that is not
+        rate-limited, from an address with no recent failures (the common case, without a coroutine).
+        None: `answer` it is."""
+        allowed = LIST_METHODS if route[0] == "list" else ITEM_METHODS
+        if method not in allowed:
+            return error_answer(errors.method_not_allowed(method, path, allowed), request_id)
+        if method == "DELETE":
+            return None
+        rendered = self.live.current
+        callers = self.callers
+        caller = callers.identify(rendered.keys, headers.get("authorization"))
+        if not isinstance(caller, Caller) or callers.limiter.suspect(client) or callers.limited(caller):
+            return None
+        return self._read(rendered, caller, route, query, headers, request_id, [])
+
     async def answer(self, method: str, route: tuple[str, str | None], path: str, query: str,
                      headers: HeaderLookup, client: str, request_id: str) -> Answer:
-        """Answer one request: the common case (a known key, no limit) never suspends."""
-        kind, model_id = route
+        """Answer one request, whatever it takes: resolving the caller (401, 429), its rate limit, a delete."""
         key_name: str | None = None
         limit_headers: Headers = []
         try:
-            allowed = LIST_METHODS if kind == "list" else ITEM_METHODS
+            allowed = LIST_METHODS if route[0] == "list" else ITEM_METHODS
             if method not in allowed:
                 raise errors.method_not_allowed(method, path, allowed)
             rendered = self.live.current
@@ -100,26 +116,32 @@ class ModelRoutes:
             if self.callers.limited(caller):
                 limit_headers = await self.callers.charge(caller)
             if method == "DELETE":
-                assert model_id is not None
-                return await self._delete(caller, model_id, request_id, limit_headers)
-            view = rendered.view(caller.policy)
-            etag = view.etag
-            bodies, list_body = view.bodies, view.list_body
-            if self.metadata_by_default or (query and wants_metadata(query)):
-                bodies, list_body = view.expanded()
-                etag = etag[:-1] + '-m"'
-            body = list_body if kind == "list" else bodies.get(model_id)  # type: ignore[arg-type]
-            if body is None:
-                raise errors.model_not_found(model_id or "")
-            if etag_matches(headers.get("if-none-match"), etag):
-                return 304, [("x-request-id", request_id), ("etag", etag), _CACHE_CONTROL, _VARY,
-                             *limit_headers], b"", key_name
-            response_headers = [JSON, ("x-request-id", request_id), ("etag", etag), _CACHE_CONTROL, _VARY]
-            if limit_headers:
-                response_headers.extend(limit_headers)
-            return 200, response_headers, body, key_name
+                assert route[1] is not None
+                return await self._delete(caller, route[1], request_id, limit_headers)
+            return self._read(rendered, caller, route, query, headers, request_id, limit_headers)
         except ApiError as error:
             return error_answer(error, request_id, limit_headers, key_name)
+
+    def _read(self, rendered: RenderedCatalog, caller: Caller, route: tuple[str, str | None], query: str,
+              headers: HeaderLookup, request_id: str, limit_headers: Headers) -> Answer:
+        """A list or a model, as the caller's policy sees it, from bytes rendered for this version."""
+        kind, model_id = route
+        view = rendered.view(caller.policy)
+        etag = view.etag
+        bodies, list_body = view.bodies, view.list_body
+        if self.metadata_by_default or (query and wants_metadata(query)):
+            bodies, list_body = view.expanded()
+            etag = etag[:-1] + '-m"'
+        body = list_body if kind == "list" else bodies.get(model_id)  # type: ignore[arg-type]
+        if body is None:
+            return error_answer(errors.model_not_found(model_id or ""), request_id, limit_headers, caller.name)
+        if etag_matches(headers.get("if-none-match"), etag):
+            return 304, [("x-request-id", request_id), ("etag", etag), _CACHE_CONTROL, _VARY,
+                         *limit_headers], b"", caller.name
+        response_headers = [JSON, ("x-request-id", request_id), ("etag", etag), _CACHE_CONTROL, _VARY]
+        if limit_headers:
+            response_headers.extend(limit_headers)
+        return 200, response_headers, body, caller.name
 
     async def _delete(self, caller: Caller, model_id: str, request_id: str, limit_headers: Headers) -> Answer:
         if not caller.is_admin:

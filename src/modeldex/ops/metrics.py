@@ -40,35 +40,34 @@ STORE_UP = Gauge("modeldex_store_up", "1 if every worker reached the database on
 class _Tallies:
     """Per-worker request counts, flushed into prometheus_client about once a second.
 
-    A sample in multiprocess mode costs ~8 µs (locks, mmap writes): a fifth of the whole hot path.
-    Counting in plain dicts costs ~0.2 µs, and a scrape is at most a second behind (and never behind
-    for the worker that answers it: it flushes first).
+    A sample in multiprocess mode costs ~8 µs (locks, mmap writes): a fifth of the whole hot path. A
+    request only appends its route, status and duration (~0.1 µs; counting under a lock was 0.67 µs,
+    measured); the flush tallies them, and a scrape is at most a second behind (and never behind for the
+    worker that answers it: it flushes first).
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one flusher at a time
         self._bounds = LATENCY._upper_bounds  # the histogram's own buckets, +Inf last
-        self._reset()
-
-    def _reset(self) -> None:
-        self.counts: collections.Counter[tuple[str, int]] = collections.Counter()
-        self.buckets: dict[str, list[int]] = {}
-        self.sums: dict[str, float] = collections.defaultdict(float)
+        self._pending: collections.deque[tuple[str, int, float]] = collections.deque()
 
     def observe(self, route: str, status: int, seconds: float) -> None:
-        index = bisect.bisect_left(self._bounds, seconds)
-        with self._lock:  # uncontended but for the flush's swap, which must not meet a half-made update
-            self.counts[(route, status)] += 1
-            self.sums[route] += seconds
-            counts = self.buckets.get(route)
-            if counts is None:
-                counts = self.buckets[route] = [0] * len(self._bounds)
-            counts[index] += 1
+        self._pending.append((route, status, seconds))  # atomic: no lock on the request path
 
     def flush(self) -> None:
         with self._lock:
-            counts, buckets, sums = self.counts, self.buckets, self.sums
-            self._reset()
+            pending, bounds = self._pending, self._bounds
+            counts: collections.Counter[tuple[str, int]] = collections.Counter()
+            buckets: dict[str, list[int]] = {}
+            sums: dict[str, float] = collections.defaultdict(float)
+            for _ in range(len(pending)):
+                route, status, seconds = pending.popleft()
+                counts[(route, status)] += 1
+                sums[route] += seconds
+                per_bucket = buckets.get(route)
+                if per_bucket is None:
+                    per_bucket = buckets[route] = [0] * len(bounds)
+                per_bucket[bisect.bisect_left(bounds, seconds)] += 1
         for (route, status), count in counts.items():
             REQUESTS.labels(route, str(status)).inc(count)
         for route, per_bucket in buckets.items():
