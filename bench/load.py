@@ -21,6 +21,10 @@ class Request:
     headers: dict[str, str] = field(default_factory=dict)
     expect: int = 200
 
+    def at(self, base: str) -> Request:
+        """The same request to the server at `base` (when `url` is a path)."""
+        return Request(base + self.url, self.headers, self.expect)
+
 
 @dataclass(frozen=True)
 class RunResult:

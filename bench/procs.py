@@ -77,6 +77,20 @@ class Server:
             time.sleep(0.01)
         raise ServerFailed(f"{self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
 
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def truncate_log(self, size: int) -> None:
+        """Cut the log back to `size` bytes. The server appends (O_APPEND), so it goes on writing at the new
+        end: a run's access lines can be dropped and the disk stays bounded (~130 bytes a request)."""
+        try:
+            os.truncate(self.log_path, size)
+        except OSError:
+            pass
+
     def rss_mb(self) -> float:
         """RSS of the whole process tree (main process and every worker), in MB."""
         return sum(rss_kb(pid) for pid in process_tree(self.pid)) / 1024
