@@ -45,17 +45,16 @@ def create_app() -> Any:
     return Constant()
 
 
-def main(answer_file: str, host: str, port: int, workers: int) -> None:
-    """granian with the options src/modeldex/cli/serve.py gives it (its defaults: text log at info level,
-    30 s shutdown timeout, no TLS), on this module's factory."""
+def serve(target: str, host: str, port: int, workers: int) -> None:
+    """granian on `target` (a factory) with the options src/modeldex/cli/serve.py gives it, at its
+    defaults: text log at info level, 30 s shutdown timeout, no TLS."""
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
     from modeldex.logs import logging_config
 
-    os.environ[ANSWER_ENV] = answer_file
     server = Granian(
-        "ceiling:create_app",
+        target,
         factory=True,
         address=host,
         port=port,
@@ -69,6 +68,11 @@ def main(answer_file: str, host: str, port: int, workers: int) -> None:
         workers_kill_timeout=30,
     )
     server.serve()
+
+
+def main(answer_file: str, host: str, port: int, workers: int) -> None:
+    os.environ[ANSWER_ENV] = answer_file
+    serve("ceiling:create_app", host, port, workers)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ class RunResult:
     requests: int
     errors: int  # socket errors, plus answers whose status class was not the expected one
     rss_mb: float
+    cpu_us: float = 0.0  # the server's CPU time (all its processes and threads) per answered request
 
 
 def run_wrk(request: Request, duration: float) -> tuple[float, float, float, int, int]:
@@ -100,3 +101,7 @@ class Series:
     @property
     def rss_mb(self) -> float:
         return max(run.rss_mb for run in self.runs)
+
+    @property
+    def cpu_us(self) -> float:
+        return self.median("cpu_us")

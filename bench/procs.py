@@ -95,6 +95,10 @@ class Server:
         """RSS of the whole process tree (main process and every worker), in MB."""
         return sum(rss_kb(pid) for pid in process_tree(self.pid)) / 1024
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system, every thread) used so far by the process tree's live processes."""
+        return sum(cpu_seconds(pid) for pid in process_tree(self.pid))
+
     def largest_rss_mb(self) -> float:
         """RSS of the largest single process of the tree (the per-worker figure), in MB."""
         return max((rss_kb(pid) for pid in process_tree(self.pid)), default=0) / 1024
@@ -161,6 +165,17 @@ def process_tree(root: int) -> list[int]:
         tree.append(pid)
         todo.extend(children.get(pid, []))
     return tree
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime and stime, fields 14 and 15 of stat(5)
 
 
 def rss_kb(pid: int) -> int:

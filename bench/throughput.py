@@ -154,8 +154,11 @@ class Target:
 
     def run(self, duration: float) -> None:
         size = self.server.log_size()
+        cpu = self.server.cpu_seconds()
         rps, p50, p99, requests, errors = run_wrk(self.request, duration)
-        self.series.runs.append(RunResult(rps, p50, p99, requests, errors, self.server.rss_mb()))
+        # Less sensitive than req/s to whatever else runs on the machine: it only adds up the server's CPU.
+        cpu_us = (self.server.cpu_seconds() - cpu) / max(requests, 1) * 1e6
+        self.series.runs.append(RunResult(rps, p50, p99, requests, errors, self.server.rss_mb(), cpu_us))
         if self.drop_log:
             self.server.truncate_log(size)
 
