@@ -27,9 +27,8 @@ def load_answer(path: str) -> tuple[int, list[tuple[str, str]], bytes]:
     return status, [(name, value) for name, value in headers], body.encode("latin-1")
 
 
-def create_app() -> Any:
-    status, headers, body = load_answer(os.environ[ANSWER_ENV])
-
+def constant_app(status: int, headers: list[tuple[str, str]], body: bytes) -> Any:
+    """An RSGI app whose whole request handling is one answer call with these constants (closure cells)."""
     # modeldex answers a 304 with response_empty and everything else with response_bytes: the same call here.
     if status == 304:
         class NotModified:
@@ -43,6 +42,10 @@ def create_app() -> Any:
             protocol.response_bytes(status, headers, body)
 
     return Constant()
+
+
+def create_app() -> Any:
+    return constant_app(*load_answer(os.environ[ANSWER_ENV]))
 
 
 def serve(target: str, host: str, port: int, workers: int) -> None:

@@ -2,15 +2,16 @@
 worker, on the real objects of a real request (granian's scope, headers and protocol; the app's catalog,
 key table, metrics and access log), with `modeldex serve`'s defaults (access log on).
 
-    .venv/bin/python bench/hotpath_profile.py [--loops 20000] [--repeat 7]
+    .venv/bin/python bench/hotpath_profile.py [--loops 5000] [--repeat 25]
 
 It starts granian as `modeldex serve` does (bench/ceiling.py's `serve`) on modeldex's app wrapped by
 `Profiled`, which answers every request through the app, except one carrying `x-profile: <scenario>`:
 on that one it times each piece in a loop (the best of --repeat rounds, the empty loop's cost taken off)
-and writes the figures to a file. The whole `app.__rsgi__` is timed too: granian ignores a second answer
-to a request, so it can run again and again on the same scope and protocol; the repeated answer call is
-timed alone and taken off, which leaves modeldex's Python work. Pieces overlap (a whole contains its
-parts), so they do not add up; the whole does.
+and writes the figures to a file. granian ignores a second answer to a request, so the whole
+`app.__rsgi__` can run again and again on the same scope and protocol; so can the ceiling's
+(bench/ceiling.py's app with the same answer), and the difference is modeldex's own work, the same
+figure the benchmark's "own µs" estimates from req/s. Pieces overlap (a whole contains its parts), so
+they do not add up; the whole does.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ import argparse
 import http.client
 import json
 import os
-import sys
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ceiling import serve
+from ceiling import constant_app, serve
 
 HOST = "127.0.0.1"
 
@@ -41,8 +42,11 @@ SCENARIOS = {  # name: (path, which key)
     "unknown": ("/v1/models/no-such-model", "read"),
     "bad_key": (f"/v1/models/{RETRIEVE_ID}", "bad"),
 }
-WHOLE = "app.__rsgi__(), whole (the repeated answer call taken off)"
-ANSWER_CALL = "protocol.response_bytes(), repeated (granian ignores it)"
+OWN = "modeldex's own: app.__rsgi__() minus the ceiling's"
+OWN_NO_LOG = "modeldex's own, as with --no-access-log"
+WHOLE = "app.__rsgi__(), whole"
+CEILING_WHOLE = "the ceiling's __rsgi__(), whole (its answer call repeated: granian ignores it)"
+ANSWER_CALL = "  protocol.response_bytes() alone, repeated"
 WARMUP_REQUESTS = 3000  # enough for the interpreter's specialisation and every lazy cache
 
 
@@ -92,13 +96,17 @@ def pieces(app: Any, scope: Any, protocol: Any, scenario: str) -> list[tuple[str
     etag = view.etag if view is not None else ""
     model_id = route[1] or ""
 
+    ceiling = constant_app(status, response_headers, body)
     timed: list[tuple[str, Callable[[], object]]] = [
         (WHOLE, lambda: drive(app.__rsgi__(scope, protocol))),
+        (CEILING_WHOLE, lambda: drive(ceiling.__rsgi__(scope, protocol))),
         ("  models.answer(), whole", lambda: drive(models.answer(method, route, path, query, headers, client,
                                                                  request_id))),
         (ANSWER_CALL, lambda: protocol.response_bytes(status, response_headers, body)),
         ("access_log.record()", lambda: log.record(request_id, method, path, label, status, 0.25, key_name,
                                                    client)),
+        ("  its time stamp: strftime(localtime())",
+         lambda: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time()))),
         ("metrics.observe()", lambda: metrics.observe(label, status, 0.00025)),
         ("request id", app.request_ids),
         ("client address", lambda: app.client_address(scope.client, headers)),
@@ -170,9 +178,17 @@ class Profiled:
         drive(self.app.__rsgi__(scope, protocol))  # the real answer, first
         loops, repeat = (int(n) for n in os.environ[LOOPS_ENV].split(","))
         empty = best_ns(lambda: None, loops, repeat)
-        results = {name: max(0.0, best_ns(fn, loops, repeat) - empty) / 1000
-                   for name, fn in pieces(self.app, scope, protocol, scenario)}
-        results[WHOLE] -= results[ANSWER_CALL]
+        timed = pieces(self.app, scope, protocol, scenario)
+        results = {name: max(0.0, best_ns(fn, loops, repeat) - empty) / 1000 for name, fn in timed}
+        # The app as --no-access-log makes it (no AccessLog object), for the log's cost in place.
+        access_log, self.app.access_log = self.app.access_log, None
+        try:
+            whole_no_log = max(0.0, best_ns(dict(timed)[WHOLE], loops, repeat) - empty) / 1000
+        finally:
+            self.app.access_log = access_log
+        # Both wholes include the same answer call (and a coroutine): the difference is modeldex's own.
+        results = {OWN: results[WHOLE] - results[CEILING_WHOLE],
+                   OWN_NO_LOG: whole_no_log - results[CEILING_WHOLE], **results}
         Path(os.environ[OUT_ENV], f"{scenario}.json").write_text(json.dumps(results))
 
 
@@ -189,8 +205,9 @@ def request(connection: http.client.HTTPConnection, path: str, headers: dict[str
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--loops", type=int, default=20_000, help="calls per round (default 20000)")
-    parser.add_argument("--repeat", type=int, default=7, help="rounds; the best counts (default 7)")
+    # Many short rounds: on a shared machine some of them run undisturbed, and the best one counts.
+    parser.add_argument("--loops", type=int, default=5_000, help="calls per round (default 5000)")
+    parser.add_argument("--repeat", type=int, default=25, help="rounds; the best counts (default 25)")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the server process itself
     args = parser.parse_args(argv)
     if args.serve:
