@@ -184,7 +184,7 @@ def peer_table(peer: PeerResult, rows: list[Row]) -> list[str]:
         return [f"{peer.name}: unavailable ({peer.reason})."]
     name = peer.name
     lines = [f"{name}: started in {peer.startup_s:.2f} s (to an authorized list), one worker.", "",
-             (f"| scenario | {name} req/s | p50 ms | p99 ms | RSS MB | modeldex req/s | modeldex / {name} "
+             (f"| scenario | {name} req/s | p50 ms | p99 ms | RSS MB | {MODELDEX_NO_LOG} req/s | modeldex / {name} "
               f"| {name} vs nginx | noise | errors |"),
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for scenario in (RETRIEVE, LIST):
