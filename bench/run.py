@@ -33,9 +33,12 @@ LIST_10K_MODELS = 10_000
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run.sh", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, help="seconds per wrk run (default 8; 1 with --quick)")
-    parser.add_argument("--repeat", type=int, help="runs per row; the table shows medians (default 3; 2 with --quick)")
-    parser.add_argument("--warmup", type=float, help="seconds of unrecorded load first (default 2; 1 with --quick)")
+    parser.add_argument("--duration", type=float,
+                        help="seconds per wrk run (default 8; 1 with --quick; 2 with --ceiling-only)")
+    parser.add_argument("--repeat", type=int, help="runs per row; the table shows medians "
+                        "(default 3; 2 with --quick; 4 with --ceiling-only)")
+    parser.add_argument("--warmup", type=float,
+                        help="seconds of unrecorded load first (default 2; 1 with --quick or --ceiling-only)")
     parser.add_argument("--scale", help="catalog sizes for the scale table, comma-separated "
                         "(default 1000,10000,100000; 1000 with --quick; 'none' to skip)")
     parser.add_argument("--scale-repeat", type=int, help="cold starts per catalog size (default 3; 1 with --quick)")
