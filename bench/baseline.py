@@ -1,5 +1,5 @@
-"""The baselines on modeldex's exact bytes: a private nginx serving them as static files (the ceiling),
-and granian with a Python handler that does no work (the Python ceiling, `noop_handler.py`).
+"""The baselines on modeldex's exact bytes: a private nginx serving them as static files, and granian
+with an app that does nothing but answer them (the Python ceiling, `ceiling.py`).
 
 Each scenario gets a location of its own (`/<scenario>`). A 200 is a file; a 401 or 404 is `return`
 with `error_page` pointing at a file holding modeldex's body, so the status and the bytes are the same;
@@ -123,28 +123,42 @@ def nginx_etag(base: str, name: str) -> str:
 
 
 
-NOOP_HANDLER_HEADERS = ("content-type", "etag", "cache-control", "vary", "x-request-id")
+# Headers granian adds to every answer itself; the rest of the header list is the application's.
+SERVER_HEADERS = ("server", "content-length", "date")
 
 
-def start_noop_handler(directory: Path, workers: int, answers: dict[str, tuple[int, dict[str, str], bytes]]
-                       ) -> tuple[Server, str]:
-    """granian with `workers` workers and the handler that does nothing but answer modeldex's bytes;
-    `answers` maps a scenario's name to modeldex's status, response headers and body."""
+@dataclass(frozen=True)
+class WireAnswer:
+    """An answer as the application handed it to granian: status, header list (in order) and body."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> WireAnswer:
+        raw = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in response.headers.raw]
+        headers = tuple((name, value) for name, value in raw if name.lower() not in SERVER_HEADERS)
+        return cls(response.status_code, headers, response.content)
+
+
+def start_ceiling(directory: Path, workers: int, answer: WireAnswer, request_headers: dict[str, str]
+                  ) -> tuple[Server, str]:
+    """granian, started as `modeldex serve` starts it, with `workers` workers and an app that answers
+    nothing but `answer` (ceiling.py); checked to answer exactly that before it is measured."""
     directory.mkdir(parents=True, exist_ok=True)
-    table = {f"/{name}": [status, [[h, v] for h, v in headers.items() if h in NOOP_HANDLER_HEADERS],
-                          body.decode()]
-             for name, (status, headers, body) in answers.items()}
-    answers_file = directory / "answers.json"
-    answers_file.write_text(json.dumps(table))
+    answer_file = directory / "answer.json"
+    answer_file.write_text(json.dumps([answer.status, [list(pair) for pair in answer.headers],
+                                       answer.body.decode("latin-1")]))
     port = free_port()
-    granian = str(Path(sys.executable).with_name("granian"))
     here = Path(__file__).resolve().parent
-    server = Server("granian no-op handler",
-                    [granian, "--interface", "rsgi", "--loop", "uvloop", "--workers", str(workers),
-                     "--host", HOST, "--port", str(port), "--log-level", "warning", "noop_handler:app"],
-                    directory / "noop-handler.log", env={**os.environ, "NOOP_ANSWERS": str(answers_file)}, cwd=here)
+    argv = [sys.executable, str(here / "ceiling.py"), str(answer_file), HOST, str(port), str(workers)]
+    server = Server(f"granian ceiling --workers {workers}", argv, directory / "ceiling.log",
+                    env={**os.environ, "PYTHONPATH": str(here)}, cwd=here)
     base = f"http://{HOST}:{port}"
-    first = next(iter(answers))
-    server.wait_ready(lambda: http_status(f"{base}/{first}") == (200 if answers[first][0] == 304
-                                                                  else answers[first][0]), timeout=30)
+    server.wait_ready(lambda: http_status(f"{base}/") == answer.status, timeout=30)
+    served = WireAnswer.of(httpx.get(f"{base}/", headers=request_headers))
+    if served != answer:
+        raise RuntimeError(f"the ceiling answers {served.status} {served.headers} {served.body[:80]!r}, not "
+                           f"modeldex's {answer.status} {answer.headers} {answer.body[:80]!r}")
     return server, base

@@ -21,6 +21,10 @@ class Request:
     headers: dict[str, str] = field(default_factory=dict)
     expect: int = 200
 
+    def at(self, base: str) -> Request:
+        """The same request to the server at `base` (when `url` is a path)."""
+        return Request(base + self.url, self.headers, self.expect)
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -30,6 +34,7 @@ class RunResult:
     requests: int
     errors: int  # socket errors, plus answers whose status class was not the expected one
     rss_mb: float
+    cpu_us: float = 0.0  # the server's CPU time (all its processes and threads) per answered request
 
 
 def run_wrk(request: Request, duration: float) -> tuple[float, float, float, int, int]:
@@ -96,3 +101,7 @@ class Series:
     @property
     def rss_mb(self) -> float:
         return max(run.rss_mb for run in self.runs)
+
+    @property
+    def cpu_us(self) -> float:
+        return self.median("cpu_us")

@@ -65,19 +65,24 @@ def create_key(url: str, name: str, scope: str = "read", pattern: str | None = N
 
 
 def start_modeldex(url: str, workers: int, log_dir: Path, probe: str | None = None,
-                   headers: dict[str, str] | None = None, timeout: float = 300) -> tuple[Server, str, float]:
-    """Start `modeldex serve` without its access log (under load it would mostly measure logging).
+                   headers: dict[str, str] | None = None, timeout: float = 300,
+                   access_log: bool = False) -> tuple[Server, str, float]:
+    """Start `modeldex serve`: with its defaults, access log on (to its log file), or with --no-access-log.
 
     Ready when /healthz answers 200 and, if given, an authenticated GET of `probe` too. Returns the server,
     its base URL and the seconds from spawning it to ready (the startup time).
     """
     port = free_port()
     argv = [modeldex_binary(), "serve", "--host", HOST, "--port", str(port), "--workers", str(workers),
-            "--no-access-log", "--database-url", url,
-            # The 401 scenario measures the wrong-key path itself; with the default limit a flood of bad
-            # keys from one address turns into (cheaper) 429s after 30.
+            "--database-url", url,
+            # The one setting off its default: the 401 scenario measures the wrong-key path itself; with the
+            # default limit a flood of bad keys from one address turns into (cheaper) 429s after 30, and so
+            # would every later request from 127.0.0.1. Without failures both settings cost the same.
             "--auth-failure-limit", "off"]
-    server = Server(f"modeldex --workers {workers}", argv, log_dir / f"modeldex-{port}.log", env=clean_env())
+    if not access_log:
+        argv.append("--no-access-log")
+    name = f"modeldex --workers {workers}{'' if access_log else ' --no-access-log'}"
+    server = Server(name, argv, log_dir / f"modeldex-{port}.log", env=clean_env())
     base = f"http://{HOST}:{port}"
 
     def ready() -> bool:

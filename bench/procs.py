@@ -77,9 +77,27 @@ class Server:
             time.sleep(0.01)
         raise ServerFailed(f"{self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
 
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def truncate_log(self, size: int) -> None:
+        """Cut the log back to `size` bytes. The server appends (O_APPEND), so it goes on writing at the new
+        end: a run's access lines can be dropped and the disk stays bounded (~130 bytes a request)."""
+        try:
+            os.truncate(self.log_path, size)
+        except OSError:
+            pass
+
     def rss_mb(self) -> float:
         """RSS of the whole process tree (main process and every worker), in MB."""
         return sum(rss_kb(pid) for pid in process_tree(self.pid)) / 1024
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system, every thread) used so far by the process tree's live processes."""
+        return sum(cpu_seconds(pid) for pid in process_tree(self.pid))
 
     def largest_rss_mb(self) -> float:
         """RSS of the largest single process of the tree (the per-worker figure), in MB."""
@@ -147,6 +165,17 @@ def process_tree(root: int) -> list[int]:
         tree.append(pid)
         todo.extend(children.get(pid, []))
     return tree
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime and stime, fields 14 and 15 of stat(5)
 
 
 def rss_kb(pid: int) -> int:

@@ -1,5 +1,7 @@
-"""modeldex benchmark: request throughput against nginx serving the same bytes, catalog scale, and
-(with --peers) LiteLLM's proxy. Run it through bench/run.sh, which installs wrk and nginx first.
+"""modeldex benchmark: request throughput against granian answering the same bytes with no work (the
+Python ceiling) and nginx serving them, catalog scale, and (with --peers) LiteLLM's proxy. Run it through
+bench/run.sh, which installs wrk and nginx first. --ceiling-only: retrieve, list, 404 and 401 against
+the Python ceiling only, in about two minutes.
 
 Every server is started here on a free loopback port, in temporary directories, and stopped at the end
 whatever happens. The output is one markdown report: stdout, and --output FILE.
@@ -21,7 +23,7 @@ from peers import MASTER_KEY, start_litellm
 from procs import stop_all
 from report import PeerResult, render
 from scale import ScaleResult, measure_scale
-from throughput import GROUPS, LIST, PATTERN, RETRIEVE, Row, Settings, run_group, run_peer
+from throughput import CEILING_GROUPS, GROUPS, LIST, PATTERN, RETRIEVE, Row, Settings, run_group, run_peer
 
 from modeldex.catalog.seed import seed_models
 
@@ -31,20 +33,34 @@ LIST_10K_MODELS = 10_000
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run.sh", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, help="seconds per wrk run (default 8; 1 with --quick)")
-    parser.add_argument("--repeat", type=int, help="runs per row; the table shows medians (default 3; 2 with --quick)")
-    parser.add_argument("--warmup", type=float, help="seconds of unrecorded load first (default 2; 1 with --quick)")
+    parser.add_argument("--duration", type=float,
+                        help="seconds per wrk run (default 8; 1 with --quick; 2 with --ceiling-only)")
+    parser.add_argument("--repeat", type=int, help="runs per row; the table shows medians "
+                        "(default 3; 2 with --quick; 4 with --ceiling-only)")
+    parser.add_argument("--warmup", type=float,
+                        help="seconds of unrecorded load first (default 2; 1 with --quick or --ceiling-only)")
     parser.add_argument("--scale", help="catalog sizes for the scale table, comma-separated "
                         "(default 1000,10000,100000; 1000 with --quick; 'none' to skip)")
     parser.add_argument("--scale-repeat", type=int, help="cold starts per catalog size (default 3; 1 with --quick)")
     parser.add_argument("--peers", action="store_true", help="also measure LiteLLM's proxy (installed on first use "
                         "into bench/.venv-peers)")
     parser.add_argument("--quick", action="store_true", help="a smoke test: short runs, small catalog")
+    parser.add_argument("--ceiling-only", action="store_true",
+                        help="only retrieve, list, 404 and 401, modeldex (defaults and --no-access-log) against "
+                        "the Python ceiling: no nginx, scale or peers; about two minutes")
     parser.add_argument("--no-requests", action="store_true", help="skip the request scenarios")
     parser.add_argument("--output", type=Path, help="also write the markdown report to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
     args = parser.parse_args(argv)
     quick = args.quick
+    if args.ceiling_only:
+        if args.peers or args.no_requests or args.scale not in (None, "none"):
+            parser.error("--ceiling-only measures requests only: no --peers, --no-requests or --scale")
+        args.scale = "none"
+        # 4 scenarios x 3 servers x (4 runs x 2 s + 1 s of warm-up) = 108 s, and starting the servers.
+        args.duration = args.duration if args.duration is not None else (1.0 if quick else 2.0)
+        args.repeat = args.repeat if args.repeat is not None else (2 if quick else 4)
+        args.warmup = args.warmup if args.warmup is not None else 1.0
     args.duration = args.duration if args.duration is not None else (1.0 if quick else 8.0)
     args.repeat = args.repeat if args.repeat is not None else (2 if quick else 3)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if quick else 2.0)
@@ -60,20 +76,22 @@ def log(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def request_rows(settings: Settings, workdir: Path) -> list[Row]:
-    """Every scenario group, each against its own fresh catalog and a fresh nginx."""
-    urls = {"default": make_catalog(workdir / "catalog-default"),
-            "10k": make_catalog(workdir / "catalog-10k", LIST_10K_MODELS)}
+def request_rows(settings: Settings, workdir: Path, ceiling_only: bool = False) -> list[Row]:
+    """Every scenario group, each against its own fresh catalog, ceilings and (unless ceiling_only) nginx."""
+    groups = CEILING_GROUPS if ceiling_only else GROUPS
+    catalogs = {"default": 0, "10k": LIST_10K_MODELS}
+    urls = {name: make_catalog(workdir / f"catalog-{name}", catalogs[name]) for name in {g.catalog for g in groups}}
     keys = {}
     for name, url in urls.items():
         read = create_key(url, "bench-read")
         keys[name] = {"read": read, "pattern": create_key(url, "bench-pattern", pattern=PATTERN),
                       "bad": read[:-8] + ("0" * 8 if not read.endswith("0" * 8) else "1" * 8)}
     rows: list[Row] = []
-    for group in GROUPS:
+    for group in groups:
         log(f"requests: {group.catalog} catalog, {group.workers} worker(s): "
             f"{', '.join(s.name for s in group.scenarios)}")
-        rows += run_group(group, urls[group.catalog], keys[group.catalog], settings, workdir)
+        rows += run_group(group, urls[group.catalog], keys[group.catalog], settings, workdir,
+                          with_nginx=not ceiling_only)
     return rows
 
 
@@ -112,7 +130,7 @@ def main(argv: list[str]) -> int:
     load_before = os.getloadavg()  # another job on the machine shows here and in the noise
     finished = False
     try:
-        rows = [] if args.no_requests else request_rows(settings, workdir)
+        rows = [] if args.no_requests else request_rows(settings, workdir, args.ceiling_only)
         peer = peer_result(settings, workdir) if args.peers else None
         scale = scale_results(args.scale, args.scale_repeat, workdir)
         finished = True

@@ -1,9 +1,11 @@
-"""Request scenarios under load: modeldex and, on the same bytes, nginx (the ceiling) and granian with a
-handler that does no work (the Python ceiling), run in turns.
+"""Request scenarios under load: modeldex with its defaults (access log on) and with --no-access-log,
+against granian with an app that only answers the same bytes (the Python ceiling) and, unless asked not
+to, nginx serving them as static files; all run in turns.
 
-Each group of scenarios shares one modeldex server (a catalog and a worker count), one nginx and one
-no-op granian with as many workers. Repeats rotate which goes first, so a drift in the machine's speed
-(the other core busy, a thermal limit) lands on all alike; the ratio of their medians is the figure.
+Each group of scenarios shares the two modeldex servers (a catalog and a worker count) and one nginx; each
+scenario has its own ceiling server, as that one must not even choose its answer. Repeats rotate which
+server goes first, so a drift in the machine's speed (the other core busy, a thermal limit) lands on all
+alike; the ratio of their medians is the figure, and the per-repeat ratios (runs back to back) its range.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from baseline import StaticAnswer, nginx_etag, start_nginx, start_noop_handler
+from baseline import StaticAnswer, WireAnswer, nginx_etag, start_ceiling, start_nginx
 from load import Request, RunResult, Series, run_wrk
 from modeldex_server import start_modeldex
 from procs import Server, http_status
@@ -40,9 +42,14 @@ LIST = Scenario("list", "list, default catalog (9 models)", "/v1/models", "read"
 PATTERN_LIST = Scenario("list_pattern", f"list, key sees `{PATTERN}` (7 models)", "/v1/models", "pattern")
 UNKNOWN = Scenario("unknown", "unknown model (404)", "/v1/models/no-such-model", "read", 404)
 BAD_KEY = Scenario("bad_key", "bad key (401)", f"/v1/models/{RETRIEVE_ID}", "bad", 401)
-NOOP_SERVER = "granian, no-op handler"
 NOT_MODIFIED = Scenario("not_modified", "list, If-None-Match (304)", "/v1/models", "read", 304, conditional=True)
 LIST_10K = Scenario("list_10k", "list, 10,000 models", "/v1/models", "read")
+
+MODELDEX = "modeldex"  # as `modeldex serve` starts: access log on
+MODELDEX_NO_LOG = "modeldex --no-access-log"
+CEILING = "granian ceiling"
+NGINX = "nginx"
+MODELDEX_SERVERS = (MODELDEX, MODELDEX_NO_LOG)
 
 
 @dataclass(frozen=True)
@@ -57,29 +64,36 @@ GROUPS = (
     Group("10k", 1, (LIST_10K,)),
     Group("default", 2, (RETRIEVE, LIST)),
 )
+# --ceiling-only: the hot path's four answers against the Python ceiling, no nginx.
+CEILING_GROUPS = (Group("default", 1, (RETRIEVE, LIST, UNKNOWN, BAD_KEY)),)
+
+
+def run_ratios(ours: Series, theirs: Series) -> list[float]:
+    """The ratio in each repeat (runs back to back): steadier than either server's req/s when something
+    else on the machine comes and goes."""
+    if ours is theirs:
+        return []
+    return [a.rps / b.rps for a, b in zip(ours.runs, theirs.runs, strict=True)]
 
 
 @dataclass
 class Row:
-    """One line of the table: a scenario on one server, and the nginx series it is compared with."""
+    """One line of the table: a scenario on one server, and the nginx series it is compared with (None
+    without nginx)."""
 
     scenario: Scenario
     server: str
     workers: int
     series: Series
-    ceiling: Series | None = None
+    nginx: Series | None = None
 
     @property
-    def vs_ceiling(self) -> float | None:
-        return self.series.rps / self.ceiling.rps if self.ceiling is not None else None
+    def vs_nginx(self) -> float | None:
+        return self.series.rps / self.nginx.rps if self.nginx is not None else None
 
     @property
-    def run_ratios(self) -> list[float]:
-        """The ratio to nginx in each repeat (runs back to back): steadier than either server's req/s when
-        something else on the machine comes and goes."""
-        if self.ceiling is None or self.ceiling is self.series:
-            return []
-        return [ours.rps / theirs.rps for ours, theirs in zip(self.series.runs, self.ceiling.runs, strict=True)]
+    def nginx_run_ratios(self) -> list[float]:
+        return run_ratios(self.series, self.nginx) if self.nginx is not None else []
 
 
 @dataclass(frozen=True)
@@ -89,9 +103,17 @@ class Settings:
     warmup: float
 
 
-def fetch_answer(base: str, scenario: Scenario, keys: dict[str, str]
-                 ) -> tuple[StaticAnswer, dict[str, str], dict[str, str]]:
-    """modeldex's answer (status and bytes), checked; the headers wrk must send it; the response's headers."""
+@dataclass(frozen=True)
+class Fetched:
+    """What modeldex answered a scenario, captured once before the run."""
+
+    static: StaticAnswer  # status and body for nginx (a 304 scenario's is the 200 it revalidates)
+    request_headers: dict[str, str]  # what wrk sends, to every server alike
+    wire: WireAnswer  # exactly what the ceiling answers: status, header list and body
+
+
+def fetch_answer(base: str, scenario: Scenario, keys: dict[str, str]) -> Fetched:
+    """modeldex's answer to the scenario, checked."""
     headers = scenario.headers(keys)
     response = httpx.get(base + scenario.path, headers=headers, timeout=30)
     expected = 200 if scenario.conditional else scenario.status
@@ -100,12 +122,14 @@ def fetch_answer(base: str, scenario: Scenario, keys: dict[str, str]
                            f"{response.text[:200]}")
     if response.headers.get("content-type") != "application/json":
         raise RuntimeError(f"{scenario.name}: content-type {response.headers.get('content-type')}")
+    static = StaticAnswer(scenario.name, scenario.status, response.content)
     if scenario.conditional:
         headers = {**headers, "If-None-Match": response.headers["etag"]}
-        status = http_status(base + scenario.path, headers)
-        if status != 304:
-            raise RuntimeError(f"{scenario.name}: modeldex answered If-None-Match with {status}, not 304")
-    return StaticAnswer(scenario.name, scenario.status, response.content), headers, dict(response.headers)
+        response = httpx.get(base + scenario.path, headers=headers, timeout=30)
+        if response.status_code != 304:
+            raise RuntimeError(f"{scenario.name}: modeldex answered If-None-Match with {response.status_code}, "
+                               "not 304")
+    return Fetched(static, headers, WireAnswer.of(response))
 
 
 def nginx_request(base: str, scenario: Scenario, keys: dict[str, str]) -> Request:
@@ -126,48 +150,78 @@ class Target:
     server: Server
     request: Request
     series: Series = field(default_factory=Series)
+    drop_log: bool = False  # modeldex with its access log: drop each run's lines, keeping the disk bounded
 
     def run(self, duration: float) -> None:
+        size = self.server.log_size()
+        cpu = self.server.cpu_seconds()
         rps, p50, p99, requests, errors = run_wrk(self.request, duration)
-        self.series.runs.append(RunResult(rps, p50, p99, requests, errors, self.server.rss_mb()))
+        # Less sensitive than req/s to whatever else runs on the machine: it only adds up the server's CPU.
+        cpu_us = (self.server.cpu_seconds() - cpu) / max(requests, 1) * 1e6
+        self.series.runs.append(RunResult(rps, p50, p99, requests, errors, self.server.rss_mb(), cpu_us))
+        if self.drop_log:
+            self.server.truncate_log(size)
 
 
-def run_group(group: Group, url: str, keys: dict[str, str], settings: Settings, workdir: Path) -> list[Row]:
-    """Measure every scenario of `group` on modeldex, on nginx serving modeldex's bytes, and on granian
-    with a no-op handler answering them."""
-    modeldex, base, _startup = start_modeldex(url, group.workers, workdir)
-    with modeldex:
+def run_group(group: Group, url: str, keys: dict[str, str], settings: Settings, workdir: Path,
+              with_nginx: bool = True) -> list[Row]:
+    """Measure every scenario of `group` on modeldex (defaults, and without the access log), on the
+    Python ceiling answering its bytes and, `with_nginx`, on nginx serving them."""
+    modeldex, base, _ = start_modeldex(url, group.workers, workdir, access_log=True)
+    quiet, quiet_base, _ = start_modeldex(url, group.workers, workdir, access_log=False)
+    with modeldex, quiet:
         fetched = {s.name: fetch_answer(base, s, keys) for s in group.scenarios}
-        nginx_dir = workdir / f"nginx-{group.catalog}-w{group.workers}"
-        nginx, nginx_base = start_nginx(nginx_dir, group.workers, [answer for answer, _, _ in fetched.values()])
-        noop, noop_base = start_noop_handler(
-            workdir / f"noop-{group.catalog}-w{group.workers}", group.workers,
-            {name: (answer.status, response_headers, answer.body)
-             for name, (answer, _, response_headers) in fetched.items()})
-        with nginx, noop:
-            targets = {s.name: (Target(modeldex, Request(base + s.path, fetched[s.name][1], s.status)),
-                                Target(nginx, nginx_request(nginx_base, s, keys)),
-                                Target(noop, Request(f"{noop_base}/{s.name}", fetched[s.name][1], s.status)))
-                       for s in group.scenarios}
-            for trio in targets.values():
-                for target in trio:
-                    warm_up(target.request, settings)
-            for attempt in range(settings.repeat):
-                for scenario in group.scenarios:
-                    trio = targets[scenario.name]
-                    turn = attempt % len(trio)
-                    for target in trio[turn:] + trio[:turn]:
-                        target.run(settings.duration)
-                    ours, ceiling, bare = (target.series.runs[-1].rps for target in trio)
-                    progress(f"{scenario.label} (workers {group.workers}), run {attempt + 1}: modeldex "
-                             f"{ours:,.0f} req/s, nginx {ceiling:,.0f}, no-op handler {bare:,.0f}")
+        for s in group.scenarios:  # both settings must answer alike, or the comparison is of other work
+            again = fetch_answer(quiet_base, s, keys)
+            if again.static != fetched[s.name].static:
+                raise RuntimeError(f"{s.name}: modeldex answers differently with --no-access-log")
+        tag = f"{group.catalog}-w{group.workers}"
+        servers: list[Server] = []
+        try:
+            targets: dict[str, dict[str, Target]] = {}
+            for s in group.scenarios:
+                answer = fetched[s.name]
+                ceiling, ceiling_base = start_ceiling(workdir / f"ceiling-{tag}-{s.name}", group.workers,
+                                                      answer.wire, answer.request_headers)
+                servers.append(ceiling)
+                # The same request everywhere: the ceiling ignores it, but granian parses it all the same.
+                request = Request(s.path, answer.request_headers, s.status)
+                targets[s.name] = {MODELDEX: Target(modeldex, request.at(base), drop_log=True),
+                                   MODELDEX_NO_LOG: Target(quiet, request.at(quiet_base)),
+                                   CEILING: Target(ceiling, request.at(ceiling_base))}
+            if with_nginx:
+                nginx, nginx_base = start_nginx(workdir / f"nginx-{tag}", group.workers,
+                                                [fetched[s.name].static for s in group.scenarios])
+                servers.append(nginx)
+                for s in group.scenarios:
+                    targets[s.name][NGINX] = Target(nginx, nginx_request(nginx_base, s, keys))
+            measure(group, targets, settings)
+        finally:
+            for server in servers:
+                server.stop()
     rows = []
     for s in group.scenarios:
-        ours, ceiling, bare = targets[s.name]
-        rows += [Row(s, "modeldex", group.workers, ours.series, ceiling.series),
-                 Row(s, NOOP_SERVER, group.workers, bare.series, ceiling.series),
-                 Row(s, "nginx", group.workers, ceiling.series, ceiling.series)]
+        nginx_series = targets[s.name][NGINX].series if NGINX in targets[s.name] else None
+        rows += [Row(s, name, group.workers, target.series, nginx_series)
+                 for name, target in targets[s.name].items()]
     return rows
+
+
+def measure(group: Group, targets: dict[str, dict[str, Target]], settings: Settings) -> None:
+    for by_server in targets.values():
+        for target in by_server.values():
+            warm_up(target.request, settings)
+    for attempt in range(settings.repeat):
+        for scenario in group.scenarios:
+            order = list(targets[scenario.name].items())
+            turn = attempt % len(order)
+            for _name, target in order[turn:] + order[:turn]:
+                target.run(settings.duration)
+            last = {name: target.series.runs[-1].rps for name, target in order}
+            ceiling = last[CEILING]
+            progress(f"{scenario.label} (workers {group.workers}), run {attempt + 1}: " + ", ".join(
+                f"{name} {rps:,.0f} req/s" + (f" ({rps / ceiling:.2f}x)" if name in MODELDEX_SERVERS else "")
+                for name, rps in last.items()))
 
 
 def warm_up(request: Request, settings: Settings) -> None:
