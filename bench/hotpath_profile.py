@@ -71,15 +71,16 @@ def best_ns(fn: Callable[[], object], loops: int, repeat: int) -> float:
 
 
 def pieces(app: Any, scope: Any, protocol: Any, scenario: str) -> list[tuple[str, Callable[[], object]]]:
-    """The hot path's pieces, as app.py and api/models.py run them, on this request's objects."""
+    """The hot path's pieces, as app.py and api/model_routes.py run them, on this request's objects."""
     from modeldex.api import errors, paths
     from modeldex.api.app import models_label
-    from modeldex.api.auth import authenticate, bearer_token, known_key
-    from modeldex.api.models import _CACHE_CONTROL, _VARY, JSON, error_answer, etag_matches
+    from modeldex.api.callers import bearer_token
+    from modeldex.api.model_routes import _CACHE_CONTROL, _VARY, JSON, error_answer, etag_matches
+    from modeldex.catalog.callers import Caller
     from modeldex.catalog.keys import hash_secret, lookup_id_of, mask
     from modeldex.ops import metrics
 
-    models, limiter, log = app.models, app.limiter, app.access_log
+    models, limiter, log, callers = app.models, app.limiter, app.access_log, app.callers
     headers, path, method, query = scope.headers, scope.path, scope.method, scope.query_string
     rendered = app.live.current
     authorization = headers.get("authorization")
@@ -90,8 +91,8 @@ def pieces(app: Any, scope: Any, protocol: Any, scenario: str) -> list[tuple[str
     label = models_label(route[0], method)
     status, response_headers, body, key_name = drive(
         models.answer(method, route, path, query, headers, client, request_id))
-    key = known_key(rendered, authorization)
-    policy = key.policy if key is not None else None
+    identified = callers.identify(rendered.keys, authorization)
+    policy = identified.policy if isinstance(identified, Caller) else None
     view = rendered.view(policy) if policy is not None else None
     etag = view.etag if view is not None else ""
     model_id = route[1] or ""
@@ -100,8 +101,10 @@ def pieces(app: Any, scope: Any, protocol: Any, scenario: str) -> list[tuple[str
     timed: list[tuple[str, Callable[[], object]]] = [
         (WHOLE, lambda: drive(app.__rsgi__(scope, protocol))),
         (CEILING_WHOLE, lambda: drive(ceiling.__rsgi__(scope, protocol))),
-        ("  models.answer(), whole", lambda: drive(models.answer(method, route, path, query, headers, client,
-                                                                 request_id))),
+        ("  app._answer() (models.answer_now() where it answers)",
+         lambda: app._answer(method, path, query, headers, client, request_id)),
+        ("  models.answer(), whole (the path that may wait)",
+         lambda: drive(models.answer(method, route, path, query, headers, client, request_id))),
         (ANSWER_CALL, lambda: protocol.response_bytes(status, response_headers, body)),
         ("access_log.record()", lambda: log.record(request_id, method, path, label, status, 0.25, key_name,
                                                    client)),
@@ -112,13 +115,18 @@ def pieces(app: Any, scope: Any, protocol: Any, scenario: str) -> list[tuple[str
         ("client address", lambda: app.client_address(scope.client, headers)),
         ("header-size walk (_headers_too_large)", lambda: app._headers_too_large(headers)),
         ("  headers.items() alone", headers.items),
+        ("  sum(map(len, keys())) + sum(map(len, values()))",
+         lambda: sum(map(len, headers.keys())) + sum(map(len, headers.values()))),
+        ("  len(headers)", lambda: len(headers)),
         ("time.perf_counter() x2", lambda: (time.perf_counter(), time.perf_counter())),
         ("scope attributes (proto, method, path, headers, client)",
          lambda: (scope.proto, scope.method, scope.path, scope.headers, scope.client)),
         ("paths.normalize() + route()", lambda: models.route(paths.normalize(path))),
         ("models_label()", lambda: models_label(route[0], method)),
         ("headers.get('authorization')", lambda: headers.get("authorization")),
-        ("known_key(): bearer parse, lookup, sha256, compare", lambda: known_key(rendered, authorization)),
+        ("callers.identify() (a known key: one memo lookup)",
+         lambda: callers.identify(rendered.keys, authorization)),
+        ("  key table: bearer parse, lookup, sha256, compare", lambda: rendered.keys.caller(token)),
         ("  hash_secret() (sha256 of the key)", lambda: hash_secret(token)),
         ("  bearer_token() + lookup_id_of()", lambda: lookup_id_of(bearer_token(authorization) or "")),
         ("limiter.suspect() + limits()", lambda: (limiter.suspect(client), limiter.limits(None))),
@@ -139,8 +147,8 @@ def pieces(app: Any, scope: Any, protocol: Any, scenario: str) -> list[tuple[str
                       lambda: error_answer(errors.model_not_found(model_id), request_id)))
     if scenario == "bad_key":
         timed += [
-            ("authenticate() raising, caught", lambda: _raises(lambda: drive(authenticate(
-                rendered, authorization, client, limiter)))),
+            ("callers.caller() raising, caught", lambda: _raises(lambda: drive(callers.caller(
+                rendered.keys, authorization, client)))),
             ("invalid_key() (mask) + error_answer() (body: orjson)",
              lambda: error_answer(errors.invalid_key(token), request_id)),
             ("  mask()", lambda: mask(token)),

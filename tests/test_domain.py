@@ -74,3 +74,18 @@ def test_mask_shows_only_the_ends() -> None:
 ])
 def test_dot_segment_removal(path: str, expected: str) -> None:
     assert paths.normalize(path) == expected
+
+
+@pytest.mark.parametrize("message", ["plain", 'quotes " and \\ backslashes', "模型 \u2028 \x00 control", ""])
+@pytest.mark.parametrize(("type_", "param", "code"), [("invalid_request_error", None, None),
+                                                       ("invalid_request_error", "model", "model_not_found"),
+                                                       ("requests", None, "rate_limit_exceeded")])
+def test_error_bodies_are_exactly_the_envelope_orjson_makes(message: str, type_: str, param: str | None,
+                                                            code: str | None) -> None:
+    """error_body assembles the envelope from parts made once; it must equal encoding the whole dict."""
+    import orjson
+
+    from modeldex.api.errors import error_body
+
+    expected = orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+    assert error_body(message, type_, param, code) == expected

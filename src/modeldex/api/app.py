@@ -24,7 +24,7 @@ from modeldex.api.asgi_bridge import ASGIApp, Message, asgi_scope, serve_asgi
 from modeldex.api.callers import Callers
 from modeldex.api.client_address import ClientAddress
 from modeldex.api.cors import Cors
-from modeldex.api.model_routes import Answer, HeaderLookup, Headers, ModelRoutes, error_answer
+from modeldex.api.model_routes import Answer, HeaderLookup, Headers, ModelRoutes, NotNow, error_answer
 from modeldex.api.render import RenderedCatalog
 from modeldex.api.side_app import REQUEST_ID_SCOPE_KEY, build_side_app, metrics_route
 from modeldex.catalog.callers import Caller
@@ -80,10 +80,11 @@ def models_label(kind: str, method: str) -> str:
 class Deferred:
     """A Models request whose answer needs a wait (a caller to resolve, a rate limit, a delete)."""
 
-    __slots__ = ("route",)
+    __slots__ = ("not_now", "route")
 
-    def __init__(self, route: tuple[str, str | None]) -> None:
+    def __init__(self, route: tuple[str, str | None], not_now: NotNow) -> None:
         self.route = route
+        self.not_now = not_now
 
 
 class AsgiHeaders:
@@ -173,8 +174,10 @@ class ModeldexApp:
     # --- the dispatch ----------------------------------------------------------------------------------
 
     def _headers_too_large(self, headers: HeaderLookup) -> bool:
-        items = headers.items()  # each line costs its name, value, ": " and CRLF
-        return sum(map(len, map("".join, items))) + 4 * len(items) > self.settings.max_header_bytes
+        size = 0
+        for name, value in headers.items():  # a plain loop: faster than map/join here (measured)
+            size += len(name) + len(value) + 4  # ": " and CRLF
+        return size > self.settings.max_header_bytes
 
     def _answer(self, method: str, path: str, query: str, headers: HeaderLookup, client: str,
                 request_id: str) -> OwnAnswer | Deferred | None:
@@ -199,14 +202,15 @@ class ModeldexApp:
         if route is None:
             return None
         answer = models.answer_now(method, route, path, query, headers, client, request_id)
-        if answer is None:
-            return Deferred(route)
+        if isinstance(answer, NotNow):
+            return Deferred(route, answer)
         return self._own(answer, route, method, headers)
 
     async def _answer_deferred(self, deferred: Deferred, method: str, path: str, query: str,
                                headers: HeaderLookup, client: str, request_id: str) -> OwnAnswer:
         assert self.models is not None
-        answer = await self.models.answer(method, deferred.route, path, query, headers, client, request_id)
+        answer = await self.models.answer(method, deferred.route, path, query, headers, client, request_id,
+                                          deferred.not_now)
         return self._own(answer, deferred.route, method, headers)
 
     def _own(self, answer: Answer, route: tuple[str, str | None], method: str, headers: HeaderLookup

@@ -42,6 +42,9 @@ class Callers:
         # changes (a revoked key is refused from the next catalog version on, as without the memo).
         self._memo_table: Credentials | None = None
         self._memo: dict[str, Caller] = {}
+        # Refused headers too, when no other kind of credential could accept them later (a token from an
+        # identity provider may become valid): a client repeating a bad key costs one lookup, not a hash.
+        self._refused: dict[str, str] = {}
 
     def identify(self, keys: Credentials, authorization: str | None, also: Credentials | None = None
                  ) -> Caller | str | None:
@@ -52,6 +55,10 @@ class Callers:
             known = self._memo.get(authorization)
             if known is not None:
                 return known
+            if also is None:
+                refused = self._refused.get(authorization)
+                if refused is not None:
+                    return refused
         token = bearer_token(authorization)
         if token is None:
             return None
@@ -63,12 +70,17 @@ class Callers:
             caller = credentials.caller(token)
             if caller is not None:
                 return caller
+        if not self._others and also is None:
+            self._remember(keys, authorization or "", token)
         return token
 
-    def _remember(self, keys: Credentials, authorization: str, caller: Caller) -> None:
-        if keys is not self._memo_table or len(self._memo) >= MEMO_LIMIT:
-            self._memo_table, self._memo = keys, {}
-        self._memo[authorization] = caller
+    def _remember(self, keys: Credentials, authorization: str, outcome: Caller | str) -> None:
+        if keys is not self._memo_table or len(self._memo) + len(self._refused) >= MEMO_LIMIT:
+            self._memo_table, self._memo, self._refused = keys, {}, {}
+        if isinstance(outcome, Caller):
+            self._memo[authorization] = outcome
+        else:
+            self._refused[authorization] = outcome
 
     async def resolve(self, identified: Caller | str | None, client: str) -> Caller:
         """The caller `identify` found, or the right 401 or 429 (counting a failed attempt)."""

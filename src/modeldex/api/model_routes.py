@@ -67,6 +67,15 @@ def error_answer(error: ApiError, request_id: str, extra_headers: Headers | None
     return error.status, headers, error.body(), key_name
 
 
+class NotNow:
+    """`answer_now` could not answer without waiting; what it found of the caller, for `answer`."""
+
+    __slots__ = ("identified",)
+
+    def __init__(self, identified: Caller | str | None) -> None:
+        self.identified = identified
+
+
 class ModelRoutes:
     def __init__(self, live: LiveCatalog[RenderedCatalog], callers: Callers,
                  catalog_for: Callable[[Caller], Catalog], metadata_by_default: bool = False) -> None:
@@ -85,25 +94,26 @@ class ModelRoutes:
         return None
 
     def answer_now(self, method: str, route: tuple[str, str | None], path: str, query: str,
-                   headers: HeaderLookup, client: str, request_id: str) -> Answer | None:
+                   headers: HeaderLookup, client: str, request_id: str) -> Answer | NotNow:
         """The answer, when it needs nothing to wait for: a GET or HEAD by a known caller that is not
         rate-limited, from an address with no recent failures (the common case, without a coroutine).
-        None: `answer` it is."""
+        Otherwise `answer` it is, given what was found here (`NotNow`)."""
         allowed = LIST_METHODS if route[0] == "list" else ITEM_METHODS
         if method not in allowed:
             return error_answer(errors.method_not_allowed(method, path, allowed), request_id)
-        if method == "DELETE":
-            return None
         rendered = self.live.current
         callers = self.callers
         caller = callers.identify(rendered.keys, headers.get("authorization"))
-        if not isinstance(caller, Caller) or callers.limiter.suspect(client) or callers.limited(caller):
-            return None
+        if (method == "DELETE" or not isinstance(caller, Caller) or callers.limiter.suspect(client)
+                or callers.limited(caller)):
+            return NotNow(caller)
         return self._read(rendered, caller, route, query, headers, request_id, [])
 
     async def answer(self, method: str, route: tuple[str, str | None], path: str, query: str,
-                     headers: HeaderLookup, client: str, request_id: str) -> Answer:
-        """Answer one request, whatever it takes: resolving the caller (401, 429), its rate limit, a delete."""
+                     headers: HeaderLookup, client: str, request_id: str, not_now: NotNow | None = None
+                     ) -> Answer:
+        """Answer one request, whatever it takes: resolving the caller (401, 429), its rate limit, a delete.
+        The credential is parsed and checked once: here, or in `answer_now` (`not_now` carries it)."""
         key_name: str | None = None
         limit_headers: Headers = []
         try:
@@ -111,7 +121,10 @@ class ModelRoutes:
             if method not in allowed:
                 raise errors.method_not_allowed(method, path, allowed)
             rendered = self.live.current
-            caller = await self.callers.caller(rendered.keys, headers.get("authorization"), client)
+            if not_now is not None:
+                caller = await self.callers.resolve(not_now.identified, client)
+            else:
+                caller = await self.callers.caller(rendered.keys, headers.get("authorization"), client)
             key_name = caller.name
             if self.callers.limited(caller):
                 limit_headers = await self.callers.charge(caller)

@@ -131,11 +131,21 @@ class KeyTable:
     """The active keys at one catalog version, as credentials: a presented secret is parsed and hashed once,
     and its caller was made when the table was (once per version, not per request)."""
 
-    __slots__ = ("_by_lookup", "policies")
+    __slots__ = ("_by_lookup", "_policies", "policies")
 
     def __init__(self, keys: Iterable[ApiKey]) -> None:
-        self._by_lookup = {key.lookup_id: (key, key.caller()) for key in keys if key.active}
-        self.policies = frozenset(caller.policy for _key, caller in self._by_lookup.values())
+        # Keys with equal policies share one policy object, so a view can be found by identity.
+        self._policies: dict[AccessPolicy, AccessPolicy] = {}
+        self._by_lookup: dict[str, tuple[ApiKey, Caller]] = {}
+        for key in keys:
+            if key.active:
+                policy = self._policies.setdefault(key.policy, key.policy)
+                self._by_lookup[key.lookup_id] = (key, Caller(key.name, key.scope, policy, key.rate_limit))
+        self.policies = frozenset(self._policies)
+
+    def holds(self, policy: AccessPolicy) -> bool:
+        """Whether `policy` is the very object this table's callers share (it lives as long as the table)."""
+        return self._policies.get(policy) is policy
 
     def caller(self, token: str) -> Caller | None:
         """The caller whose key `token` is, in constant time whether or not a record matches."""
