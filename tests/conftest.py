@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-import postgres
+from . import postgres
 from sqlalchemy import MetaData
 
 from modeldex.store.sql import create_store_engine

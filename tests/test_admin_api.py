@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import Deployment, create_key, run_cli, wait_until
+from .conftest import Deployment, create_key, run_cli, wait_until
 
 
 def call(deployment: Deployment, method: str, path: str, key: str | None = None, **kwargs) -> httpx.Response:

@@ -8,7 +8,7 @@ import openai
 import pytest
 import yaml
 
-from conftest import SEED_IDS, SEED_SPEC, Deployment, wait_until
+from .conftest import SEED_IDS, SEED_SPEC, Deployment, wait_until
 
 REQUEST_ID = re.compile(r"req_[0-9a-f]{32}")
 

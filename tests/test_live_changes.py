@@ -6,7 +6,7 @@ import concurrent.futures
 
 import httpx
 
-from conftest import create_key, run_cli, wait_until
+from .conftest import create_key, run_cli, wait_until
 
 BOUND = 1.0
 

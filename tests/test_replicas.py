@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-import postgres
-from conftest import Server, create_key, new_database, report, run_cli, wait_until
+from . import postgres
+from .conftest import Server, create_key, new_database, report, run_cli, wait_until
 
 BOUND = 1.0
 
