@@ -21,6 +21,7 @@ import pytest
 from . import postgres
 from sqlalchemy import MetaData
 
+from modeldex.store import migrate
 from modeldex.store.sql import create_store_engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,13 +150,31 @@ def postgres_admin_url() -> Iterator[str]:
     cluster.destroy()
 
 
+@pytest.fixture(scope="session")
+def postgres_template(postgres_admin_url: str) -> Iterator[str]:
+    """The name of a database migrated to the current schema once per session, in-process (as `db upgrade`
+    does it): the tests' databases are copies of it. Nothing stays connected to it, so it can be copied."""
+    url = postgres.create_database(postgres_admin_url)
+    upgrade_database(url)
+    yield postgres.database_name(url)
+
+
+def upgrade_database(db_url: str) -> None:
+    """Migrate a database to the current schema in this process, with what `modeldex db upgrade` runs."""
+    engine = create_store_engine(db_url)
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+
+
 def new_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    """An empty catalog database on `backend`, migrated to the current schema (as `db upgrade` does)."""
+    """An empty catalog database on `backend`, at the current schema (as `db upgrade` leaves it): a new
+    SQLite file (created at the newest schema on first use), or a copy of the migrated PostgreSQL template."""
     if backend == "sqlite":
         return f"sqlite:///{tmp_path}/catalog-{uuid.uuid4().hex[:8]}.db"
-    url = postgres.create_database(request.getfixturevalue("postgres_admin_url"))
-    run_cli(url, "db", "upgrade")
-    return url
+    return postgres.create_database(request.getfixturevalue("postgres_admin_url"),
+                                    template=request.getfixturevalue("postgres_template"))
 
 
 BACKENDS = ["sqlite", "postgresql"]

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from . import postgres
-from .conftest import Server, create_key, new_database, report, run_cli, wait_until
+from .conftest import Server, create_key, new_database, report, run_cli, upgrade_database, wait_until
 
 BOUND = 1.0
 
@@ -125,7 +125,7 @@ def test_the_database_going_away(tmp_path: Path) -> None:
     replicas: list[Server] = []
     try:
         db_url = postgres.create_database(cluster.admin_url)
-        run_cli(db_url, "db", "upgrade")
+        upgrade_database(db_url)
         admin = create_key(db_url, "admin", "admin")
         replicas = start_replicas(db_url, tmp_path, count=2)
         stop = threading.Event()
