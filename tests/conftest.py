@@ -276,10 +276,34 @@ def wait_until(condition, timeout: float, interval: float = 0.02) -> float | Non
         time.sleep(interval)
 
 
+def _uses_postgres(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and any(value == "postgresql" for value in callspec.params.values())
+
+
+PEER_FIXTURES = {"litellm", "team_b"}  # servers modeldex polls over the network, started as processes
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by these markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark what a test needs: `postgres` when it is parametrized on the PostgreSQL backend (the tests that
+    make a cluster or database of their own carry the mark themselves), `redis` when it uses `redis_url`,
+    `peer` when it uses an upstream server."""
+    for item in items:
+        if _uses_postgres(item):
+            item.add_marker(pytest.mark.postgres)
+        if "redis_url" in item.fixturenames:
+            item.add_marker(pytest.mark.redis)
+        if PEER_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.peer)
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:  # type: ignore[no-untyped-def]
-    """PostgreSQL tests must run, never skip: a skipped one fails the run (locally and in CI)."""
+    """PostgreSQL tests must run, never skip: a selected one that skipped fails the run (locally and in CI).
+    Tests deselected with `-m "not postgres"` never run, so they do not count."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    skipped = [r.nodeid for r in (reporter.stats.get("skipped", []) if reporter else []) if "postgres" in r.nodeid]
+    skipped = [r.nodeid for r in (reporter.stats.get("skipped", []) if reporter else [])
+               if "postgres" in getattr(r, "keywords", {})]
     if skipped:
         if reporter:
             reporter.write_line(f"FAILED: {len(skipped)} PostgreSQL tests were skipped, e.g. {skipped[0]}", red=True)

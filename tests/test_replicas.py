@@ -73,6 +73,7 @@ def test_changes_reach_every_replica_within_a_second(backend: str, tmp_path: Pat
         stop_all(replicas)
 
 
+@pytest.mark.postgres
 def test_concurrent_writes_through_several_replicas_lose_nothing(tmp_path: Path,
                                                                  request: pytest.FixtureRequest) -> None:
     db_url = new_database("postgresql", tmp_path, request)
@@ -118,6 +119,7 @@ def test_concurrent_writes_through_several_replicas_lose_nothing(tmp_path: Path,
         stop_all(replicas)
 
 
+@pytest.mark.postgres
 def test_the_database_going_away(tmp_path: Path) -> None:
     """Stop the database under live traffic, start it again: reads never fail, no acknowledged write is
     lost, writes in between get 503, readiness says why, and every replica catches up by itself."""
