@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from . import postgres
+from . import postgres, redis_server
 from sqlalchemy import MetaData
 
 from modeldex.store import migrate
@@ -274,6 +274,22 @@ def wait_until(condition, timeout: float, interval: float = 0.02) -> float | Non
         if time.monotonic() - started > timeout:
             return None
         time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The Redis the tests use, found like PostgreSQL: MODELDEX_TEST_REDIS_URL, else the one answering PING on
+    127.0.0.1:6379, else a private `redis-server` on a free port, stopped at the end of the session."""
+    configured = os.environ.get(redis_server.TEST_URL_ENV)
+    if configured:
+        yield configured
+        return
+    if redis_server.answers_ping(redis_server.DEFAULT_URL):
+        yield redis_server.DEFAULT_URL
+        return
+    server = redis_server.PrivateRedis()
+    yield server.url
+    server.destroy()
 
 
 def _uses_postgres(item: pytest.Item) -> bool:

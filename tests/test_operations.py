@@ -81,10 +81,10 @@ def test_key_limits_override_the_default_and_can_exempt(sqlite_url: str, start_s
     assert bad.returncode == 1 and "invalid rate_limit" in bad.stderr
 
 
-def test_limits_are_shared_through_redis_across_servers(sqlite_url: str, start_server) -> None:
+def test_limits_are_shared_through_redis_across_servers(sqlite_url: str, start_server,
+                                                       redis_url: str) -> None:
     name = f"shared-{uuid.uuid4().hex[:8]}"
     key = run_cli(sqlite_url, "keys", "create", name, "--rate-limit", "6/m").stdout.strip()
-    redis_url = "redis://127.0.0.1:6379/0"
     first = start_server(sqlite_url, "--redis-url", redis_url, "--workers", "2")
     second = start_server(sqlite_url, "--redis-url", redis_url)
     statuses = [server.get("/v1/models", key).status_code for _ in range(5) for server in (first, second)]
