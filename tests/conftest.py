@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -78,6 +79,7 @@ class Server:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        self.workers = int(extra_args[extra_args.index("--workers") + 1]) if "--workers" in extra_args else 1
         self._log = open(log_path, "wb")
         # One client for the server's lifetime: a new httpx client per request costs tens of milliseconds,
         # which would swamp the propagation times the tests measure.
@@ -88,6 +90,7 @@ class Server:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: if it must be killed, its workers go with it
         )
         self._wait_ready()
 
@@ -100,16 +103,20 @@ class Server:
         return cli_env(db_url)
 
     def _wait_ready(self, timeout: float = 30) -> None:
+        """Until it answers /healthz and every worker has started: a server told to stop while a worker is
+        still starting can miss that worker, which then runs on until killed."""
         deadline = time.monotonic() + timeout
+        started = [re.compile(rf"Started worker-{n}\b") for n in range(1, self.workers + 1)]
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
-                    return
+                healthy = self.http.get(self.base_url + "/healthz", timeout=1).status_code == 200
             except httpx.TransportError:
-                pass
-            time.sleep(0.05)
+                healthy = False
+            if healthy and all(pattern.search(self.log()) for pattern in started):
+                return
+            time.sleep(0.02)
         raise AssertionError(f"server did not become ready:\n{self.log()}")
 
     def log(self) -> str:
@@ -131,7 +138,7 @@ class Server:
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self._log.close()
         self.http.close()
