@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import compileall
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ from urllib.parse import quote
 import uuid
 
 import httpx
+import modeldex
 import openai
 import pytest
 
@@ -38,6 +40,14 @@ SEED_IDS = [
     "MiniMax-M2.1-highspeed",
     "MiniMax-M2",
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The tests start hundreds of Python processes that import modeldex (each CLI run, each server and its
+    workers): compile its modules once, up front, so that none of them compiles them again (with
+    PYTHONDONTWRITEBYTECODE set, each would, without saving the result). Under xdist the controller does it."""
+    if not hasattr(config, "workerinput"):
+        compileall.compile_dir(Path(modeldex.__file__).parent, quiet=1)
 
 
 def free_port() -> int:
