@@ -333,7 +333,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_sessionfinish(session, exitstatus) -> None:  # type: ignore[no-untyped-def]
     """PostgreSQL tests must run, never skip: a selected one that skipped fails the run (locally and in CI).
-    Tests deselected with `-m "not postgres"` never run, so they do not count."""
+    Tests deselected with `-m "not postgres"` never run, so they do not count. (An xdist worker hands its
+    measurements to the controller here; the controller sees every worker's reports.)"""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["modeldex_reports"] = list(REPORTS)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = [r.nodeid for r in (reporter.stats.get("skipped", []) if reporter else [])
                if "postgres" in getattr(r, "keywords", {})]
@@ -349,6 +353,12 @@ REPORTS: list[str] = []
 def report(line: str) -> None:
     """A measured figure to show at the end of the run (e.g. propagation times)."""
     REPORTS.append(line)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:  # type: ignore[no-untyped-def]
+    """xdist: a worker is done; keep the figures it measured for the summary."""
+    REPORTS.extend(getattr(node, "workeroutput", {}).get("modeldex_reports", []))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
