@@ -24,7 +24,9 @@ import pytest
 from . import postgres, redis_server
 from sqlalchemy import MetaData
 
-from modeldex.store import migrate
+from modeldex.catalog.seed import seed_models
+from modeldex.catalog.service import Catalog
+from modeldex.store import migrate, open_store
 from modeldex.store.sql import create_store_engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +80,14 @@ def run_cli(db_url: str, *args: str, check: bool = True, env: dict[str, str] | N
 
 
 def create_key(db_url: str, name: str, scope: str = "read") -> str:
-    return run_cli(db_url, "keys", "create", name, "--scope", scope).stdout.strip()
+    """A key for a test whose subject is not the CLI: made in this process with the call `modeldex keys
+    create` makes (the database created and seeded first if new, as the CLI does), without starting a
+    Python process for it. The CLI's own key commands are tested with `run_cli`."""
+    store = open_store(db_url, seed=seed_models())
+    try:
+        return Catalog(store, actor="test-setup").create_key(name, scope)[1]
+    finally:
+        store.close()
 
 
 class Server:

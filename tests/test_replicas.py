@@ -62,7 +62,7 @@ def test_changes_reach_every_replica_within_a_second(backend: str, tmp_path: Pat
         assert max(timings) < BOUND
 
         # A revocation made with the CLI (no replica involved) reaches them all too.
-        doomed = create_key(db_url, "doomed")
+        doomed = run_cli(db_url, "keys", "create", "doomed").stdout.strip()
         assert all(wait_until(lambda r=r: r.get("/v1/models", doomed).status_code == 200, BOUND) is not None
                    for r in replicas)
         started = time.monotonic()
