@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import compileall
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,12 +17,16 @@ from urllib.parse import quote
 import uuid
 
 import httpx
+import modeldex
 import openai
 import pytest
 
-import postgres
+from . import postgres, redis_server
 from sqlalchemy import MetaData
 
+from modeldex.catalog.seed import seed_models
+from modeldex.catalog.service import Catalog
+from modeldex.store import migrate, open_store
 from modeldex.store.sql import create_store_engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +42,14 @@ SEED_IDS = [
     "MiniMax-M2.1-highspeed",
     "MiniMax-M2",
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The tests start hundreds of Python processes that import modeldex (each CLI run, each server and its
+    workers): compile its modules once, up front, so that none of them compiles them again (with
+    PYTHONDONTWRITEBYTECODE set, each would, without saving the result). Under xdist the controller does it."""
+    if not hasattr(config, "workerinput"):
+        compileall.compile_dir(Path(modeldex.__file__).parent, quiet=1)
 
 
 def free_port() -> int:
@@ -66,7 +80,14 @@ def run_cli(db_url: str, *args: str, check: bool = True, env: dict[str, str] | N
 
 
 def create_key(db_url: str, name: str, scope: str = "read") -> str:
-    return run_cli(db_url, "keys", "create", name, "--scope", scope).stdout.strip()
+    """A key for a test whose subject is not the CLI: made in this process with the call `modeldex keys
+    create` makes (the database created and seeded first if new, as the CLI does), without starting a
+    Python process for it. The CLI's own key commands are tested with `run_cli`."""
+    store = open_store(db_url, seed=seed_models())
+    try:
+        return Catalog(store, actor="test-setup").create_key(name, scope)[1]
+    finally:
+        store.close()
 
 
 class Server:
@@ -77,6 +98,7 @@ class Server:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        self.workers = int(extra_args[extra_args.index("--workers") + 1]) if "--workers" in extra_args else 1
         self._log = open(log_path, "wb")
         # One client for the server's lifetime: a new httpx client per request costs tens of milliseconds,
         # which would swamp the propagation times the tests measure.
@@ -87,6 +109,7 @@ class Server:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: if it must be killed, its workers go with it
         )
         self._wait_ready()
 
@@ -99,16 +122,20 @@ class Server:
         return cli_env(db_url)
 
     def _wait_ready(self, timeout: float = 30) -> None:
+        """Until it answers /healthz and every worker has started: a server told to stop while a worker is
+        still starting can miss that worker, which then runs on until killed."""
         deadline = time.monotonic() + timeout
+        started = [re.compile(rf"Started worker-{n}\b") for n in range(1, self.workers + 1)]
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
-                    return
+                healthy = self.http.get(self.base_url + "/healthz", timeout=1).status_code == 200
             except httpx.TransportError:
-                pass
-            time.sleep(0.05)
+                healthy = False
+            if healthy and all(pattern.search(self.log()) for pattern in started):
+                return
+            time.sleep(0.02)
         raise AssertionError(f"server did not become ready:\n{self.log()}")
 
     def log(self) -> str:
@@ -130,7 +157,7 @@ class Server:
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self._log.close()
         self.http.close()
@@ -149,13 +176,31 @@ def postgres_admin_url() -> Iterator[str]:
     cluster.destroy()
 
 
+@pytest.fixture(scope="session")
+def postgres_template(postgres_admin_url: str) -> Iterator[str]:
+    """The name of a database migrated to the current schema once per session, in-process (as `db upgrade`
+    does it): the tests' databases are copies of it. Nothing stays connected to it, so it can be copied."""
+    url = postgres.create_database(postgres_admin_url)
+    upgrade_database(url)
+    yield postgres.database_name(url)
+
+
+def upgrade_database(db_url: str) -> None:
+    """Migrate a database to the current schema in this process, with what `modeldex db upgrade` runs."""
+    engine = create_store_engine(db_url)
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+
+
 def new_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    """An empty catalog database on `backend`, migrated to the current schema (as `db upgrade` does)."""
+    """An empty catalog database on `backend`, at the current schema (as `db upgrade` leaves it): a new
+    SQLite file (created at the newest schema on first use), or a copy of the migrated PostgreSQL template."""
     if backend == "sqlite":
         return f"sqlite:///{tmp_path}/catalog-{uuid.uuid4().hex[:8]}.db"
-    url = postgres.create_database(request.getfixturevalue("postgres_admin_url"))
-    run_cli(url, "db", "upgrade")
-    return url
+    return postgres.create_database(request.getfixturevalue("postgres_admin_url"),
+                                    template=request.getfixturevalue("postgres_template"))
 
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -257,10 +302,54 @@ def wait_until(condition, timeout: float, interval: float = 0.02) -> float | Non
         time.sleep(interval)
 
 
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The Redis the tests use, found like PostgreSQL: MODELDEX_TEST_REDIS_URL, else the one answering PING on
+    127.0.0.1:6379, else a private `redis-server` on a free port, stopped at the end of the session."""
+    configured = os.environ.get(redis_server.TEST_URL_ENV)
+    if configured:
+        yield configured
+        return
+    if redis_server.answers_ping(redis_server.DEFAULT_URL):
+        yield redis_server.DEFAULT_URL
+        return
+    server = redis_server.PrivateRedis()
+    yield server.url
+    server.destroy()
+
+
+def _uses_postgres(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and any(value == "postgresql" for value in callspec.params.values())
+
+
+PEER_FIXTURES = {"litellm", "team_b"}  # servers modeldex polls over the network, started as processes
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by these markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark what a test needs: `postgres` when it is parametrized on the PostgreSQL backend (the tests that
+    make a cluster or database of their own carry the mark themselves), `redis` when it uses `redis_url`,
+    `peer` when it uses an upstream server."""
+    for item in items:
+        if _uses_postgres(item):
+            item.add_marker(pytest.mark.postgres)
+        if "redis_url" in item.fixturenames:
+            item.add_marker(pytest.mark.redis)
+        if PEER_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.peer)
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:  # type: ignore[no-untyped-def]
-    """PostgreSQL tests must run, never skip: a skipped one fails the run (locally and in CI)."""
+    """PostgreSQL tests must run, never skip: a selected one that skipped fails the run (locally and in CI).
+    Tests deselected with `-m "not postgres"` never run, so they do not count. (An xdist worker hands its
+    measurements to the controller here; the controller sees every worker's reports.)"""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["modeldex_reports"] = list(REPORTS)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    skipped = [r.nodeid for r in (reporter.stats.get("skipped", []) if reporter else []) if "postgres" in r.nodeid]
+    skipped = [r.nodeid for r in (reporter.stats.get("skipped", []) if reporter else [])
+               if "postgres" in getattr(r, "keywords", {})]
     if skipped:
         if reporter:
             reporter.write_line(f"FAILED: {len(skipped)} PostgreSQL tests were skipped, e.g. {skipped[0]}", red=True)
@@ -273,6 +362,12 @@ REPORTS: list[str] = []
 def report(line: str) -> None:
     """A measured figure to show at the end of the run (e.g. propagation times)."""
     REPORTS.append(line)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:  # type: ignore[no-untyped-def]
+    """xdist: a worker is done; keep the figures it measured for the summary."""
+    REPORTS.extend(getattr(node, "workeroutput", {}).get("modeldex_reports", []))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]

@@ -1,5 +1,6 @@
 """PostgreSQL for the tests: a throwaway cluster of our own, started from the installed binaries, or the
-server that MODELDEX_TEST_POSTGRES_URL names. Each test gets a fresh database on it."""
+server that MODELDEX_TEST_POSTGRES_URL names. Each test gets a fresh database on it, empty or cloned from a
+template database migrated once per session."""
 
 from __future__ import annotations
 
@@ -84,9 +85,19 @@ class PrivatePostgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def create_database(admin_url: str) -> str:
-    """A fresh, empty database on the server; returns its URL."""
+def create_database(admin_url: str, template: str | None = None) -> str:
+    """A fresh database on the server, empty or a copy of the database named `template` (which nobody may
+    be connected to while it is copied); returns its URL."""
     name = "mdx_" + uuid.uuid4().hex[:12]
+    clause = f' TEMPLATE "{template}"' if template else ""
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"{clause}')
+    return database_url(admin_url, name)
+
+
+def database_url(admin_url: str, name: str) -> str:
     return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def database_name(url: str) -> str:
+    return url.rsplit("/", 1)[1]

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import Deployment, create_key, run_cli, wait_until
+from .conftest import Deployment, create_key, run_cli, wait_until
 
 
 def call(deployment: Deployment, method: str, path: str, key: str | None = None, **kwargs) -> httpx.Response:
@@ -130,7 +130,10 @@ def test_key_secrets_are_shown_once(deployment: Deployment) -> None:
     created = call(deployment, "POST", "/v1/admin/keys", json={"name": "once", "scope": "read"})
     assert created.status_code == 201
     secret = created.json()["secret"]
-    assert deployment.server.client(secret).models.list().data or True
+    # Usable at once, and it sees what any read key without a policy sees.
+    listed = {m.id for m in deployment.server.client(secret).models.list().data}
+    assert "MiniMax-M3" in listed
+    assert listed == {m.id for m in deployment.server.client(deployment.read_key).models.list().data}
     for path in ("/v1/admin/keys", "/v1/admin/keys/once", "/v1/admin/changes?limit=10000"):
         assert secret not in call(deployment, "GET", path).text
         assert secret[-40:] not in call(deployment, "GET", path).text

@@ -8,9 +8,14 @@ import openai
 import pytest
 import yaml
 
-from conftest import SEED_IDS, SEED_SPEC, Deployment, wait_until
+from .conftest import SEED_IDS, SEED_SPEC, Deployment, wait_until
 
 REQUEST_ID = re.compile(r"req_[0-9a-f]{32}")
+# OpenAI's own words for a request without a key, and where to get one here.
+MISSING_KEY_MESSAGE = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer "
+    "auth (i.e. Authorization: Bearer YOUR_KEY). An administrator can create one with `modeldex keys create NAME`."
+)
 
 
 def test_retrieve_matches_the_seed_example(deployment: Deployment) -> None:
@@ -115,7 +120,7 @@ def test_missing_key_is_401_with_instructions(deployment: Deployment) -> None:
     response = deployment.server.get("/v1/models")
     assert response.status_code == 401
     assert response.json() == {"error": {
-        "message": response.json()["error"]["message"],
+        "message": MISSING_KEY_MESSAGE,
         "type": "invalid_request_error", "param": None, "code": None,
     }}
     assert "Authorization header" in response.json()["error"]["message"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import create_key, run_cli, wait_until
+from .conftest import create_key, run_cli, wait_until
 
 CATALOG = """\
 models:

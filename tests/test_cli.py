@@ -6,7 +6,7 @@ import re
 import sqlite3
 from pathlib import Path
 
-from conftest import SEED_IDS, cli_env, dump_database, execute_sql, run_cli
+from .conftest import SEED_IDS, cli_env, dump_database, execute_sql, run_cli
 from modeldex.store import migrate
 from modeldex.store.sql import create_store_engine
 

@@ -15,9 +15,9 @@ import openai
 import pytest
 import yaml
 
-from conftest import SEED_IDS, Server, cli_env, create_key, dump_database, free_port, run_cli, wait_until
-from fake_upstream import FakeUpstream
-from litellm_proxy import LiteLLMProxy
+from .conftest import SEED_IDS, Server, cli_env, create_key, dump_database, free_port, run_cli, wait_until
+from .fake_upstream import FakeUpstream
+from .litellm_proxy import LiteLLMProxy
 
 pytestmark = pytest.mark.timeout(900)  # the first run installs LiteLLM into its own venv (about a minute)
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fake_upstream import FakeUpstream
+from .fake_upstream import FakeUpstream
 from modeldex.catalog.errors import InvalidInput
 from modeldex.catalog.entities import Alias, Model, parse
 from modeldex.catalog.seed import seed_models

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import rawhttp
-from conftest import Deployment
+from . import rawhttp
+from .conftest import Deployment
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Server, create_key, execute_sql, run_cli, wait_until
+from .conftest import Server, create_key, execute_sql, run_cli, wait_until
 from modeldex.api.render import RenderedCatalog
 from modeldex.catalog.incremental import apply_delta
 from modeldex.catalog.live import LiveCatalog

@@ -6,7 +6,7 @@ import concurrent.futures
 
 import httpx
 
-from conftest import create_key, run_cli, wait_until
+from .conftest import create_key, run_cli, wait_until
 
 BOUND = 1.0
 
@@ -23,7 +23,7 @@ def test_cli_changes_reach_a_running_server_within_a_second(db_url: str, start_s
     run_cli(db_url, "models", "remove", "qwen/Qwen3-8B")
     assert wait_until(lambda: server.get("/v1/models/qwen%2FQwen3-8B", admin).status_code == 404, BOUND) is not None
 
-    new_key = create_key(db_url, "late-comer")
+    new_key = run_cli(db_url, "keys", "create", "late-comer").stdout.strip()
     assert wait_until(lambda: server.get("/v1/models", new_key).status_code == 200, BOUND) is not None
 
     run_cli(db_url, "keys", "revoke", "late-comer")

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import cli_env, create_key, execute_sql, free_port, run_cli, wait_until
+from .conftest import cli_env, create_key, execute_sql, free_port, run_cli, wait_until
 
 KEY_PATTERN = re.compile(r"sk-mdx-[A-Za-z0-9]{52}")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import SEED_SPEC, Deployment
+from .conftest import SEED_SPEC, Deployment
 
 SAFE_CHECKS = "not_a_server_error,response_schema_conformance,content_type_conformance,response_headers_conformance"
 

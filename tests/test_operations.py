@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import create_key, run_cli, wait_until
+from .conftest import create_key, run_cli, wait_until
 
 RATE_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests")
 
@@ -81,10 +81,10 @@ def test_key_limits_override_the_default_and_can_exempt(sqlite_url: str, start_s
     assert bad.returncode == 1 and "invalid rate_limit" in bad.stderr
 
 
-def test_limits_are_shared_through_redis_across_servers(sqlite_url: str, start_server) -> None:
+def test_limits_are_shared_through_redis_across_servers(sqlite_url: str, start_server,
+                                                       redis_url: str) -> None:
     name = f"shared-{uuid.uuid4().hex[:8]}"
     key = run_cli(sqlite_url, "keys", "create", name, "--rate-limit", "6/m").stdout.strip()
-    redis_url = "redis://127.0.0.1:6379/0"
     first = start_server(sqlite_url, "--redis-url", redis_url, "--workers", "2")
     second = start_server(sqlite_url, "--redis-url", redis_url)
     statuses = [server.get("/v1/models", key).status_code for _ in range(5) for server in (first, second)]
@@ -141,7 +141,7 @@ def test_metrics_for_prometheus(sqlite_url: str, start_server, tmp_path: Path) -
 
 
 def _free_port() -> int:
-    from conftest import free_port
+    from .conftest import free_port
 
     return free_port()
 
@@ -215,7 +215,7 @@ def test_tls_from_server_options(sqlite_url: str, start_server, tmp_path: Path) 
                     "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", str(private_key), "-out", str(cert)], check=True, capture_output=True)
     key = create_key(sqlite_url, "tls")
-    from conftest import Server, free_port
+    from .conftest import Server, free_port
 
     port = free_port()
     process = subprocess.Popen(
@@ -265,7 +265,7 @@ def test_sigterm_drains_in_flight_requests(sqlite_url: str, start_server) -> Non
 
 
 def test_upstream_health_is_in_the_metrics(sqlite_url: str, start_server) -> None:
-    from fake_upstream import FakeUpstream
+    from .fake_upstream import FakeUpstream
 
     upstream = FakeUpstream()
     try:

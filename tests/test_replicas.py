@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-import postgres
-from conftest import Server, create_key, new_database, report, run_cli, wait_until
+from . import postgres
+from .conftest import Server, create_key, new_database, report, run_cli, upgrade_database, wait_until
 
 BOUND = 1.0
 
@@ -62,7 +62,7 @@ def test_changes_reach_every_replica_within_a_second(backend: str, tmp_path: Pat
         assert max(timings) < BOUND
 
         # A revocation made with the CLI (no replica involved) reaches them all too.
-        doomed = create_key(db_url, "doomed")
+        doomed = run_cli(db_url, "keys", "create", "doomed").stdout.strip()
         assert all(wait_until(lambda r=r: r.get("/v1/models", doomed).status_code == 200, BOUND) is not None
                    for r in replicas)
         started = time.monotonic()
@@ -73,6 +73,7 @@ def test_changes_reach_every_replica_within_a_second(backend: str, tmp_path: Pat
         stop_all(replicas)
 
 
+@pytest.mark.postgres
 def test_concurrent_writes_through_several_replicas_lose_nothing(tmp_path: Path,
                                                                  request: pytest.FixtureRequest) -> None:
     db_url = new_database("postgresql", tmp_path, request)
@@ -118,6 +119,7 @@ def test_concurrent_writes_through_several_replicas_lose_nothing(tmp_path: Path,
         stop_all(replicas)
 
 
+@pytest.mark.postgres
 def test_the_database_going_away(tmp_path: Path) -> None:
     """Stop the database under live traffic, start it again: reads never fail, no acknowledged write is
     lost, writes in between get 503, readiness says why, and every replica catches up by itself."""
@@ -125,7 +127,7 @@ def test_the_database_going_away(tmp_path: Path) -> None:
     replicas: list[Server] = []
     try:
         db_url = postgres.create_database(cluster.admin_url)
-        run_cli(db_url, "db", "upgrade")
+        upgrade_database(db_url)
         admin = create_key(db_url, "admin", "admin")
         replicas = start_replicas(db_url, tmp_path, count=2)
         stop = threading.Event()

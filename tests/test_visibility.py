@@ -7,7 +7,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import Deployment, wait_until
+from .conftest import Deployment, wait_until
 
 EXTRA_MODELS = ["meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.3-70B-Instruct", "qwen/Qwen3-8B",
                 "ft:gpt-4o:acme::x1"]
