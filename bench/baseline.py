@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
 from procs import HOST, Server, free_port, http_status
 
 

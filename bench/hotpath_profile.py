@@ -223,10 +223,9 @@ def main(argv: list[str]) -> int:
         return 0
 
     # Here, not at the top: granian's workers import this module, and procs sets signal handlers.
+    from modeldex.config import ServerSettings
     from modeldex_server import clean_env, create_key, make_catalog
     from procs import Server, free_port, http_ok, stop_all
-
-    from modeldex.config import ServerSettings
 
     workdir = Path(tempfile.mkdtemp(prefix="modeldex-profile-"))
     try:

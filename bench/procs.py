@@ -8,6 +8,7 @@ behind on a shared machine.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import http.client
 import os
 import signal
@@ -86,10 +87,8 @@ class Server:
     def truncate_log(self, size: int) -> None:
         """Cut the log back to `size` bytes. The server appends (O_APPEND), so it goes on writing at the new
         end: a run's access lines can be dropped and the disk stays bounded (~130 bytes a request)."""
-        try:
+        with contextlib.suppress(OSError):
             os.truncate(self.log_path, size)
-        except OSError:
-            pass
 
     def rss_mb(self) -> float:
         """RSS of the whole process tree (main process and every worker), in MB."""
@@ -109,10 +108,8 @@ class Server:
             _running.remove(self)
         if self.process.poll() is None:
             _signal_group(self.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
         _signal_group(self.pid, signal.SIGKILL)  # workers that outlived their parent, if any
         if self.process.poll() is None:
             self.process.wait(timeout=5)
@@ -125,10 +122,8 @@ class Server:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def stop_all() -> None:

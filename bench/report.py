@@ -12,8 +12,19 @@ from pathlib import Path
 
 from load import WRK_CONNECTIONS, WRK_THREADS, Series
 from scale import ScaleResult
-from throughput import (BAD_KEY, CEILING, LIST, LIST_10K, MODELDEX, MODELDEX_NO_LOG, RETRIEVE, UNKNOWN, Row,
-                        Settings, run_ratios)
+from throughput import (
+    BAD_KEY,
+    CEILING,
+    LIST,
+    LIST_10K,
+    MODELDEX,
+    MODELDEX_NO_LOG,
+    RETRIEVE,
+    UNKNOWN,
+    Row,
+    Settings,
+    run_ratios,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -18,14 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from modeldex.catalog.seed import seed_models
 from modeldex_server import create_key, make_catalog
 from peers import MASTER_KEY, start_litellm
 from procs import stop_all
 from report import PeerResult, render
 from scale import ScaleResult, measure_scale
 from throughput import CEILING_GROUPS, GROUPS, LIST, PATTERN, RETRIEVE, Row, Settings, run_group, run_peer
-
-from modeldex.catalog.seed import seed_models
 
 LIST_10K_MODELS = 10_000
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
 from modeldex_server import create_key, make_catalog, model_id, start_modeldex
 from procs import http_status
 

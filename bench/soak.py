@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procs import free_port, process_tree, rss_kb  # noqa: E402  (bench/ is a folder of scripts)
+from procs import free_port, process_tree, rss_kb
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,10 +113,11 @@ def main() -> int:
     read_key = modeldex("keys", "create", f"soak-reader-{os.getpid()}", env=env)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "modeldex", "serve", "--port", str(port), "--workers", str(args.workers),
-         "--no-access-log", "--forwarded-allow-ips", "127.0.0.1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(Path(tmp) / "server.log", "wb"))
+    with open(Path(tmp) / "server.log", "wb") as server_log:  # the child keeps its own descriptor
+        server = subprocess.Popen(
+            [sys.executable, "-m", "modeldex", "serve", "--port", str(port), "--workers", str(args.workers),
+             "--no-access-log", "--forwarded-allow-ips", "127.0.0.1"],
+            env=env, stdout=subprocess.DEVNULL, stderr=server_log)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

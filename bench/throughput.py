@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
 from baseline import StaticAnswer, WireAnswer, nginx_etag, start_ceiling, start_nginx
 from load import Request, RunResult, Series, run_wrk
 from modeldex_server import start_modeldex
