@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from conftest import SEED_IDS
 from modeldex.catalog.entities import Model, new_model
 from modeldex.catalog.errors import CatalogError, Conflict, InvalidInput
 from modeldex.catalog.seed import seed_models
 from modeldex.catalog.service import Catalog
 from modeldex.store import SqlStore, open_store
+
+from .conftest import SEED_IDS
 
 LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
 UPSTREAM = {"name": "vllm", "base_url": "http://10.0.0.5:8000/v1"}

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from inprocess import REQUEST_ID, Harness, bearer, cors_headers, error_of
+from .inprocess import REQUEST_ID, Harness, bearer, cors_headers, error_of
 
 pytestmark = pytest.mark.anyio
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from conftest import SEED_IDS
-from inprocess import REQUEST_ID, Harness, bearer, error_of
+from .conftest import SEED_IDS
+from .inprocess import REQUEST_ID, Harness, bearer, error_of
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from inprocess import Harness, bearer, error_of
+from .inprocess import Harness, bearer, error_of
 
 pytestmark = pytest.mark.anyio
 
