@@ -118,6 +118,7 @@ class ModeldexApp:
         self.callers = Callers(self.limiter)
         self.access_log = AccessLog(json=settings.log_format == "json") if settings.access_log else None
         self.request_ids = RequestIds()
+        self._max_header_bytes = settings.max_header_bytes
         self.side_app: ASGIApp = build_side_app()  # until start(): health and the OpenAPI document only
         # Off by default: browsers get no cross-origin access unless configured.
         self.cors = Cors(settings.cors_origins) if settings.cors_origins else None
@@ -173,19 +174,16 @@ class ModeldexApp:
 
     # --- the dispatch ----------------------------------------------------------------------------------
 
-    def _headers_too_large(self, headers: HeaderLookup) -> bool:
-        size = 0
-        for name, value in headers.items():  # a plain loop: faster than map/join here (measured)
-            size += len(name) + len(value) + 4  # ": " and CRLF
-        return size > self.settings.max_header_bytes
-
     def _answer(self, method: str, path: str, query: str, headers: HeaderLookup, client: str,
                 request_id: str) -> OwnAnswer | Deferred | None:
         """The answer to a request the app gives itself (the Models routes, CORS preflights, oversized
         headers); `Deferred` when it needs to wait for something (`_answer_deferred`), None when the side
         app answers it. `path` is decoded, dot segments resolved. Never suspends."""
         cors = self.cors
-        if self._headers_too_large(headers):
+        size = 0
+        for name, value in headers.items():  # a plain loop: faster than map/join here (measured)
+            size += len(name) + len(value) + 4  # ": " and CRLF
+        if size > self._max_header_bytes:
             status, response_headers, body, _ = error_answer(
                 errors.headers_too_large(self.settings.max_header_bytes), request_id)
             if cors is not None:  # so a browser shows the 431's message, not a bare network error
@@ -204,6 +202,8 @@ class ModeldexApp:
         answer = models.answer_now(method, route, path, query, headers, client, request_id)
         if isinstance(answer, NotNow):
             return Deferred(route, answer)
+        if cors is None:
+            return (*answer, models_label(route[0], method))
         return self._own(answer, route, method, headers)
 
     async def _answer_deferred(self, deferred: Deferred, method: str, path: str, query: str,

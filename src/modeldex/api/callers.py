@@ -106,7 +106,7 @@ class Callers:
 
     def limited(self, caller: Caller) -> bool:
         """Whether the caller's requests are counted at all (unlimited ones never wait on a bucket)."""
-        return self.limiter.limits(caller.rate_limit)
+        return not caller.exempt and self.limiter.limits(caller.rate_limit)
 
     async def charge(self, caller: Caller) -> Headers:
         """Count one request against the caller's limit; returns the rate-limit headers its answer carries,

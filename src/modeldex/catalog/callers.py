@@ -7,10 +7,11 @@ nowhere else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from modeldex.catalog.limits import parse_limit
 from modeldex.catalog.policy import AccessPolicy
 
 
@@ -31,6 +32,10 @@ class Caller:
     policy: AccessPolicy  # which models it sees
     rate_limit: str | None  # its own limit ("600/m", "unlimited"); None: the server's default
     credential: str = "api_key"  # what kind of credential it came from
+    exempt: bool = field(init=False)  # its own limit is "unlimited": never counted, whatever the default
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "exempt", self.rate_limit is not None and parse_limit(self.rate_limit) is None)
 
     @property
     def is_admin(self) -> bool:
