@@ -67,12 +67,14 @@ def missing_key() -> ApiError:
 
 
 def invalid_key(presented: str) -> ApiError:
-    return ApiError(
-        401,
-        f"Incorrect API key provided: {mask(presented)}. "
-        "Ask an administrator for a valid key (`modeldex keys list` shows the active ones).",
-        code="invalid_api_key",
-    )
+    return ApiError(401, _invalid_key_message(presented), code="invalid_api_key")
+
+
+@functools.lru_cache(maxsize=1024)
+def _invalid_key_message(presented: str) -> str:
+    """Remembered per presented key, as a client repeating a bad key would have it made anew each time."""
+    return (f"Incorrect API key provided: {mask(presented)}. "
+            "Ask an administrator for a valid key (`modeldex keys list` shows the active ones).")
 
 
 def model_not_found(model_id: str) -> ApiError:
