@@ -84,7 +84,7 @@ class LiteLLMProxy:
                     return
             except httpx.TransportError:
                 pass
-            time.sleep(0.2)
+            time.sleep(0.05)
         raise AssertionError(f"litellm did not start within {timeout} s:\n{self.log()}")
 
     def stop(self) -> None:
