@@ -10,24 +10,23 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-import uuid
-
 import httpx
-import modeldex
 import openai
 import pytest
-
-from . import postgres, redis_server
 from sqlalchemy import MetaData
 
+import modeldex
 from modeldex.catalog.seed import seed_models
 from modeldex.catalog.service import Catalog
 from modeldex.store import migrate, open_store
 from modeldex.store.sql import create_store_engine
+
+from . import postgres, redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_SPEC = ROOT.parent / "shared" / "seed" / "retrieve-model.openapi.yaml"
@@ -99,7 +98,7 @@ class Server:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.workers = int(extra_args[extra_args.index("--workers") + 1]) if "--workers" in extra_args else 1
-        self._log = open(log_path, "wb")
+        self._log = open(log_path, "wb")  # noqa: SIM115 (the server writes to it until stop() closes it)
         # One client for the server's lifetime: a new httpx client per request costs tens of milliseconds,
         # which would swamp the propagation times the tests measure.
         self.http = httpx.Client(timeout=10)

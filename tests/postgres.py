@@ -4,6 +4,7 @@ template database migrated once per session."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -78,10 +79,8 @@ class PrivatePostgres:
         self._run("pg_ctl", "stop", "-D", str(self.datadir), "-m", "fast", "-w", "-t", "30")
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):
             self.stop()
-        except RuntimeError:
-            pass
         shutil.rmtree(self.root, ignore_errors=True)
 
 

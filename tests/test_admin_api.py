@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import time
 
 import httpx
@@ -104,7 +105,7 @@ def test_concurrent_updates_lose_nothing(deployment: Deployment) -> None:
             if c["id"] == "contended"]
     assert len(feed) == accepted
     # The updates form one unbroken chain: each starts from the state the previous one left.
-    for previous, following in zip(feed, feed[1:]):
+    for previous, following in itertools.pairwise(feed):
         assert following["before"] == previous["after"]
         assert following["version"] > previous["version"]
     final = call(deployment, "GET", "/v1/admin/models/contended")

@@ -6,9 +6,10 @@ import re
 import sqlite3
 from pathlib import Path
 
-from .conftest import SEED_IDS, cli_env, dump_database, execute_sql, run_cli
 from modeldex.store import migrate
 from modeldex.store.sql import create_store_engine
+
+from .conftest import SEED_IDS, cli_env, dump_database, execute_sql, run_cli
 
 HEAD = migrate.head_revision()
 

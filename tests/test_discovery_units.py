@@ -9,17 +9,18 @@ from collections.abc import Iterator
 
 import pytest
 
-from .fake_upstream import FakeUpstream
-from modeldex.catalog.errors import InvalidInput
 from modeldex.catalog.entities import Alias, Model, parse
+from modeldex.catalog.errors import InvalidInput
 from modeldex.catalog.seed import seed_models
 from modeldex.catalog.service import Catalog
 from modeldex.catalog.upstreams import Upstream
-from modeldex.discovery.health import UpstreamHealth
 from modeldex.discovery.answer import InvalidAnswer, metadata_of, to_models
 from modeldex.discovery.fetch import UpstreamError, fetch_models
+from modeldex.discovery.health import UpstreamHealth
 from modeldex.discovery.sync import apply_answer
 from modeldex.store import SqlStore, open_store
+
+from .fake_upstream import FakeUpstream
 
 SECRET = "sk-upstream-secret-0123456789"
 

@@ -8,8 +8,8 @@ import pytest
 
 from modeldex.api import paths
 from modeldex.catalog import keys
-from modeldex.catalog.errors import InvalidInput
 from modeldex.catalog.entities import new_model, validate_model_id
+from modeldex.catalog.errors import InvalidInput
 
 
 @pytest.mark.parametrize("model_id", ["MiniMax-M2.7", "meta-llama/Llama-3.1-8B-Instruct", "ft:gpt-4o:acme::x1",
@@ -41,7 +41,7 @@ def test_new_model_validates_owner_and_created() -> None:
 
 def test_keys_are_random_hashed_and_verified() -> None:
     record, secret = keys.new_key("ci", keys.Scope.READ)
-    other_record, other = keys.new_key("ci", keys.Scope.READ)
+    _other_record, other = keys.new_key("ci", keys.Scope.READ)
     assert secret != other and len(secret) == keys.KEY_LENGTH
     assert secret not in repr(record) and record.secret_hash == keys.hash_secret(secret)
     assert keys.lookup_id_of(secret) == record.lookup_id

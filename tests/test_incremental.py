@@ -8,16 +8,17 @@ from typing import Any
 
 import pytest
 
-from .conftest import Server, create_key, execute_sql, run_cli, wait_until
 from modeldex.api.render import RenderedCatalog
+from modeldex.catalog.entities import Alias, Group, Model, new_model
 from modeldex.catalog.incremental import apply_delta
 from modeldex.catalog.live import LiveCatalog
-from modeldex.catalog.entities import Alias, Group, Model, new_model
 from modeldex.catalog.policy import ALL_MODELS, AccessPolicy
 from modeldex.catalog.seed import seed_models
 from modeldex.catalog.service import Catalog
 from modeldex.catalog.state import CatalogState
 from modeldex.store import SqlStore, open_store
+
+from .conftest import Server, create_key, execute_sql, run_cli, wait_until
 
 NOW = 1_800_000_000.0
 POLICIES = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
-import ssl
 import sqlite3
+import ssl
 import subprocess
 import threading
 import time

@@ -34,7 +34,7 @@ def admin_call(server: Server, key: str, method: str, path: str, **kwargs) -> ht
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite"])

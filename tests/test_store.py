@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 
+from modeldex.catalog.entities import Alias, Group, Model, new_model
 from modeldex.catalog.errors import AlreadyExists, NotFound, PreconditionFailed
 from modeldex.catalog.keys import Scope, new_key
-from modeldex.catalog.entities import Alias, Group, Model, new_model
 from modeldex.catalog.seed import seed_models
 from modeldex.store import SqlStore, StoreError, open_store
 
@@ -144,4 +143,4 @@ def test_the_schema_revision_the_code_expects_is_the_newest_migration() -> None:
     must name the newest migration script, or every database would look outdated (or current too soon)."""
     from modeldex.store import migrate
 
-    assert migrate.SCHEMA_REVISION == migrate.head_revision()
+    assert migrate.head_revision() == migrate.SCHEMA_REVISION

@@ -140,8 +140,5 @@ def _valid_model(data: dict[str, Any]) -> Model:
             field = exc.field.split(".")[0]
             if field in ("id", "source") or field not in data:
                 raise InvalidAnswer(exc.message) from None
-            if field == "owned_by":
-                data = {**data, "owned_by": data["source"]}
-            else:
-                data = {k: v for k, v in data.items() if k != field}
+            data = {**data, "owned_by": data["source"]} if field == "owned_by" else {k: v for k, v in data.items() if k != field}
     return parse(Model, {"id": data["id"], "owned_by": data["source"], "source": data["source"]})
