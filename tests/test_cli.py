@@ -6,9 +6,13 @@ import re
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from .conftest import SEED_IDS, cli_env, dump_database, execute_sql, run_cli
 from modeldex.store import migrate
 from modeldex.store.sql import create_store_engine
+
+pytestmark = pytest.mark.cli_process  # each run a new interpreter, exactly as a user runs the command
 
 HEAD = migrate.head_revision()
 
