@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import compileall
+import json
 import os
 import re
+import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -64,15 +69,103 @@ def cli_env(db_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
+class CliForkServer:
+    """tests/cli_forkserver.py for this test process: runs `modeldex ARGS` as a process forked from one that
+    has imported modeldex already, instead of a new interpreter each time (see that file)."""
+
+    def __init__(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="modeldex-cli-"))
+        self.lock = threading.Lock()
+        self.runs = 0
+        self.pending = b""
+        with open(self.tmp / "forkserver.log", "wb") as log:
+            self.process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("cli_forkserver.py"))],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, bufsize=0)
+
+    def _reply(self, timeout: float) -> dict:
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.process.stdout], [], [], remaining)[0]:
+                raise TimeoutError
+            chunk = os.read(self.process.stdout.fileno(), 65536)
+            if not chunk:
+                raise AssertionError(f"the CLI fork server died:\n{(self.tmp / 'forkserver.log').read_text()}")
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\n", 1)
+        return json.loads(line)
+
+    def run(self, args: tuple[str, ...], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "modeldex", *args]
+        with self.lock:
+            self.runs += 1
+            stdout, stderr = self.tmp / f"{self.runs}.out", self.tmp / f"{self.runs}.err"
+            request = {"args": list(args), "env": env, "stdout": str(stdout), "stderr": str(stderr)}
+            assert self.process.stdin is not None
+            self.process.stdin.write(json.dumps(request).encode() + b"\n")
+            pid = self._reply(10)["pid"]
+            try:
+                returncode = self._reply(timeout)["returncode"]
+            except TimeoutError:
+                os.kill(pid, signal.SIGKILL)
+                self._reply(10)
+                raise subprocess.TimeoutExpired(command, timeout) from None
+            result = subprocess.CompletedProcess(command, returncode, stdout.read_text(), stderr.read_text())
+            stdout.unlink()
+            stderr.unlink()
+        return result
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+_FORK_SERVER: list[CliForkServer] = []
+_CURRENT_ITEM: list[pytest.Item] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):  # type: ignore[no-untyped-def]
+    _CURRENT_ITEM[:] = [item]
+    yield
+    _CURRENT_ITEM.clear()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for server in _FORK_SERVER:
+        server.close()
+    _FORK_SERVER.clear()
+
+
+def _fresh_process(args: tuple[str, ...]) -> bool:
+    """Whether this CLI run gets a new interpreter, as a user's does: in tests marked `cli_process` (the
+    CLI's own tests), for `serve`, and everywhere with MODELDEX_TEST_CLI_FORKSERVER=0."""
+    if os.environ.get("MODELDEX_TEST_CLI_FORKSERVER") == "0" or (args and args[0] == "serve"):
+        return True
+    return bool(_CURRENT_ITEM) and _CURRENT_ITEM[0].get_closest_marker("cli_process") is not None
+
+
 def run_cli(db_url: str, *args: str, check: bool = True, env: dict[str, str] | None = None
             ) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "modeldex", *args],
-        env=env or cli_env(db_url),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    if _fresh_process(args):
+        result = subprocess.run(
+            [sys.executable, "-m", "modeldex", *args],
+            env=env or cli_env(db_url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    else:
+        if not _FORK_SERVER:
+            _FORK_SERVER.append(CliForkServer())
+        result = _FORK_SERVER[0].run(args, env or cli_env(db_url), timeout=60)
     if check and result.returncode != 0:
         raise AssertionError(f"modeldex {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
     return result

@@ -6,10 +6,14 @@ import re
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from modeldex.store import migrate
 from modeldex.store.sql import create_store_engine
 
 from .conftest import SEED_IDS, cli_env, dump_database, execute_sql, run_cli
+
+pytestmark = pytest.mark.cli_process  # each run a new interpreter, exactly as a user runs the command
 
 HEAD = migrate.head_revision()
 

@@ -1,0 +1,81 @@
+"""A fork server for `modeldex` CLI runs: `python -m modeldex ARGS` without paying for the interpreter start
+and the imports (~0.7 s of CPU a run, about half the suite's CPU when every run paid it).
+
+It imports what `python -m modeldex` imports, once, then reads requests (one JSON object a line: args, env,
+stdout and stderr file paths) and forks a child per request. The child takes the request's environment,
+stdin from /dev/null and the two files as stdout and stderr, leaves the loop and runs the `modeldex`
+module as `python -m` does, at top level, and exits the way a fresh process exits (the status SystemExit
+or an uncaught exception and its traceback give, non-daemon threads joined, atexit handlers run, output
+flushed); the server reports its exit status.
+Nothing of a run survives into the next one: each child is a fresh copy of the server, which never runs
+modeldex code itself. Everything modeldex reads from the environment it reads when a command runs, not at
+import (tests/conftest.py's run_cli says where fresh processes are used instead).
+
+Started by tests/conftest.py as `python tests/cli_forkserver.py` from the directory the tests run in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def _serve() -> dict:
+    """In the server: answer requests until stdin closes (then exit). Returns only in a forked child."""
+    sys.path[0] = os.getcwd()  # as `python -m` has it (not this file's directory)
+    import psycopg  # noqa: F401  (what a run on PostgreSQL imports when it connects)
+
+    import modeldex.cli.main  # noqa: F401  (what `python -m modeldex` imports)
+
+    requests, replies = sys.stdin.buffer, sys.stdout.buffer
+    for line in requests:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            return request
+        replies.write(json.dumps({"pid": pid}).encode() + b"\n")
+        replies.flush()
+        _, status = os.waitpid(pid, 0)
+        replies.write(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+        replies.flush()
+    sys.exit(0)
+
+
+_request = _serve()
+# Only a forked child gets here: become the command's process.
+os.environ.clear()
+os.environ.update(_request["env"])
+_stdin = os.open(os.devnull, os.O_RDONLY)
+_stdout = os.open(_request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+_stderr = os.open(_request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+for _fd, _target in ((_stdin, 0), (_stdout, 1), (_stderr, 2)):
+    os.dup2(_fd, _target)
+    os.close(_fd)
+sys.argv = ["modeldex", *_request["args"]]
+del _request, _stdin, _stdout, _stderr, _fd, _target
+
+import atexit  # noqa: E402
+import runpy  # noqa: E402
+import threading  # noqa: E402
+
+try:
+    runpy.run_module("modeldex", run_name="__main__", alter_sys=True)
+    _code = 0
+except SystemExit as _exit:
+    # As the interpreter treats SystemExit: None is 0, an int is the status, anything else is printed (1).
+    if _exit.code is None or isinstance(_exit.code, int):
+        _code = _exit.code or 0
+    else:
+        print(_exit.code, file=sys.stderr)
+        _code = 1
+except BaseException:  # an uncaught exception: its traceback on stderr, status 1
+    sys.excepthook(*sys.exc_info())
+    _code = 1
+# What the interpreter does on the way out, short of freeing every object one by one: in a forked copy of
+# a process that imported all of modeldex, that alone takes ~0.3 s (each page touched is copied first).
+threading._shutdown()  # type: ignore[attr-defined]  # wait for non-daemon threads, as at exit
+atexit._run_exitfuncs()
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(_code)
