@@ -295,6 +295,12 @@ def new_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
                                     template=request.getfixturevalue("postgres_template"))
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """The in-process layer's async tests (anyio's plugin) run on asyncio, as the server does."""
+    return "asyncio"
+
+
 BACKENDS = ["sqlite", "postgresql"]
 
 

@@ -46,6 +46,13 @@ class Harness:
         transport = httpx.ASGITransport(app=self.app, client=(address or next(_addresses), 5000))
         return httpx.AsyncClient(transport=transport, base_url=BASE_URL)
 
+    async def request(self, method: str, path: str, key: str | None = None, address: str | None = None,
+                      headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+        """One request from a client of its own (at `address`, or a fresh one), with `key` as its bearer."""
+        all_headers = {**(bearer(key) if key else {}), **(headers or {})}
+        async with self.client(address) as client:
+            return await client.request(method, path, headers=all_headers, **kwargs)
+
     def stop(self) -> None:
         self.app.stop()
 

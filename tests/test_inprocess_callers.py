@@ -17,11 +17,6 @@ WRONG = "sk-mdx-" + "N0tAKeyN0tAKeyN0tAKeyN0tAKeyN0tAKeyN0tAKeyN0tAKey12"
 METRICS_TOKEN = "scrape-me-9876543210"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Limited:
     def __init__(self, harness: Harness) -> None:
         self.harness = harness
@@ -30,8 +25,7 @@ class Limited:
 
     async def request(self, method: str, path: str, key: str | None, address: str | None = None,
                       headers: dict[str, str] | None = None) -> httpx.Response:
-        async with self.harness.client(address) as client:
-            return await client.request(method, path, headers={**(bearer(key) if key else {}), **(headers or {})})
+        return await self.harness.request(method, path, key, address, headers)
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from .inprocess import REQUEST_ID, Harness, bearer, cors_headers, error_of
+from .inprocess import REQUEST_ID, Harness, cors_headers, error_of
 
 pytestmark = pytest.mark.anyio
 
 UI = "https://ui.example"
 EVIL = "https://evil.example"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 class Served:
@@ -29,9 +24,7 @@ class Served:
 
     async def request(self, method: str, path: str, key: str | None = None,
                       headers: dict[str, str] | None = None) -> httpx.Response:
-        all_headers = {**(bearer(key) if key else {}), **(headers or {})}
-        async with self.harness.client() as client:
-            return await client.request(method, path, headers=all_headers)
+        return await self.harness.request(method, path, key, headers=headers)
 
 
 def _served(tmp_path_factory: pytest.TempPathFactory, name: str, **settings) -> Iterator[Served]:

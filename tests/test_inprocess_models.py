@@ -9,17 +9,12 @@ import httpx
 import pytest
 
 from .conftest import SEED_IDS
-from .inprocess import REQUEST_ID, Harness, bearer, error_of
+from .inprocess import REQUEST_ID, Harness, error_of
 
 pytestmark = pytest.mark.anyio
 
 LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
 MODEL_FIELDS = {"id", "object", "created", "owned_by"}
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 class Deployment:
@@ -36,11 +31,8 @@ class Deployment:
         catalog.create("alias", {"id": "aliased-latest", "target": "aliased"})
 
     async def request(self, method: str, path: str, key: str | None = "read", **kwargs) -> httpx.Response:
-        headers = dict(kwargs.pop("headers", {}))
-        if key is not None:
-            headers.update(bearer(self.read if key == "read" else self.admin if key == "admin" else key))
-        async with self.harness.client() as client:
-            return await client.request(method, path, headers=headers, **kwargs)
+        named = {"read": self.read, "admin": self.admin}
+        return await self.harness.request(method, path, named.get(key, key) if key else None, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,12 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from .inprocess import Harness, bearer, error_of
+from .inprocess import Harness, error_of
 
 pytestmark = pytest.mark.anyio
 
 METRICS_TOKEN = "scrape-me-0123456789"
 MAX_BODY = 4096
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 class Side:
@@ -29,9 +24,7 @@ class Side:
 
     async def request(self, method: str, path: str, key: str | None = None, address: str | None = None,
                       **kwargs) -> httpx.Response:
-        headers = {**(bearer(key) if key else {}), **kwargs.pop("headers", {})}
-        async with self.harness.client(address) as client:
-            return await client.request(method, path, headers=headers, **kwargs)
+        return await self.harness.request(method, path, key, address, **kwargs)
 
 
 @pytest.fixture(scope="module")
