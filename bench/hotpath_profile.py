@@ -75,7 +75,7 @@ def pieces(app: Any, scope: Any, protocol: Any, scenario: str) -> list[tuple[str
     from modeldex.api import errors, paths
     from modeldex.api.app import models_label
     from modeldex.api.callers import bearer_token
-    from modeldex.api.model_routes import _CACHE_CONTROL, _VARY, JSON, error_answer, etag_matches
+    from modeldex.api.model_routes import _CACHE_CONTROL, _VARY, JSON, NotNow, error_answer, etag_matches
     from modeldex.catalog.callers import Caller
     from modeldex.catalog.keys import hash_secret, lookup_id_of, mask
     from modeldex.ops import metrics
@@ -89,9 +89,10 @@ def pieces(app: Any, scope: Any, protocol: Any, scenario: str) -> list[tuple[str
     request_id = app.request_ids()
     route = models.route(paths.normalize(path))
     label = models_label(route[0], method)
-    status, response_headers, body, key_name = drive(
-        models.answer(method, route, path, query, headers, client, request_id))
     identified = callers.identify(rendered.keys, authorization)
+    not_now = NotNow(identified)
+    status, response_headers, body, key_name = drive(
+        models.answer(method, route, query, headers, client, request_id, not_now))
     policy = identified.policy if isinstance(identified, Caller) else None
     view = rendered.view(policy) if policy is not None else None
     etag = view.etag if view is not None else ""
@@ -104,7 +105,7 @@ def pieces(app: Any, scope: Any, protocol: Any, scenario: str) -> list[tuple[str
         ("  app._answer() (models.answer_now() where it answers)",
          lambda: app._answer(method, path, query, headers, client, request_id)),
         ("  models.answer(), whole (the path that may wait)",
-         lambda: drive(models.answer(method, route, path, query, headers, client, request_id))),
+         lambda: drive(models.answer(method, route, query, headers, client, request_id, not_now))),
         (ANSWER_CALL, lambda: protocol.response_bytes(status, response_headers, body)),
         ("access_log.record()", lambda: log.record(request_id, method, path, label, status, 0.25, key_name,
                                                    client)),

@@ -206,10 +206,10 @@ class ModeldexApp:
             return (*answer, models_label(route[0], method))
         return self._own(answer, route, method, headers)
 
-    async def _answer_deferred(self, deferred: Deferred, method: str, path: str, query: str,
-                               headers: HeaderLookup, client: str, request_id: str) -> OwnAnswer:
+    async def _answer_deferred(self, deferred: Deferred, method: str, query: str, headers: HeaderLookup,
+                               client: str, request_id: str) -> OwnAnswer:
         assert self.models is not None
-        answer = await self.models.answer(method, deferred.route, path, query, headers, client, request_id,
+        answer = await self.models.answer(method, deferred.route, query, headers, client, request_id,
                                           deferred.not_now)
         return self._own(answer, deferred.route, method, headers)
 
@@ -259,8 +259,7 @@ class ModeldexApp:
             normalized = paths.normalize(path)
             own = self._answer(method, normalized, scope.query_string, headers, client, request_id)
             if isinstance(own, Deferred):
-                own = await self._answer_deferred(own, method, normalized, scope.query_string, headers, client,
-                                                  request_id)
+                own = await self._answer_deferred(own, method, scope.query_string, headers, client, request_id)
             if own is not None:
                 status, response_headers, body, caller_name, label = own
                 if status == 304:
@@ -314,7 +313,7 @@ class ModeldexApp:
             query = scope.get("query_string", b"").decode("latin-1")
             own = self._answer(method, normalized, query, headers, client, request_id)
             if isinstance(own, Deferred):
-                own = await self._answer_deferred(own, method, normalized, query, headers, client, request_id)
+                own = await self._answer_deferred(own, method, query, headers, client, request_id)
             if own is not None:
                 status, response_headers, body, caller_name, label = own
                 await send_answer(status, response_headers, body)

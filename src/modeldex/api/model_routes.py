@@ -111,22 +111,15 @@ class ModelRoutes:
             return NotNow(caller)
         return self._read(rendered, caller, route, query, headers, request_id, [])
 
-    async def answer(self, method: str, route: tuple[str, str | None], path: str, query: str,
-                     headers: HeaderLookup, client: str, request_id: str, not_now: NotNow | None = None
-                     ) -> Answer:
-        """Answer one request, whatever it takes: resolving the caller (401, 429), its rate limit, a delete.
-        The credential is parsed and checked once: here, or in `answer_now` (`not_now` carries it)."""
+    async def answer(self, method: str, route: tuple[str, str | None], query: str, headers: HeaderLookup,
+                     client: str, request_id: str, not_now: NotNow) -> Answer:
+        """Answer what `answer_now` could not (its method already checked), whatever it takes: resolving the
+        caller it found (401, 429), its rate limit, a delete. The credential is not parsed again."""
         key_name: str | None = None
         limit_headers: Headers = []
         try:
-            allowed = LIST_METHODS if route[0] == "list" else ITEM_METHODS
-            if method not in allowed:
-                raise errors.method_not_allowed(method, path, allowed)
             rendered = self.live.current
-            if not_now is not None:
-                caller = await self.callers.resolve(not_now.identified, client)
-            else:
-                caller = await self.callers.caller(rendered.keys, headers.get("authorization"), client)
+            caller = await self.callers.resolve(not_now.identified, client)
             key_name = caller.name
             if self.callers.limited(caller):
                 limit_headers = await self.callers.charge(caller)
