@@ -9,7 +9,6 @@ import re
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from modeldex.store import migrate, open_store
 from modeldex.store.sql import create_store_engine
 
 from . import postgres, redis_server
+from .postgres import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_SPEC = ROOT.parent / "shared" / "seed" / "retrieve-model.openapi.yaml"
@@ -54,12 +54,6 @@ def pytest_configure(config: pytest.Config) -> None:
     PYTHONDONTWRITEBYTECODE set, each would, without saving the result). Under xdist the controller does it."""
     if not hasattr(config, "workerinput"):
         compileall.compile_dir(Path(modeldex.__file__).parent, quiet=1)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cli_env(db_url: str, **extra: str) -> dict[str, str]:

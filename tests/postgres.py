@@ -20,7 +20,8 @@ import psycopg
 TEST_URL_ENV = "MODELDEX_TEST_POSTGRES_URL"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port nothing listens on now (the tests' servers, clusters and peers bind it next)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -47,7 +48,7 @@ class PrivatePostgres:
 
     def __init__(self) -> None:
         self.bindir = _bindir()
-        self.port = _free_port()
+        self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="modeldex-pg-"))
         self.datadir = self.root / "data"
         self.logfile = self.root / "postgres.log"

@@ -5,13 +5,14 @@ our own on a free port (no persistence, in a temporary directory), stopped after
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import redis
+
+from .postgres import free_port
 
 TEST_URL_ENV = "MODELDEX_TEST_REDIS_URL"
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -27,12 +28,6 @@ def answers_ping(url: str, timeout: float = 0.5) -> bool:
         client.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class PrivateRedis:
     """`redis-server` on a free loopback port, without persistence, in a temporary directory."""
 
@@ -41,7 +36,7 @@ class PrivateRedis:
         if binary is None:
             raise RuntimeError(f"no Redis at {DEFAULT_URL} and no redis-server binary to start one; "
                                f"install Redis or set {TEST_URL_ENV}")
-        self.port = _free_port()
+        self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="modeldex-redis-"))
         self.logfile = self.root / "redis.log"
         self.process = subprocess.Popen(
