@@ -276,7 +276,7 @@ class ModeldexApp:
         client = (known.get(peer) if known is not None else None) or self.client_address(peer, headers)
         status, label, caller_name, answered = 500, "other", None, False
         try:
-            normalized = paths.normalize(path)
+            normalized = paths.normalize(path) if "/." in path else path  # no call for the usual path
             own = self._answer(method, normalized, scope.query_string, headers, client, request_id)
             if isinstance(own, Deferred):
                 own = await self._answer_deferred(own, method, scope.query_string, headers, client, request_id)
