@@ -81,3 +81,4 @@ async def test_a_rate_limited_key_is_counted_on_every_request(harness: Harness) 
     key = harness.key("limited", rate_limit="2/m")
     statuses = [(await harness.request("GET", "/v1/models", key)).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
+

@@ -187,11 +187,10 @@ class ModelRoutes:
         """A list or a model, as the caller's policy sees it, from bytes rendered for this version."""
         kind, model_id = route
         view = rendered.view(caller.policy)
-        etag = view.etag
-        bodies, list_body = view.bodies, view.list_body
         if self.metadata_by_default or (query and wants_metadata(query)):
-            bodies, list_body = view.expanded()
-            etag = etag[:-1] + '-m"'
+            bodies, list_body, etag = view.expanded()
+        else:
+            bodies, list_body, etag = view.bodies, view.list_body, view.etag
         body = list_body if kind == "list" else bodies.get(model_id)  # type: ignore[arg-type]
         if body is None:
             return self._not_found(model_id or "", request_id, limit_headers, caller.name)
