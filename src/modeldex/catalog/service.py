@@ -83,6 +83,7 @@ class Catalog:
             raise InvalidInput(key_field, f"{key_field}: cannot be changed (delete and create instead)")
         if entity_kind.type is Model:
             _refuse_discovery_fields(fields)
+        _refuse_removing_required(entity_kind.type, fields)
         with self._write() as writer:
             current = writer.get(entity_kind.type, key)
             if current is None:
@@ -186,6 +187,16 @@ def _rate_limit(value: str | None) -> str | None:
     except ValueError as exc:
         raise InvalidInput("rate_limit", f"rate_limit: {exc}") from None
     return "unlimited" if limit is None else str(limit)
+
+
+def _refuse_removing_required(entity_type: type[Entity], fields: dict[str, Any]) -> None:
+    """null removes an optional field; a field that always has a value (`created`, `owned_by`) cannot be
+    removed, or it would silently fall back to its default (`created` to now)."""
+    for name, value in fields.items():
+        info = entity_type.model_fields.get(name)
+        if value is None and info is not None and (info.is_required() or info.default is not None
+                                                   or info.default_factory is not None):
+            raise InvalidInput(name, f"{name}: cannot be removed (give it a new value instead)")
 
 
 def _refuse_discovery_fields(data: dict[str, Any]) -> None:
