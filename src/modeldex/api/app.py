@@ -40,6 +40,7 @@ from modeldex.catalog.callers import Caller
 from modeldex.catalog.errors import StoreUnavailable
 from modeldex.catalog.limits import parse_limit
 from modeldex.catalog.live import LiveCatalog
+from modeldex.catalog.retention import parse_retention
 from modeldex.catalog.seed import seed_models
 from modeldex.catalog.service import Catalog
 from modeldex.config import ServerSettings
@@ -47,6 +48,7 @@ from modeldex.discovery.health import DiscoveryStore
 from modeldex.discovery.poller import Poller
 from modeldex.ops import metrics
 from modeldex.ops.access_log import AccessLog
+from modeldex.ops.compaction import Compactor
 from modeldex.ops.ratelimit import MemoryBuckets, RateLimiter, RedisBuckets
 
 log = logging.getLogger("modeldex.server")
@@ -126,6 +128,7 @@ class ModeldexApp:
         self.live: LiveCatalog[RenderedCatalog] | None = None
         self.models: ModelRoutes | None = None
         self.poller: Poller | None = None
+        self.compactor: Compactor | None = None
         self.client_address = ClientAddress(settings.forwarded_allow_ips)
         buckets = RedisBuckets(settings.redis_url) if settings.redis_url else MemoryBuckets()
         self.limiter = RateLimiter(buckets, parse_limit(settings.rate_limit), parse_limit(settings.auth_failure_limit))
@@ -153,6 +156,10 @@ class ModeldexApp:
             metrics.UpstreamCollector(lambda: store.upstream_health(time.time()))))
         self.poller = Poller(store, on_change=self.live.refresh)  # upstreams: off the request path
         self.poller.start()
+        kept = parse_retention(self.settings.change_retention)
+        if kept is not None:
+            self.compactor = Compactor(store, kept)
+            self.compactor.start()
         self.models = ModelRoutes(self.live, self.callers, self.catalog_for,
                                   metadata_by_default=self.settings.metadata)
         endpoints = AdminEndpoints(self.live, self.callers, self.catalog_for)
@@ -179,6 +186,8 @@ class ModeldexApp:
     def stop(self) -> None:
         if self.poller is not None:
             self.poller.stop()
+        if self.compactor is not None:
+            self.compactor.stop()
         if self.live is not None:
             self.live.stop()
         if self._store is not None:

@@ -21,6 +21,7 @@ from modeldex.catalog.kinds import kind_named
 from modeldex.catalog.limits import parse_limit
 from modeldex.catalog.policy import ALL_MODELS, AccessPolicy, Decision, Visibility
 from modeldex.catalog.repository import UNCHANGED, Unchanged
+from modeldex.catalog.retention import Compacted, Retention
 
 if TYPE_CHECKING:
     from modeldex.catalog.repository import CatalogStore, CatalogWriter
@@ -169,6 +170,10 @@ class Catalog:
         return version, planned
 
     # --- the change feed -----------------------------------------------------------------------------
+
+    def compact(self, retention: Retention, now: float) -> Compacted:
+        """Forget change-feed entries and revoked keys older than `retention` keeps."""
+        return self.store.compact(retention, now)
 
     def changes(self, since: int = 0, limit: int = 1000) -> list[Change]:
         return self.store.changes(since, limit)
