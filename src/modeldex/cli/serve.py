@@ -85,6 +85,10 @@ def _check_limit(_ctx: click.Context, _param: click.Parameter, value: str | None
               callback=_check_limit, help="Failed authentications per client address before 429 ('off' to disable).")
 @click.option("--redis-url", envvar="MODELDEX_REDIS_URL", default=None,
               help="Keep rate-limit buckets in Redis, shared by every worker and replica (e.g. redis://127.0.0.1:6379/0).")
+@click.option("--redis-timeout", envvar="MODELDEX_REDIS_TIMEOUT", default=0.05, show_default=True,
+              type=click.FloatRange(0.001, 5),
+              help="Seconds to connect to or hear from Redis; past it (or if Redis is down) limits are "
+              "counted in each process for a few seconds, and requests never fail or wait for Redis.")
 @click.option("--cors-origin", "cors_origins", multiple=True, envvar="MODELDEX_CORS_ORIGINS",
               help="Allow browser requests from this origin (repeatable; '*' for any). Default: CORS off.")
 @click.option("--forwarded-allow-ips", envvar="MODELDEX_FORWARDED_ALLOW_IPS", default="",
@@ -108,7 +112,7 @@ def _check_limit(_ctx: click.Context, _param: click.Parameter, value: str | None
 @handle_errors
 def serve(host: str, port: int, workers: int, refresh_interval: float, access_log: bool, log_format: str,
           log_level: str, metadata: bool, rate_limit: str | None, auth_failure_limit: str | None,
-          redis_url: str | None, cors_origins: tuple[str, ...], forwarded_allow_ips: str,
+          redis_url: str | None, redis_timeout: float, cors_origins: tuple[str, ...], forwarded_allow_ips: str,
           max_header_bytes: int, max_body_bytes: int, metrics_token: str | None, public_metrics: bool,
           metrics_port: int | None, metrics_host: str, ssl_certfile: str | None, ssl_keyfile: str | None,
           shutdown_timeout: int, database_url: str | None) -> None:
@@ -125,7 +129,7 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
     settings = ServerSettings(
         database_url=url, refresh_interval=refresh_interval, access_log=access_log, log_format=log_format,
         metadata=metadata, rate_limit=rate_limit, auth_failure_limit=auth_failure_limit, redis_url=redis_url,
-        cors_origins=tuple(o for origin in cors_origins for o in origin.split(",") if o),
+        redis_timeout=redis_timeout, cors_origins=tuple(o for origin in cors_origins for o in origin.split(",") if o),
         forwarded_allow_ips=tuple(ip.strip() for ip in forwarded_allow_ips.split(",") if ip.strip()),
         max_header_bytes=max_header_bytes, max_body_bytes=max_body_bytes, metrics_token=metrics_token,
         public_metrics=public_metrics,
