@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from modeldex.catalog.callers import Caller
+from modeldex.catalog.callers import Caller, readable_limit
 from modeldex.catalog.limits import Limit, parse_limit
 from modeldex.ops import metrics
 
@@ -282,7 +282,9 @@ class RateLimiter:
 
     async def for_caller(self, caller: Caller) -> Verdict | None:
         """Take one request from the caller's bucket; None when the caller is unlimited."""
-        limit = parse_limit(caller.rate_limit) if caller.rate_limit else self.default_limit
+        limit = readable_limit(caller.rate_limit) if caller.rate_limit else self.default_limit
+        if isinstance(limit, str):  # stored out of bounds before limits were checked: the default applies
+            limit = self.default_limit
         if limit is None:
             return None
         # The limit is part of the bucket's name: a caller whose limit changes starts with a full bucket.
