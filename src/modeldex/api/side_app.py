@@ -133,6 +133,10 @@ def build_side_app(routes: Sequence[BaseRoute] = (), live: LiveCatalog[Any] | No
         ],
         exception_handlers={HTTPException: _http_exception, ApiError: _api_error, Exception: _unexpected},
     )
+    # No redirect from `/healthz/` to `/healthz`: Starlette builds its Location from the client's Host
+    # header, always `http://`, with no body. A path with a trailing slash is a 404 in the envelope, as
+    # `/v1/models/` is on the Models routes.
+    app.router.redirect_slashes = False
     if settings is not None:
         app.state.max_body_bytes = settings.max_body_bytes
     return app

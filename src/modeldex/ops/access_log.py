@@ -1,8 +1,13 @@
-"""The access log: one line per request, text or JSON, written in batches.
+r"""The access log: one line per request, text or JSON, written in batches.
 
 A request only appends its fields to a list (~0.1 µs); formatting a line (~2 µs, measured) and the
 write system call happen on a background thread every `interval` seconds (and at shutdown). The line
 names the caller, never its secret, and no header is ever logged.
+
+Paths, methods and forwarded addresses come from clients: in text lines, a control character (a decoded
+`%0A`, `%0D`, `%1B`) or any other non-printable one is written as an escape (`\x0a`), and so is a
+backslash (`\\`), so a request can neither start a line of its own nor repaint a terminal. JSON lines are
+escaped by orjson, and C1 controls and U+2028/U+2029 here.
 """
 
 from __future__ import annotations
@@ -22,6 +27,16 @@ MAX_PATH = 256
 # The text line; the path is cut to MAX_PATH characters.
 _TEXT_LINE = f"%s,%03d INFO {LOGGER}: %s %s %.{MAX_PATH}s %d %.2fms key=%s client=%s"
 Record = tuple[float, str, str, str, str, int, float, "str | None", "str | None"]
+
+
+_JSON_ESCAPES = {code: f"\\u{code:04x}" for code in (*range(0x80, 0xA0), 0x2028, 0x2029)}
+
+
+def _escaped(text: str) -> str:
+    r"""`text` with non-printable characters as `\xNN`, `\uNNNN` or `\UNNNNNNNN`, and `\` as `\\`."""
+    return "".join(ch if ch.isprintable() and ch != "\\" else "\\\\" if ch == "\\"
+                   else f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}" if ord(ch) < 0x10000
+                   else f"\\U{ord(ch):08x}" for ch in text)
 
 
 class _Stamps(dict[int, str]):
@@ -51,19 +66,33 @@ class AccessLog:
                               client))
 
     def _json_lines(self, records: list[Record]) -> list[str]:
-        return [orjson.dumps({
+        lines = [orjson.dumps({
             "ts": now, "level": "info", "logger": LOGGER, "request_id": request_id, "method": method,
             "path": path[:MAX_PATH], "route": route, "status": status, "duration_ms": round(duration_ms, 3),
             "key": key_name, "client": client,
         }).decode() for now, request_id, method, path, route, status, duration_ms, key_name, client in records]
+        # orjson escapes C0 controls; C1 ones (U+0085 is a line break to many readers, U+009B starts a
+        # terminal escape) and U+2028/U+2029 are valid JSON as they are, so escape them too. isascii() is
+        # O(1) for a str: nothing for ordinary lines.
+        return [line if line.isascii() else line.translate(_JSON_ESCAPES) for line in lines]
 
     def _text_lines(self, records: list[Record]) -> list[str]:
         # %-formatting in one comprehension: 0.67 µs a line against 0.92 for an f-string per call, and
         # strftime once a second, not per line (~2.5 µs), measured.
         stamps = self._stamps
-        return [_TEXT_LINE % (stamps[int(now)], (now % 1) * 1000, request_id, method, path, status, duration_ms,
-                              key_name or "-", client or "-")
-                for now, request_id, method, path, _route, status, duration_ms, key_name, client in records]
+        lines = [_TEXT_LINE % (stamps[int(now)], (now % 1) * 1000, request_id, method, path, status, duration_ms,
+                               key_name or "-", client or "-")
+                 for now, request_id, method, path, _route, status, duration_ms, key_name, client in records]
+        # Each whole line is checked once (two scans in C) and only an unclean one is made again with its
+        # fields escaped: 0.82 µs a line without the check, 1.06 with it (timeit, 1,000 typical lines), off
+        # the request path; escaping field by field through a function cost twice that.
+        dirty = [index for index, line in enumerate(lines) if not line.isprintable() or "\\" in line]
+        for index in dirty:
+            now, request_id, method, path, _route, status, duration_ms, key_name, client = records[index]
+            lines[index] = _TEXT_LINE % (
+                stamps[int(now)], (now % 1) * 1000, _escaped(request_id), _escaped(method), _escaped(path),
+                status, duration_ms, _escaped(key_name or "-"), _escaped(client or "-"))
+        return lines
 
     def flush(self) -> None:
         with self._lock:  # one flusher at a time (the thread, or close())
