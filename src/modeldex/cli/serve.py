@@ -12,7 +12,7 @@ import click
 
 from modeldex.catalog.limits import parse_limit
 from modeldex.catalog.service import Catalog
-from modeldex.cli.common import database_url_option, handle_errors, open_catalog, redact
+from modeldex.cli.common import database_url_option, handle_errors, open_catalog, redact, secret_option
 from modeldex.config import ServerSettings, resolve_database_url
 from modeldex.logs import logging_config
 
@@ -98,7 +98,10 @@ def _check_limit(_ctx: click.Context, _param: click.Parameter, value: str | None
 @click.option("--max-body-bytes", type=click.IntRange(1024, 1 << 30), default=4 * 1024 * 1024, show_default=True,
               help="Larger admin request bodies get 413.")
 @click.option("--metrics-token", envvar="MODELDEX_METRICS_TOKEN", default=None,
-              help="A bearer token that may read /metrics (admin keys always may).")
+              help="A bearer token that may read /metrics (admin keys always may). Prefer the environment "
+              "variable or --metrics-token-file: command lines are visible to every user (ps).")
+@click.option("--metrics-token-file", envvar="MODELDEX_METRICS_TOKEN_FILE", default=None,
+              type=click.Path(dir_okay=False), help="Read the metrics token from this file.")
 @click.option("--public-metrics", is_flag=True, help="Serve /metrics on the API port without any key.")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
               help="Also serve /metrics, without a key, on this port (bound to --metrics-host).")
@@ -113,8 +116,8 @@ def _check_limit(_ctx: click.Context, _param: click.Parameter, value: str | None
 def serve(host: str, port: int, workers: int, refresh_interval: float, access_log: bool, log_format: str,
           log_level: str, metadata: bool, rate_limit: str | None, auth_failure_limit: str | None,
           redis_url: str | None, redis_timeout: float, cors_origins: tuple[str, ...], forwarded_allow_ips: str,
-          max_header_bytes: int, max_body_bytes: int, metrics_token: str | None, public_metrics: bool,
-          metrics_port: int | None, metrics_host: str, ssl_certfile: str | None, ssl_keyfile: str | None,
+          max_header_bytes: int, max_body_bytes: int, metrics_token: str | None, metrics_token_file: str | None,
+          public_metrics: bool, metrics_port: int | None, metrics_host: str, ssl_certfile: str | None, ssl_keyfile: str | None,
           shutdown_timeout: int, database_url: str | None) -> None:
     """Serve the OpenAI-compatible Models API."""
     from granian import Granian
@@ -122,6 +125,7 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
 
     if bool(ssl_certfile) != bool(ssl_keyfile):
         raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
+    metrics_token = secret_option(metrics_token, metrics_token_file, "--metrics-token")
     url = resolve_database_url(database_url)
     with open_catalog(url) as catalog:  # creates (SQLite), checks the schema and seeds before any worker starts
         _first_key(catalog, host, port, https=bool(ssl_certfile))
