@@ -13,6 +13,7 @@ process memory within the Redis client's timeout (`DEFAULT_REDIS_TIMEOUT`), stop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -170,6 +171,12 @@ class RedisBuckets:
         async with asyncio.timeout(self._budget):
             await self._redis.ping()
 
+    async def forget_connections(self) -> None:
+        """Close the idle pooled connections: after a failure they may be dead (a restarted Redis), and
+        each would fail one more request later. Closing a socket never waits on Redis."""
+        with contextlib.suppress(Exception):
+            await self._redis.connection_pool.disconnect(inuse_connections=False)
+
     async def take(self, bucket: str, limit: Limit) -> Verdict:
         return await self._call(bucket, limit, 1)
 
@@ -212,6 +219,7 @@ class FailOpen:
             verdict: Verdict = await getattr(self.shared, operation)(bucket, limit)
         except Exception as exc:  # any failure of the shared store: count here, never fail the request
             self._failed(exc)
+            await self.shared.forget_connections()
             metrics.RATE_LIMIT_FALLBACKS.inc()
             return await getattr(self.local, operation)(bucket, limit)  # type: ignore[no-any-return]
         finally:
@@ -226,6 +234,7 @@ class FailOpen:
                 await self.shared.ping()
             except Exception as exc:
                 self._failed(exc)
+                await self.shared.forget_connections()
             else:
                 self._answered()
         if self.degraded:
