@@ -17,7 +17,7 @@ from modeldex.catalog.seed import seed_models
 from modeldex.catalog.service import Catalog
 from modeldex.store import open_store
 
-from .conftest import report, wait_until
+from .conftest import report, run_cli, wait_until
 from .redis_server import PrivateRedis
 
 pytestmark = pytest.mark.redis
@@ -171,3 +171,10 @@ def test_a_redis_outage_degrades_limits_to_each_process(sqlite_url: str, start_s
     assert "Traceback" not in log
     for secret in keys.values():
         assert secret not in log
+
+
+@pytest.mark.parametrize("url", ["foo://:s3cret@127.0.0.1/0", "redis://:s3cret@127.0.0.1:99999/0"])
+def test_serve_refuses_a_redis_url_it_cannot_use(sqlite_url: str, url: str) -> None:
+    result = run_cli(sqlite_url, "serve", "--port", "0", "--redis-url", url, check=False)
+    assert result.returncode == 2 and "Invalid value for '--redis-url'" in result.stderr, result.stderr
+    assert "s3cret" not in result.stderr and "Traceback" not in result.stderr

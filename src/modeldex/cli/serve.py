@@ -63,6 +63,19 @@ def _check_limit(_ctx: click.Context, _param: click.Parameter, value: str | None
     return value
 
 
+def _check_redis_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Refused here rather than by every worker as it starts; the message never repeats the URL (it may hold
+    a password)."""
+    if value:
+        from redis.connection import parse_url
+
+        try:
+            parse_url(value)  # type: ignore[no-untyped-call]
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to bind.")
@@ -83,7 +96,7 @@ def _check_limit(_ctx: click.Context, _param: click.Parameter, value: str | None
               help="Default requests per key, e.g. 600/m or 20/s (a key's own limit wins). Default: unlimited.")
 @click.option("--auth-failure-limit", envvar="MODELDEX_AUTH_FAILURE_LIMIT", default="30/m", show_default=True,
               callback=_check_limit, help="Failed authentications per client address before 429 ('off' to disable).")
-@click.option("--redis-url", envvar="MODELDEX_REDIS_URL", default=None,
+@click.option("--redis-url", envvar="MODELDEX_REDIS_URL", default=None, callback=_check_redis_url,
               help="Keep rate-limit buckets in Redis, shared by every worker and replica (e.g. redis://127.0.0.1:6379/0).")
 @click.option("--redis-timeout", envvar="MODELDEX_REDIS_TIMEOUT", default=0.05, show_default=True,
               type=click.FloatRange(0.001, 5),
