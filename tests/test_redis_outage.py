@@ -143,6 +143,8 @@ def test_a_redis_outage_degrades_limits_to_each_process(sqlite_url: str, start_s
         ready = outage.readyz()
         assert ready["status"] == "ready" and ready["rate_limits"]["status"] == "degraded", ready
         assert "Redis" in ready["rate_limits"]["message"]
+        assert str(private_redis.port) not in ready["rate_limits"]["message"]  # the address is for the log
+        assert f"127.0.0.1:{private_redis.port}" in server.log()
         samples = outage.metrics()
         assert samples["modeldex_ratelimit_degraded"] == 1
         assert samples["modeldex_ratelimit_fallbacks_total"] >= 20

@@ -201,7 +201,6 @@ class FailOpen:
         self._retry_at = 0.0  # monotonic time from which the shared store is tried again
         self._probing = False  # one request tries it; the others keep counting locally meanwhile
         self.degraded = False
-        self.reason = ""
         metrics.RATE_LIMIT_DEGRADED.set(0)
 
     async def take(self, bucket: str, limit: Limit) -> Verdict:
@@ -237,24 +236,22 @@ class FailOpen:
                 await self.shared.forget_connections()
             else:
                 self._answered()
-        if self.degraded:
+        if self.degraded:  # why (with Redis's address) is in the log, not told to unauthenticated callers
             return {"store": "redis", "status": "degraded",
-                    "message": f"Redis is unavailable ({self.reason}); limits are counted in each process"}
+                    "message": "Redis is unavailable; limits are counted in each process until it answers"}
         return {"store": "redis", "status": "ok"}
 
     def _failed(self, exc: BaseException) -> None:
         self._retry_at = time.monotonic() + self._cooldown
         if not self.degraded:
             self.degraded = True
-            self.reason = _describe(exc)
             metrics.RATE_LIMIT_DEGRADED.set(1)
             log.warning("rate limits degraded: Redis is unavailable (%s); counting in this process's memory "
-                        "and trying Redis again every %gs", self.reason, self._cooldown)
+                        "and trying Redis again every %gs", _describe(exc), self._cooldown)
 
     def _answered(self) -> None:
         if self.degraded:
             self.degraded = False
-            self.reason = ""
             metrics.RATE_LIMIT_DEGRADED.set(0)
             log.info("rate limits recovered: Redis answers again; buckets are shared again")
 
