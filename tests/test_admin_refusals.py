@@ -85,3 +85,23 @@ def test_nul_in_an_update_is_a_400_and_the_group_is_unchanged(deployment: Deploy
                      400, "description")
     assert "NUL" in error["message"]
     assert call(deployment, "GET", "/v1/admin/groups/nul-update").json()["description"] == "fine"
+
+
+NUL_TARGETS = [
+    ("GET", "/v1/admin/models/a%00b"), ("PATCH", "/v1/admin/models/a%00b"), ("DELETE", "/v1/admin/models/a%00b"),
+    ("GET", "/v1/admin/groups/a%00b"), ("DELETE", "/v1/admin/aliases/a%00b"), ("GET", "/v1/admin/keys/a%00b"),
+    ("PATCH", "/v1/admin/keys/a%00b"), ("DELETE", "/v1/admin/keys/a%00b"),
+    ("GET", "/v1/admin/keys/a%00b/explain?model=x"), ("GET", "/v1/admin/upstreams/a%00b"),
+    ("POST", "/v1/admin/upstreams/a%00b/sync"), ("GET", "/v1/models/a%00b"), ("DELETE", "/v1/models/a%00b"),
+]
+
+
+def test_nul_in_a_path_is_never_a_500(deployment: Deployment) -> None:
+    """No entity can have a NUL in its key, so a look-up with one finds nothing (PostgreSQL refused the query)."""
+    answers = {}
+    for method, target in NUL_TARGETS:
+        response = call(deployment, method, target, json={} if method == "PATCH" else None)
+        answers[(method, target)] = response.status_code
+    failed = [f"{method} {target}: {status}" for (method, target), status in answers.items() if status >= 500]
+    assert not failed, f"{len(failed)}/{len(answers)}: {'; '.join(failed)}"
+    assert set(answers.values()) <= {400, 404}, answers  # 400: key routes check the name first
