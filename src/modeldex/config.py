@@ -54,6 +54,7 @@ class ServerSettings:
     rate_limit: str | None = None  # default per-key limit, e.g. "600/m"; None: unlimited
     auth_failure_limit: str | None = "30/m"  # failed authentications per client address
     redis_url: str | None = None  # share rate-limit buckets across workers and replicas
+    redis_timeout: float = 0.05  # seconds to connect to / hear from Redis before counting in memory
     cors_origins: tuple[str, ...] = ()
     forwarded_allow_ips: tuple[str, ...] = ()
     max_header_bytes: int = 16 * 1024

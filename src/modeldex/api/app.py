@@ -49,7 +49,7 @@ from modeldex.discovery.poller import Poller
 from modeldex.ops import metrics
 from modeldex.ops.access_log import AccessLog
 from modeldex.ops.compaction import Compactor
-from modeldex.ops.ratelimit import MemoryBuckets, RateLimiter, RedisBuckets
+from modeldex.ops.ratelimit import Buckets, FailOpen, MemoryBuckets, RateLimiter, RedisBuckets
 
 log = logging.getLogger("modeldex.server")
 _ROUTE_LABELS = {"/healthz": "health", "/readyz": "ready", "/openapi.json": "openapi", "/metrics": "metrics"}
@@ -130,7 +130,10 @@ class ModeldexApp:
         self.poller: Poller | None = None
         self.compactor: Compactor | None = None
         self.client_address = ClientAddress(settings.forwarded_allow_ips)
-        buckets = RedisBuckets(settings.redis_url) if settings.redis_url else MemoryBuckets()
+        buckets: Buckets = MemoryBuckets()
+        self.shared_buckets: FailOpen | None = None
+        if settings.redis_url:  # never a reason to fail a request: counted here while Redis is away
+            buckets = self.shared_buckets = FailOpen(RedisBuckets(settings.redis_url, timeout=settings.redis_timeout))
         self.limiter = RateLimiter(buckets, parse_limit(settings.rate_limit), parse_limit(settings.auth_failure_limit))
         self.callers = Callers(self.limiter)
         self.access_log = AccessLog(json=settings.log_format == "json") if settings.access_log else None
@@ -165,7 +168,8 @@ class ModeldexApp:
         endpoints = AdminEndpoints(self.live, self.callers, self.catalog_for)
         admin = endpoints.routes(merged(upstream_routes(store), AdminRoutes().table()))
         routes = [metrics_route(self.live, self.callers, self.settings), *admin]
-        self.side_app = build_side_app(routes, self.live, self.settings)
+        rate_limits = self.shared_buckets.check if self.shared_buckets is not None else None
+        self.side_app = build_side_app(routes, self.live, self.settings, rate_limits)
         log.info("serving catalog version %d (%d models)", self.live.version, len(self.live.current.models))
 
     def catalog_for(self, caller: Caller) -> Catalog:

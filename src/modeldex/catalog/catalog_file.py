@@ -62,6 +62,8 @@ def load_yaml(text: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise InvalidInput("file", f"file: not valid YAML: {exc}") from None
+    except RecursionError:  # PyYAML builds nested collections recursively: `[[[[...` 1,000 deep
+        raise InvalidInput("file", "file: nested too deeply to be a catalog file") from None
 
 
 def _entries(document: Any) -> dict[str, list[dict[str, Any]]]:

@@ -74,6 +74,13 @@ def _owner(value: str) -> str:
     return value
 
 
+def _text(value: str) -> str:
+    # PostgreSQL cannot store NUL in text, SQLite can: refused here, both databases behave the same.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
 def _decimal_string(value: str) -> str:
     try:
         number = Decimal(value)
@@ -104,6 +111,7 @@ Owner = Annotated[str, AfterValidator(_owner)]
 DecimalString = Annotated[str, AfterValidator(_decimal_string)]
 Pattern = Annotated[str, AfterValidator(_pattern)]
 ShutdownDate = Annotated[str, AfterValidator(_shutdown_date)]
+Text = Annotated[str, AfterValidator(_text)]  # free text: anything but NUL (other fields are stricter)
 Modality = Literal["text", "image", "audio", "video", "file", "embeddings"]
 Timestamp = Annotated[int, Field(ge=0, lt=2**53, strict=True)]
 
@@ -142,8 +150,8 @@ class Model(Entity):
     id: ModelId
     created: Timestamp = Field(default_factory=lambda: int(time.time()))
     owned_by: Owner = "system"
-    name: Annotated[str, Field(max_length=200)] | None = None
-    description: str | None = None
+    name: Annotated[str, Field(max_length=200), AfterValidator(_text)] | None = None
+    description: Text | None = None
     context_length: Annotated[int, Field(gt=0, lt=2**53, strict=True)] | None = None
     max_output_tokens: Annotated[int, Field(gt=0, lt=2**53, strict=True)] | None = None
     input_modalities: tuple[Modality, ...] | None = None
@@ -206,7 +214,7 @@ class Group(Entity):
 
     name: Name
     members: tuple[Pattern, ...] = ()
-    description: str | None = None
+    description: Text | None = None
 
 
 E = TypeVar("E", bound=BaseModel)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from modeldex.catalog import writes
 from modeldex.catalog.callers import Scope
 from modeldex.catalog.catalog_file import PlannedChange, apply_document, export_document
-from modeldex.catalog.changes import Change
+from modeldex.catalog.changes import MAX_VERSION, Change
 from modeldex.catalog.entities import DISCOVERY_FIELDS, Entity, Model, parse
 from modeldex.catalog.errors import InvalidInput, NotFound
 from modeldex.catalog.integrity import check_policy
@@ -176,6 +176,12 @@ class Catalog:
         return self.store.compact(retention, now)
 
     def changes(self, since: int = 0, limit: int = 1000) -> list[Change]:
+        """Changes after version `since`, oldest first. Versions are 64-bit signed integers in both
+        databases, so a `since` past them is refused rather than left to overflow the query."""
+        if not 0 <= since <= MAX_VERSION:
+            raise InvalidInput("since", f"since: must be between 0 and {MAX_VERSION}")
+        if not 1 <= limit <= MAX_VERSION:
+            raise InvalidInput("limit", f"limit: must be between 1 and {MAX_VERSION}")
         return self.store.changes(since, limit)
 
     def version(self) -> int:

@@ -13,7 +13,7 @@ import click
 from modeldex.catalog import retention
 from modeldex.catalog.limits import parse_limit
 from modeldex.catalog.service import Catalog
-from modeldex.cli.common import database_url_option, handle_errors, open_catalog, redact
+from modeldex.cli.common import database_url_option, handle_errors, open_catalog, redact, secret_option
 from modeldex.config import ServerSettings, resolve_database_url
 from modeldex.logs import logging_config
 
@@ -72,6 +72,19 @@ def _check_retention(_ctx: click.Context, _param: click.Parameter, value: str | 
     return None if parsed is None else str(parsed)
 
 
+def _check_redis_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Refused here rather than by every worker as it starts; the message never repeats the URL (it may hold
+    a password)."""
+    if value:
+        from redis.connection import parse_url
+
+        try:
+            parse_url(value)  # type: ignore[no-untyped-call]
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to bind.")
@@ -92,8 +105,12 @@ def _check_retention(_ctx: click.Context, _param: click.Parameter, value: str | 
               help="Default requests per key, e.g. 600/m or 20/s (a key's own limit wins). Default: unlimited.")
 @click.option("--auth-failure-limit", envvar="MODELDEX_AUTH_FAILURE_LIMIT", default="30/m", show_default=True,
               callback=_check_limit, help="Failed authentications per client address before 429 ('off' to disable).")
-@click.option("--redis-url", envvar="MODELDEX_REDIS_URL", default=None,
+@click.option("--redis-url", envvar="MODELDEX_REDIS_URL", default=None, callback=_check_redis_url,
               help="Keep rate-limit buckets in Redis, shared by every worker and replica (e.g. redis://127.0.0.1:6379/0).")
+@click.option("--redis-timeout", envvar="MODELDEX_REDIS_TIMEOUT", default=0.05, show_default=True,
+              type=click.FloatRange(0.001, 5),
+              help="Seconds to connect to or hear from Redis; past it (or if Redis is down) limits are "
+              "counted in each process for a few seconds, and requests never fail or wait for Redis.")
 @click.option("--cors-origin", "cors_origins", multiple=True, envvar="MODELDEX_CORS_ORIGINS",
               help="Allow browser requests from this origin (repeatable; '*' for any). Default: CORS off.")
 @click.option("--forwarded-allow-ips", envvar="MODELDEX_FORWARDED_ALLOW_IPS", default="",
@@ -103,7 +120,10 @@ def _check_retention(_ctx: click.Context, _param: click.Parameter, value: str | 
 @click.option("--max-body-bytes", type=click.IntRange(1024, 1 << 30), default=4 * 1024 * 1024, show_default=True,
               help="Larger admin request bodies get 413.")
 @click.option("--metrics-token", envvar="MODELDEX_METRICS_TOKEN", default=None,
-              help="A bearer token that may read /metrics (admin keys always may).")
+              help="A bearer token that may read /metrics (admin keys always may). Prefer the environment "
+              "variable or --metrics-token-file: command lines are visible to every user (ps).")
+@click.option("--metrics-token-file", envvar="MODELDEX_METRICS_TOKEN_FILE", default=None,
+              type=click.Path(dir_okay=False), help="Read the metrics token from this file.")
 @click.option("--public-metrics", is_flag=True, help="Serve /metrics on the API port without any key.")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
               help="Also serve /metrics, without a key, on this port (bound to --metrics-host).")
@@ -121,9 +141,9 @@ def _check_retention(_ctx: click.Context, _param: click.Parameter, value: str | 
 @handle_errors
 def serve(host: str, port: int, workers: int, refresh_interval: float, access_log: bool, log_format: str,
           log_level: str, metadata: bool, rate_limit: str | None, auth_failure_limit: str | None,
-          redis_url: str | None, cors_origins: tuple[str, ...], forwarded_allow_ips: str,
-          max_header_bytes: int, max_body_bytes: int, metrics_token: str | None, public_metrics: bool,
-          metrics_port: int | None, metrics_host: str, ssl_certfile: str | None, ssl_keyfile: str | None,
+          redis_url: str | None, redis_timeout: float, cors_origins: tuple[str, ...], forwarded_allow_ips: str,
+          max_header_bytes: int, max_body_bytes: int, metrics_token: str | None, metrics_token_file: str | None,
+          public_metrics: bool, metrics_port: int | None, metrics_host: str, ssl_certfile: str | None, ssl_keyfile: str | None,
           change_retention: str | None, shutdown_timeout: int, database_url: str | None) -> None:
     """Serve the OpenAI-compatible Models API."""
     from granian import Granian
@@ -131,6 +151,7 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
 
     if bool(ssl_certfile) != bool(ssl_keyfile):
         raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
+    metrics_token = secret_option(metrics_token, metrics_token_file, "--metrics-token")
     url = resolve_database_url(database_url)
     with open_catalog(url) as catalog:  # creates (SQLite), checks the schema and seeds before any worker starts
         _first_key(catalog, host, port, https=bool(ssl_certfile))
@@ -138,7 +159,7 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
     settings = ServerSettings(
         database_url=url, refresh_interval=refresh_interval, access_log=access_log, log_format=log_format,
         metadata=metadata, rate_limit=rate_limit, auth_failure_limit=auth_failure_limit, redis_url=redis_url,
-        cors_origins=tuple(o for origin in cors_origins for o in origin.split(",") if o),
+        redis_timeout=redis_timeout, cors_origins=tuple(o for origin in cors_origins for o in origin.split(",") if o),
         forwarded_allow_ips=tuple(ip.strip() for ip in forwarded_allow_ips.split(",") if ip.strip()),
         max_header_bytes=max_header_bytes, max_body_bytes=max_body_bytes, metrics_token=metrics_token,
         public_metrics=public_metrics, change_retention=change_retention,

@@ -27,6 +27,11 @@ LATENCY = Histogram(
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 RATE_LIMITED = Counter("modeldex_rate_limited", "Requests refused with 429, by reason.", ["reason"])
+RATE_LIMIT_DEGRADED = Gauge("modeldex_ratelimit_degraded",
+                            "1 while a worker counts rate limits in its own memory because Redis is unavailable.",
+                            multiprocess_mode="max")
+RATE_LIMIT_FALLBACKS = Counter("modeldex_ratelimit_fallbacks",
+                               "Rate-limit checks counted in process memory because Redis was unavailable.")
 CATALOG_MODELS = Gauge("modeldex_catalog_models", "Models in the catalog (served and not).",
                        multiprocess_mode="max")
 CATALOG_VERSION = Gauge("modeldex_catalog_version", "Catalog version being served.", multiprocess_mode="max")

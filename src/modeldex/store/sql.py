@@ -249,6 +249,8 @@ class SqlWriter:
             table.written(self.conn, key, op)
 
     def get_revision(self, entity_type: type[E], key: str) -> tuple[E, int] | None:
+        if "\x00" in key:  # no entity has one (the domain refuses NUL), and PostgreSQL cannot even compare it
+            return None
         table = _TABLES[entity_type]
         row = self.conn.execute(select(*table.columns).where(table.key_column == key)).first()
         return None if row is None else (table.from_row(row), int(row.revision))
