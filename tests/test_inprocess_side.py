@@ -41,11 +41,15 @@ async def test_healthz(side: Side) -> None:
     assert response.headers["content-type"] == "application/json"
 
 
-async def test_readyz_says_ready_with_the_served_version(side: Side) -> None:
+async def test_readyz_says_ready_and_only_an_admin_learns_the_served_version(side: Side) -> None:
     response = await side.request("GET", "/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "version": side.harness.app.live.version}
-    assert response.json()["version"] >= 1
+    assert response.json() == {"status": "ready"}  # a probe needs no key, and learns no version
+    assert (await side.request("GET", "/readyz", side.read)).json() == {"status": "ready"}
+    admin = await side.request("GET", "/readyz", side.admin)
+    assert admin.json() == {"status": "ready", "version": side.harness.app.live.version}
+    assert admin.json()["version"] >= 1
+    error_of(await side.request("GET", "/readyz", "sk-not-a-key"), 401, "invalid_api_key")
 
 
 async def test_openapi_is_json(side: Side) -> None:

@@ -169,7 +169,7 @@ class ModeldexApp:
         admin = endpoints.routes(merged(upstream_routes(store), AdminRoutes().table()))
         routes = [metrics_route(self.live, self.callers, self.settings), *admin]
         rate_limits = self.shared_buckets.check if self.shared_buckets is not None else None
-        self.side_app = build_side_app(routes, self.live, self.settings, rate_limits)
+        self.side_app = build_side_app(routes, self.live, self.settings, rate_limits, self.callers)
         log.info("serving catalog version %d (%d models)", self.live.version, len(self.live.current.models))
 
     def catalog_for(self, caller: Caller) -> Catalog:
