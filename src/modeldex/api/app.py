@@ -19,6 +19,7 @@ from typing import Any
 from modeldex.api import errors, paths
 from modeldex.api.admin import AdminRoutes
 from modeldex.api.admin_base import AdminEndpoints, merged
+from modeldex.api.admin_routes import route_table
 from modeldex.api.admin_upstreams import upstream_routes
 from modeldex.api.asgi_bridge import ASGIApp, Message, asgi_scope, serve_asgi
 from modeldex.api.callers import Callers
@@ -142,7 +143,7 @@ class ModeldexApp:
         self.models = ModelRoutes(self.live, self.callers, self.catalog_for,
                                   metadata_by_default=self.settings.metadata)
         endpoints = AdminEndpoints(self.live, self.callers, self.catalog_for)
-        admin = endpoints.routes(merged(upstream_routes(store), AdminRoutes().table()))
+        admin = endpoints.routes(merged(upstream_routes(store), route_table(), AdminRoutes().table()))
         routes = [metrics_route(self.live, self.callers, self.settings), *admin]
         self.side_app = build_side_app(routes, self.live, self.settings)
         log.info("serving catalog version %d (%d models)", self.live.version, len(self.live.current.models))
