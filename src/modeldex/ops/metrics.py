@@ -161,3 +161,45 @@ def exposition() -> bytes:
     from prometheus_client import REGISTRY  # one process (in-process tests): its own samples
 
     return generate_latest(REGISTRY) + generate_latest(extra)
+
+
+# --- the inference gateway: per model and upstream (models the caller may see only: a bounded set) -------
+
+GATEWAY_REQUESTS = Counter("modeldex_gateway_requests", "Inference requests, by route, model, upstream, status.",
+                           ["route", "model", "upstream", "status"])
+GATEWAY_ERRORS = Counter("modeldex_gateway_errors", "Inference requests that failed (status >= 400 or cut short).",
+                         ["model", "upstream"])
+_GATEWAY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+GATEWAY_LATENCY = Histogram("modeldex_gateway_duration_seconds", "Inference requests' total time.",
+                            ["model", "upstream"], buckets=_GATEWAY_BUCKETS)
+GATEWAY_FIRST_BYTE = Histogram("modeldex_gateway_first_byte_seconds",
+                               "Time from an inference request's arrival to its answer's first byte.",
+                               ["model", "upstream"], buckets=_GATEWAY_BUCKETS)
+GATEWAY_TOKENS = Counter("modeldex_gateway_tokens", "Tokens the upstreams reported, in (prompt) and out.",
+                         ["model", "upstream", "direction"])
+GATEWAY_UPSTREAM_UP = Gauge("modeldex_gateway_upstream_up",
+                            "0 while an upstream rests after failing inference requests (lowest worker).",
+                            ["upstream"], multiprocess_mode="min")
+
+
+def gateway_upstream_up(upstream: str, up: bool) -> None:
+    GATEWAY_UPSTREAM_UP.labels(upstream).set(1 if up else 0)
+
+
+def gateway_request(route: str, model: str | None, outcome: Any, status: int, seconds: float) -> None:
+    """One inference request: `outcome` (gateway.forward.Outcome) when it reached the gateway, whose model
+    label is then a model the caller may see; other requests are counted under model "-"."""
+    upstream = outcome.upstream if outcome is not None and outcome.upstream else "-"
+    model_label = model if outcome is not None and model else "-"
+    GATEWAY_REQUESTS.labels(route, model_label, upstream, str(status)).inc()
+    if outcome is None:
+        return
+    if status >= 400 or outcome.error:
+        GATEWAY_ERRORS.labels(model_label, upstream).inc()
+    GATEWAY_LATENCY.labels(model_label, upstream).observe(seconds)
+    if outcome.first_byte_ms is not None:
+        GATEWAY_FIRST_BYTE.labels(model_label, upstream).observe(outcome.first_byte_ms / 1000)
+    if outcome.prompt_tokens:
+        GATEWAY_TOKENS.labels(model_label, upstream, "in").inc(outcome.prompt_tokens)
+    if outcome.completion_tokens:
+        GATEWAY_TOKENS.labels(model_label, upstream, "out").inc(outcome.completion_tokens)
