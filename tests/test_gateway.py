@@ -85,6 +85,7 @@ def server(setup: Setup, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     mp.setenv("FIRST_UPSTREAM_KEY", UPSTREAM_KEY)
     mp.setenv("SECOND_UPSTREAM_KEY", SECOND_KEY)
     mp.delenv("UNSET_UPSTREAM_KEY", raising=False)
+    mp.delenv("MINIMAX_API_KEY", raising=False)
     server = Server(setup.db_url, tmp_path_factory.mktemp("gateway-log") / "server.log",
                     "--upstream-first-byte-timeout", "1.5", "--upstream-idle-timeout", "1")
     mp.undo()
@@ -208,6 +209,23 @@ def test_a_model_without_a_usable_route_is_a_503_naming_what_is_missing(gw: tupl
     assert bad.value.code == "missing_model"
 
 
+def test_the_builtin_minimax_upstream_is_inert_until_its_key_is_set(gw: tuple[Setup, Server]) -> None:
+    setup, server = gw
+    client = server.client(setup.reader)
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model="MiniMax-M3", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.status_code == 503 and caught.value.code == "upstream_key_missing"
+    assert "upstream `minimax` needs its API key: set MINIMAX_API_KEY" in caught.value.message
+    # A seeded model given a route of its own elsewhere is served there meanwhile.
+    assert client.chat.completions.create(model="MiniMax-M2", messages=[{"role": "user", "content": "x"}]).model == \
+        "MiniMax-M2"
+    # The same over Anthropic's protocol, which the built-in upstream speaks too.
+    claude = anthropic.Anthropic(api_key=setup.reader, base_url=server.base_url, max_retries=0)
+    with pytest.raises(anthropic.InternalServerError) as refused:
+        claude.messages.create(model="MiniMax-M3", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert "set MINIMAX_API_KEY" in refused.value.message
+
+
 def test_upstream_errors_come_back_with_the_sdk_error_classes(gw: tuple[Setup, Server]) -> None:
     setup, server = gw
     client = server.client(setup.reader)
@@ -325,8 +343,8 @@ def test_access_log_and_metrics_name_model_and_upstream(gw: tuple[Setup, Server]
 
 def test_other_methods_and_paths(gw: tuple[Setup, Server]) -> None:
     setup, server = gw
-    response = server.get("/v1/chat/completions", setup.reader)
-    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    response = server.get("/v1/chat/completions", setup.reader)  # OpenAI's lists stored completions: not ours
+    assert response.status_code == 404 and response.json()["error"]["message"] == "Invalid URL (GET /v1/chat/completions)"
     response = server.http.post(server.base_url + "/v1/no/such/route", headers={"Authorization": f"Bearer {setup.reader}"})
     assert response.status_code == 404 and "error" in response.json()
 

@@ -220,7 +220,7 @@ class ModeldexApp:
             return None
         route = models.route(path)
         if route is None:
-            return self._inference_route(path)
+            return self._inference_route(method, path)
         answer = models.answer_now(method, route, path, query, headers, client, request_id)
         if isinstance(answer, NotNow):
             return Deferred(route, answer)
@@ -230,9 +230,11 @@ class ModeldexApp:
 
     # --- the inference gateway: its own branch, off the Models path ----------------------------------------
 
-    def _inference_route(self, path: str) -> Inference | None:
+    def _inference_route(self, method: str, path: str) -> Inference | None:
+        """POSTs to the inference routes; other methods there are not ours (OpenAI's `GET /v1/chat/completions`
+        lists stored completions): the side app's 404."""
         inference = self.inference
-        if inference is None or not path.startswith("/v1/"):
+        if inference is None or method != "POST":
             return None
         endpoint = inference.route(path)
         return None if endpoint is None else Inference(endpoint)

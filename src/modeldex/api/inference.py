@@ -17,6 +17,7 @@ from modeldex.api.callers import Callers
 from modeldex.api.errors import ApiError
 from modeldex.api.render import RenderedCatalog
 from modeldex.catalog.live import LiveCatalog
+from modeldex.catalog.seed import builtin_routes
 from modeldex.gateway.downstream import BodyTooLarge, ClientGone, Downstream
 from modeldex.gateway.endpoints import ENDPOINTS, Endpoint
 from modeldex.gateway.forward import Call, Forwarder, Outcome
@@ -55,7 +56,9 @@ class InferenceRoutes:
         """The routing table of the served catalog version, made on first use after it changed."""
         current = self._table
         if current is None or current[0] is not rendered:
-            current = self._table = (rendered, RoutingTable(rendered.models, rendered.aliases, rendered.upstreams))
+            builtin_upstreams, builtin_models = builtin_routes()
+            current = self._table = (rendered, RoutingTable(rendered.models, rendered.aliases, rendered.upstreams,
+                                                            builtin_upstreams, builtin_models))
         return current[1]
 
     async def serve(self, endpoint: Endpoint, method: str, headers: Headers, authorization: str | None,
@@ -64,8 +67,6 @@ class InferenceRoutes:
         served = Served(500, None, None, None)
         limit_headers: Headers = []
         try:
-            if method != "POST":
-                raise errors.method_not_allowed(method, endpoint.path, ("POST",))
             rendered = self.live.current
             caller = await self.callers.caller(rendered.keys, authorization, client)
             served.caller = caller.name

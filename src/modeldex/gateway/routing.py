@@ -1,7 +1,8 @@
 """Which upstreams serve a model, worked out once per catalog version, and the order to try them in.
 
 A model's own routes win; a discovered model goes to the upstream that listed it, under the upstream's own
-id (the discovery prefix removed); an alias routes as its target. An upstream whose key variable is not set
+id (the discovery prefix removed); a seeded model to its built-in upstream (`catalog/seed.py`); an alias
+routes as its target. An upstream whose key variable is not set
 in this process is not usable, and says so: that is what the 503 names.
 """
 
@@ -41,10 +42,13 @@ class RoutingTable:
     """Routes by model id, for one catalog version (models, aliases and upstreams as served)."""
 
     def __init__(self, models: Mapping[str, Model], aliases: Mapping[str, Alias],
-                 upstreams: Mapping[str, Upstream]) -> None:
+                 upstreams: Mapping[str, Upstream], builtin_upstreams: Mapping[str, Upstream] | None = None,
+                 builtin_models: Mapping[str, str] | None = None) -> None:
         self._models = models
         self._aliases = aliases
-        self._upstreams = upstreams
+        # Stored upstreams replace built-in ones of the same name.
+        self._upstreams = {**(builtin_upstreams or {}), **upstreams}
+        self._builtin_models = builtin_models or {}  # seeded model id -> the built-in upstream serving it
         self._memo: dict[tuple[str, str], list[Target] | NoRoute] = {}
 
     def targets(self, model_id: str, protocol: str) -> list[Target]:
@@ -73,6 +77,8 @@ class RoutingTable:
             upstream = self._upstreams.get(model.source)
             prefix = (upstream.prefix or "") if upstream is not None else ""
             wanted = [(model.source, model.id.removeprefix(prefix), 1)]
+        elif model.id in self._builtin_models:
+            wanted = [(self._builtin_models[model.id], model.id, 1)]
         else:
             raise NoRoute(f"The model `{model_id}` has no route to an upstream: an operator can add one with "
                           f"`modeldex routes add {model.id} UPSTREAM`.", "no_route")
