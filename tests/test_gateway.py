@@ -131,7 +131,18 @@ def test_streamed_chat_arrives_event_by_event(gw: tuple[Setup, Server]) -> None:
         assert response.headers["content-type"].startswith("text/event-stream")
         chunks = list(response.parse())
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "t0 t1 t2 t3 t4 t5 "
-    assert json.loads(setup.first.posts[0][2])["stream"] is True
+    sent = json.loads(setup.first.posts[0][2])
+    # modeldex asks for the usage event to count tokens, and drops it: the client did not ask for it.
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    assert [c for c in chunks if not c.choices] == []
+    logged = wait_until(lambda: f"{response.headers['x-request-id']} POST /v1/chat/completions 200" in server.log(), 2)
+    assert logged is not None
+    line = next(e for e in server.log().splitlines() if response.headers["x-request-id"] in e)
+    assert "prompt_tokens=3 completion_tokens=6" in line
+    # A client that asks for it gets it.
+    chunks = list(client.chat.completions.create(model="chat-model", messages=[], stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 6
 
 
 def test_stream_events_are_not_buffered(gw: tuple[Setup, Server]) -> None:

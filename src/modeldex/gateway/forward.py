@@ -31,6 +31,8 @@ MAX_ERROR_BODY = 1 << 20  # an upstream's error answer is read whole (to redact 
 MAX_WHOLE_BODY = 8 << 20  # answers with a length up to this are read and answered in one call
 OVERHEAD_HEADER = "x-modeldex-overhead-duration-ms"
 SSE = "text/event-stream"
+USAGE_STREAMS = ("/v1/chat/completions", "/v1/completions")
+_USAGE_MARKS = (b'"usage":{', b'"usage": {')
 
 
 @dataclass(slots=True)
@@ -44,6 +46,12 @@ class Call:
     request_id: str
     started: float  # time.perf_counter() when the request arrived
     answer_headers: Headers = field(default_factory=list)  # added to the answer (rate limits, CORS)
+
+    @property
+    def add_usage(self) -> bool:
+        """A stream of OpenAI chat or text completions without usage asked for: modeldex asks for it (to
+        count tokens), and drops that event before it reaches the client."""
+        return (self.parsed.stream and self.endpoint.path in USAGE_STREAMS and not self.parsed.asks_usage)
 
 
 @dataclass(slots=True)
@@ -84,6 +92,31 @@ def _usage(body: bytes, outcome: Outcome) -> None:
             outcome.prompt_tokens = prompt
         if isinstance(completion, int):
             outcome.completion_tokens = completion
+
+
+def _take_usage(events: bytes, outcome: Outcome, drop: bool) -> bytes:
+    """Record the token counts of the usage event among `events` (whole events); with `drop`, leave out
+    the usage-only event the client did not ask for (its `choices` empty)."""
+    if not drop:
+        for line in events.split(b"\n"):
+            if line.startswith(b"data:") and any(mark in line for mark in _USAGE_MARKS):
+                _usage(line[5:].strip(), outcome)
+        return events
+    kept = []
+    for event in events.replace(b"\r\n", b"\n").split(b"\n\n"):
+        if not event:
+            continue
+        data = b"".join(line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:"))
+        if any(mark in data for mark in _USAGE_MARKS):
+            _usage(data, outcome)
+            try:
+                document = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                document = None
+            if isinstance(document, dict) and document.get("choices") == []:
+                continue
+        kept.append(event + b"\n\n")
+    return b"".join(kept)
 
 
 def _whole_events(data: bytes) -> tuple[bytes, bytes]:
@@ -140,7 +173,7 @@ class Forwarder:
             outcome.attempts += 1
             outcome.upstream, outcome.upstream_model = target.upstream, target.upstream_model
             url = target.base_url + call.endpoint.upstream_path
-            body = call.parsed.with_model(target.upstream_model)
+            body = call.parsed.with_model(target.upstream_model, add_usage=call.add_usage)
             headers = upstream_headers(call.client_headers, call.request_id, call.endpoint.protocol,
                                        target.api_key)
             sent = time.perf_counter()
@@ -253,7 +286,6 @@ class Forwarder:
         await downstream.start(response.status, headers)
         pending = b""  # an event's start whose end has not come yet (SSE): sent once it is whole
         problem: tuple[str, str] | None = None
-        usage_seen = b""
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -277,15 +309,13 @@ class Forwarder:
                 chunk, pending = _whole_events(pending + chunk)
                 if not chunk:
                     continue
-                if b'"usage"' in chunk:
-                    usage_seen = chunk
+                if any(mark in chunk for mark in _USAGE_MARKS):
+                    chunk = _take_usage(chunk, outcome, drop=call.add_usage)
+                    if not chunk:
+                        continue
             if outcome.first_byte_ms is None:
                 outcome.first_byte_ms = (time.perf_counter() - call.started) * 1000
             await downstream.send(chunk)
-        if usage_seen:
-            for line in usage_seen.split(b"\n"):
-                if line.startswith(b"data: {") and b'"usage"' in line:
-                    _usage(line[6:], outcome)
         if problem is not None:
             message, code = problem
             outcome.error = code

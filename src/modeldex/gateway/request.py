@@ -48,8 +48,19 @@ class Parsed:
     _multipart: tuple[int, int] | None = None  # the model value's span in the raw body
     _raw: bytes = b""
 
-    def with_model(self, upstream_model: str) -> bytes:
-        """The body, unchanged but for `model` (the original bytes when the ids are the same)."""
+    @property
+    def asks_usage(self) -> bool:
+        """Whether the client asked for a stream's usage event (`stream_options.include_usage`)."""
+        options = self._json.get("stream_options") if self._json is not None else None
+        return isinstance(options, dict) and options.get("include_usage") is True
+
+    def with_model(self, upstream_model: str, add_usage: bool = False) -> bytes:
+        """The body, unchanged but for `model` (the original bytes when the ids are the same), and, with
+        `add_usage`, a stream's request for usage (`stream_options.include_usage`)."""
+        if self._json is not None and add_usage:
+            options = self._json.get("stream_options")
+            options = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+            return orjson.dumps({**self._json, "model": upstream_model, "stream_options": options})
         if upstream_model == self.model:
             return self._raw
         if self._json is not None:
