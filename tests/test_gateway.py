@@ -31,6 +31,7 @@ class Setup:
         self.db_url = f"sqlite:///{tmp}/catalog.db"
         self.first = FakeUpstream()
         self.second = FakeUpstream()
+        self.lab = FakeUpstream([{"id": "lab-model", "object": "model", "owned_by": "lab"}])
         self.admin = create_key(self.db_url, "admin", "admin")
         self.reader = create_key(self.db_url, "reader", "read")
         cli = self.cli
@@ -41,6 +42,8 @@ class Setup:
             "--routing-only")
         cli("upstreams", "add", "keyless", "--base-url", self.second.base_url, "--api-key-env", "UNSET_UPSTREAM_KEY",
             "--routing-only")
+        cli("upstreams", "add", "lab", "--base-url", self.lab.base_url, "--prefix", "lab/")  # polled, no key
+        cli("upstreams", "sync-now", "lab")
         cli("models", "add", "chat-model")
         cli("routes", "add", "chat-model", "first", "--upstream-model", "upstream-chat-v1")
         cli("aliases", "add", "chat-latest", "chat-model")
@@ -64,7 +67,7 @@ class Setup:
         return run_cli(self.db_url, *args).stdout
 
     def reset(self) -> None:
-        for fake in (self.first, self.second):
+        for fake in (self.first, self.second, self.lab):
             fake.chat_mode, fake.drip, fake.events, fake.retry_after = "ok", 0.0, 5, "1"
             fake.posts.clear()
             fake.disconnects = 0
@@ -77,6 +80,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     yield setup
     setup.first.close()
     setup.second.close()
+    setup.lab.close()
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +178,31 @@ def test_embeddings_and_audio_upload(gw: tuple[Setup, Server]) -> None:
     upload = setup.first.posts[1][2]
     assert b'name="model"\r\n\r\nupstream-chat-v1\r\n' in upload and b"RIFF0000WAVE" in upload
     assert b"chat-model" not in upload
+
+
+def test_a_discovered_model_goes_to_the_upstream_that_listed_it(gw: tuple[Setup, Server]) -> None:
+    setup, server = gw
+    client = server.client(setup.reader)
+    assert client.chat.completions.create(model="lab/lab-model", messages=[]).model == "lab-model"
+    [(path, headers, body)] = setup.lab.posts
+    assert path == "/v1/chat/completions" and json.loads(body)["model"] == "lab-model"  # the prefix removed
+    assert "authorization" not in headers  # the upstream has no key; the caller's never goes
+    rows = [row.split() for row in setup.cli("routes", "list").splitlines()]
+    assert rows[0] == ["MODEL", "UPSTREAM", "UPSTREAM", "MODEL", "WEIGHT"]
+    assert ["lab/lab-model", "lab", "lab-model", "discovered"] in rows
+    assert ["two-routes", "first", "on-first", "1000"] in rows
+
+
+def test_responses_and_a_10_mb_answer(gw: tuple[Setup, Server]) -> None:
+    setup, server = gw
+    client = server.client(setup.reader)
+    raw = client.responses.with_raw_response.create(model="chat-model", input="hi")
+    assert raw.http_response.json()["model"] == "upstream-chat-v1"
+    assert setup.first.posts[0][0] == "/v1/responses"
+    setup.first.chat_mode = "huge"
+    response = server.http.post(server.base_url + "/v1/chat/completions", json={"model": "chat-model", "messages": []},
+                                headers={"Authorization": f"Bearer {setup.reader}"}, timeout=30)
+    assert response.status_code == 200 and len(response.json()["padding"]) == 10 * 1024 * 1024
 
 
 def test_a_key_that_cannot_see_a_model_cannot_call_it(gw: tuple[Setup, Server]) -> None:
