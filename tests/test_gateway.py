@@ -193,6 +193,26 @@ def test_a_discovered_model_goes_to_the_upstream_that_listed_it(gw: tuple[Setup,
     assert ["two-routes", "first", "on-first", "1000"] in rows
 
 
+def test_routes_through_the_admin_api(gw: tuple[Setup, Server]) -> None:
+    setup, server = gw
+    remote = ("--url", server.base_url, "--api-key", setup.admin)
+    run_cli(setup.db_url, "models", "add", "via-admin", *remote)
+    run_cli(setup.db_url, "routes", "add", "via-admin", "second", "--upstream-model", "admin-routed", *remote)
+    assert server.client(setup.reader).chat.completions.create(model="via-admin", messages=[]).model == "admin-routed"
+    listed = server.get("/v1/admin/routes", setup.admin).json()["data"]
+    assert {"model": "via-admin", "upstream": "second", "upstream_model": "admin-routed", "weight": 1} in listed
+    refused = server.http.post(server.base_url + "/v1/admin/routes", headers={"Authorization": f"Bearer {setup.admin}"},
+                               json={"model": "via-admin", "upstream": "nowhere"})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "routes.1.upstream"
+    run_cli(setup.db_url, "routes", "remove", "via-admin", "second", *remote)
+    with pytest.raises(openai.InternalServerError) as caught:
+        server.client(setup.reader).chat.completions.create(model="via-admin", messages=[])
+    assert caught.value.code == "no_route"
+    removed = server.http.delete(server.base_url + "/v1/admin/upstreams/first",
+                                 headers={"Authorization": f"Bearer {setup.admin}"})
+    assert removed.status_code == 409 and "remove those routes first" in removed.json()["error"]["message"]
+
+
 def test_responses_and_a_10_mb_answer(gw: tuple[Setup, Server]) -> None:
     setup, server = gw
     client = server.client(setup.reader)

@@ -47,8 +47,11 @@ class RsgiDownstream:
         self._stream: Any = None
 
     async def body(self, limit: int) -> bytes:
-        if self._declared is not None and self._declared.isdigit() and int(self._declared) > limit:
-            raise BodyTooLarge
+        if self._declared is not None and self._declared.isdigit():
+            if int(self._declared) > limit:
+                raise BodyTooLarge
+            body: bytes = await self._protocol()  # its length is known and allowed: in one call
+            return body
         chunks, size = [], 0
         async for chunk in self._protocol:
             size += len(chunk)

@@ -81,7 +81,11 @@ class _Tallies:
 
 _tallies = _Tallies()
 observe = _tallies.observe
-flush = _tallies.flush
+
+
+def flush() -> None:
+    _tallies.flush()
+    _flush_gateway()
 
 
 _flushing = threading.Event()
@@ -186,20 +190,38 @@ def gateway_upstream_up(upstream: str, up: bool) -> None:
     GATEWAY_UPSTREAM_UP.labels(upstream).set(1 if up else 0)
 
 
+# (route, model, upstream, status, seconds, first byte seconds, tokens in, tokens out, failed): appended per
+# request, turned into samples by the periodic flush, as the request tallies are (a multiprocess sample
+# costs microseconds; five per request would be most of what the gateway adds).
+_gateway_pending: collections.deque[tuple[str, str, str, int, float, float | None, int, int, bool]] = \
+    collections.deque()
+
+
 def gateway_request(route: str, model: str | None, outcome: Any, status: int, seconds: float) -> None:
     """One inference request: `outcome` (gateway.forward.Outcome) when it reached the gateway, whose model
     label is then a model the caller may see; other requests are counted under model "-"."""
-    upstream = outcome.upstream if outcome is not None and outcome.upstream else "-"
-    model_label = model if outcome is not None and model else "-"
-    GATEWAY_REQUESTS.labels(route, model_label, upstream, str(status)).inc()
     if outcome is None:
+        _gateway_pending.append((route, "-", "-", status, seconds, None, 0, 0, status >= 400))
         return
-    if status >= 400 or outcome.error:
-        GATEWAY_ERRORS.labels(model_label, upstream).inc()
-    GATEWAY_LATENCY.labels(model_label, upstream).observe(seconds)
-    if outcome.first_byte_ms is not None:
-        GATEWAY_FIRST_BYTE.labels(model_label, upstream).observe(outcome.first_byte_ms / 1000)
-    if outcome.prompt_tokens:
-        GATEWAY_TOKENS.labels(model_label, upstream, "in").inc(outcome.prompt_tokens)
-    if outcome.completion_tokens:
-        GATEWAY_TOKENS.labels(model_label, upstream, "out").inc(outcome.completion_tokens)
+    first_byte = None if outcome.first_byte_ms is None else outcome.first_byte_ms / 1000
+    _gateway_pending.append((route, model or "-", outcome.upstream or "-", status, seconds, first_byte,
+                             outcome.prompt_tokens or 0, outcome.completion_tokens or 0,
+                             status >= 400 or outcome.error is not None))
+
+
+def _flush_gateway() -> None:
+    pending = _gateway_pending
+    for _ in range(len(pending)):
+        route, model, upstream, status, seconds, first_byte, tokens_in, tokens_out, failed = pending.popleft()
+        GATEWAY_REQUESTS.labels(route, model, upstream, str(status)).inc()
+        if model == "-":
+            continue
+        if failed:
+            GATEWAY_ERRORS.labels(model, upstream).inc()
+        GATEWAY_LATENCY.labels(model, upstream).observe(seconds)
+        if first_byte is not None:
+            GATEWAY_FIRST_BYTE.labels(model, upstream).observe(first_byte)
+        if tokens_in:
+            GATEWAY_TOKENS.labels(model, upstream, "in").inc(tokens_in)
+        if tokens_out:
+            GATEWAY_TOKENS.labels(model, upstream, "out").inc(tokens_out)
