@@ -222,6 +222,8 @@ class FakeUpstream:
         elif mode == "429":
             h._send(429, b'{"error":{"message":"slow down","type":"rate_limit"}}',
                     headers={"retry-after": self.retry_after, "x-ratelimit-remaining-requests": "0"})
+        elif mode == "huge-error":  # an error page far larger than any error message
+            h._send(500, b"<html>" + b"x" * (2 * 1024 * 1024) + b"</html>", "text/html")
         elif mode == "huge":
             h._send(200, json.dumps({**_completion(model, h.path), "padding": "x" * TEN_MB}).encode())
         elif mode == "echo-key":  # a bad request whose message repeats the credentials it came with

@@ -299,6 +299,10 @@ def test_upstream_errors_come_back_with_the_sdk_error_classes(gw: tuple[Setup, S
     with pytest.raises(openai.InternalServerError) as failed:
         client.chat.completions.create(model="chat-model", messages=messages)
     assert failed.value.status_code == 502
+    setup.first.chat_mode = "huge-error"
+    with pytest.raises(openai.InternalServerError) as huge:
+        client.chat.completions.create(model="chat-model", messages=messages)
+    assert huge.value.status_code == 502 and huge.value.code == "upstream_error"
     setup.first.chat_mode = "stall"
     with pytest.raises(openai.InternalServerError) as stalled:
         client.chat.completions.create(model="chat-model", messages=messages)

@@ -223,7 +223,7 @@ class Forwarder:
         outcome.status = status
         await downstream.answer(status, [("x-request-id", call.request_id), *headers, *call.answer_headers], body)
 
-    async def _read_all(self, response: aiohttp.ClientResponse, limit: int, deadline: float) -> bytes:
+    async def _read_all(self, upstream: str, response: aiohttp.ClientResponse, limit: int, deadline: float) -> bytes:
         loop = asyncio.get_running_loop()
         chunks: list[bytes] = []
         size = 0
@@ -235,7 +235,7 @@ class Forwarder:
                 return b"".join(chunks)
             size += len(chunk)
             if size > limit:
-                raise errors.bad_answer("upstream", f"the answer is larger than {limit} bytes")
+                raise errors.bad_answer(upstream, f"the answer is larger than {limit} bytes")
             chunks.append(chunk)
 
     async def _relay(self, call: Call, target: Target, response: aiohttp.ClientResponse, downstream: Downstream,
@@ -250,7 +250,8 @@ class Forwarder:
         length = response.content_length
         if status >= 400 or (not content_type.startswith(SSE) and length is not None and length <= MAX_WHOLE_BODY):
             try:
-                body = await self._read_all(response, MAX_ERROR_BODY if status >= 400 else MAX_WHOLE_BODY, deadline)
+                body = await self._read_all(target.upstream, response,
+                                            MAX_ERROR_BODY if status >= 400 else MAX_WHOLE_BODY, deadline)
             except TimeoutError:
                 await self._answer_error(call, downstream, outcome,
                                          errors.timed_out(target.upstream, "the answer stalled"))
@@ -258,6 +259,9 @@ class Forwarder:
             except (aiohttp.ClientError, OSError):
                 await self._answer_error(call, downstream, outcome,
                                          errors.bad_answer(target.upstream, "the connection closed mid-answer"))
+                return
+            except GatewayError as error:  # an error answer too large to pass on
+                await self._answer_error(call, downstream, outcome, error)
                 return
             if status >= 400:
                 body = redact(body, target.api_key)
