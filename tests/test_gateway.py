@@ -410,7 +410,11 @@ def test_other_methods_and_paths(gw: tuple[Setup, Server]) -> None:
     response = server.get("/v1/chat/completions", setup.reader)  # OpenAI's lists stored completions: not ours
     assert response.status_code == 404 and response.json()["error"]["message"] == "Invalid URL (GET /v1/chat/completions)"
     response = server.http.post(server.base_url + "/v1/no/such/route", headers={"Authorization": f"Bearer {setup.reader}"})
-    assert response.status_code == 404 and "error" in response.json()
+    assert response.status_code == 404 and response.json()["error"]["message"] == "Invalid URL (POST /v1/no/such/route)"
+    logged = wait_until(lambda: f"{response.headers['x-request-id']} POST /v1/no/such/route 404" in server.log(), 2)
+    assert logged is not None
+    line = next(e for e in server.log().splitlines() if response.headers["x-request-id"] in e)
+    assert "key=reader" in line  # the access log names the caller
 
 
 def test_concurrent_streams_do_not_mix(gw: tuple[Setup, Server]) -> None:

@@ -266,6 +266,14 @@ class ModeldexApp:
             self.access_log.record_inference(request_id, path, served.status, elapsed * 1000, served.caller,
                                              client, fields)
 
+    def _caller_name(self, headers: HeaderLookup) -> str | None:
+        """Whose valid key a request the side app answered 404 carried (unknown routes, such as inference
+        routes modeldex does not serve): named in the access log. Nothing is counted or refused here."""
+        if self.live is None:
+            return None
+        identified = self.callers.identify(self.live.current.keys, headers.get("authorization"))
+        return identified.name if isinstance(identified, Caller) else None
+
     async def _answer_deferred(self, deferred: Deferred, method: str, query: str, headers: HeaderLookup,
                                client: str, request_id: str) -> OwnAnswer:
         assert self.models is not None
@@ -343,6 +351,8 @@ class ModeldexApp:
                 answered = exchange.status is not None
                 status = exchange.status or 500
                 label, caller_name = asgi["modeldex.route"], asgi.get("modeldex.key")
+                if caller_name is None and status == 404:
+                    caller_name = self._caller_name(headers)
                 if not answered:
                     raise RuntimeError("the side app returned without answering")
         except Exception:
@@ -412,6 +422,8 @@ class ModeldexApp:
 
                 await self.side_app(side_scope, receive, side_send)
                 label, caller_name = side_scope["modeldex.route"], side_scope.get("modeldex.key")
+                if caller_name is None and status == 404:
+                    caller_name = self._caller_name(headers)
         except Exception:
             log.exception("unhandled error in request %s", request_id)
             if not answered:
