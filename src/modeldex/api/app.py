@@ -446,6 +446,7 @@ async def _lifespan(app: ModeldexApp, receive: Any, send: Any) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             app.stop()
+            await app.upstream_client.close()
             await send({"type": "lifespan.shutdown.complete"})
             return
 
