@@ -337,6 +337,11 @@ def test_failover_to_the_second_route(gw: tuple[Setup, Server]) -> None:
     assert len(setup.first.posts) >= 1  # the failing one was tried, then rested
     assert len(setup.first.posts) < 6
     assert all(headers["authorization"] == f"Bearer {SECOND_KEY}" for _, headers, _ in setup.second.posts)
+    # The outcomes show in the upstream's health, beside what polling reports.
+    inference = server.get("/v1/admin/upstreams/first", setup.admin).json()["health"]["inference"]
+    assert inference["failures"] >= 1 and inference["last_error"] == "HTTP 502" and inference["healthy"] is False
+    listed = {u["name"]: u for u in server.get("/v1/admin/upstreams", setup.admin).json()["data"]}
+    assert listed["second"]["health"]["inference"] == {"failures": 0, "healthy": True, "last_error": None}
     setup.first.chat_mode, setup.second.chat_mode = "ok", "429"
     answered = {client.chat.completions.create(model="two-routes", messages=messages).model for _ in range(4)}
     assert answered == {"on-first"}

@@ -161,10 +161,11 @@ class ModeldexApp:
         self.poller.start()
         self.models = ModelRoutes(self.live, self.callers, self.catalog_for,
                                   metadata_by_default=self.settings.metadata)
-        forwarder = Forwarder(self.upstream_client, RouteHealth(), attempts=self.settings.upstream_attempts)
+        self.route_health = RouteHealth()
+        forwarder = Forwarder(self.upstream_client, self.route_health, attempts=self.settings.upstream_attempts)
         self.inference = InferenceRoutes(self.live, self.callers, forwarder, self.settings.max_inference_body_bytes)
         endpoints = AdminEndpoints(self.live, self.callers, self.catalog_for)
-        admin = endpoints.routes(merged(upstream_routes(store), route_table(), AdminRoutes().table()))
+        admin = endpoints.routes(merged(upstream_routes(store, self.route_health.report), route_table(), AdminRoutes().table()))
         routes = [metrics_route(self.live, self.callers, self.settings), *admin]
         self.side_app = build_side_app(routes, self.live, self.settings)
         log.info("serving catalog version %d (%d models)", self.live.version, len(self.live.current.models))
