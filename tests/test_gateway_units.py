@@ -60,7 +60,8 @@ def test_a_json_body_keeps_everything_but_the_model() -> None:
 
 
 def test_headers_going_upstream_and_coming_back() -> None:
-    sent = upstream_headers([("authorization", "Bearer sk-caller"), ("x-api-key", "sk-caller"), ("connection", "x"),
+    sent = upstream_headers([("authorization", "Bearer sk-caller"), ("x-api-key", "sk-caller"),
+                             ("connection", "keep-alive, X-Hop"), ("x-hop", "1"),
                              ("content-type", "application/json"), ("anthropic-version", "2023-06-01"),
                              ("x-request-id", "client-made")], "req_1", "anthropic", "sk-upstream")
     assert sent == {"content-type": "application/json", "anthropic-version": "2023-06-01", "x-request-id": "req_1",

@@ -113,8 +113,12 @@ def parse_multipart(body: bytes, content_type: str | None) -> Parsed:
 
 def upstream_headers(headers: list[tuple[str, str]], request_id: str, protocol: str, api_key: str | None
                      ) -> dict[str, str]:
-    """The client's headers minus those above, with the request id and the upstream's own key."""
-    forwarded = {name: value for name, value in headers if name not in DROPPED_REQUEST_HEADERS}
+    """The client's headers minus those above (and those its `Connection` header names: hop-by-hop too),
+    with the request id and the upstream's own key."""
+    connection = next((value for name, value in headers if name == "connection"), "")
+    dropped = DROPPED_REQUEST_HEADERS | {token.strip().lower() for token in connection.split(",")} \
+        if connection else DROPPED_REQUEST_HEADERS
+    forwarded = {name: value for name, value in headers if name not in dropped}
     forwarded["x-request-id"] = request_id
     if api_key:
         if protocol == "anthropic":
