@@ -181,6 +181,9 @@ class FakeUpstream:
         key = h.headers.get("authorization") or h.headers.get("x-api-key")
         if mode == "ok" and request.get("stream"):
             mode = "stream"
+        if h.path.endswith("/messages") and request.get("stream") and mode in ("stream", "stall-mid-stream"):
+            self._anthropic_stream(h, model, stall=mode == "stall-mid-stream")
+            return
         if mode == "ok":
             if self.drip and not self._wait(h, self.drip):
                 return
@@ -232,6 +235,34 @@ class FakeUpstream:
             h._send(401, json.dumps({"error": {"message": f"invalid key {key}", "type": "auth"}}).encode())
         else:
             raise AssertionError(f"unknown chat mode {mode}")
+
+
+    def _anthropic_stream(self, h: Any, model: str, stall: bool) -> None:
+        """Anthropic's event stream: message_start, a text block of `events` deltas, message_stop."""
+        h.send_response(200)
+        h.send_header("content-type", "text/event-stream")
+        h.send_header("transfer-encoding", "chunked")
+        h.end_headers()
+
+        def send(name: str, data: dict[str, Any]) -> None:
+            event = f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode()
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            h.wfile.flush()
+
+        send("message_start", {"message": {"id": "msg_1", "type": "message", "role": "assistant", "model": model,
+                                           "content": [], "stop_reason": None, "stop_sequence": None,
+                                           "usage": {"input_tokens": 4, "output_tokens": 0}}})
+        send("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+        for index in range(self.events):
+            if stall and index == 2:
+                self._wait(h, 30)
+                return
+            send("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": f"t{index} "}})
+        send("content_block_stop", {"index": 0})
+        send("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                               "usage": {"output_tokens": self.events}})
+        send("message_stop", {})
+        h.wfile.write(b"0\r\n\r\n")
 
 
 def _completion(model: str, path: str) -> dict[str, Any]:

@@ -394,6 +394,19 @@ def test_anthropic_messages_go_to_the_upstreams_anthropic_url(gw: tuple[Setup, S
     assert caught.value.body["error"]["code"] == "protocol_not_served"
 
 
+def test_anthropic_streams_and_their_error_event(gw: tuple[Setup, Server]) -> None:
+    setup, server = gw
+    client = anthropic.Anthropic(api_key=setup.reader, base_url=server.base_url, max_retries=0)
+    with client.messages.stream(model="chat-model", max_tokens=10, messages=[{"role": "user", "content": "hi"}]) as stream:
+        assert "".join(stream.text_stream) == "t0 t1 t2 t3 t4 "
+    setup.first.chat_mode = "stall-mid-stream"  # silent past the idle timeout after two deltas
+    received = []
+    with pytest.raises(anthropic.APIError) as caught, client.messages.stream(
+            model="chat-model", max_tokens=10, messages=[{"role": "user", "content": "hi"}]) as stream:
+        received.extend(stream.text_stream)
+    assert received == ["t0 ", "t1 "] and "idle timeout" in str(caught.value)
+
+
 def test_access_log_and_metrics_name_model_and_upstream(gw: tuple[Setup, Server]) -> None:
     setup, server = gw
     server.client(setup.reader).chat.completions.create(model="chat-latest", messages=[{"role": "user", "content": "x"}])
