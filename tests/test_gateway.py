@@ -359,6 +359,7 @@ def test_a_stream_cut_short_ends_with_an_error_event(gw: tuple[Setup, Server]) -
                 received.append(chunk.choices[0].delta.content)
         assert received == ["t0 ", "t1 "], mode
         assert "upstream" in str(caught.value.message), mode
+    assert setup.first.disconnected.wait(2)  # the stalled upstream's connection was closed, not pooled
 
 
 def test_client_going_away_cancels_the_upstream_request(gw: tuple[Setup, Server]) -> None:

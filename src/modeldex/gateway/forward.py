@@ -205,10 +205,10 @@ class Forwarder:
                 complete = True
                 return
             finally:
-                if complete:
-                    response.release()
+                if complete and response.content.is_eof():
+                    response.release()  # read to the end: the connection goes back to the pool
                 else:
-                    response.close()  # unread: the connection goes, and the upstream sees it close
+                    response.close()  # cut short: the connection goes, and the upstream sees it close
         assert failure is not None
         await self._answer_error(call, downstream, outcome, failure)
 
