@@ -149,3 +149,16 @@ def test_one_bad_entry_changes_nothing(store: SqlStore, case: str) -> None:
     assert store.load_state() == before
     assert store.current_version() == before.version
     assert store.changes(before.version, 100) == []
+
+
+def test_an_id_that_is_not_a_string_is_refused_and_changes_nothing(store: SqlStore) -> None:
+    from modeldex.catalog.catalog_file import load_yaml
+
+    catalog = Catalog(store)
+    version = store.current_version()
+    for text in ("models:\n  - id: !!binary aGVsbG8=\n", "models:\n  - id: 42\n"):
+        with pytest.raises(InvalidInput) as raised:
+            catalog.apply(load_yaml(text))
+        assert raised.value.field == "models[0].id" and "must be a string" in raised.value.message
+    assert store.current_version() == version
+    assert store.get(Model, "hello") is None

@@ -60,6 +60,7 @@ class ServerSettings:
     max_body_bytes: int = 4 * 1024 * 1024
     metrics_token: str | None = None
     public_metrics: bool = False  # /metrics without a key (e.g. when only reachable internally)
+    change_retention: str | None = "30d"  # the change feed and revoked keys: an age, versions, or None
     # The inference gateway: seconds per phase of an upstream request, targets tried, largest request body.
     upstream_connect_timeout: float = 10.0
     upstream_first_byte_timeout: float = 600.0

@@ -95,6 +95,8 @@ def apply_document(writer: CatalogWriter, document: Any, prune: bool) -> list[Pl
         for index, entry in enumerate(sections[section]):
             where = f"{section}[{index}]"
             key = entry.get(key_field)
+            if key is not None and not isinstance(key, str):  # e.g. YAML's !!binary, or a number
+                raise InvalidInput(f"{where}.{key_field}", f"{where}: {key_field} must be a string")
             label = f"{where} ({key_field} {key!r})" if isinstance(key, str) else where
             existing = current.get(key) if isinstance(key, str) else None
             if isinstance(existing, Model) and "created" not in entry:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+import unicodedata
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -39,6 +40,9 @@ def model_id_problem(model_id: str) -> str | None:
         return f"model id contains characters that are not allowed: {', '.join(repr(ch) for ch in bad)}"
     if any(segment in ("", ".", "..") for segment in model_id.split("/")):
         return "model id must not contain empty, '.' or '..' path segments"
+    if not model_id.isascii() and not unicodedata.is_normalized("NFC", model_id):
+        # Otherwise "é" and "e" + a combining accent would be two models that look the same.
+        return "model id must be in Unicode normalization form NFC (é as one character, not e and an accent)"
     return None
 
 

@@ -21,6 +21,7 @@ from modeldex.catalog.kinds import kind_named
 from modeldex.catalog.limits import parse_limit
 from modeldex.catalog.policy import ALL_MODELS, AccessPolicy, Decision, Visibility
 from modeldex.catalog.repository import UNCHANGED, Unchanged
+from modeldex.catalog.retention import Compacted, Retention
 from modeldex.catalog.upstreams import Upstream
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ class Catalog:
             raise InvalidInput(key_field, f"{key_field}: cannot be changed (delete and create instead)")
         if entity_kind.type is Model:
             _refuse_discovery_fields(fields)
+        _refuse_removing_required(entity_kind.type, fields)
         with self._write() as writer:
             current = writer.get(entity_kind.type, key)
             if current is None:
@@ -217,6 +219,10 @@ class Catalog:
 
     # --- the change feed -----------------------------------------------------------------------------
 
+    def compact(self, retention: Retention, now: float) -> Compacted:
+        """Forget change-feed entries and revoked keys older than `retention` keeps."""
+        return self.store.compact(retention, now)
+
     def changes(self, since: int = 0, limit: int = 1000) -> list[Change]:
         return self.store.changes(since, limit)
 
@@ -234,6 +240,16 @@ def _rate_limit(value: str | None) -> str | None:
     except ValueError as exc:
         raise InvalidInput("rate_limit", f"rate_limit: {exc}") from None
     return "unlimited" if limit is None else str(limit)
+
+
+def _refuse_removing_required(entity_type: type[Entity], fields: dict[str, Any]) -> None:
+    """null removes an optional field; a field that always has a value (`created`, `owned_by`) cannot be
+    removed, or it would silently fall back to its default (`created` to now)."""
+    for name, value in fields.items():
+        info = entity_type.model_fields.get(name)
+        if value is None and info is not None and (info.is_required() or info.default is not None
+                                                   or info.default_factory is not None):
+            raise InvalidInput(name, f"{name}: cannot be removed (give it a new value instead)")
 
 
 def _refuse_discovery_fields(data: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from modeldex.catalog import retention
 from modeldex.catalog.limits import parse_limit
 from modeldex.catalog.service import Catalog
 from modeldex.cli.common import database_url_option, handle_errors, open_catalog, redact
@@ -63,6 +64,14 @@ def _check_limit(_ctx: click.Context, _param: click.Parameter, value: str | None
     return value
 
 
+def _check_retention(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    try:
+        parsed = retention.parse_retention(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return None if parsed is None else str(parsed)
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to bind.")
@@ -102,6 +111,10 @@ def _check_limit(_ctx: click.Context, _param: click.Parameter, value: str | None
 @click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Serve HTTPS with this certificate (PEM); or terminate TLS in a proxy in front.")
 @click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--change-retention", envvar="MODELDEX_CHANGE_RETENTION", default=retention.DEFAULT,
+              show_default=True, callback=_check_retention,
+              help="Keep the change feed and revoked keys this long (30d, 12h), or this many catalog "
+              "versions (100000); 'off' keeps them forever.")
 @click.option("--shutdown-timeout", type=click.IntRange(1, 600), default=30, show_default=True,
               help="On SIGTERM, seconds to let in-flight requests finish before workers are killed.")
 @click.option("--upstream-connect-timeout", type=click.FloatRange(0.1, 600), default=10.0, show_default=True,
@@ -128,9 +141,9 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
           redis_url: str | None, cors_origins: tuple[str, ...], forwarded_allow_ips: str,
           max_header_bytes: int, max_body_bytes: int, metrics_token: str | None, public_metrics: bool,
           metrics_port: int | None, metrics_host: str, ssl_certfile: str | None, ssl_keyfile: str | None,
-          shutdown_timeout: int, upstream_connect_timeout: float, upstream_first_byte_timeout: float,
-          upstream_idle_timeout: float, upstream_total_timeout: float, upstream_attempts: int,
-          max_inference_body_bytes: int, database_url: str | None) -> None:
+          change_retention: str | None, shutdown_timeout: int, upstream_connect_timeout: float,
+          upstream_first_byte_timeout: float, upstream_idle_timeout: float, upstream_total_timeout: float,
+          upstream_attempts: int, max_inference_body_bytes: int, database_url: str | None) -> None:
     """Serve the OpenAI-compatible Models API."""
     from granian import Granian
     from granian.constants import Interfaces, Loops
@@ -147,7 +160,8 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
         cors_origins=tuple(o for origin in cors_origins for o in origin.split(",") if o),
         forwarded_allow_ips=tuple(ip.strip() for ip in forwarded_allow_ips.split(",") if ip.strip()),
         max_header_bytes=max_header_bytes, max_body_bytes=max_body_bytes, metrics_token=metrics_token,
-        public_metrics=public_metrics, upstream_connect_timeout=upstream_connect_timeout,
+        public_metrics=public_metrics, change_retention=change_retention,
+        upstream_connect_timeout=upstream_connect_timeout,
         upstream_first_byte_timeout=upstream_first_byte_timeout, upstream_idle_timeout=upstream_idle_timeout,
         upstream_total_timeout=upstream_total_timeout, upstream_attempts=upstream_attempts,
         max_inference_body_bytes=max_inference_body_bytes,

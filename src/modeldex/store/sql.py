@@ -42,6 +42,7 @@ from modeldex.catalog.keys import ApiKey
 from modeldex.catalog.kinds import Kind, kind_of
 from modeldex.catalog.policy import ALL_MODELS, AccessPolicy
 from modeldex.catalog.repository import UNCHANGED, Unchanged
+from modeldex.catalog.retention import Compacted, Retention
 from modeldex.catalog.state import CatalogState
 from modeldex.catalog.upstreams import Upstream
 from modeldex.discovery.health import UpstreamHealth
@@ -511,6 +512,24 @@ class SqlStore:
     def count(self, entity_type: type[Entity]) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(_TABLES[entity_type].table)).scalar_one())
+
+    @_translated
+    def compact(self, retention: Retention, now: float) -> Compacted:
+        with self._writer.connect() as conn, conn.begin():
+            if retention.versions is not None:
+                version = int(conn.execute(select(catalog_state.c.version)).scalar_one())
+                oldest_kept = version - retention.versions
+                removed = conn.execute(delete(changes).where(changes.c.version <= oldest_kept)).rowcount
+                # Revoked keys go with the changes that recorded their revocation.
+                kept_since = conn.execute(select(func.min(changes.c.at))).scalar_one()
+                before = float(kept_since) if kept_since is not None else now
+            else:
+                assert retention.max_age_s is not None
+                before = now - retention.max_age_s
+                removed = conn.execute(delete(changes).where(changes.c.at < before)).rowcount
+            revoked = conn.execute(delete(api_keys).where(api_keys.c.revoked_at.is_not(None),
+                                                          api_keys.c.revoked_at < before)).rowcount
+        return Compacted(changes=removed, revoked_keys=revoked)
 
     @_translated
     def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:
