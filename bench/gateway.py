@@ -12,6 +12,7 @@ alive. Prints a markdown table; ratios and differences come from one run, side b
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -61,9 +62,31 @@ async def timed(url: str, key: str | None, body: bytes, count: int, stream: bool
     return durations, lags
 
 
+async def throughput(url: str, key: str | None, body: bytes, total: int, connections: int) -> float:
+    """Requests per second with `connections` kept-alive connections sending `total` requests in all."""
+    headers = {"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})}
+    remaining = [total]
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while remaining[0] > 0:
+            remaining[0] -= 1
+            async with session.post(url, data=body, headers=headers) as response:
+                assert response.status == 200
+                await response.read()
+
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(connections)))
+        return total / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--connections", type=int, default=0,
+                        help="also measure throughput with this many connections (the client is Python: a "
+                        "floor, not a ceiling; wrk in run.py is the better tool)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="modeldex-bench-gateway-"))
     upstream_port, modeldex_port = free_port(), free_port()
@@ -97,6 +120,12 @@ def main() -> None:
         for name, d50, d99, g50, g99, _lags in rows:
             print(f"| {name} | {d50 * 1e3:.3f} ms | {d99 * 1e3:.3f} ms | {g50 * 1e3:.3f} ms | {g99 * 1e3:.3f} ms "
                   f"| {(g50 - d50) * 1e3:.3f} ms | {(g99 - d99) * 1e3:.3f} ms |")
+        if args.connections:
+            body = json.dumps({"model": "bench-chat", "messages": [{"role": "user", "content": "hi"}]}).encode()
+            straight = uvloop.run(throughput(direct, None, body, args.requests * 2, args.connections))
+            gateway = uvloop.run(throughput(through, key, body, args.requests * 2, args.connections))
+            print(f"\nthroughput, not streamed, {args.connections} connections: direct {straight:.0f} req/s, "
+                  f"via modeldex {gateway:.0f} req/s")
         lags = rows[1][5]
         print(f"\nstreamed events, upstream write to client arrival via modeldex: p50 "
               f"{statistics.median(lags) * 1e3:.3f} ms, p99 {percentile(lags, 0.99) * 1e3:.3f} ms, "
