@@ -5,7 +5,7 @@ a request may be. tests/test_gateway.py has the same contract against a real ser
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -42,10 +42,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 
 @pytest.fixture
-def fresh(served: Served) -> Served:
+async def fresh(served: Served) -> AsyncIterator[Served]:
     served.fake.chat_mode, served.fake.events, served.fake.drip = "ok", 5, 0.0
     served.fake.posts.clear()
-    return served
+    yield served
+    await served.harness.app.upstream_client.close()  # its session belongs to this test's event loop
 
 
 async def test_a_completion_over_asgi_with_cors(fresh: Served) -> None:
