@@ -62,6 +62,13 @@ class ServerSettings:
     metrics_token: str | None = None
     public_metrics: bool = False  # /metrics without a key (e.g. when only reachable internally)
     change_retention: str | None = "30d"  # the change feed and revoked keys: an age, versions, or None
+    # The inference gateway: seconds per phase of an upstream request, targets tried, largest request body.
+    upstream_connect_timeout: float = 10.0
+    upstream_first_byte_timeout: float = 600.0
+    upstream_idle_timeout: float = 120.0
+    upstream_total_timeout: float = 1800.0
+    upstream_attempts: int = 3
+    max_inference_body_bytes: int = 64 * 1024 * 1024
 
     def to_env(self) -> dict[str, str]:
         env = {}

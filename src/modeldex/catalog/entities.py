@@ -143,6 +143,32 @@ class Pricing(Entity):
     completion: DecimalString | None = None
 
 
+MAX_ROUTES = 16
+MAX_WEIGHT = 1000
+
+
+class Route(Entity):
+    """Where inference requests for a model go: an upstream (by name), the upstream's own id for the model
+    (default: the catalog id), and a weight among the model's routes."""
+
+    upstream: Name
+    model: ModelId | None = None
+    weight: Annotated[int, Field(ge=1, le=MAX_WEIGHT, strict=True)] = 1
+
+
+def _routes(value: tuple[Route, ...]) -> tuple[Route, ...]:
+    seen = set()
+    for route in value:
+        key = (route.upstream, route.model)
+        if key in seen:
+            raise ValueError(f"upstream {route.upstream!r} is named twice for the same upstream model")
+        seen.add(key)
+    return value
+
+
+Routes = Annotated[tuple[Route, ...], Field(max_length=MAX_ROUTES), AfterValidator(_routes)]
+
+
 class Model(Entity):
     """One catalog entry. `id`, `object`, `created`, `owned_by` are what the Models API always answers;
     the rest is optional metadata, answered on request."""
@@ -159,6 +185,8 @@ class Model(Entity):
     pricing: Pricing | None = None
     shutdown_date: ShutdownDate | None = None
     replaced_by: ModelId | None = None
+    # Where inference requests go (operator-defined models); a discovered model goes to its `source`.
+    routes: Routes | None = None
     # Set by discovery only: the upstream a model came from, and since when it has not confirmed it.
     source: Name | None = None
     stale_since: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None

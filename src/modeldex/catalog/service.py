@@ -13,7 +13,7 @@ from modeldex.catalog import writes
 from modeldex.catalog.callers import Scope
 from modeldex.catalog.catalog_file import PlannedChange, apply_document, export_document
 from modeldex.catalog.changes import MAX_VERSION, Change
-from modeldex.catalog.entities import DISCOVERY_FIELDS, Entity, Model, parse
+from modeldex.catalog.entities import DISCOVERY_FIELDS, Entity, Model, Route, parse
 from modeldex.catalog.errors import InvalidInput, NotFound
 from modeldex.catalog.integrity import check_policy
 from modeldex.catalog.keys import ApiKey, new_key, parse_scope, validate_key_name
@@ -22,6 +22,7 @@ from modeldex.catalog.limits import parse_limit
 from modeldex.catalog.policy import ALL_MODELS, AccessPolicy, Decision, Visibility
 from modeldex.catalog.repository import UNCHANGED, Unchanged
 from modeldex.catalog.retention import Compacted, Retention
+from modeldex.catalog.upstreams import Upstream
 
 if TYPE_CHECKING:
     from modeldex.catalog.repository import CatalogStore, CatalogWriter
@@ -99,6 +100,53 @@ class Catalog:
     def delete(self, kind: str, key: str, if_match: int | None = None) -> None:
         with self._write() as writer:
             writes.remove(writer, kind_named(kind).type, key, if_match)
+
+    # --- routes (inference: which upstream serves a model) ---------------------------------------------
+
+    def routes(self) -> list[dict[str, Any]]:
+        """Every model's routes, and each discovered model's implicit one (to the upstream that listed it)."""
+        prefixes = {upstream.name: upstream.prefix or "" for upstream in self.store.all(Upstream)}
+        rows: list[dict[str, Any]] = []
+        for model in self.store.all(Model):
+            if model.routes:
+                rows += [{"model": model.id, "upstream": route.upstream, "upstream_model": route.model or model.id,
+                          "weight": route.weight} for route in model.routes]
+            elif model.source is not None:
+                rows.append({"model": model.id, "upstream": model.source, "discovered": True,
+                             "upstream_model": model.id.removeprefix(prefixes.get(model.source, ""))})
+        return sorted(rows, key=lambda row: (row["model"], row["upstream"]))
+
+    def add_route(self, model_id: str, upstream: str, upstream_model: str | None = None, weight: int = 1
+                  ) -> tuple[Entity, int]:
+        """Route `model_id` to `upstream` too (replacing a route there for the same upstream model). Routing
+        a discovered model makes it the operator's, as editing it does."""
+        route = parse(Route, {"upstream": upstream, "model": upstream_model, "weight": weight})
+        with self._write() as writer:
+            current = writer.get(Model, model_id)
+            if current is None:
+                raise NotFound("model", model_id)
+            kept = [r for r in current.routes or () if (r.upstream, r.model) != (route.upstream, route.model)]
+            return self._with_routes(writer, current, [*kept, route])
+
+    def remove_route(self, model_id: str, upstream: str, upstream_model: str | None = None) -> tuple[Entity, int]:
+        """Remove the model's routes to `upstream` (only the one for `upstream_model`, if given)."""
+        with self._write() as writer:
+            current = writer.get(Model, model_id)
+            if current is None:
+                raise NotFound("model", model_id)
+            routes = current.routes or ()
+            kept = [r for r in routes if not (r.upstream == upstream
+                                              and (upstream_model is None or r.model == upstream_model))]
+            if len(kept) == len(routes):
+                raise NotFound("route", f"{model_id} -> {upstream}" + (f" ({upstream_model})" if upstream_model else ""))
+            return self._with_routes(writer, current, kept)
+
+    @staticmethod
+    def _with_routes(writer: CatalogWriter, current: Model, routes: list[Route]) -> tuple[Entity, int]:
+        document = {k: v for k, v in current.document().items() if k not in (*DISCOVERY_FIELDS, "routes")}
+        entity = parse(Model, {**document, **({"routes": [r.document() for r in routes]} if routes else {})})
+        revision, _removed = writes.replace(writer, entity)
+        return entity, revision
 
     # --- keys ----------------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from modeldex.cli.db import db
 from modeldex.cli.groups import groups
 from modeldex.cli.keys import keys
 from modeldex.cli.models import models
+from modeldex.cli.routes import routes
 from modeldex.cli.serve import serve
 from modeldex.cli.upstreams import upstreams
 
@@ -33,6 +34,7 @@ cli.add_command(models)
 cli.add_command(aliases)
 cli.add_command(groups)
 cli.add_command(upstreams)
+cli.add_command(routes)
 cli.add_command(catalog)
 cli.add_command(changes)
 cli.add_command(db)

@@ -137,6 +137,23 @@ def _check_redis_url(_ctx: click.Context, _param: click.Parameter, value: str | 
               "versions (100000); 'off' keeps them forever.")
 @click.option("--shutdown-timeout", type=click.IntRange(1, 600), default=30, show_default=True,
               help="On SIGTERM, seconds to let in-flight requests finish before workers are killed.")
+@click.option("--upstream-connect-timeout", type=click.FloatRange(0.1, 600), default=10.0, show_default=True,
+              envvar="MODELDEX_UPSTREAM_CONNECT_TIMEOUT", help="Inference: seconds to connect to an upstream.")
+@click.option("--upstream-first-byte-timeout", type=click.FloatRange(0.1, 86400), default=600.0, show_default=True,
+              envvar="MODELDEX_UPSTREAM_FIRST_BYTE_TIMEOUT",
+              help="Inference: seconds from sending a request to the upstream's answer starting (then the next "
+              "route is tried).")
+@click.option("--upstream-idle-timeout", type=click.FloatRange(0.1, 86400), default=120.0, show_default=True,
+              envvar="MODELDEX_UPSTREAM_IDLE_TIMEOUT",
+              help="Inference: longest silence inside a streamed answer before it is ended with an error event.")
+@click.option("--upstream-total-timeout", type=click.FloatRange(0.1, 86400), default=1800.0, show_default=True,
+              envvar="MODELDEX_UPSTREAM_TOTAL_TIMEOUT", help="Inference: longest a whole request may take.")
+@click.option("--upstream-attempts", type=click.IntRange(1, 10), default=3, show_default=True,
+              envvar="MODELDEX_UPSTREAM_ATTEMPTS",
+              help="Inference: routes tried per request (on connect errors, timeouts before the first byte, 429, 5xx).")
+@click.option("--max-inference-body-bytes", type=click.IntRange(1024, 1 << 31), default=64 * 1024 * 1024,
+              show_default=True, envvar="MODELDEX_MAX_INFERENCE_BODY_BYTES",
+              help="Larger inference request bodies (audio uploads included) get 413.")
 @database_url_option
 @handle_errors
 def serve(host: str, port: int, workers: int, refresh_interval: float, access_log: bool, log_format: str,
@@ -144,7 +161,9 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
           redis_url: str | None, redis_timeout: float, cors_origins: tuple[str, ...], forwarded_allow_ips: str,
           max_header_bytes: int, max_body_bytes: int, metrics_token: str | None, metrics_token_file: str | None,
           public_metrics: bool, metrics_port: int | None, metrics_host: str, ssl_certfile: str | None, ssl_keyfile: str | None,
-          change_retention: str | None, shutdown_timeout: int, database_url: str | None) -> None:
+          change_retention: str | None, shutdown_timeout: int, upstream_connect_timeout: float,
+          upstream_first_byte_timeout: float, upstream_idle_timeout: float, upstream_total_timeout: float,
+          upstream_attempts: int, max_inference_body_bytes: int, database_url: str | None) -> None:
     """Serve the OpenAI-compatible Models API."""
     from granian import Granian
     from granian.constants import Interfaces, Loops
@@ -163,6 +182,10 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
         forwarded_allow_ips=tuple(ip.strip() for ip in forwarded_allow_ips.split(",") if ip.strip()),
         max_header_bytes=max_header_bytes, max_body_bytes=max_body_bytes, metrics_token=metrics_token,
         public_metrics=public_metrics, change_retention=change_retention,
+        upstream_connect_timeout=upstream_connect_timeout,
+        upstream_first_byte_timeout=upstream_first_byte_timeout, upstream_idle_timeout=upstream_idle_timeout,
+        upstream_total_timeout=upstream_total_timeout, upstream_attempts=upstream_attempts,
+        max_inference_body_bytes=max_inference_body_bytes,
     )
     os.environ.update(settings.to_env())
     # Each worker writes its metric samples here; any of them (or the metrics port) adds them up.

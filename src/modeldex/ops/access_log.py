@@ -66,6 +66,7 @@ class AccessLog:
         self._stream = stream or sys.stderr
         self._interval = interval
         self._records: deque[Record] = deque()
+        self._inference: deque[tuple[float, str, str, int, float, str | None, str | None, dict[str, object]]] = deque()
         self._lock = threading.Lock()
         self._stamps = _Stamps()
         self._stop = threading.Event()
@@ -77,6 +78,27 @@ class AccessLog:
         # deque.append and popleft are atomic: no lock on the request path, and no record lost to a flush.
         self._records.append((time.time(), request_id, method, path, route, status, duration_ms, key_name,
                               client))
+
+    def record_inference(self, request_id: str, path: str, status: int, duration_ms: float, key_name: str | None,
+                         client: str | None, fields: dict[str, object]) -> None:
+        """An inference request's line: the common fields, and what the gateway did (model asked, upstream
+        and its model id, time to first byte, tokens)."""
+        self._inference.append((time.time(), request_id, path, status, duration_ms, key_name, client, fields))
+
+    def _inference_lines(self) -> list[str]:
+        lines = []
+        for _ in range(len(self._inference)):
+            now, request_id, path, status, duration_ms, key_name, client, fields = self._inference.popleft()
+            if self.json:
+                lines.append(orjson.dumps({
+                    "ts": now, "level": "info", "logger": LOGGER, "request_id": request_id, "method": "POST",
+                    "path": path[:MAX_PATH], "route": "inference", "status": status,
+                    "duration_ms": round(duration_ms, 3), "key": key_name, "client": client, **fields}).decode())
+            else:
+                extra = " ".join(f"{name}={'-' if value is None else value}" for name, value in fields.items())
+                lines.append(_TEXT_LINE % (self._stamps[int(now * 1000)], request_id, "POST", path, status,
+                                           duration_ms, key_name or "-", client or "-") + " " + extra)
+        return lines
 
     def _json_lines(self, records: list[Record]) -> list[str]:
         lines = [orjson.dumps({
@@ -116,9 +138,13 @@ class AccessLog:
     def flush(self) -> None:
         with self._lock:  # one flusher at a time (the thread, or close())
             records, pending = self._records, len(self._records)
+            lines = []
             if pending:
                 batch = [records.popleft() for _ in range(pending)]
                 lines = self._json_lines(batch) if self.json else self._text_lines(batch)
+            if self._inference:
+                lines += self._inference_lines()
+            if lines:
                 self._stream.write("\n".join(lines) + "\n")
                 self._stream.flush()
                 if len(self._stamps) > 4096:

@@ -560,8 +560,10 @@ class SqlStore:
 
     @_translated
     def due_upstreams(self, now: float) -> list[str]:
-        """Upstreams due for a poll that nobody is polling: a cheap read, so idle pollers never write."""
-        query = select(upstream_health.c.name).where(
+        """Upstreams due for a poll that nobody is polling: a cheap read, so idle pollers never write.
+        Routing-only upstreams are never due (`sync-now` still polls them when asked)."""
+        query = select(upstream_health.c.name).join(upstreams, upstreams.c.name == upstream_health.c.name).where(
+            upstreams.c.routing_only.is_(False),
             (upstream_health.c.next_poll_at.is_(None)) | (upstream_health.c.next_poll_at <= now),
             (upstream_health.c.lease_until.is_(None)) | (upstream_health.c.lease_until < now),
         ).order_by(upstream_health.c.name)
