@@ -55,6 +55,7 @@ def test_revoke_hides_a_key_unless_asked_and_frees_its_name(db_url: str) -> None
 
 
 def test_key_errors_are_one_clear_line(db_url: str) -> None:
+    run_cli(db_url, "models", "list")  # the catalog exists (its creation is announced on stderr)
     missing = run_cli(db_url, "keys", "revoke", "ghost", check=False)
     assert missing.returncode == 1
     assert missing.stderr.strip() == "Error: no active key named 'ghost'"

@@ -23,7 +23,38 @@ def default_database_url() -> str:
 
 
 def resolve_database_url(flag: str | None) -> str:
-    return flag or os.environ.get(DATABASE_URL_ENV) or default_database_url()
+    """The URL to use, a SQLite path made absolute: a relative one (sqlite:///data/catalog.db) is resolved
+    against the current folder once, here, so the messages show which file it is and a server's workers
+    use the same one."""
+    return absolute_sqlite_url(flag or os.environ.get(DATABASE_URL_ENV) or default_database_url())
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (absolute, ~ expanded); None for other databases or an in-memory one."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:  # not a URL: the store says so when it opens it
+        return None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database).expanduser().absolute()
+
+
+def absolute_sqlite_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    path = sqlite_path(url)
+    if path is None:
+        return url
+    return make_url(url).set(database=str(path)).render_as_string(hide_password=False)
+
+
+def is_default_database(url: str) -> bool:
+    """The default location is the one whose missing folders modeldex creates; any other must exist."""
+    return url == absolute_sqlite_url(default_database_url())
 
 
 def _env_name(field: str) -> str:

@@ -11,8 +11,10 @@ import time
 from typing import Any, Protocol
 from urllib.parse import quote
 
+import click
 import httpx
 import orjson
+from sqlalchemy.engine import make_url
 
 from modeldex.catalog.errors import CatalogError
 from modeldex.catalog.kinds import kind_named
@@ -20,10 +22,10 @@ from modeldex.catalog.repository import UNCHANGED
 from modeldex.catalog.seed import seed_models
 from modeldex.catalog.service import Catalog
 from modeldex.catalog.upstreams import Upstream
-from modeldex.config import resolve_database_url
+from modeldex.config import is_default_database, resolve_database_url, sqlite_path
 from modeldex.discovery.health import upstream_reports
 from modeldex.discovery.sync import sync_now
-from modeldex.store import open_store
+from modeldex.store import SqlStore, open_store
 
 SYNC_TIMEOUT_S = 300  # a sync waits for a poll in progress, then polls: timeouts, retries and all
 
@@ -63,11 +65,28 @@ def cli_actor() -> str:
         return "cli"
 
 
+def describe_database(url: str) -> str:
+    """A database as a message names it: a SQLite file by its absolute path, others by URL (no password)."""
+    path = sqlite_path(url)
+    return str(path) if path is not None else make_url(url).render_as_string(hide_password=True)
+
+
+def open_cli_store(database_url: str | None) -> SqlStore:
+    """The configured catalog, created and seeded on first use, which is said on stderr with the file's
+    absolute path: a mistyped or relative path otherwise makes a second catalog without a word."""
+    url = resolve_database_url(database_url)
+    seed = seed_models()
+    store = open_store(url, seed=seed, create_dirs=is_default_database(url))
+    if store.seeded_now:
+        click.echo(f"modeldex: created a new catalog at {describe_database(url)} ({len(seed)} models)", err=True)
+    return store
+
+
 class LocalBackend:
     """The database itself: what `--database-url` / MODELDEX_DATABASE_URL name."""
 
     def __init__(self, database_url: str | None) -> None:
-        self.store = open_store(resolve_database_url(database_url), seed=seed_models())
+        self.store = open_cli_store(database_url)
         self.catalog = Catalog(self.store, actor=cli_actor())
 
     def entries(self, kind: str) -> list[dict[str, Any]]:

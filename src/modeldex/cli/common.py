@@ -13,11 +13,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from modeldex.catalog.errors import CatalogError, InvalidInput, StoreError
-from modeldex.catalog.seed import seed_models
 from modeldex.catalog.service import Catalog
-from modeldex.cli.backend import Backend, HttpBackend, LocalBackend
-from modeldex.config import DATABASE_URL_ENV, resolve_database_url
-from modeldex.store import open_store
+from modeldex.cli.backend import Backend, HttpBackend, LocalBackend, open_cli_store
+from modeldex.config import DATABASE_URL_ENV, is_default_database, resolve_database_url, sqlite_path
 from modeldex.store.sql import create_store_engine
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -125,7 +123,7 @@ def handle_errors(command: F) -> F:
 @contextmanager
 def open_catalog(database_url: str | None) -> Iterator[Catalog]:
     """The catalog at the given (or configured) URL, created and seeded on first use."""
-    store = open_store(resolve_database_url(database_url), seed=seed_models())
+    store = open_cli_store(database_url)
     try:
         yield Catalog(store)
     finally:
@@ -133,10 +131,16 @@ def open_catalog(database_url: str | None) -> Iterator[Catalog]:
 
 
 @contextmanager
-def open_engine(database_url: str | None) -> Iterator[tuple[str, Engine]]:
-    """A bare engine on the configured database, for schema commands that must not migrate or seed it."""
+def open_engine(database_url: str | None, create: bool = False) -> Iterator[tuple[str, Engine]]:
+    """A bare engine on the configured database, for schema commands that must not migrate or seed it.
+    A SQLite file that does not exist is made only if `create` (and said on stderr)."""
     url = resolve_database_url(database_url)
-    engine = create_store_engine(url)
+    path = sqlite_path(url)
+    if path is not None and not path.exists() and not create:
+        raise fail(f"no database at {path}")
+    engine = create_store_engine(url, create_dirs=is_default_database(url))
+    if path is not None and not path.exists():
+        click.echo(f"modeldex: creating a new database at {path}", err=True)
     try:
         yield url, engine
     finally:

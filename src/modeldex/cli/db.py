@@ -21,7 +21,7 @@ def db() -> None:
 @handle_errors
 def upgrade(database_url: str | None) -> None:
     """Migrate the database to the schema this modeldex needs."""
-    with open_engine(database_url) as (url, engine):
+    with open_engine(database_url, create=True) as (url, engine):
         before = migrate.current_revision(engine)
         migrate.upgrade(engine)
         after = migrate.current_revision(engine)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -85,9 +87,36 @@ def _check_redis_url(_ctx: click.Context, _param: click.Parameter, value: str | 
     return value
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port another server listens on. granian binds with SO_REUSEPORT, so a second server on the
+    same port would start without a word and the kernel would share connections between the two (two
+    catalogs, keys valid on one only). A test bind without SO_REUSEPORT fails on any listener there;
+    SO_REUSEADDR keeps a recently closed server's TIME_WAIT connections from counting."""
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise click.BadParameter(f"cannot resolve {host!r}: {exc.strerror}", param_hint="--host") from None
+    for family, kind, proto, _name, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise click.ClickException(
+                        f"port {port} on {host} is in use (another modeldex?): stop that server, choose another "
+                        "--port, or pass --reuse-port to share the port with it") from None
+                raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to bind.")
+@click.option("--reuse-port", is_flag=True, envvar="MODELDEX_REUSE_PORT",
+              help="Start even if another server listens on --port, sharing it (the kernel spreads connections "
+              "between the servers). Without it, a port in use is an error.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Worker processes; each serves from its own in-memory copy of the catalog.")
 @click.option("--refresh-interval", default=0.2, show_default=True, type=click.FloatRange(0.01, 10),
@@ -156,7 +185,7 @@ def _check_redis_url(_ctx: click.Context, _param: click.Parameter, value: str | 
               help="Larger inference request bodies (audio uploads included) get 413.")
 @database_url_option
 @handle_errors
-def serve(host: str, port: int, workers: int, refresh_interval: float, access_log: bool, log_format: str,
+def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval: float, access_log: bool, log_format: str,
           log_level: str, metadata: bool, rate_limit: str | None, auth_failure_limit: str | None,
           redis_url: str | None, redis_timeout: float, cors_origins: tuple[str, ...], forwarded_allow_ips: str,
           max_header_bytes: int, max_body_bytes: int, metrics_token: str | None, metrics_token_file: str | None,
@@ -173,6 +202,8 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
     metrics_token = secret_option(metrics_token, metrics_token_file, "--metrics-token")
     url = resolve_database_url(database_url)
     with open_catalog(url) as catalog:  # creates (SQLite), checks the schema and seeds before any worker starts
+        if not reuse_port:
+            _check_port_free(host, port)  # before a first key is made for a server that will not start
         _first_key(catalog, host, port, https=bool(ssl_certfile))
         model_count = catalog.count_models()
     settings = ServerSettings(
@@ -192,7 +223,11 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
     metrics_dir = tempfile.mkdtemp(prefix="modeldex-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir
     if metrics_port is not None:
-        _serve_metrics(metrics_host, metrics_port, url)
+        try:
+            _serve_metrics(metrics_host, metrics_port, url)
+        except click.ClickException:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            raise
     scheme = "https" if ssl_certfile else "http"
     click.echo(f"modeldex: {model_count} models from {redact(url)}; listening on {scheme}://{host}:{port}",
                err=True)
@@ -229,4 +264,8 @@ def _serve_metrics(host: str, port: int, database_url: str) -> None:
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     store = open_store(database_url)
     registry.register(UpstreamCollector(lambda: store.upstream_health(time.time())))
-    start_http_server(port, addr=host, registry=registry)
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        store.close()
+        raise click.ClickException(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None

@@ -31,7 +31,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from modeldex.catalog.callers import Scope
 from modeldex.catalog.changes import Change
@@ -77,22 +77,36 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def create_store_engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg"):
+SUPPORTED_URLS = "sqlite:///path/catalog.db or postgresql://user@host/dbname"
+
+
+def create_store_engine(url: str, create_dirs: bool = False) -> Engine:
+    """An engine on a SQLite file or a PostgreSQL database. A SQLite file's folder must exist unless
+    `create_dirs`: a mistyped path is an error, not a new, empty catalog somewhere unexpected."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(f"not a database URL; expected {SUPPORTED_URLS}") from None
+    if parsed.get_backend_name() in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
         # Fail fast while the database is away: reads are served from memory, writes answer 503.
         return create_engine(parsed, pool_pre_ping=True,
                              connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S})
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if not database or database == ":memory:":
-            raise StoreError("an in-memory SQLite database cannot be shared; use sqlite:///path/to/file.db")
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-        _configure_sqlite(engine)
-        return engine
-    return create_engine(parsed, pool_pre_ping=True)
+    if parsed.get_backend_name() != "sqlite":
+        raise StoreError(f"unsupported database {parsed.get_backend_name()!r}: modeldex keeps its catalog in "
+                         f"SQLite or PostgreSQL ({SUPPORTED_URLS})")
+    database = parsed.database
+    if not database or database == ":memory:":
+        raise StoreError("an in-memory SQLite database cannot be shared; use sqlite:///path/to/file.db")
+    folder = Path(database).expanduser().parent
+    if not folder.is_dir():
+        if not create_dirs:
+            raise StoreError(f"no folder {folder.absolute()} for the database: create it first (modeldex creates "
+                             "folders only for its default location)")
+        folder.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    _configure_sqlite(engine)
+    return engine
 
 
 # --- rows <-> entities -------------------------------------------------------------------------------
@@ -393,6 +407,7 @@ class SqlStore:
         self._writer = engine.execution_options(modeldex_write=True)
         self._notifies = engine.dialect.name == "postgresql"
         self._snapshot_reads: dict[str, Any] = {"isolation_level": "REPEATABLE READ"} if self._notifies else {}
+        self.seeded_now = False  # set by open_store: this open created (seeded) the catalog
 
     @contextmanager
     def write(self, actor: str, dry_run: bool = False) -> Iterator[SqlWriter]:
@@ -648,14 +663,15 @@ class _Listener:
                 self._stopping.wait(0.5)
 
 
-def open_store(url: str, seed: list[Model] | None = None) -> SqlStore:
-    """Open the catalog at `url` (a new SQLite file is created), and add `seed` if it was never seeded."""
-    engine = create_store_engine(url)
+def open_store(url: str, seed: list[Model] | None = None, create_dirs: bool = False) -> SqlStore:
+    """Open the catalog at `url` (a new SQLite file is created), and add `seed` if it was never seeded
+    (`store.seeded_now` then says so: a new catalog)."""
+    engine = create_store_engine(url, create_dirs=create_dirs)
     try:
         migrate.ensure_schema(engine, create_if_empty=engine.dialect.name == "sqlite")
         store = SqlStore(engine)
         if seed is not None:
-            store.seed_once(seed)
+            store.seeded_now = store.seed_once(seed)
     except OperationalError as exc:
         engine.dispose()
         raise StoreUnavailable(f"cannot open the database: {exc.orig}") from None

@@ -1,0 +1,105 @@
+"""A new user's first hour (issue 14): a port in use, a mistyped database path, a prune that deletes, errors
+that are one line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import cli_env, run_cli, wait_until
+
+pytestmark = pytest.mark.cli_process  # each run a new interpreter, exactly as a user runs the command
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
+    """The run failed with `code` and said why in one line, without a traceback."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# --- two servers on one port ---------------------------------------------------------------------------
+
+
+def test_a_second_server_on_a_port_in_use_is_refused_unless_asked_to_share(sqlite_url: str, tmp_path: Path,
+                                                                          start_server) -> None:
+    first = start_server(sqlite_url)
+    other_db = f"sqlite:///{tmp_path}/other.db"
+    run_cli(other_db, "models", "list")
+    refused = run_cli(other_db, "serve", "--port", str(first.port), check=False)
+    line = one_line_error(refused)
+    assert f"port {first.port} on 127.0.0.1 is in use" in line and "--reuse-port" in line
+    assert run_cli(other_db, "keys", "list").stdout.splitlines()[1:] == [], "a refused server made a first key"
+
+    # Asked to share, it starts (and the first still answers).
+    log = tmp_path / "shared.log"
+    with open(log, "wb") as output:
+        shared = subprocess.Popen([sys.executable, "-m", "modeldex", "serve", "--port", str(first.port), "--reuse-port"],
+                                  env=cli_env(other_db), stdout=output, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert wait_until(lambda: "Started worker-1" in log.read_text() or shared.poll() is not None, 30) is not None
+        assert shared.poll() is None, log.read_text()
+        assert first.get("/healthz").status_code == 200
+    finally:
+        shared.send_signal(signal.SIGTERM)
+        try:
+            shared.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(shared.pid, signal.SIGKILL)
+            shared.wait()
+
+
+# --- the database's path ------------------------------------------------------------------------------
+
+
+def test_a_missing_folder_is_an_error_not_a_new_catalog(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/nonexistent/dir/x.db"
+    for command in (("models", "list"), ("keys", "create", "k"), ("db", "upgrade"), ("serve", "--port", "1")):
+        line = one_line_error(run_cli(url, *command, check=False))
+        expected = (f"Error: no folder {tmp_path}/nonexistent/dir for the database: create it first "
+                    "(modeldex creates folders only for its default location)")
+        assert line == expected, command
+    assert not (tmp_path / "nonexistent").exists()
+
+
+def test_a_new_catalog_is_announced_with_its_absolute_path(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    relative = "sqlite:///data/catalog.db"
+    env = {**cli_env(relative)}
+    created = subprocess.run([sys.executable, "-m", "modeldex", "models", "add", "here"], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0, created.stderr
+    assert f"modeldex: created a new catalog at {tmp_path}/data/catalog.db (9 models)\n" in created.stderr
+    again = subprocess.run([sys.executable, "-m", "modeldex", "models", "list"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+    assert "here" in again.stdout and "created" not in again.stderr
+    # From another folder the same relative URL is another file: said, not silent.
+    (tmp_path / "elsewhere" / "data").mkdir(parents=True)
+    other = subprocess.run([sys.executable, "-m", "modeldex", "models", "list"], env=env,
+                           cwd=tmp_path / "elsewhere", capture_output=True, text=True, timeout=60)
+    assert f"created a new catalog at {tmp_path}/elsewhere/data/catalog.db" in other.stderr
+
+
+def test_the_default_location_gets_its_folders(tmp_path: Path) -> None:
+    env = cli_env("unused", XDG_DATA_HOME=str(tmp_path / "xdg"))
+    del env["MODELDEX_DATABASE_URL"]
+    result = run_cli("unused", "models", "list", env=env)
+    assert f"created a new catalog at {tmp_path}/xdg/modeldex/catalog.db (9 models)" in result.stderr
+
+
+def test_unsupported_and_malformed_database_urls_are_one_line(tmp_path: Path) -> None:
+    mysql = one_line_error(run_cli("mysql://user:secret@db.example/catalog", "models", "list", check=False))
+    assert "unsupported database 'mysql'" in mysql and "postgresql://" in mysql and "secret" not in mysql
+    garbage = one_line_error(run_cli("not a url", "models", "list", check=False))
+    assert "not a database URL" in garbage
+    missing = one_line_error(run_cli(f"sqlite:///{tmp_path}/absent.db", "db", "current", check=False))
+    assert missing == f"Error: no database at {tmp_path}/absent.db"
+    assert not (tmp_path / "absent.db").exists()
