@@ -65,7 +65,7 @@ def test_prune_and_dry_run(db_url: str, tmp_path: Path) -> None:
     dry = run_cli(db_url, "catalog", "apply", path, "--prune", "--dry-run")
     assert "- model MiniMax-M2" in dry.stdout and "nothing was changed" in dry.stderr
     assert "MiniMax-M2 " in run_cli(db_url, "models", "list").stdout
-    run_cli(db_url, "catalog", "apply", path, "--prune")
+    run_cli(db_url, "catalog", "apply", path, "--prune", "--yes")
     ids = [row.split()[0] for row in run_cli(db_url, "models", "list").stdout.splitlines()[1:]]
     assert ids == ["MiniMax-M3", "meta-llama/Llama-3.1-8B-Instruct"]
 

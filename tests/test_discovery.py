@@ -384,11 +384,11 @@ def test_upstreams_in_the_cli_and_the_catalog_file(db_url: str, tmp_path: Path, 
     # models to their upstream, and removes an upstream (with its models) that the file no longer has.
     path = tmp_path / "catalog.yaml"
     path.write_text(yaml.safe_dump({**exported, "upstreams": [{**exported["upstreams"][0], "exclude": ["good-1"]}]}))
-    applied = run_cli(db_url, "catalog", "apply", str(path), "--prune")
+    applied = run_cli(db_url, "catalog", "apply", str(path), "--prune", "--yes")
     assert applied.stdout.splitlines() == ["~ upstream lab (exclude)", "- model lab/good-1"]
     assert "lab/good-1" not in run_cli(db_url, "models", "list").stdout  # excluded: gone at once
     path.write_text(yaml.safe_dump({**exported, "upstreams": []}))
-    assert run_cli(db_url, "catalog", "apply", str(path), "--prune").stdout.splitlines() == ["- upstream lab"]
+    assert run_cli(db_url, "catalog", "apply", str(path), "--prune", "--yes").stdout.splitlines() == ["- upstream lab"]
     rows = run_cli(db_url, "upstreams", "list").stdout.splitlines()
     assert rows == ["NAME  BASE_URL  MODELS  LAST SUCCESS  LAST ERROR  LATENCY"]
     sourced = yaml.safe_dump({"models": [{"id": "m", "source": "lab"}]})

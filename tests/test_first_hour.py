@@ -103,3 +103,78 @@ def test_unsupported_and_malformed_database_urls_are_one_line(tmp_path: Path) ->
     missing = one_line_error(run_cli(f"sqlite:///{tmp_path}/absent.db", "db", "current", check=False))
     assert missing == f"Error: no database at {tmp_path}/absent.db"
     assert not (tmp_path / "absent.db").exists()
+
+
+# --- catalog apply --prune ----------------------------------------------------------------------------
+
+KEEP_TWO = "models:\n  - id: MiniMax-M3\n    owned_by: minimax\n  - id: MiniMax-M2\n    owned_by: minimax\n"
+
+
+def on_a_terminal(db_url: str, args: list[str], answer: str) -> tuple[int, str]:
+    """`modeldex ARGS` with a terminal for stdin and output (a pty), typing `answer`: its status and output."""
+    import pty
+    import select
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "modeldex", *args], env=cli_env(db_url), stdin=terminal,
+                               stdout=terminal, stderr=terminal, close_fds=True)
+    os.close(terminal)
+    output = b""
+    typed = False
+    try:
+        while True:
+            ready, _, _ = select.select([controller], [], [], 30)
+            assert ready, f"no output within 30 s: {output!r}"
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the process closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+            if not typed and b"[y/N]" in output:
+                os.write(controller, answer.encode() + b"\n")
+                typed = True
+        return process.wait(timeout=30), output.decode(errors="replace").replace("\r\n", "\n")
+    finally:
+        os.close(controller)
+        if process.poll() is None:
+            process.kill()
+
+
+def test_a_prune_that_removes_is_asked_on_a_terminal_and_refused_without_one(sqlite_url: str,
+                                                                              tmp_path: Path) -> None:
+    path = tmp_path / "two.yaml"
+    path.write_text(KEEP_TWO)
+    run_cli(sqlite_url, "models", "list")
+    before = run_cli(sqlite_url, "catalog", "export").stdout
+
+    refused = one_line_error(run_cli(sqlite_url, "catalog", "apply", str(path), "--prune", check=False))
+    assert refused == ("Error: --prune would remove 7 entries (model MiniMax-M2.1, model MiniMax-M2.1-highspeed, "
+                       "model MiniMax-M2.5, and 4 more); confirm with --yes (see all with --dry-run)")
+    assert run_cli(sqlite_url, "catalog", "export").stdout == before
+
+    status, output = on_a_terminal(sqlite_url, ["catalog", "apply", str(path), "--prune"], "n")
+    assert status == 1 and "- model MiniMax-M3.1-Flash-Preview\n" in output and "remove these 7 entries? [y/N]" in output
+    assert run_cli(sqlite_url, "catalog", "export").stdout == before
+
+    status, output = on_a_terminal(sqlite_url, ["catalog", "apply", str(path), "--prune"], "y")
+    assert status == 0 and "applied 7 change(s)" in output, output
+    assert [row.split()[0] for row in run_cli(sqlite_url, "models", "list").stdout.splitlines()[1:]] == [
+        "MiniMax-M3", "MiniMax-M2"]
+
+
+def test_a_prune_that_empties_the_catalog_needs_force(sqlite_url: str, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    run_cli(sqlite_url, "models", "list")
+    for extra in ((), ("--yes",)):
+        refused = one_line_error(run_cli(sqlite_url, "catalog", "apply", str(empty), "--prune", *extra, check=False))
+        assert refused == ("Error: refusing a prune that leaves the catalog without models (9 removal(s)); "
+                           "pass --force if that is what you want")
+    assert len(run_cli(sqlite_url, "models", "list").stdout.splitlines()) == 10
+    forced = run_cli(sqlite_url, "catalog", "apply", str(empty), "--prune", "--yes", "--force")
+    assert "applied 9 change(s)" in forced.stderr
+    assert run_cli(sqlite_url, "models", "list").stdout.splitlines() == ["ID  OWNED_BY  CREATED"]
+    # Nothing to remove: nothing to ask.
+    assert "nothing to change" in run_cli(sqlite_url, "catalog", "apply", str(empty), "--prune").stderr

@@ -61,9 +61,22 @@ def load_yaml(text: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise InvalidInput("file", f"file: not valid YAML: {exc}") from None
+        raise InvalidInput("file", f"file: not valid YAML{_yaml_problem(exc)}") from None
     except RecursionError:  # PyYAML builds nested collections recursively: `[[[[...` 1,000 deep
         raise InvalidInput("file", "file: nested too deeply to be a catalog file") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's error in one line, placed by line and column (its own text spans lines and names the
+    text "<unicode string>")."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return f"{where}: {exc.problem or exc.context or 'malformed'}"
+    if isinstance(exc, yaml.reader.ReaderError):
+        code = ord(exc.character) if isinstance(exc.character, str) else exc.character
+        return f" at character {exc.position + 1}: character #x{code:04x} is not allowed"
+    return ": " + " ".join(str(exc).split())
 
 
 def _entries(document: Any) -> dict[str, list[dict[str, Any]]]:

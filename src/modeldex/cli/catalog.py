@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import TextIO
+import sys
+from typing import Any, BinaryIO
 
 import click
 
 from modeldex.catalog.catalog_file import PlannedChange, dump_yaml, load_yaml
+from modeldex.catalog.errors import InvalidInput
+from modeldex.cli.backend import Backend
 from modeldex.cli.common import backend_options, handle_errors, open_backend, print_table
 
 
@@ -32,17 +35,71 @@ def export(output: str | None, database_url: str | None, url: str | None, api_ke
         click.echo(text, nl=False)
 
 
+def _load(file: BinaryIO) -> Any:
+    """The file's document; a file that is not UTF-8 YAML is one line naming it, where, and why."""
+    name = "stdin" if file is sys.stdin.buffer or file.name == "<stdin>" else click.format_filename(file.name)
+    data = file.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{name}: not UTF-8 text (byte {exc.start + 1} is 0x{data[exc.start]:02x}); "
+                                   "a catalog file is YAML in UTF-8") from None
+    try:
+        return load_yaml(text)
+    except InvalidInput as exc:
+        raise click.ClickException(f"{name}: {exc.message.removeprefix('file: ')}") from None
+
+
+MAX_NAMED = 3  # removals a refusal names before "..."
+
+
+def _confirm_prune(backend: Backend, document: Any, yes: bool, force: bool, can_ask: bool) -> None:
+    """A prune that removes anything is shown and asked about on a terminal (`--yes` in scripts; without
+    either it is refused); one that would leave no model at all also needs `--force`.
+
+    The plan is a dry run: a write made between it and the apply (another operator) is not in it."""
+    planned = backend.apply(document, True, True)["changes"]
+    removed = [c for c in planned if c["op"] == "delete"]
+    if not removed:
+        return
+    gone_models = {c["id"] for c in removed if c["entity"] == "model"}
+    gone_upstreams = {c["id"] for c in removed if c["entity"] == "upstream"}
+    left = [m for m in backend.entries("model") if m["id"] not in gone_models and m.get("source") not in gone_upstreams]
+    added = [c for c in planned if c["op"] == "create" and c["entity"] == "model"]
+    lines = [PlannedChange(c["op"], c["entity"], c["id"], tuple(c["fields"])).line() for c in removed]
+    if not left and not added and not force:
+        raise click.ClickException(f"refusing a prune that leaves the catalog without models ({len(removed)} "
+                                   "removal(s)); pass --force if that is what you want")
+    if yes:
+        return
+    if not can_ask:
+        named = ", ".join(line.removeprefix("- ") for line in lines[:MAX_NAMED])
+        more = f", and {len(lines) - MAX_NAMED} more" if len(lines) > MAX_NAMED else ""
+        raise click.ClickException(f"--prune would remove {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} "
+                                   f"({named}{more}); confirm with --yes (see all with --dry-run)")
+    for line in lines:
+        click.echo(line, err=True)
+    click.confirm(f"remove {'this entry' if len(removed) == 1 else f'these {len(removed)} entries'}?",
+                  abort=True, err=True)
+
+
 @catalog.command("apply")
-@click.argument("file", type=click.File("r", encoding="utf-8"))
-@click.option("--prune", is_flag=True, help="Also remove what the file does not list.")
+@click.argument("file", type=click.File("rb"))
+@click.option("--prune", is_flag=True, help="Also remove what the file does not list (asked on a terminal).")
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.option("-y", "--yes", is_flag=True, help="Prune without asking (scripts; without a terminal a prune "
+              "that removes anything needs it).")
+@click.option("--force", is_flag=True, help="Allow a prune that leaves no model in the catalog.")
 @backend_options
 @handle_errors
-def apply(file: TextIO, prune: bool, dry_run: bool, database_url: str | None, url: str | None,
-          api_key: str | None) -> None:
+def apply(file: BinaryIO, prune: bool, dry_run: bool, yes: bool, force: bool, database_url: str | None,
+          url: str | None, api_key: str | None) -> None:
     """Make the catalog match FILE (YAML; `-` reads stdin): all of it, or nothing if any entry is invalid."""
-    document = load_yaml(file.read())
+    document = _load(file)
     with open_backend(database_url, url, api_key) as backend:
+        if prune and not dry_run:
+            can_ask = file is not sys.stdin.buffer and sys.stdin.isatty()
+            _confirm_prune(backend, document, yes, force, can_ask)
         result = backend.apply(document, prune, dry_run)
     for change in result["changes"]:
         click.echo(PlannedChange(change["op"], change["entity"], change["id"], tuple(change["fields"])).line())
