@@ -3,6 +3,7 @@ that are one line."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import cli_env, run_cli, wait_until
+from .conftest import cli_env, create_key, run_cli, wait_until
 
 pytestmark = pytest.mark.cli_process  # each run a new interpreter, exactly as a user runs the command
 
@@ -178,3 +179,76 @@ def test_a_prune_that_empties_the_catalog_needs_force(sqlite_url: str, tmp_path:
     assert run_cli(sqlite_url, "models", "list").stdout.splitlines() == ["ID  OWNED_BY  CREATED"]
     # Nothing to remove: nothing to ask.
     assert "nothing to change" in run_cli(sqlite_url, "catalog", "apply", str(empty), "--prune").stderr
+
+
+# --- every error one line -----------------------------------------------------------------------------
+
+
+def test_file_errors_are_one_line_naming_the_file(sqlite_url: str, tmp_path: Path) -> None:
+    run_cli(sqlite_url, "models", "list")
+    before = run_cli(sqlite_url, "catalog", "export").stdout
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("models:\n  - id: caf\u00e9\n".encode("latin-1"))
+    assert one_line_error(run_cli(sqlite_url, "catalog", "apply", str(latin1), check=False)) == \
+        f"Error: {latin1}: not UTF-8 text (byte 20 is 0xe9); a catalog file is YAML in UTF-8"
+    malformed = tmp_path / "malformed.yaml"
+    malformed.write_text("models:\n  - id: a\n    owned_by: [x\n")
+    assert one_line_error(run_cli(sqlite_url, "catalog", "apply", str(malformed), check=False)) == \
+        f"Error: {malformed}: not valid YAML at line 4, column 1: expected ',' or ']', but got '<stream end>'"
+    assert one_line_error(run_cli(sqlite_url, "catalog", "export", "-o", f"{tmp_path}/nonexistent/x.yaml",
+                                  check=False)) == f"Error: cannot write {tmp_path}/nonexistent/x.yaml: No such file or directory"
+    assert run_cli(sqlite_url, "catalog", "export").stdout == before
+
+
+def test_the_database_url_goes_before_the_command_too(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/before.db"
+    env = cli_env("unused")
+    del env["MODELDEX_DATABASE_URL"]
+    env["XDG_DATA_HOME"] = str(tmp_path / "xdg")
+    run_cli("unused", "--database-url", url, "models", "add", "placed-first", env=env)
+    assert "placed-first" in run_cli(url, "models", "list").stdout
+    assert not (tmp_path / "xdg").exists()
+    # The command's own flag wins.
+    other = f"sqlite:///{tmp_path}/other.db"
+    run_cli("unused", "--database-url", url, "models", "add", "in-other", "--database-url", other, env=env)
+    assert "in-other" in run_cli(other, "models", "list").stdout
+    assert "in-other" not in run_cli(url, "models", "list").stdout
+
+
+def test_models_show_follows_an_alias_and_limits_say_unlimited(sqlite_url: str) -> None:
+    run_cli(sqlite_url, "aliases", "add", "latest", "MiniMax-M3")
+    shown = run_cli(sqlite_url, "models", "show", "latest")
+    assert shown.stderr == "latest is an alias of MiniMax-M3:\n"
+    assert json.loads(shown.stdout)["id"] == "MiniMax-M3"
+    assert one_line_error(run_cli(sqlite_url, "models", "show", "ghost", check=False)) == \
+        "Error: model 'ghost' does not exist"
+    refused = run_cli(sqlite_url, "serve", "--rate-limit", "lots", check=False)
+    assert refused.returncode == 2 and "(or 'unlimited')" in refused.stderr and "'off'" not in refused.stderr
+    assert "Default: unlimited" in " ".join(run_cli(sqlite_url, "serve", "--help").stdout.split())
+
+
+def test_an_unreachable_upstream_is_added_with_a_warning(sqlite_url: str) -> None:
+    from .postgres import free_port
+
+    port = free_port()  # nothing listens there
+    added = run_cli(sqlite_url, "upstreams", "add", "away", "--base-url", f"http://127.0.0.1:{port}/v1")
+    assert f"warning: http://127.0.0.1:{port}/v1 is not reachable from here (Connection refused); added anyway" \
+        in added.stderr
+    assert "away" in run_cli(sqlite_url, "upstreams", "list").stdout
+
+
+def test_the_sdk_base_url_works_for_the_cli_and_metrics_say_which_key(sqlite_url: str, start_server) -> None:
+    admin = create_key(sqlite_url, "admin", "admin")
+    server = start_server(sqlite_url)
+    listed = run_cli("sqlite:///unused.db", "models", "list", "--url", server.base_url + "/v1", "--api-key", admin)
+    assert "MiniMax-M3" in listed.stdout
+    listed = run_cli("sqlite:///unused.db", "--url", server.base_url + "/v1/", "models", "list", "--api-key", admin)
+    assert "MiniMax-M3" in listed.stdout
+    assert one_line_error(run_cli("sqlite:///unused.db", "models", "list", "--url", "localhost:8000",
+                                  "--api-key", admin, check=False)) == \
+        "Error: --url must be a server's address, like http://127.0.0.1:8000"
+    answer = server.get("/metrics")
+    assert answer.status_code == 401
+    message = answer.json()["error"]["message"]
+    assert "admin key" in message and "--scope admin" in message and "--metrics-token-file" in message
+    assert server.get("/metrics", admin).status_code == 200

@@ -66,6 +66,17 @@ def missing_key() -> ApiError:
     )
 
 
+def missing_metrics_credential() -> ApiError:
+    """/metrics without a key: a read key (what `keys create NAME` makes) would not do, so say what does."""
+    return ApiError(
+        401,
+        "/metrics needs an admin key or the server's metrics token in an Authorization header "
+        "(Authorization: Bearer ...). An administrator can create an admin key with "
+        "`modeldex keys create NAME --scope admin`, or start the server with --metrics-token-file "
+        "(or --public-metrics, or --metrics-port for an unauthenticated port).",
+    )
+
+
 def invalid_key(presented: str) -> ApiError:
     return ApiError(401, _invalid_key_message(presented), code="invalid_api_key")
 

@@ -123,8 +123,14 @@ def metrics_route(live: LiveCatalog[RenderedCatalog], callers: Callers, settings
 
     async def metrics_endpoint(request: Request) -> Response:
         if not settings.public_metrics:
-            caller = await callers.caller(live.current.keys, request.headers.get("authorization"),
-                                          request.scope.get("modeldex.client", "unknown"), also=metrics_token)
+            authorization = request.headers.get("authorization")
+            try:
+                caller = await callers.caller(live.current.keys, authorization,
+                                              request.scope.get("modeldex.client", "unknown"), also=metrics_token)
+            except errors.ApiError as exc:
+                if exc.status == 401 and not authorization:
+                    raise errors.missing_metrics_credential() from None
+                raise
             request.scope["modeldex.key"] = caller.name
             if caller.credential != "metrics_token" and not caller.is_admin:
                 raise errors.insufficient_scope("reading metrics")

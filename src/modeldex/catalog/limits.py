@@ -49,7 +49,7 @@ def parse_limit(text: str | None) -> Limit | None:
     match = _LIMIT.fullmatch(text)
     shown = repr(text[:40] + ("..." if len(text) > 40 else ""))
     if not match:
-        raise ValueError(f"{shown} is not a rate limit like 600/m, 10/s or 5000/1h (or 'off')")
+        raise ValueError(f"{shown} is not a rate limit like 600/m, 10/s or 5000/1h (or 'unlimited')")
     requests = int(match.group(1))
     period = int(match.group(2) or 1) * _PERIODS[match.group(3).lower()]
     if not 1 <= requests <= MAX_REQUESTS:

@@ -166,8 +166,16 @@ class HttpBackend:
     def __init__(self, url: str, api_key: str | None) -> None:
         if not api_key:
             raise BackendError("--url needs an admin key: pass --api-key or set MODELDEX_API_KEY")
-        self.client = httpx.Client(base_url=url.rstrip("/"), headers={"Authorization": f"Bearer {api_key}"},
-                                   timeout=30)
+        base = url.rstrip("/")
+        if base.endswith("/v1"):  # the SDKs' base URL: the admin API's paths start with /v1 themselves
+            base = base.removesuffix("/v1")
+        try:
+            parsed = httpx.URL(base)
+        except httpx.InvalidURL:
+            parsed = None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+            raise BackendError("--url must be a server's address, like http://127.0.0.1:8000")
+        self.client = httpx.Client(base_url=parsed, headers={"Authorization": f"Bearer {api_key}"}, timeout=30)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:

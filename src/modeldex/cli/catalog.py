@@ -29,8 +29,12 @@ def export(output: str | None, database_url: str | None, url: str | None, api_ke
     with open_backend(database_url, url, api_key) as backend:
         text = dump_yaml(backend.export())
     if output:
-        with open(output, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        try:
+            with open(output, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {click.format_filename(output)}: "
+                                       f"{exc.strerror or type(exc).__name__}") from None
     else:
         click.echo(text, nl=False)
 

@@ -29,9 +29,10 @@ database_url_option = click.option(
 )
 
 
+URL_ENV = "MODELDEX_URL"
 url_option = click.option(
     "--url",
-    envvar="MODELDEX_URL",
+    envvar=URL_ENV,
     show_envvar=True,
     help="Work through a running server's admin API (e.g. http://127.0.0.1:8000) instead of the database.",
 )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from modeldex import __version__
 from modeldex.cli.aliases import aliases
 from modeldex.cli.catalog import catalog, changes
+from modeldex.cli.common import URL_ENV
 from modeldex.cli.db import db
 from modeldex.cli.groups import groups
 from modeldex.cli.keys import keys
@@ -14,18 +17,27 @@ from modeldex.cli.models import models
 from modeldex.cli.routes import routes
 from modeldex.cli.serve import serve
 from modeldex.cli.upstreams import upstreams
+from modeldex.config import DATABASE_URL_ENV
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="modeldex")
-def cli() -> None:
+@click.option("--database-url", metavar="URL", help="The database of every command (as each command's own "
+              "--database-url, which wins).")
+@click.option("--url", metavar="URL", help="The server of every command (as each command's own --url).")
+def cli(database_url: str | None, url: str | None) -> None:
     """modeldex: an OpenAI-compatible model catalog.
 
     Commands work on the database named by --database-url or MODELDEX_DATABASE_URL
     (default: a SQLite file in your per-user data directory), or, with --url or
     MODELDEX_URL and an admin key (--api-key or MODELDEX_API_KEY), on a running
-    server through its admin API.
+    server through its admin API. Both options go before or after the command.
     """
+    # Handed to the command as the environment variables its own options read: its flag still wins.
+    if database_url is not None:
+        os.environ[DATABASE_URL_ENV] = database_url
+    if url is not None:
+        os.environ[URL_ENV] = url
 
 
 cli.add_command(serve)

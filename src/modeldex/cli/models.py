@@ -8,6 +8,7 @@ from typing import Any
 import click
 import orjson
 
+from modeldex.catalog.errors import CatalogError
 from modeldex.cli.common import backend_options, handle_errors, open_backend, print_table
 
 METADATA_OPTIONS = [
@@ -79,9 +80,18 @@ def list_models(database_url: str | None, url: str | None, api_key: str | None) 
 @backend_options
 @handle_errors
 def show(model_id: str, database_url: str | None, url: str | None, api_key: str | None) -> None:
-    """Print one model, with its metadata and revision, as JSON."""
+    """Print one model, with its metadata and revision, as JSON (for an alias: its target, named on stderr)."""
     with open_backend(database_url, url, api_key) as backend:
-        document = backend.get("model", model_id)
+        try:
+            document = backend.get("model", model_id)
+        except CatalogError as not_a_model:
+            try:
+                alias = backend.get("alias", model_id)
+            except CatalogError:
+                raise not_a_model from None
+            hidden = " (hidden from lists)" if alias.get("hidden") else ""
+            click.echo(f"{model_id} is an alias{hidden} of {alias['target']}:", err=True)
+            document = backend.get("model", alias["target"])
     click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
 
 

@@ -133,7 +133,8 @@ def _check_port_free(host: str, port: int) -> None:
 @click.option("--rate-limit", envvar="MODELDEX_RATE_LIMIT", default=None, callback=_check_limit,
               help="Default requests per key, e.g. 600/m or 20/s (a key's own limit wins). Default: unlimited.")
 @click.option("--auth-failure-limit", envvar="MODELDEX_AUTH_FAILURE_LIMIT", default="30/m", show_default=True,
-              callback=_check_limit, help="Failed authentications per client address before 429 ('off' to disable).")
+              callback=_check_limit,
+              help="Failed authentications per client address before 429 ('off' or 'unlimited' to disable).")
 @click.option("--redis-url", envvar="MODELDEX_REDIS_URL", default=None, callback=_check_redis_url,
               help="Keep rate-limit buckets in Redis, shared by every worker and replica (e.g. redis://127.0.0.1:6379/0).")
 @click.option("--redis-timeout", envvar="MODELDEX_REDIS_TIMEOUT", default=0.05, show_default=True,

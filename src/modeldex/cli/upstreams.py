@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -61,6 +63,30 @@ def _short(text: str) -> str:
     return text if len(text) <= MAX_ERROR_SHOWN else text[:MAX_ERROR_SHOWN - 3] + "..."
 
 
+PROBE_TIMEOUT_S = 2.0
+
+
+def _unreachable(base_url: str) -> str | None:
+    """Why a TCP connection to the upstream's host and port fails from here (None: it connects). A connection
+    only, no request: an upstream's request counts and logs see nothing of it."""
+    try:
+        parsed = urlsplit(base_url)
+        host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+    except ValueError as exc:
+        return str(exc)
+    if not host:
+        return "no host in the URL"
+    try:
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+    except socket.gaierror as exc:
+        return f"cannot resolve {host}: {exc.strerror}"
+    except TimeoutError:
+        return f"no answer within {PROBE_TIMEOUT_S:.0f} s"
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
+
+
 @click.group()
 def upstreams() -> None:
     """Servers whose /v1/models the catalog learns models from: add, list, update, remove, sync-now."""
@@ -84,6 +110,10 @@ def add(name: str, base_url: str, database_url: str | None, url: str | None, api
     else:
         click.echo(f"added upstream {upstream['name']}: {upstream['base_url']}, "
                    f"polled every {upstream['interval']}s (grace {upstream['grace']}s)", err=True)
+    problem = _unreachable(upstream["base_url"])
+    if problem is not None:
+        click.echo(f"warning: {upstream['base_url']} is not reachable from here ({problem}); added anyway: "
+                   "`modeldex upstreams list` shows whether the server reaches it", err=True)
 
 
 @upstreams.command("update")
