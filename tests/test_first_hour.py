@@ -194,7 +194,7 @@ def test_file_errors_are_one_line_naming_the_file(sqlite_url: str, tmp_path: Pat
     malformed = tmp_path / "malformed.yaml"
     malformed.write_text("models:\n  - id: a\n    owned_by: [x\n")
     assert one_line_error(run_cli(sqlite_url, "catalog", "apply", str(malformed), check=False)) == \
-        f"Error: {malformed}: not valid YAML at line 4, column 1: expected ',' or ']', but got '<stream end>'"
+        f"Error: {malformed}: not valid YAML at line 4, column 1: did not find expected ',' or ']'"
     assert one_line_error(run_cli(sqlite_url, "catalog", "export", "-o", f"{tmp_path}/nonexistent/x.yaml",
                                   check=False)) == f"Error: cannot write {tmp_path}/nonexistent/x.yaml: No such file or directory"
     assert run_cli(sqlite_url, "catalog", "export").stdout == before

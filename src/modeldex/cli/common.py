@@ -101,7 +101,8 @@ def redact(url: str) -> str:
 
 
 def fail(message: str) -> click.ClickException:
-    return click.ClickException(message)
+    """An error as one line: a driver's multi-line message (libpq's "Is the server running ...?") joined."""
+    return click.ClickException(" ".join(line.strip() for line in message.strip().splitlines() if line.strip()))
 
 
 def handle_errors(command: F) -> F:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from typing import Any
 
 import click
 
@@ -19,8 +21,37 @@ from modeldex.cli.serve import serve
 from modeldex.cli.upstreams import upstreams
 from modeldex.config import DATABASE_URL_ENV
 
+NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+def one_line(message: str) -> str:
+    """An error message as one line: characters that would break it (a newline, a carriage return in an
+    argument that click repeats) written as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
+class OneLineErrorsGroup(click.Group):
+    """click's own way of ending a run (an `Error:` line, status 1, or 2 for a usage error), with the error
+    always on one line, whatever the arguments it quotes hold."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            status = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as exc:
+            if not isinstance(exc, NO_ARGS_IS_HELP):  # that one's "message" is the help text
+                exc.message = one_line(exc.message)  # type: ignore[misc]  # (Final in click's stubs)
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+@click.group(cls=OneLineErrorsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="modeldex")
 @click.option("--database-url", metavar="URL", help="The database of every command (as each command's own "
               "--database-url, which wins).")
