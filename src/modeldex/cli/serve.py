@@ -16,6 +16,7 @@ from modeldex.catalog import retention
 from modeldex.catalog.limits import parse_limit
 from modeldex.catalog.service import Catalog
 from modeldex.cli.common import database_url_option, handle_errors, open_catalog, redact, secret_option
+from modeldex.cli.supervisor import server_class
 from modeldex.config import ServerSettings, resolve_database_url
 from modeldex.logs import logging_config
 
@@ -195,7 +196,6 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
           upstream_first_byte_timeout: float, upstream_idle_timeout: float, upstream_total_timeout: float,
           upstream_attempts: int, max_inference_body_bytes: int, database_url: str | None) -> None:
     """Serve the OpenAI-compatible Models API."""
-    from granian import Granian
     from granian.constants import Interfaces, Loops
 
     if bool(ssl_certfile) != bool(ssl_keyfile):
@@ -232,7 +232,7 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
     scheme = "https" if ssl_certfile else "http"
     click.echo(f"modeldex: {model_count} models from {redact(url)}; listening on {scheme}://{host}:{port}",
                err=True)
-    server = Granian(
+    server = server_class()(
         "modeldex.api.app:create_app",
         factory=True,
         address=host,
@@ -241,7 +241,7 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
         loop=Loops.uvloop,
         workers=workers,
         log_dictconfig=logging_config(log_level.upper(), log_format),
-        log_level=log_level,  # type: ignore[arg-type]
+        log_level=log_level,
         ssl_cert=Path(ssl_certfile) if ssl_certfile else None,
         ssl_key=Path(ssl_keyfile) if ssl_keyfile else None,
         workers_kill_timeout=shutdown_timeout,
