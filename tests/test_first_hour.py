@@ -297,19 +297,29 @@ def test_sigterm_never_cuts_an_in_flight_request(sqlite_url: str, start_server) 
     assert all(f"drain-{n} " in listed for n in range(DRAIN_RUNS))
 
 
-def test_a_worker_reaped_by_another_thread_reads_as_exited() -> None:
-    """The mechanism behind the false "refused to gracefully stop": a thread joins the process (granian's
-    watcher) while the main thread joins it with a timeout and asks whether it is alive. multiprocessing's
-    own is_alive answers True now and then (27 of 200 here); the sentinel never does."""
-    import multiprocessing
+class _Supervisor:
+    """The part of granian's server that `ReapSafeWorkers` wraps: `_spawn_worker`, making granian's own
+    worker (a process, and the thread that watches it) as its server does."""
 
-    from modeldex.cli.supervisor import has_exited
+    def _spawn_worker(self, idx: int, target: object, args: tuple) -> object:
+        from granian.server.mp import WorkerProcess
 
-    for _ in range(100):
-        process = multiprocessing.Process(target=time.sleep, args=(0.005,))
-        process.start()
-        watcher = threading.Thread(target=process.join)
-        watcher.start()
-        process.join(5)
-        assert has_exited(process)
-        watcher.join()
+        return WorkerProcess(parent=self, idx=idx, target=target, args=args)
+
+
+def test_a_worker_reaped_by_its_watcher_reads_as_stopped() -> None:
+    """The mechanism behind the false "refused to gracefully stop", with granian's own worker class, stopped
+    as granian's shutdown stops it (terminate, join with a timeout, is_alive). Without ReapSafeWorkers its
+    is_alive answers True now and then (27 of 200 here), the watcher thread having reaped the process."""
+    from modeldex.cli.supervisor import ReapSafeWorkers
+
+    class Supervisor(ReapSafeWorkers, _Supervisor):
+        pass
+
+    supervisor = Supervisor()
+    for n in range(100):
+        worker = supervisor._spawn_worker(0, time.sleep, (30,))
+        worker.start()
+        worker.terminate()
+        worker.join(5)
+        assert not worker.is_alive(), f"stop {n}: a stopped worker read as alive"
