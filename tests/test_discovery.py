@@ -157,7 +157,8 @@ def test_two_upstreams_merge_through_the_sdk(db_url: str, start_server, litellm:
     assert litellm_health["latency_ms"] > 0 and litellm_health["last_success_at"] and not litellm_health["last_error"]
     assert upstreams["litellm"]["api_key_env"] == "LITELLM_MASTER_KEY"
     rows = [line.split() for line in cli_over_http(server, admin, "upstreams", "list").stdout.splitlines()]
-    assert rows[0] == ["NAME", "BASE_URL", "MODELS", "LAST", "SUCCESS", "LAST", "ERROR", "LATENCY"]
+    assert rows[0] == ["NAME", "BASE_URL", "MODELS", "STATUS", "LAST", "SUCCESS", "LATENCY", "ERROR"]
+    assert [r[3] for r in rows[1:]] == ["ok", "ok"]
     assert [(r[0], r[1], r[2]) for r in rows[1:]] == [("litellm", litellm.base_url, "2"),
                                                       ("team-b", team_b.base_url, "5")]
 
@@ -390,7 +391,7 @@ def test_upstreams_in_the_cli_and_the_catalog_file(db_url: str, tmp_path: Path, 
     path.write_text(yaml.safe_dump({**exported, "upstreams": []}))
     assert run_cli(db_url, "catalog", "apply", str(path), "--prune", "--yes").stdout.splitlines() == ["- upstream lab"]
     rows = run_cli(db_url, "upstreams", "list").stdout.splitlines()
-    assert rows == ["NAME  BASE_URL  MODELS  LAST SUCCESS  LAST ERROR  LATENCY"]
+    assert rows == ["NAME  BASE_URL  MODELS  STATUS  LAST SUCCESS  LATENCY  ERROR"]
     sourced = yaml.safe_dump({"models": [{"id": "m", "source": "lab"}]})
     path.write_text(sourced)
     refused = run_cli(db_url, "catalog", "apply", str(path), check=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import cli_env, create_key, run_cli, wait_until
+from .conftest import cli_env, create_key, execute_sql, run_cli, wait_until
 
 pytestmark = pytest.mark.cli_process  # each run a new interpreter, exactly as a user runs the command
 
@@ -323,3 +324,48 @@ def test_a_worker_reaped_by_its_watcher_reads_as_stopped() -> None:
         worker.terminate()
         worker.join(5)
         assert not worker.is_alive(), f"stop {n}: a stopped worker read as alive"
+
+
+# --- upstream health at a glance ----------------------------------------------------------------------
+
+
+def test_upstreams_list_shows_a_status_and_only_a_current_error(sqlite_url: str) -> None:
+    from .fake_upstream import FakeUpstream
+
+    fake = FakeUpstream()
+    try:
+        run_cli(sqlite_url, "upstreams", "add", "lab", "--base-url", fake.base_url)
+        run_cli(sqlite_url, "upstreams", "add", "router", "--base-url", fake.base_url, "--routing-only")
+
+        def rows() -> dict[str, dict[str, str]]:
+            lines = run_cli(sqlite_url, "upstreams", "list").stdout.splitlines()
+            header = lines[0]
+            starts = [header.index(column) for column in
+                      ("NAME", "BASE_URL", "MODELS", "STATUS", "LAST SUCCESS", "LATENCY", "ERROR")]
+            table = {}
+            for line in lines[1:]:
+                cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+                table[cells[0]] = dict(zip(("name", "url", "models", "status", "success", "latency", "error"),
+                                           cells, strict=True))
+            return table
+
+        assert rows()["lab"]["status"] == "not polled yet" and rows()["router"]["status"] == "routing only"
+        run_cli(sqlite_url, "upstreams", "sync-now", "lab")
+        assert (rows()["lab"]["status"], rows()["lab"]["models"], rows()["lab"]["error"]) == ("ok", "1", "-")
+
+        fake.mode = "not-a-list"
+        assert run_cli(sqlite_url, "upstreams", "sync-now", "lab", check=False).returncode == 1
+        failing = rows()["lab"]
+        assert re.fullmatch(r"failing since \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", failing["status"]), failing
+        assert failing["models"] == "1 (stale)" and failing["error"] != "-"
+
+        fake.mode = "ok"
+        run_cli(sqlite_url, "upstreams", "sync-now", "lab")
+        recovered = rows()["lab"]
+        assert (recovered["status"], recovered["models"], recovered["error"]) == ("ok", "1", "-"), recovered
+
+        # Nobody has polled it for over two intervals (60 s each): no server is running, say so.
+        execute_sql(sqlite_url, "UPDATE upstream_health SET last_attempt_at = last_attempt_at - 3600")
+        assert re.fullmatch(r"ok, stale: last polled \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", rows()["lab"]["status"])
+    finally:
+        fake.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,6 +13,8 @@ import click
 from modeldex.cli.common import backend_options, handle_errors, open_backend, print_table
 
 MAX_ERROR_SHOWN = 60
+STALE_AFTER_INTERVALS = 2  # `upstreams list` calls health stale when no poll was tried for this many intervals
+STALE_MARGIN_S = 60  # plus this (a poll's retries and timeouts)
 CLEARABLE = ("api_key_env", "prefix", "include", "exclude", "owned_by", "protocols")
 
 
@@ -136,24 +139,39 @@ def update(name: str, base_url: str | None, cleared: tuple[str, ...], database_u
     click.echo(f"updated upstream {upstream['name']} (revision {upstream['revision']})", err=True)
 
 
+def _status(upstream: dict[str, Any], now: float) -> str:
+    """One upstream's state at a glance: ok, failing since when, stale (nobody has polled it for over two
+    intervals: no server running, or none with its key), not polled yet, or routing only."""
+    health = upstream["health"]
+    if upstream.get("routing_only"):
+        return "routing only"
+    if health["last_attempt_at"] is None:
+        return "not polled yet"
+    state = f"failing since {_when(health['failing_since'])}" if health["status"] == "failing" else "ok"
+    if now - health["last_attempt_at"] > STALE_AFTER_INTERVALS * upstream["interval"] + STALE_MARGIN_S:
+        state += f", stale: last polled {_when(health['last_attempt_at'])}"
+    return state
+
+
 @upstreams.command("list")
 @backend_options
 @handle_errors
 def list_upstreams(database_url: str | None, url: str | None, api_key: str | None) -> None:
-    """Each upstream with its health: models it contributes, last success, last error, latency."""
+    """Each upstream with its health: models it contributes, status, last success, latency, and the error
+    while it is failing."""
     with open_backend(database_url, url, api_key) as backend:
         entries = backend.list_upstreams()
-    rows = [("NAME", "BASE_URL", "MODELS", "LAST SUCCESS", "LAST ERROR", "LATENCY")]
+    now = time.time()
+    rows = [("NAME", "BASE_URL", "MODELS", "STATUS", "LAST SUCCESS", "LATENCY", "ERROR")]
     for upstream in entries:
         health = upstream["health"]
-        stale = health["status"] == "failing" and health["model_count"]
-        models = str(health["model_count"]) + (" (stale)" if stale else "")
-        error = "-"
-        if health["last_error"]:
-            error = f"{_when(health['last_error_at'])} {_short(health['last_error'])}"
+        failing = health["status"] == "failing"
+        models = str(health["model_count"]) + (" (stale)" if failing and health["model_count"] else "")
+        # The error of the failure going on; one a later poll has since cleared is history, not status.
+        error = _short(health["last_error"]) if failing and health["last_error"] else "-"
         latency = f"{health['latency_ms']:.0f} ms" if health["latency_ms"] is not None else "-"
-        rows.append((upstream["name"], upstream["base_url"], models, _when(health["last_success_at"]), error,
-                     latency))
+        rows.append((upstream["name"], upstream["base_url"], models, _status(upstream, now),
+                     _when(health["last_success_at"]), latency, error))
     print_table(rows)
 
 
