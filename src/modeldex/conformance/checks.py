@@ -46,7 +46,7 @@ class Context:
 
 
 def _summary(response: httpx.Response) -> str:
-    body = response.text
+    body = " ".join(response.text.split())  # one line, whatever the server's HTML looked like
     body = body if len(body) <= 300 else body[:300] + "..."
     return f"{response.status_code} {response.headers.get('content-type', '(no content type)')}: {body}"
 
@@ -119,8 +119,8 @@ def list_shape(ctx: Context) -> Result:
     if not ctx.listed:
         return Result("list shape", "warn", sent, "200 with an empty list",
                       "an empty list looks like success to clients that then have nothing to call (Portkey #1371)")
-    return Result("list shape", "pass", sent, f"200, {len(ctx.listed)} models, each with id, object, created, owned_by",
-                  why)
+    count = f"{len(ctx.listed)} model{'' if len(ctx.listed) == 1 else 's'}"
+    return Result("list shape", "pass", sent, f"200, {count}, each with id, object, created, owned_by", why)
 
 
 @check
