@@ -304,56 +304,54 @@ def head(ctx: Context) -> Result:
     return Result("HEAD", "pass", sent, "200 with no body", why)
 
 
-def _chat_model(ctx: Context) -> str | None:
-    return ctx.model or (ctx.listed[0]["id"] if ctx.listed else None)
+def _chat(ctx: Context, name: str, why: str, stream: bool) -> tuple[str, httpx.Response | Result]:
+    """Send the one-token chat completion both chat checks make: what was sent, and the answer, or the
+    check's result already when there is nothing to judge (no model, no inference route, an error)."""
+    model = ctx.model or (ctx.listed[0]["id"] if ctx.listed else None)
+    note = f" (model {model!r}{', stream' if stream else ''}, max_tokens 1)"
+    sent = ctx.probe.describe("POST", "/chat/completions", note=note)
+    if model is None:
+        return sent, Result(name, "skip", sent, "no model to call", why)
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1}
+    if stream:
+        body["stream"] = True
+    response = ctx.probe.request("POST", "/chat/completions", json=body)
+    if response.status_code in (404, 405) and "model_not_found" not in response.text:
+        return sent, Result(name, "skip", sent, f"{response.status_code}: the server does not route inference", why)
+    if response.status_code != 200:  # a 429 or 503 is the upstream's state, not the protocol's
+        return sent, Result(name, "warn" if response.status_code in (429, 503) else "fail", sent,
+                            _summary(response), why)
+    return sent, response
 
 
 @check
 def chat_completion(ctx: Context) -> Result:
-    why = "a server that lists models should let clients call them: every chat UI sends this next"
-    model = _chat_model(ctx)
-    sent = ctx.probe.describe("POST", "/chat/completions", note=f" (model {model!r}, max_tokens 1)")
-    if model is None:
-        return Result("chat completion", "skip", sent, "no model to call", why)
-    body = {"model": model, "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1}
-    response = ctx.probe.request("POST", "/chat/completions", json=body)
+    name, why = "chat completion", "a server that lists models should let clients call them: every chat UI sends this next"
+    sent, response = _chat(ctx, name, why, stream=False)
+    if isinstance(response, Result):
+        return response
     answer = _json(response)
-    if response.status_code in (404, 405) and "model_not_found" not in response.text:
-        return Result("chat completion", "skip", sent, f"{response.status_code}: the server does not route inference",
-                      why)
-    if response.status_code != 200:
-        status: Status = "warn" if response.status_code in (429, 503) else "fail"
-        return Result("chat completion", status, sent, _summary(response), why)
     if not isinstance(answer, dict) or answer.get("object") != "chat.completion" or not answer.get("choices"):
-        return Result("chat completion", "fail", sent, f"not a chat.completion; {_summary(response)}", why)
-    return Result("chat completion", "pass", sent, f"200 chat.completion from {answer.get('model')!r}", why)
+        return Result(name, "fail", sent, f"not a chat.completion; {_summary(response)}", why)
+    return Result(name, "pass", sent, f"200 chat.completion from {answer.get('model')!r}", why)
 
 
 @check
 def chat_stream(ctx: Context) -> Result:
+    name = "chat completion, streamed"
     why = "chat UIs stream: events must arrive as data: lines of chat.completion.chunk, ending with [DONE]"
-    model = _chat_model(ctx)
-    sent = ctx.probe.describe("POST", "/chat/completions", note=f" (model {model!r}, stream, max_tokens 1)")
-    if model is None:
-        return Result("chat completion, streamed", "skip", sent, "no model to call", why)
-    body = {"model": model, "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1, "stream": True}
-    response = ctx.probe.request("POST", "/chat/completions", json=body)
-    if response.status_code in (404, 405) and "model_not_found" not in response.text:
-        return Result("chat completion, streamed", "skip", sent,
-                      f"{response.status_code}: the server does not route inference", why)
-    if response.status_code != 200:
-        status: Status = "warn" if response.status_code in (429, 503) else "fail"
-        return Result("chat completion, streamed", status, sent, _summary(response), why)
+    sent, response = _chat(ctx, name, why, stream=True)
+    if isinstance(response, Result):
+        return response
     if not response.headers.get("content-type", "").startswith("text/event-stream"):
-        return Result("chat completion, streamed", "fail", sent, f"content type {response.headers.get('content-type')}",
-                      why)
+        return Result(name, "fail", sent, f"content type {response.headers.get('content-type')}", why)
     events = [line[5:].strip() for line in response.text.splitlines() if line.startswith("data:")]
     if not events or events[-1] != "[DONE]":
-        return Result("chat completion, streamed", "fail", sent, "the stream does not end with data: [DONE]", why)
+        return Result(name, "fail", sent, "the stream does not end with data: [DONE]", why)
     chunks = [_loads(event) for event in events[:-1]]
     if not chunks or not all(isinstance(c, dict) and c.get("object") == "chat.completion.chunk" for c in chunks):
-        return Result("chat completion, streamed", "fail", sent, "events are not chat.completion.chunk objects", why)
-    return Result("chat completion, streamed", "pass", sent, f"{len(chunks)} chunks, then [DONE]", why)
+        return Result(name, "fail", sent, "events are not chat.completion.chunk objects", why)
+    return Result(name, "pass", sent, f"{len(chunks)} chunks, then [DONE]", why)
 
 
 def _loads(text: str) -> Any:
