@@ -11,6 +11,7 @@ import click
 from modeldex import __version__
 from modeldex.cli.aliases import aliases
 from modeldex.cli.catalog import catalog, changes
+from modeldex.cli.check import check
 from modeldex.cli.common import URL_ENV
 from modeldex.cli.db import db
 from modeldex.cli.groups import groups
@@ -81,6 +82,7 @@ cli.add_command(routes)
 cli.add_command(catalog)
 cli.add_command(changes)
 cli.add_command(db)
+cli.add_command(check)
 
 
 def main() -> None:
