@@ -53,6 +53,7 @@ from modeldex.gateway.downstream import AsgiDownstream, Downstream, RsgiDownstre
 from modeldex.gateway.endpoints import Endpoint
 from modeldex.gateway.forward import Forwarder
 from modeldex.gateway.health import RouteHealth
+from modeldex.identity.credentials import IssuerTokens, Snapshot
 from modeldex.ops import metrics
 from modeldex.ops.access_log import AccessLog
 from modeldex.ops.compaction import Compactor
@@ -60,6 +61,7 @@ from modeldex.ops.ratelimit import Buckets, FailOpen, MemoryBuckets, RateLimiter
 
 log = logging.getLogger("modeldex.server")
 _ROUTE_LABELS = {"/healthz": "health", "/readyz": "ready", "/openapi.json": "openapi", "/metrics": "metrics"}
+_NO_ISSUERS: Snapshot = ({}, ())
 # What the app answers itself: (status, headers, body, caller name, route label).
 OwnAnswer = LabelledAnswer
 
@@ -155,7 +157,9 @@ class ModeldexApp:
         if settings.redis_url:  # never a reason to fail a request: counted here while Redis is away
             buckets = self.shared_buckets = FailOpen(RedisBuckets(settings.redis_url, timeout=settings.redis_timeout))
         self.limiter = RateLimiter(buckets, parse_limit(settings.rate_limit), parse_limit(settings.auth_failure_limit))
-        self.callers = Callers(self.limiter)
+        # Tokens from the identity providers of the catalog version served, tried after the key table.
+        self.tokens = IssuerTokens(self._issuer_snapshot)
+        self.callers = Callers(self.limiter, other_credentials=(self.tokens,))
         self.access_log = AccessLog(json=settings.log_format == "json") if settings.access_log else None
         self.request_ids = RequestIds()
         self._max_header_bytes = settings.max_header_bytes
@@ -210,7 +214,15 @@ class ModeldexApp:
         if live is not None:
             metrics.catalog_state(len(live.current.models), live.version, live.confirmed_at, live.ready)
 
+    def _issuer_snapshot(self) -> Snapshot:
+        live = self.live
+        if live is None:
+            return _NO_ISSUERS
+        current = live.current
+        return current.issuers, current.groups
+
     def stop(self) -> None:
+        self.tokens.close()
         if self.poller is not None:
             self.poller.stop()
         if self.compactor is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from modeldex.api import errors
-from modeldex.catalog.callers import Caller, Credentials
+from modeldex.catalog.callers import Caller, Credentials, RefreshingCredentials
 from modeldex.ops import metrics
 from modeldex.ops.ratelimit import RateLimiter
 
@@ -36,6 +36,9 @@ class Callers:
     def __init__(self, limiter: RateLimiter, other_credentials: Sequence[Credentials] = ()) -> None:
         self.limiter = limiter
         self._others = tuple(other_credentials)  # tried after the key table, in order
+        # Those that may accept a refused token after a wait (a key-set refresh): asked in `resolve`.
+        self._refreshing: tuple[RefreshingCredentials, ...] = tuple(
+            c for c in self._others if hasattr(c, "second_chance"))  # type: ignore[misc]
         # Authorization headers already checked against the key table in use, and whom they stand for:
         # a known key is then one dict lookup, not a parse, a SHA-256 and a comparison (~1 µs, measured).
         # Only accepted headers are kept, at most a few per key, and all are forgotten when the table
@@ -92,6 +95,10 @@ class Callers:
         if identified is None:
             raise errors.missing_key()
         if isinstance(identified, str):
+            for credentials in self._refreshing:
+                caller = await credentials.second_chance(identified)
+                if caller is not None:
+                    return caller
             await self.limiter.record_auth_failure(client)
             raise errors.invalid_key(identified)
         return identified
@@ -99,7 +106,8 @@ class Callers:
     def refusal_now(self, identified: Caller | str | None, client: str) -> errors.ApiError | None:
         """The 401 for a missing or refused credential when `resolve` would need no wait to give it (no
         failed-authentication limit, so nothing to count or check), else None."""
-        if isinstance(identified, Caller) or self.limiter.auth_failure_limit is not None:
+        if isinstance(identified, Caller) or self.limiter.auth_failure_limit is not None or (
+                identified is not None and self._refreshing):
             return None
         return errors.missing_key() if identified is None else errors.invalid_key(identified)
 
