@@ -19,6 +19,7 @@ from typing import Any
 from modeldex.api import errors, paths
 from modeldex.api.admin import AdminRoutes
 from modeldex.api.admin_base import AdminEndpoints, merged
+from modeldex.api.admin_identity import identity_routes
 from modeldex.api.admin_routes import route_table
 from modeldex.api.admin_upstreams import upstream_routes
 from modeldex.api.asgi_bridge import ASGIApp, Message, asgi_scope, serve_asgi
@@ -193,7 +194,8 @@ class ModeldexApp:
         forwarder = Forwarder(self.upstream_client, self.route_health, attempts=self.settings.upstream_attempts)
         self.inference = InferenceRoutes(self.live, self.callers, forwarder, self.settings.max_inference_body_bytes)
         endpoints = AdminEndpoints(self.live, self.callers, self.catalog_for)
-        admin = endpoints.routes(merged(upstream_routes(store, self.route_health.report), route_table(), AdminRoutes().table()))
+        admin = endpoints.routes(merged(upstream_routes(store, self.route_health.report), route_table(),
+                                        identity_routes(self.tokens), AdminRoutes().table()))
         routes = [metrics_route(self.live, self.callers, self.settings), *admin]
         rate_limits = self.shared_buckets.check if self.shared_buckets is not None else None
         self.side_app = build_side_app(routes, self.live, self.settings, rate_limits, self.callers)
