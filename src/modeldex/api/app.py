@@ -55,6 +55,7 @@ from modeldex.gateway.endpoints import Endpoint
 from modeldex.gateway.forward import Forwarder
 from modeldex.gateway.health import RouteHealth
 from modeldex.identity.credentials import IssuerTokens, Snapshot
+from modeldex.identity.keysets import KeySets
 from modeldex.ops import metrics
 from modeldex.ops.access_log import AccessLog
 from modeldex.ops.compaction import Compactor
@@ -159,7 +160,9 @@ class ModeldexApp:
             buckets = self.shared_buckets = FailOpen(RedisBuckets(settings.redis_url, timeout=settings.redis_timeout))
         self.limiter = RateLimiter(buckets, parse_limit(settings.rate_limit), parse_limit(settings.auth_failure_limit))
         # Tokens from the identity providers of the catalog version served, tried after the key table.
-        self.tokens = IssuerTokens(self._issuer_snapshot)
+        self.tokens = IssuerTokens(self._issuer_snapshot, KeySets(
+            min_interval=min(30.0, settings.jwks_max_age), max_interval=settings.jwks_max_age,
+            unknown_kid_interval=settings.jwks_min_refresh))
         self.callers = Callers(self.limiter, other_credentials=(self.tokens,))
         self.access_log = AccessLog(json=settings.log_format == "json") if settings.access_log else None
         self.request_ids = RequestIds()
