@@ -43,7 +43,8 @@ class Caller:
     rate_limit: str | None  # its own limit ("600/m", "unlimited"); None: the server's default
     credential: str = "api_key"  # what kind of credential it came from
     # For credentials that lapse on their own (a token expires, its signing key goes): whether it still
-    # stands. None: it stands as long as the catalog version (an API key).
+    # stands, as far as anything but the catalog goes (whatever is remembered per caller is forgotten with
+    # the catalog version anyway). None: it stands as long as the catalog version (an API key).
     still_valid: Callable[[], bool] | None = field(default=None, compare=False, repr=False)
     exempt: bool = field(init=False)  # its own limit is "unlimited": never counted, whatever the default
 

@@ -51,10 +51,6 @@ class _Verified:
         return time.time() < self.expires_at and keyset is not None and keyset.find(self.kid) is self.key
 
 
-def _still_valid(verified: _Verified, snapshot: Callable[[], Snapshot]) -> Callable[[], bool]:
-    return lambda: verified.valid() and snapshot()[0] is verified.issuers
-
-
 class IssuerTokens:
     """The caller a token from a configured issuer stands for, or None (then the next credential, or 401)."""
 
@@ -154,8 +150,11 @@ class IssuerTokens:
             candidates = self._candidates(peeked.claims, issuers)
         except Refused:
             return []
-        holders = [self.keysets.holder(issuer) for issuer in candidates]
-        return [h for h in holders if h is not None and (h.keyset is None or h.keyset.find(peeked.kid) is None)]
+        algorithm = peeked.header.get("alg")
+        holders = [self.keysets.holder(issuer) for issuer in candidates if algorithm in issuer.algorithms]
+        # No keys yet, or a `kid` the set lacks (a token without one is no sign of a rotation).
+        return [h for h in holders if h is not None and (
+            h.keyset is None or (peeked.kid is not None and h.keyset.find(peeked.kid) is None))]
 
     def _check(self, token: str, issuers: Mapping[str, Issuer], groups: Collection[str]) -> Caller | Refused:
         try:
@@ -181,9 +180,8 @@ class IssuerTokens:
                 self._policies = {}
             policy = self._policies.setdefault(policy, policy)
             verified = _Verified(issuers, holder, key, peeked.kid, float(claims["exp"]))
-            still_valid = _still_valid(verified, self._snapshot)
             verified.caller = Caller(name, scope, policy, issuer.rate_limit, credential=CREDENTIAL,
-                                     still_valid=still_valid)
+                                     still_valid=verified.valid)
             if len(self._cache) >= self._max_cached:
                 self._cache = {digest: v for digest, v in self._cache.items() if v.valid()}
                 if len(self._cache) >= self._max_cached // 2:
