@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from modeldex.catalog.errors import InvalidInput
+from modeldex.identity.tokens import claim
 
 from .inprocess import Harness, error_of
 
@@ -154,3 +155,13 @@ def test_issuers_round_trip_through_catalog_files(harness: Harness) -> None:
 
     assert [p.line() for p in planned if p.kind == "issuer"] == ["+ issuer keycloak"]
     assert harness.catalog.export() == document
+
+
+def test_claim_paths_reach_nested_and_dotted_names() -> None:
+    claims = {"sub": "s", "realm_access": {"roles": ["a"]},
+              "kubernetes.io": {"namespace": "ml-team", "serviceaccount": {"name": "trainer"}}}
+    assert claim(claims, "sub") == "s"
+    assert claim(claims, "realm_access.roles") == ["a"]
+    assert claim(claims, "kubernetes.io.namespace") == "ml-team"  # Kubernetes service-account tokens
+    assert claim(claims, "kubernetes.io.serviceaccount.name") == "trainer"
+    assert claim(claims, "realm_access.nothing") is None and claim(claims, "nothing.at.all") is None

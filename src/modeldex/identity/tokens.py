@@ -109,15 +109,16 @@ def verify(token: str, peeked: Unverified, issuer: Issuer, keyset: KeySet | None
 
 
 def claim(claims: dict[str, Any], path: str) -> Any:
-    """A claim by name, or by dotted path into nested objects (Keycloak: `realm_access.roles`)."""
+    """A claim by name, or by dotted path into nested objects (Keycloak: `realm_access.roles`), where a
+    name may itself hold dots (Kubernetes: `kubernetes.io.namespace` is `namespace` in `kubernetes.io`)."""
     if path in claims:
         return claims[path]
-    value: Any = claims
-    for part in path.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):  # the longest name first
+        inner = claims.get(".".join(parts[:cut]))
+        if isinstance(inner, dict):
+            return claim(inner, ".".join(parts[cut:]))
+    return None
 
 
 def subject(claims: dict[str, Any], issuer: Issuer) -> str:
