@@ -64,6 +64,10 @@ class IssuerTokens:
         self._by_iss: dict[str, list[Issuer]] = {}
         self._policies: dict[AccessPolicy, AccessPolicy] = {}  # equal policies share one object
 
+    def might_accept(self, token: str) -> bool:
+        """Only a JWT could ever be accepted (any other bearer is refused now and always)."""
+        return looks_like_jwt(token)
+
     def caller(self, token: str) -> Caller | None:
         if not looks_like_jwt(token):
             return None
