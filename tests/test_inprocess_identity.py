@@ -12,7 +12,7 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from modeldex.catalog.errors import InvalidInput
@@ -114,6 +114,12 @@ async def test_keys_and_other_bearers_are_unchanged(harness: Harness, signing_ke
     hs256 = jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "exp": time.time() + 60, "preferred_username": "eve"},
                        "s" * 32, algorithm="HS256")
     error_of(await harness.request("GET", "/v1/models", hs256), 401, "invalid_api_key")
+    # An issuer accepting RS256 too, whose (EC) key a token claims to be RS256: refused, not a 500.
+    harness.catalog.update("issuer", "keycloak", {"algorithms": ["ES256", "RS256"]})
+    rsa_signed = jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "exp": time.time() + 60, "preferred_username": "eve"},
+                            rsa.generate_private_key(public_exponent=65537, key_size=2048), algorithm="RS256")
+    error_of(await harness.request("GET", "/v1/models", rsa_signed), 401, "invalid_api_key")
+    assert "is not a key for RS256" in harness.app.tokens.explain(rsa_signed)["reason"]
 
 
 async def test_explain_reports_acceptance_or_the_reason(harness: Harness, signing_key: Any) -> None:

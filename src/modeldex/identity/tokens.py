@@ -14,6 +14,7 @@ from typing import Any
 
 import jwt
 import orjson
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.utils import base64url_decode
 
 from modeldex.catalog.callers import Scope
@@ -86,6 +87,8 @@ def verify(token: str, peeked: Unverified, issuer: Issuer, keyset: KeySet | None
         raise Refused(f"issuer {issuer.name!r}: no key with kid {peeked.kid!r} in its key set", refreshable=True)
     if key.algorithm is not None and key.algorithm != algorithm:
         raise Refused(f"key {key.kid!r} is for {key.algorithm}, the token says {algorithm}")
+    if not fits(key.key, algorithm):  # a JWK without `alg`: its type must suit the algorithm
+        raise Refused(f"key {key.kid!r} is not a key for {algorithm}")
     try:
         return jwt.decode(token, key.key, algorithms=[algorithm], audience=list(issuer.audiences),
                           issuer=issuer.issuer, leeway=issuer.leeway,
@@ -104,8 +107,23 @@ def verify(token: str, peeked: Unverified, issuer: Issuer, keyset: KeySet | None
         raise Refused(f"the token has no {exc.claim!r} claim") from None
     except (jwt.InvalidKeyError, jwt.InvalidAlgorithmError):
         raise Refused(f"key {key.kid!r} does not fit algorithm {algorithm}") from None
-    except jwt.PyJWTError as exc:
-        raise Refused(f"invalid token ({exc})") from None
+    except (jwt.PyJWTError, TypeError, ValueError) as exc:
+        raise Refused(f"invalid token ({type(exc).__name__})") from None
+
+
+_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1"}
+
+
+def fits(key: Any, algorithm: str) -> bool:
+    """Whether `key` is of the type `algorithm` signs with (PyJWT raises TypeError, not an error of its
+    own, for some mismatches: this refuses them first)."""
+    if algorithm.startswith(("RS", "PS")):
+        return isinstance(key, rsa.RSAPublicKey)
+    if algorithm in _CURVES:
+        return isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == _CURVES[algorithm]
+    if algorithm == "EdDSA":
+        return isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)
+    return False
 
 
 def claim(claims: dict[str, Any], path: str) -> Any:
