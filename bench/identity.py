@@ -6,7 +6,8 @@ the same run, so both meet the same machine state.
 
 Two figures per scenario: requests per second (the client is Python/aiohttp, so this is a floor that
 the client may bound), and the server's CPU time per request (its processes' utime+stime from /proc,
-which the client does not distort). The bar (issue 15): JWT ≥ 0.9× the API key. Prints a markdown table.
+which neither the client nor other load on a shared machine distorts much: on a busy machine, read the
+CPU ratio). The bar (issue 15): JWT ≥ 0.9× the API key. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ def server_cpu(pid: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=2.0, help="per round and credential")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=1.0, help="per round and credential")
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="modeldex-bench-identity-"))
@@ -90,11 +91,11 @@ def main() -> None:
                          statistics.median(cpu["API key"]), statistics.median(cpu["JWT"])))
         print(f"{args.rounds} alternating rounds of {args.seconds:g} s per credential, {args.connections} "
               "connections, 1 worker; medians\n")
-        print("| scenario | API key req/s | JWT req/s | JWT/key | server CPU per request: key | JWT |")
-        print("|---|---|---|---|---|---|")
+        print("| scenario | API key req/s | JWT req/s | JWT/key | server CPU per request: key | JWT | key/JWT |")
+        print("|---|---|---|---|---|---|---|")
         for name, key_rate, jwt_rate, key_cpu, jwt_cpu in rows:
             print(f"| {name} | {key_rate:.0f} | {jwt_rate:.0f} | {jwt_rate / key_rate:.2f}× "
-                  f"| {key_cpu:.0f} µs | {jwt_cpu:.0f} µs |")
+                  f"| {key_cpu:.1f} µs | {jwt_cpu:.1f} µs | {key_cpu / jwt_cpu:.2f}× |")
     finally:
         stop_all()
 
