@@ -106,7 +106,8 @@ class Client:
 class IdentityProvider:
     """oidc-provider on a fixed port (kept across restarts: the issuer URL must not change)."""
 
-    def __init__(self, tmp: Path, clients: list[Client], keys: list[SigningKey], ttl: int = 300) -> None:
+    def __init__(self, tmp: Path, clients: list[Client], keys: list[SigningKey], ttl: int = 300,
+                 jwks_max_age: int | None = None) -> None:
         self.dir = ensure_installed()
         self.tmp = tmp
         self.port = free_port()
@@ -114,6 +115,7 @@ class IdentityProvider:
         self.clients = clients
         self.keys = keys
         self.ttl = ttl
+        self.jwks_max_age = jwks_max_age  # Cache-Control: max-age on its key set, when given
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = tmp / "idp.log"
         self.start()
@@ -122,6 +124,8 @@ class IdentityProvider:
         config = {"issuer": self.issuer, "port": self.port, "audience": AUDIENCE, "ttl": self.ttl,
                   "keys": [key.private_jwk() for key in self.keys],
                   "clients": [{"id": c.id, "secret": SECRET, "alg": c.alg, "groups": c.groups} for c in self.clients]}
+        if self.jwks_max_age is not None:
+            config["jwks_max_age"] = self.jwks_max_age
         config_path = self.tmp / "idp.json"
         config_path.write_text(json.dumps(config))
         with open(self.log_path, "ab") as log:

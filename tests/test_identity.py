@@ -19,6 +19,9 @@ import openai
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from modeldex.catalog.issuers import Issuer
+from modeldex.identity.keysets import KeySets
+
 from .conftest import SEED_IDS, Server, create_key, new_database, run_cli, wait_until
 from .identity_provider import AUDIENCE, Client, IdentityProvider, b64, forge, new_key
 
@@ -248,3 +251,28 @@ def test_removing_the_issuer_stops_its_tokens(setup: Setup) -> None:
     assert wait_until(lambda: setup.status(token).status_code == 401, 2.0) is not None
     listed = setup.cli("issuers", "list").stdout
     assert "corp" not in listed
+
+
+def test_key_sets_follow_cache_headers_and_outlive_the_provider(tmp_path: Path) -> None:
+    """The key sets' own machinery against a second provider that says `Cache-Control: max-age=1`: a
+    rotation is picked up in the background with no token asking, and an outage keeps the last good set."""
+    idp = IdentityProvider(tmp_path, [Client("c", "ES256")], [new_key("first", "ES256")], jwks_max_age=1)
+    sets = KeySets(min_interval=0.5, max_interval=60, retry_interval=0.5)
+    issuer = Issuer(name="x", issuer=idp.issuer, audiences=["a"], algorithms=["ES256"])
+    try:
+        sets.track([issuer])
+        holder = sets.holder(issuer)
+        assert holder is not None
+        assert wait_until(lambda: holder.keyset is not None, 5) is not None
+        assert holder.keyset is not None and set(holder.keyset.keys) == {"first"}
+
+        idp.rotate([new_key("second", "ES256")])
+
+        # Refreshed as the provider's max-age says (1 s), not after max_interval (60 s).
+        assert wait_until(lambda: holder.keyset is not None and set(holder.keyset.keys) == {"second"}, 5) is not None
+        idp.stop()
+        assert wait_until(lambda: holder.last_error is not None, 5) is not None
+        assert set(holder.keyset.keys) == {"second"}  # the last good set, kept
+    finally:
+        sets.close()
+        idp.stop()
