@@ -23,6 +23,7 @@ from modeldex.catalog.issuers import Issuer
 from modeldex.identity.keysets import KeySets
 
 from .conftest import SEED_IDS, Server, create_key, new_database, run_cli, wait_until
+from .fake_upstream import FakeUpstream
 from .identity_provider import AUDIENCE, Client, IdentityProvider, b64, forge, new_key
 
 ADMIN_VALUE = "modeldex-admins"
@@ -42,6 +43,10 @@ class Setup:
         self.cli("issuers", "add", "corp", "--issuer", self.idp.issuer, "--audience", AUDIENCE,
                  "--algorithm", "RS256", "--algorithm", "ES256", "--algorithm", "EdDSA",
                  "--admin-value", ADMIN_VALUE)
+        self.upstream = FakeUpstream()  # for the inference routes: the gateway finds callers the same way
+        self.cli("upstreams", "add", "fake", "--base-url", self.upstream.base_url, "--routing-only")
+        self.cli("routes", "add", "MiniMax-M2.5", "fake", "--upstream-model", "fake-chat")
+        self.cli("routes", "add", "MiniMax-M3", "fake", "--upstream-model", "fake-chat")
         self.server = Server(db_url, tmp / "server.log", "--auth-failure-limit", "off", "--jwks-min-refresh", "1",
                              "--max-header-bytes", "65536")  # room for a token past the token bound
 
@@ -66,6 +71,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
     yield setup
     setup.server.stop()
     setup.idp.stop()
+    setup.upstream.close()
 
 
 def models(server: Server, token: str) -> list[str]:
@@ -96,6 +102,20 @@ def test_provider_tokens_list_and_retrieve_through_the_sdk(setup: Setup, client_
     assert client.models.retrieve("MiniMax-M2.5").owned_by == "minimax"
     # The same token again: answered from the cache of verified tokens, the same way.
     assert models(setup.server, token) == listed
+
+
+def test_provider_tokens_reach_the_inference_routes_under_their_policy(setup: Setup) -> None:
+    token = setup.idp.token("svc-rs")  # team-a: MiniMax-M2.5*
+    client = setup.server.client(token)
+
+    completion = client.chat.completions.create(model="MiniMax-M2.5", messages=[{"role": "user", "content": "hi"}])
+
+    assert completion.choices[0].message.content == "hello from fake"
+    with pytest.raises(openai.NotFoundError):  # routed, but outside its policy
+        client.chat.completions.create(model="MiniMax-M3", messages=[{"role": "user", "content": "hi"}])
+    assert len(setup.upstream.posts) == 1
+    [(_path, headers, _body)] = setup.upstream.posts
+    assert token not in json.dumps(headers)  # the caller's token never goes upstream
 
 
 def test_api_keys_keep_working_beside_tokens(setup: Setup) -> None:
