@@ -1,6 +1,6 @@
 """Who is calling: what every route needs to know about the credential a request came with.
 
-An API key is one kind of caller; tokens from an identity provider will be another. Routes only ever see
+An API key is one kind of caller; tokens from an identity provider are another. Routes only ever see
 a `Caller`, so a new kind of credential plugs in where callers are resolved (`api/callers.py`) and
 nowhere else.
 """

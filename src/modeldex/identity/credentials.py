@@ -21,7 +21,16 @@ from modeldex.catalog.callers import Caller
 from modeldex.catalog.issuers import Issuer
 from modeldex.catalog.policy import AccessPolicy
 from modeldex.identity.keysets import Holder, Key, KeySets
-from modeldex.identity.tokens import Refused, group_values, looks_like_jwt, peek, scope_and_policy, subject, verify
+from modeldex.identity.tokens import (
+    Refused,
+    group_values,
+    looks_like_jwt,
+    peek,
+    scope_and_policy,
+    shown,
+    subject,
+    verify,
+)
 
 log = logging.getLogger("modeldex.identity")
 
@@ -145,7 +154,7 @@ class IssuerTokens:
         iss = claims.get("iss")
         candidates = self._by_iss.get(iss) if isinstance(iss, str) else None
         if not candidates:
-            raise Refused(f"no configured issuer has iss {str(iss)[:200]!r}")
+            raise Refused(f"no configured issuer has iss {shown(iss)}")
         return candidates
 
     def _wanting_refresh(self, token: str, issuers: Mapping[str, Issuer]) -> list[Holder]:

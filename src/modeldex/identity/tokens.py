@@ -28,6 +28,12 @@ MAX_TOKEN_LENGTH = 16_384
 MAX_SUBJECT_LENGTH = 256
 
 
+def shown(value: Any) -> str:
+    """A value from a token as a log line may quote it: short (the token is the sender's to fill)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 class Refused(Exception):
     """Why a token is not accepted: for the log (never for the client, who gets a plain 401).
     `refreshable`: a key-set refresh might change the answer (unknown `kid`, no keys yet)."""
@@ -76,7 +82,7 @@ def verify(token: str, peeked: Unverified, issuer: Issuer, keyset: KeySet | None
     """The token's claims, once signature, `iss`, `aud`, `exp`, `nbf` and `iat` check out; else Refused."""
     algorithm = peeked.header.get("alg")
     if algorithm not in issuer.algorithms:
-        raise Refused(f"algorithm {algorithm!r} is not one issuer {issuer.name!r} accepts "
+        raise Refused(f"algorithm {shown(algorithm)} is not one issuer {issuer.name!r} accepts "
                       f"({', '.join(issuer.algorithms)})")
     if peeked.header.get("crit") is not None:
         raise Refused("the token has critical header extensions modeldex does not know")
@@ -84,7 +90,7 @@ def verify(token: str, peeked: Unverified, issuer: Issuer, keyset: KeySet | None
         raise Refused(f"issuer {issuer.name!r}: no keys fetched yet", refreshable=True)
     key = keyset.find(peeked.kid)
     if key is None:
-        raise Refused(f"issuer {issuer.name!r}: no key with kid {peeked.kid!r} in its key set", refreshable=True)
+        raise Refused(f"issuer {issuer.name!r}: no key with kid {shown(peeked.kid)} in its key set", refreshable=True)
     if key.algorithm is not None and key.algorithm != algorithm:
         raise Refused(f"key {key.kid!r} is for {key.algorithm}, the token says {algorithm}")
     if not fits(key.key, algorithm):  # a JWK without `alg`: its type must suit the algorithm
