@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from modeldex.catalog.errors import InvalidInput
+from modeldex.catalog.issuers import Issuer
+from modeldex.identity.credentials import IssuerTokens
 from modeldex.identity.tokens import claim
 
 from .inprocess import Harness, error_of
@@ -171,3 +173,18 @@ def test_claim_paths_reach_nested_and_dotted_names() -> None:
     assert claim(claims, "kubernetes.io.namespace") == "ml-team"  # Kubernetes service-account tokens
     assert claim(claims, "kubernetes.io.serviceaccount.name") == "trainer"
     assert claim(claims, "realm_access.nothing") is None and claim(claims, "nothing.at.all") is None
+
+
+def test_the_cache_of_verified_tokens_is_bounded(signing_key: Any) -> None:
+    pem = signing_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    issuer = Issuer(name="k", issuer=ISSUER, public_key=pem, audiences=[AUDIENCE], algorithms=["ES256"])
+    issuers = {"k": issuer}
+    tokens = IssuerTokens(lambda: (issuers, ()), max_cached=4)
+    try:
+        minted = [token(signing_key, f"user-{n}") for n in range(10)]
+        callers = [tokens.caller(t) for t in minted]
+        assert all(c is not None for c in callers)
+        assert len(tokens._cache) <= 4
+        assert tokens.caller(minted[0]) == callers[0]  # forgotten or not, still accepted
+    finally:
+        tokens.close()

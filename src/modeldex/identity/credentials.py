@@ -196,7 +196,8 @@ class IssuerTokens:
             verified.caller = Caller(name, scope, policy, issuer.rate_limit, credential=CREDENTIAL,
                                      still_valid=verified.valid)
             if len(self._cache) >= self._max_cached:
-                self._cache = {digest: v for digest, v in self._cache.items() if v.valid()}
+                # (a copy: `explain` runs in a thread, beside requests)
+                self._cache = {digest: v for digest, v in list(self._cache.items()) if v.valid()}
                 if len(self._cache) >= self._max_cached // 2:
                     self._cache = {}
             self._cache[hashlib.sha256(token.encode()).digest()] = verified
