@@ -90,6 +90,8 @@ def verify(token: str, peeked: Unverified, issuer: Issuer, keyset: KeySet | None
         raise Refused(f"issuer {issuer.name!r}: no keys fetched yet", refreshable=True)
     key = keyset.find(peeked.kid)
     if key is None:
+        if peeked.kid is None:  # several keys and no `kid` to choose: no refresh would tell
+            raise Refused(f"issuer {issuer.name!r}: the token names no kid, and its key set holds several keys")
         raise Refused(f"issuer {issuer.name!r}: no key with kid {shown(peeked.kid)} in its key set", refreshable=True)
     if key.algorithm is not None and key.algorithm != algorithm:
         raise Refused(f"key {key.kid!r} is for {key.algorithm}, the token says {algorithm}")
