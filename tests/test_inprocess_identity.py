@@ -144,6 +144,7 @@ async def test_explain_reports_acceptance_or_the_reason(harness: Harness, signin
     ({"audiences": []}, "audiences"),
     ({"issuer": "ftp://x.test"}, "issuer"),
     ({"rate_limit": "5/0d"}, "rate_limit"),
+    ({"public_key": "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----"}, "public_key"),
 ])
 def test_issuer_configuration_is_checked(harness: Harness, fields: dict[str, Any], field: str | None) -> None:
     before = harness.catalog.get("issuer", "keycloak")

@@ -11,6 +11,9 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import AfterValidator, Field, model_validator
 
 from modeldex.catalog.entities import Entity, Name
@@ -53,6 +56,12 @@ def _public_key(value: str) -> str:
     text = value.strip()
     if not text.startswith("-----BEGIN PUBLIC KEY-----") or not text.endswith("-----END PUBLIC KEY-----"):
         raise ValueError("must be a PEM public key (-----BEGIN PUBLIC KEY----- ... -----END PUBLIC KEY-----)")
+    try:
+        key = load_pem_public_key(text.encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ValueError("is not a public key cryptography can read") from None
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        raise ValueError("must be an RSA, EC or Ed25519/Ed448 public key")  # noqa: TRY004  (pydantic reports ValueErrors)
     return text + "\n"
 
 
