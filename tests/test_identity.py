@@ -84,6 +84,11 @@ def assert_refused(response: httpx.Response) -> None:
     assert response.json()["error"]["type"] == "invalid_request_error"
 
 
+def test_keys_are_fetched_before_the_first_token(setup: Setup) -> None:
+    # The server started with the issuer configured: its keys are fetched with no token asking.
+    assert wait_until(lambda: setup.idp.jwks_requests() >= 1, 5) is not None
+
+
 @pytest.mark.parametrize("client_id", ["svc-rs", "svc-es", "svc-ed"])
 def test_provider_tokens_list_and_retrieve_through_the_sdk(setup: Setup, client_id: str) -> None:
     token = setup.idp.token(client_id)

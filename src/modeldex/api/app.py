@@ -218,6 +218,7 @@ class ModeldexApp:
         live = self.live
         if live is not None:
             metrics.catalog_state(len(live.current.models), live.version, live.confirmed_at, live.ready)
+            self.tokens.prefetch()  # new issuers' keys, fetched before their first token
 
     def _issuer_snapshot(self) -> Snapshot:
         live = self.live

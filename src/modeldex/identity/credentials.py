@@ -73,6 +73,13 @@ class IssuerTokens:
         self._by_iss: dict[str, list[Issuer]] = {}
         self._policies: dict[AccessPolicy, AccessPolicy] = {}  # equal policies share one object
 
+    def prefetch(self) -> None:
+        """Start fetching the key sets of issuers the catalog gained, before their first token arrives
+        (called after each catalog check: an identity check when nothing changed)."""
+        issuers, _groups = self._snapshot()
+        if issuers is not self._tracked:
+            self._track(issuers)
+
     def might_accept(self, token: str) -> bool:
         """Only a JWT could ever be accepted (any other bearer is refused now and always)."""
         return looks_like_jwt(token)
