@@ -41,6 +41,9 @@ SECRET = "client-secret-" + "x" * 32
 
 def ensure_installed() -> Path:
     """The folder holding oidc-provider, installing it first if needed (a few seconds from npm)."""
+    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
+    if missing:
+        raise RuntimeError(f"the identity provider tests need Node.js 20+ and npm ({' and '.join(missing)} not found)")
     NODE_DIR.mkdir(exist_ok=True)
     with open(ROOT / ".node-oidc.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

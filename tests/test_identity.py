@@ -26,6 +26,8 @@ from .conftest import SEED_IDS, Server, create_key, new_database, run_cli, wait_
 from .fake_upstream import FakeUpstream
 from .identity_provider import AUDIENCE, Client, IdentityProvider, b64, forge, new_key
 
+pytestmark = pytest.mark.peer  # a peer process: the identity provider
+
 ADMIN_VALUE = "modeldex-admins"
 TEAM_MODELS = ["MiniMax-M2.5", "MiniMax-M2.5-highspeed"]
 
