@@ -303,3 +303,27 @@ def test_key_sets_follow_cache_headers_and_outlive_the_provider(tmp_path: Path) 
     finally:
         sets.close()
         idp.stop()
+
+
+def test_issuers_add_refuses_bad_configuration_and_changes_nothing(setup: Setup, tmp_path: Path) -> None:
+    pem = tmp_path / "key.pem"
+    pem.write_bytes(setup.idp.key("ES256").public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    before = setup.cli("issuers", "list").stdout
+
+    both = setup.cli("issuers", "add", "x", "--issuer", "https://x.test", "--audience", "a", "--jwks-url",
+                     "https://x.test/jwks", "--public-key", str(pem), check=False)
+    hmac = setup.cli("issuers", "add", "x", "--issuer", "https://x.test", "--audience", "a", "--algorithm", "HS256",
+                     check=False)
+    no_group = setup.cli("issuers", "add", "x", "--issuer", "https://x.test", "--audience", "a",
+                         "--default-group", "nobody", check=False)
+    static = setup.cli("issuers", "add", "static", "--issuer", "https://static.test", "--audience", "a",
+                       "--public-key", str(pem), "--algorithm", "ES256")
+
+    assert both.returncode == 2 and "alternatives" in both.stderr
+    assert hmac.returncode == 2 and "HS256" in hmac.stderr
+    assert no_group.returncode == 1 and "default_group: group 'nobody' does not exist" in no_group.stderr
+    assert "keys: its public key" in static.stderr
+    listed = setup.cli("issuers", "list").stdout
+    assert [line.split()[0] for line in listed.splitlines()[1:]] == sorted(
+        [line.split()[0] for line in before.splitlines()[1:]] + ["static"])
+    setup.cli("issuers", "remove", "static")
