@@ -134,6 +134,9 @@ class ModelRoutes:
         # the list, the Accept-Encoding header is part of the key).
         self._ready_for: RenderedCatalog | None = None
         self._ready: dict[tuple[str, str | None, str | None], Ready] = {}
+        # Answers to callers whose credential can lapse before the catalog changes (a token expires, or
+        # its key leaves the provider's set), with the check that it still stands.
+        self._lapsing: dict[tuple[str, str | None, str | None], tuple[Ready, Callable[[], bool]]] = {}
 
     def route(self, path: str) -> tuple[str, str | None] | None:
         """('list', None), ('item', model_id) or None when the path (decoded, dot segments resolved:
@@ -167,7 +170,8 @@ class ModelRoutes:
             answer = self._read(rendered, caller, route, query, headers, request_id, [])
         if (method == "GET" or method == "HEAD") and not query and headers.get("if-none-match") is None:
             encoding = headers.get("accept-encoding") if path == LIST_PATH else None
-            self._remember(rendered, (path, authorization, encoding), answer, models_label(route[0], method))
+            lapses = caller.still_valid if isinstance(caller, Caller) else None
+            self._remember(rendered, (path, authorization, encoding), answer, models_label(route[0], method), lapses)
         return answer
 
     def remembered(self, method: str, path: str, query: str, headers: HeaderLookup, client: str,
@@ -177,19 +181,29 @@ class ModelRoutes:
             return None
         # A list's answer also depends on whether the client takes gzip; a model's never does.
         encoding = headers.get("accept-encoding") if path == LIST_PATH else None
-        ready = self._ready.get((path, headers.get("authorization"), encoding))
-        if ready is None or headers.get("if-none-match") is not None or self.callers.limiter.suspect(client):
+        request = (path, headers.get("authorization"), encoding)
+        ready = self._ready.get(request)
+        if ready is None:
+            lapsing = self._lapsing.get(request) if self._lapsing else None
+            if lapsing is None or not lapsing[1]():
+                return None
+            ready = lapsing[0]
+        if headers.get("if-none-match") is not None or self.callers.limiter.suspect(client):
             return None
         status, tail, body, caller_name, label = ready
         return status, [JSON, ("x-request-id", request_id), *tail], body, caller_name, label
 
     def _remember(self, rendered: RenderedCatalog, request: tuple[str, str | None, str | None], answer: Answer,
-                  label: str) -> None:
-        if rendered is not self._ready_for or len(self._ready) >= MAX_READY_ANSWERS:
-            self._ready_for, self._ready = rendered, {}
+                  label: str, lapses: Callable[[], bool] | None = None) -> None:
+        if rendered is not self._ready_for or len(self._ready) + len(self._lapsing) >= MAX_READY_ANSWERS:
+            self._ready_for, self._ready, self._lapsing = rendered, {}, {}
         status, headers, body, caller_name = answer
         # The headers after JSON and the request id, which every answer starts with.
-        self._ready[request] = (status, tuple(headers[2:]), body, caller_name, label)
+        ready = (status, tuple(headers[2:]), body, caller_name, label)
+        if lapses is None:
+            self._ready[request] = ready
+        else:  # a caller whose credential can lapse within a version: asked each time (answers to keys are not)
+            self._lapsing[request] = (ready, lapses)
 
     async def answer(self, method: str, route: tuple[str, str | None], query: str, headers: HeaderLookup,
                      client: str, request_id: str, not_now: NotNow) -> Answer:

@@ -1,5 +1,5 @@
 """The served catalog: what every request reads at one catalog version, made once per version, never per
-request. Response bytes per access policy, the key table (`catalog/keys.py`), and the upstreams.
+request. Response bytes per access policy, the key table (`catalog/keys.py`), the upstreams and issuers.
 
 Callers with the same access policy share one `View`: the models and aliases they may see, as rendered
 bytes, and the list. A model the key may not see is simply absent, so its 404 is the same as for a
@@ -25,6 +25,7 @@ import orjson
 
 from modeldex.catalog.entities import Alias, Model
 from modeldex.catalog.incremental import CatalogDelta, replace_sorted
+from modeldex.catalog.issuers import Issuer
 from modeldex.catalog.keys import KeyTable
 from modeldex.catalog.policy import AccessPolicy, Visibility
 from modeldex.catalog.state import CatalogState
@@ -258,6 +259,9 @@ class RenderedCatalog:
         self.models = models
         self.aliases = aliases
         self.groups = {group.name: group for group in state.groups}
+        # Trusted identity providers, by name: a new mapping per version, so a token verified against
+        # one version's issuers is checked again under the next (identity/credentials.py).
+        self.issuers: Mapping[str, Issuer] = {issuer.name: issuer for issuer in state.issuers}
         self._shutdowns = shutdowns  # model id -> when its shutdown_date takes effect
         upcoming = [at for at in shutdowns.values() if at > now]
         self.expires_at: float | None = min(upcoming) if upcoming else None
