@@ -177,6 +177,8 @@ class HttpBackend:
     def __init__(self, url: str, api_key: str | None) -> None:
         if not api_key:
             raise BackendError("--url needs an admin key: pass --api-key or set MODELDEX_API_KEY")
+        if not (api_key.isascii() and api_key.isprintable()):  # it goes in a header; never repeated here
+            raise BackendError("the admin key holds characters no key has: it is printable ASCII")
         base = url.rstrip("/")
         if base.endswith("/v1"):  # the SDKs' base URL: the admin API's paths start with /v1 themselves
             base = base.removesuffix("/v1")

@@ -41,6 +41,12 @@ class OneLineErrorsGroup(click.Group):
              standalone_mode: bool = True, **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
+        for position, argument in enumerate(sys.argv[1:] if args is None else args, 1):
+            try:
+                argument.encode("utf-8")
+            except UnicodeEncodeError:  # bytes in another encoding (Python keeps them as lone surrogates)
+                click.echo(f"Error: argument {position} is not UTF-8 text", err=True)  # not repeated: a secret?
+                sys.exit(2)
         try:
             status = super().main(args, prog_name, complete_var, False, **extra)
         except click.ClickException as exc:
