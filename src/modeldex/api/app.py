@@ -27,6 +27,7 @@ from modeldex.api.cors import Cors
 from modeldex.api.model_routes import Answer, HeaderLookup, Headers, ModelRoutes, NotNow, error_answer
 from modeldex.api.render import RenderedCatalog
 from modeldex.api.side_app import REQUEST_ID_SCOPE_KEY, build_side_app, metrics_route
+from modeldex.api.worker_signals import stop_signals_kept
 from modeldex.catalog.callers import Caller
 from modeldex.catalog.errors import StoreUnavailable
 from modeldex.catalog.limits import parse_limit
@@ -232,9 +233,10 @@ class ModeldexApp:
 
     # --- RSGI: granian calls these -------------------------------------------------------------------
 
-    def __rsgi_init__(self, _loop: Any) -> None:
+    def __rsgi_init__(self, loop: Any) -> None:
         try:
-            self.start()
+            with stop_signals_kept(loop):
+                self.start()
         except Exception:
             log.exception("startup failed")
             raise

@@ -113,7 +113,6 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
           metrics_port: int | None, metrics_host: str, ssl_certfile: str | None, ssl_keyfile: str | None,
           shutdown_timeout: int, database_url: str | None) -> None:
     """Serve the OpenAI-compatible Models API."""
-    from granian import Granian
     from granian.constants import Interfaces, Loops
 
     if bool(ssl_certfile) != bool(ssl_keyfile):
@@ -139,7 +138,7 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
     scheme = "https" if ssl_certfile else "http"
     click.echo(f"modeldex: {model_count} models from {redact(url)}; listening on {scheme}://{host}:{port}",
                err=True)
-    server = Granian(
+    server = _granian_server()(
         "modeldex.api.app:create_app",
         factory=True,
         address=host,
@@ -148,15 +147,36 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
         loop=Loops.uvloop,
         workers=workers,
         log_dictconfig=logging_config(log_level.upper(), log_format),
-        log_level=log_level,  # type: ignore[arg-type]
+        log_level=log_level,
         ssl_cert=Path(ssl_certfile) if ssl_certfile else None,
         ssl_key=Path(ssl_keyfile) if ssl_keyfile else None,
         workers_kill_timeout=shutdown_timeout,
+        # A worker that dies (OOM killer, a crash, SIGKILL) is replaced and the others keep serving; granian
+        # itself gives up if the same worker dies again within 5.5 s of its respawn (a crash loop).
+        respawn_failed_workers=True,
     )
     try:
         server.serve()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _granian_server() -> type:
+    """granian's server, except in a worker told to stop before it has its own signal handlers.
+
+    A worker is forked with the supervisor's SIGTERM/SIGINT handler, which only flags the supervisor's
+    (copied) state; until the worker installs its own, some 100 ms into its start, a stop signal was
+    lost and the supervisor waited --shutdown-timeout (30 s) to kill it. Such a worker serves nothing yet,
+    so it simply exits."""
+    from granian import Granian
+
+    class Server(Granian):  # type: ignore[misc,valid-type]
+        def signal_handler_interrupt(self, *args: object, **kwargs: object) -> None:
+            if os.getpid() != self.pid:
+                os._exit(0)
+            super().signal_handler_interrupt(*args, **kwargs)
+
+    return Server
 
 
 def _serve_metrics(host: str, port: int, database_url: str) -> None:
