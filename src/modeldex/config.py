@@ -60,6 +60,7 @@ class ServerSettings:
     max_body_bytes: int = 4 * 1024 * 1024
     metrics_token: str | None = None
     public_metrics: bool = False  # /metrics without a key (e.g. when only reachable internally)
+    database_timeout: float = 5.0  # seconds any wait on the database may last (store/sql.py)
 
     def to_env(self) -> dict[str, str]:
         env = {}

@@ -129,7 +129,8 @@ class ModeldexApp:
         if self._store is None:
             from modeldex.store import open_store  # the composition root: the only place a store is chosen
 
-            self._store = open_store(self.settings.database_url, seed=seed_models())
+            self._store = open_store(self.settings.database_url, seed=seed_models(),
+                                     timeout_s=self.settings.database_timeout)
         store = self._store
         self.live = LiveCatalog(store, RenderedCatalog, interval=self.settings.refresh_interval,
                                 on_check=self._report_catalog)

@@ -104,6 +104,10 @@ def _check_limit(_ctx: click.Context, _param: click.Parameter, value: str | None
 @click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--shutdown-timeout", type=click.IntRange(1, 600), default=30, show_default=True,
               help="On SIGTERM, seconds to let in-flight requests finish before workers are killed.")
+@click.option("--database-timeout", type=click.FloatRange(0.5, 600), default=5.0, show_default=True,
+              envvar="MODELDEX_DATABASE_TIMEOUT",
+              help="Seconds any wait on the database may last (connecting, a statement, a lock); past it, "
+              "writes answer 503 and /readyz says the database is unreachable.")
 @database_url_option
 @handle_errors
 def serve(host: str, port: int, workers: int, refresh_interval: float, access_log: bool, log_format: str,
@@ -111,7 +115,7 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
           redis_url: str | None, cors_origins: tuple[str, ...], forwarded_allow_ips: str,
           max_header_bytes: int, max_body_bytes: int, metrics_token: str | None, public_metrics: bool,
           metrics_port: int | None, metrics_host: str, ssl_certfile: str | None, ssl_keyfile: str | None,
-          shutdown_timeout: int, database_url: str | None) -> None:
+          shutdown_timeout: int, database_timeout: float, database_url: str | None) -> None:
     """Serve the OpenAI-compatible Models API."""
     from granian.constants import Interfaces, Loops
 
@@ -127,14 +131,14 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
         cors_origins=tuple(o for origin in cors_origins for o in origin.split(",") if o),
         forwarded_allow_ips=tuple(ip.strip() for ip in forwarded_allow_ips.split(",") if ip.strip()),
         max_header_bytes=max_header_bytes, max_body_bytes=max_body_bytes, metrics_token=metrics_token,
-        public_metrics=public_metrics,
+        public_metrics=public_metrics, database_timeout=database_timeout,
     )
     os.environ.update(settings.to_env())
     # Each worker writes its metric samples here; any of them (or the metrics port) adds them up.
     metrics_dir = tempfile.mkdtemp(prefix="modeldex-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir
     if metrics_port is not None:
-        _serve_metrics(metrics_host, metrics_port, url)
+        _serve_metrics(metrics_host, metrics_port, url, database_timeout)
     scheme = "https" if ssl_certfile else "http"
     click.echo(f"modeldex: {model_count} models from {redact(url)}; listening on {scheme}://{host}:{port}",
                err=True)
@@ -179,7 +183,7 @@ def _granian_server() -> type:
     return Server
 
 
-def _serve_metrics(host: str, port: int, database_url: str) -> None:
+def _serve_metrics(host: str, port: int, database_url: str, database_timeout: float) -> None:
     """/metrics on its own port, from this (the supervising) process, adding up every worker's samples."""
     import time
 
@@ -190,6 +194,6 @@ def _serve_metrics(host: str, port: int, database_url: str) -> None:
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    store = open_store(database_url)
+    store = open_store(database_url, timeout_s=database_timeout)
     registry.register(UpstreamCollector(lambda: store.upstream_health(time.time())))
     start_http_server(port, addr=host, registry=registry)

@@ -110,16 +110,47 @@ def catalog_state(models: int, version: int, confirmed_at: float, store_up: bool
     STORE_UP.set(1 if store_up else 0)
 
 
+class LatestRead:
+    """A slow read (the database) that a caller waits for at most `wait_s`: past that it gets the last value
+    read (None before the first), while the read finishes in the background. One read at a time, so a hung
+    database holds one thread, not one per scrape. A frozen database made every scrape hang before."""
+
+    def __init__(self, read: Callable[[], Any], wait_s: float = 0.5) -> None:
+        self._read = read
+        self._wait_s = wait_s
+        self._lock = threading.Lock()
+        self._value: Any = None
+        self._done: threading.Event | None = None
+
+    def get(self) -> Any:
+        with self._lock:
+            done = self._done
+            if done is None or done.is_set():
+                done = self._done = threading.Event()
+                threading.Thread(target=self._refresh, args=(done,), name="modeldex-metrics-read",
+                                 daemon=True).start()
+        done.wait(self._wait_s)
+        return self._value
+
+    def _refresh(self, done: threading.Event) -> None:
+        try:
+            self._value = self._read()
+        except Exception:  # the database may be away: keep the last value
+            pass
+        finally:
+            done.set()
+
+
 class UpstreamCollector:
-    """Upstream health, read from the store when scraped (it lives there, shared by every replica)."""
+    """Upstream health, read from the store when scraped (it lives there, shared by every replica), or as
+    last read when the store is slow to answer."""
 
     def __init__(self, read_health: Callable[[], dict[str, Any]]) -> None:
-        self._read_health = read_health
+        self._health = LatestRead(read_health)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        try:
-            health = self._read_health()
-        except Exception:  # the database may be away; the other metrics still answer
+        health = self._health.get()
+        if health is None:  # never read yet; the other metrics still answer
             return
         up = GaugeMetricFamily("modeldex_upstream_up", "1 if the upstream's last poll succeeded.",
                                labels=["upstream"])
