@@ -98,7 +98,7 @@ def test_the_first_matching_rule_decides_whether_exact_or_glob() -> None:
 
     models = {m.id: m for m in (new_model("x/1"), new_model("x/2"), new_model("y/1"))}
     groups = {"globs": Group(name="globs", members=("x/*",)), "ids": Group(name="ids", members=("y/1", "x/1")),
-              "big": Group(name="big", members=tuple(f"z/{i}" for i in range(50_000)) + ("x/2",))}
+              "big": Group(name="big", members=(*(f"z/{i}" for i in range(50_000)), "x/2"))}
 
     def rule(*names: str, patterns: tuple[str, ...] = ()) -> dict[str, str]:
         visibility = Visibility(AccessPolicy(groups=names, patterns=patterns), models, {}, groups, 0)
