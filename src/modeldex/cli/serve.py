@@ -104,6 +104,13 @@ def _check_limit(_ctx: click.Context, _param: click.Parameter, value: str | None
 @click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--shutdown-timeout", type=click.IntRange(1, 600), default=30, show_default=True,
               help="On SIGTERM, seconds to let in-flight requests finish before workers are killed.")
+@click.option("--backlog", type=click.IntRange(128, 65535), default=4096, show_default=True,
+              help="Connections the kernel queues until a worker accepts them (capped by net.core.somaxconn).")
+@click.option("--max-connections", type=click.IntRange(16, 1_000_000), default=10_000, show_default=True,
+              help="Open connections per worker, idle ones included; past it new ones wait in the backlog.")
+@click.option("--header-timeout", type=click.FloatRange(0.1, 60), default=10, show_default=True,
+              help="Seconds a client has to send a request's headers once connected or between requests; "
+              "then the connection is closed.")
 @click.option("--database-timeout", type=click.FloatRange(0.5, 600), default=5.0, show_default=True,
               envvar="MODELDEX_DATABASE_TIMEOUT",
               help="Seconds any wait on the database may last (connecting, a statement, a lock); past it, "
@@ -115,9 +122,11 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
           redis_url: str | None, cors_origins: tuple[str, ...], forwarded_allow_ips: str,
           max_header_bytes: int, max_body_bytes: int, metrics_token: str | None, public_metrics: bool,
           metrics_port: int | None, metrics_host: str, ssl_certfile: str | None, ssl_keyfile: str | None,
-          shutdown_timeout: int, database_timeout: float, database_url: str | None) -> None:
+          shutdown_timeout: int, backlog: int, max_connections: int, header_timeout: float, database_timeout: float,
+          database_url: str | None) -> None:
     """Serve the OpenAI-compatible Models API."""
     from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
 
     if bool(ssl_certfile) != bool(ssl_keyfile):
         raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
@@ -134,6 +143,7 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
         public_metrics=public_metrics, database_timeout=database_timeout,
     )
     os.environ.update(settings.to_env())
+    _raise_open_files_limit(max_connections * workers + 1024)
     # Each worker writes its metric samples here; any of them (or the metrics port) adds them up.
     metrics_dir = tempfile.mkdtemp(prefix="modeldex-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir
@@ -155,6 +165,9 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
         ssl_cert=Path(ssl_certfile) if ssl_certfile else None,
         ssl_key=Path(ssl_keyfile) if ssl_keyfile else None,
         workers_kill_timeout=shutdown_timeout,
+        backlog=backlog,
+        backpressure=max_connections,
+        http1_settings=HTTP1Settings(header_read_timeout=round(header_timeout * 1000)),
         # A worker that dies (OOM killer, a crash, SIGKILL) is replaced and the others keep serving; granian
         # itself gives up if the same worker dies again within 5.5 s of its respawn (a crash loop).
         respawn_failed_workers=True,
@@ -163,6 +176,21 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
         server.serve()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _raise_open_files_limit(wanted: int) -> None:
+    """Every connection is a file descriptor, and a common default soft limit is 1,024 per process: raise
+    the soft limit towards the hard one (the workers inherit it), and say so if even that is short."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        click.echo(f"modeldex: at most {soft} open files per process (ulimit -n); --max-connections is "
+                   "limited by it", err=True)
 
 
 def _granian_server() -> type:
