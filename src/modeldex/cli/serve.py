@@ -109,8 +109,8 @@ def _check_limit(_ctx: click.Context, _param: click.Parameter, value: str | None
 @click.option("--max-connections", type=click.IntRange(16, 1_000_000), default=10_000, show_default=True,
               help="Open connections per worker, idle ones included; past it new ones wait in the backlog.")
 @click.option("--header-timeout", type=click.FloatRange(0.1, 60), default=10, show_default=True,
-              help="Seconds a client has to send a request's headers once connected or between requests; "
-              "then the connection is closed.")
+              help="Seconds a client has to finish a request's headers once it starts sending them; then "
+              "the connection is closed.")
 @click.option("--database-timeout", type=click.FloatRange(0.5, 600), default=5.0, show_default=True,
               envvar="MODELDEX_DATABASE_TIMEOUT",
               help="Seconds any wait on the database may last (connecting, a statement, a lock); past it, "
