@@ -32,6 +32,8 @@ from modeldex.catalog.upstreams import Upstream
 # Views of policies no active key has (callers whose policy comes from elsewhere, such as an identity
 # provider's groups) are kept for the most recently used this many; keys' own policies always are.
 MAX_OTHER_VIEWS = 64
+# Views of active keys' policies made ahead of the first request (each costs a pass over the catalog).
+MAX_EAGER_VIEWS = 32
 
 
 def model_object(model: Model, model_id: str | None = None) -> dict[str, Any]:
@@ -264,9 +266,12 @@ class RenderedCatalog:
         return catalog
 
     def _build_key_views(self) -> None:
-        """The view of every active key's policy, made here (by the refresher or the writer, off the event
-        loop) rather than on the first request: deciding 100,000 models held the loop for ~0.3 s."""
+        """The views of active keys' policies (up to MAX_EAGER_VIEWS of them), made here, by the refresher
+        or the writer, off the event loop, rather than on the first request: deciding 100,000 models held
+        the loop for ~0.3 s. Past that many policies, the rest are made when first asked for."""
         for policy in self.keys.policies:
+            if len(self._views) >= MAX_EAGER_VIEWS:
+                break
             if policy not in self._views:
                 self._views[policy] = self._build_view(policy)
 

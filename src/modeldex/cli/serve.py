@@ -143,7 +143,7 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
         public_metrics=public_metrics, database_timeout=database_timeout,
     )
     os.environ.update(settings.to_env())
-    _raise_open_files_limit(max_connections * workers + 1024)
+    _raise_open_files_limit(max_connections + 1024)  # per process: each worker holds its own connections
     # Each worker writes its metric samples here; any of them (or the metrics port) adds them up.
     metrics_dir = tempfile.mkdtemp(prefix="modeldex-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir
