@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import httpx
 
 from .conftest import cli_env, create_key, free_port, wait_until
 
@@ -28,16 +32,21 @@ def children(pid: int) -> set[int]:
 
 def test_a_killed_worker_is_respawned_and_the_server_keeps_serving(sqlite_url: str, start_server) -> None:
     key = create_key(sqlite_url, "reader")
+    admin = create_key(sqlite_url, "admin", "admin")
     server = start_server(sqlite_url, "--workers", "2")
     workers = children(server.process.pid)
     assert len(workers) == 2, workers
     victim = min(workers)
+    gauges = f"{tempfile.gettempdir()}/modeldex-metrics-*/gauge_*_{victim}.db"
+    assert wait_until(lambda: glob.glob(gauges), 5) is not None  # the worker reported its gauges
     os.kill(victim, signal.SIGKILL)
+    server.http.close()  # its connections may have been the dead worker's: those are lost with it
     statuses = []
     deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        statuses.append(server.get("/v1/models", key).status_code)
+    while time.monotonic() < deadline:  # new clients, each on a new connection
+        statuses.append(httpx.get(server.base_url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code)
         time.sleep(0.02)
+    server.http = httpx.Client(timeout=10)
     assert server.process.poll() is None, f"the server exited:\n{server.log()}"
     assert statuses and set(statuses) == {200}, statuses
     replaced = wait_until(lambda: len(children(server.process.pid) - {victim}) == 2, 10)
@@ -45,6 +54,10 @@ def test_a_killed_worker_is_respawned_and_the_server_keeps_serving(sqlite_url: s
     assert "Respawning worker-" in server.log()
     assert wait_until(lambda: server.log().count("serving catalog version") >= 3, 10) is not None
     assert server.get("/v1/models", key).status_code == 200
+    # The dead worker's gauges are forgotten (its last store_up, say, would otherwise count forever).
+    metrics = server.get("/metrics", admin)
+    assert metrics.status_code == 200 and "modeldex_store_up 1.0" in metrics.text
+    assert not glob.glob(gauges)
     assert server.stop() == 0
 
 

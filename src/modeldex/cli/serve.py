@@ -217,10 +217,11 @@ def _serve_metrics(host: str, port: int, database_url: str, database_timeout: fl
 
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
-    from modeldex.ops.metrics import UpstreamCollector
+    from modeldex.ops.metrics import DeadWorkerSweeper, UpstreamCollector
     from modeldex.store import open_store
 
     registry = CollectorRegistry()
+    registry.register(DeadWorkerSweeper())
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     store = open_store(database_url, timeout_s=database_timeout)
     registry.register(UpstreamCollector(lambda: store.upstream_health(time.time())))

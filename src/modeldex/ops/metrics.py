@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import collections
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 REQUESTS = Counter("modeldex_requests", "HTTP requests answered, by route and status.", ["route", "status"])
@@ -28,13 +30,15 @@ LATENCY = Histogram(
 )
 RATE_LIMITED = Counter("modeldex_rate_limited", "Requests refused with 429, by reason.", ["reason"])
 CATALOG_MODELS = Gauge("modeldex_catalog_models", "Models in the catalog (served and not).",
-                       multiprocess_mode="max")
-CATALOG_VERSION = Gauge("modeldex_catalog_version", "Catalog version being served.", multiprocess_mode="max")
+                       multiprocess_mode="livemax")
+CATALOG_VERSION = Gauge("modeldex_catalog_version", "Catalog version being served.", multiprocess_mode="livemax")
 SNAPSHOT_AGE = Gauge("modeldex_snapshot_age_seconds",
                      "Seconds since a worker last confirmed its catalog copy is current (highest worker).",
-                     multiprocess_mode="max")
+                     multiprocess_mode="livemax")
+# Gauges count live workers only (`forget_dead_workers`): a replaced worker's last word (a store_up of 0,
+# say) must not hold the minimum forever.
 STORE_UP = Gauge("modeldex_store_up", "1 if every worker reached the database on its last check.",
-                 multiprocess_mode="min")
+                 multiprocess_mode="livemin")
 
 
 class _Tallies:
@@ -180,6 +184,40 @@ def add_collector(name: str, register: ExtraCollector) -> None:
     _extra[name] = register
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def forget_dead_workers() -> None:
+    """Drop the gauge files of workers that died (granian replaces them), as prometheus_client asks."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if not path:
+        return
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for name in names:
+        match = _LIVE_GAUGE_FILE.fullmatch(name)
+        if match and not _alive(int(match.group(1))):
+            multiprocess.mark_process_dead(int(match.group(1)), path)  # type: ignore[no-untyped-call]
+
+
+class DeadWorkerSweeper:
+    """A collector that yields nothing, registered first: dead workers' gauges are gone before the others
+    are read (for a registry not collected through `exposition`, such as --metrics-port's)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        forget_dead_workers()
+        return iter(())
+
+
 def exposition() -> bytes:
     """The text a scrape gets: all workers' samples when in multiprocess mode, this process's otherwise."""
     flush()
@@ -187,6 +225,7 @@ def exposition() -> bytes:
     for register in _extra.values():
         register(extra)
     if os.environ.get(MULTIPROC_ENV):
+        forget_dead_workers()
         multiprocess.MultiProcessCollector(extra)  # type: ignore[no-untyped-call]
         return generate_latest(extra)
     from prometheus_client import REGISTRY  # one process (in-process tests): its own samples
