@@ -86,7 +86,7 @@ def test_a_frozen_database_answers_503_within_the_timeout(tmp_path: Path) -> Non
             assert wait_until(lambda: http.get("/readyz").status_code == 503, BOUND_S) is not None
             assert "not ready" in http.get("/readyz").json()["error"]["message"]
             metrics, metrics_took = timed(lambda: http.get("/metrics"))
-            assert metrics.status_code == 200 and metrics_took < 2, metrics_took
+            assert metrics.status_code == 200 and metrics_took < 3, metrics_took
             assert "modeldex_store_up 0.0" in metrics.text
             models, models_took = timed(lambda: http.get("/v1/models"))
             assert models.status_code == 200 and "before/freeze" in models.text and models_took < 2

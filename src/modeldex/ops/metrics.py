@@ -119,7 +119,7 @@ class LatestRead:
     read (None before the first), while the read finishes in the background. One read at a time, so a hung
     database holds one thread, not one per scrape. A frozen database made every scrape hang before."""
 
-    def __init__(self, read: Callable[[], Any], wait_s: float = 0.5) -> None:
+    def __init__(self, read: Callable[[], Any], wait_s: float = 1.0) -> None:
         self._read = read
         self._wait_s = wait_s
         self._lock = threading.Lock()
