@@ -73,9 +73,16 @@ def best_ns(fn: Callable[[], object], loops: int, repeat: int) -> float:
 def pieces(app: Any, scope: Any, protocol: Any, scenario: str) -> list[tuple[str, Callable[[], object]]]:
     """The hot path's pieces, as app.py and api/model_routes.py run them, on this request's objects."""
     from modeldex.api import errors, paths
-    from modeldex.api.app import models_label
     from modeldex.api.callers import bearer_token
-    from modeldex.api.model_routes import _CACHE_CONTROL, _VARY, JSON, NotNow, error_answer, etag_matches
+    from modeldex.api.model_routes import (
+        _CACHE_CONTROL,
+        _VARY,
+        JSON,
+        NotNow,
+        error_answer,
+        etag_matches,
+        models_label,
+    )
     from modeldex.catalog.callers import Caller
     from modeldex.catalog.keys import hash_secret, lookup_id_of, mask
     from modeldex.ops import metrics
@@ -104,6 +111,8 @@ def pieces(app: Any, scope: Any, protocol: Any, scenario: str) -> list[tuple[str
         (CEILING_WHOLE, lambda: drive(ceiling.__rsgi__(scope, protocol))),
         ("  app._answer() (models.answer_now() where it answers)",
          lambda: app._answer(method, path, query, headers, client, request_id)),
+        ("  models.remembered() (an answer already worked out)",
+         lambda: models.remembered(method, path, query, headers, client, request_id)),
         ("  models.answer(), whole (the path that may wait)",
          lambda: drive(models.answer(method, route, query, headers, client, request_id, not_now))),
         (ANSWER_CALL, lambda: protocol.response_bytes(status, response_headers, body)),
@@ -118,7 +127,10 @@ def pieces(app: Any, scope: Any, protocol: Any, scenario: str) -> list[tuple[str
         ("  headers.items() alone", headers.items),
         ("  sum(map(len, keys())) + sum(map(len, values()))",
          lambda: sum(map(len, headers.keys())) + sum(map(len, headers.values()))),
+        ("  len(''.join(keys())) + len(''.join(values())) + 4 * len(headers)",
+         lambda: len("".join(headers.keys())) + len("".join(headers.values())) + 4 * len(headers)),
         ("  len(headers)", lambda: len(headers)),
+        ("  scope.client alone", lambda: scope.client),
         ("time.perf_counter() x2", lambda: (time.perf_counter(), time.perf_counter())),
         ("scope attributes (proto, method, path, headers, client)",
          lambda: (scope.proto, scope.method, scope.path, scope.headers, scope.client)),

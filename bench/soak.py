@@ -63,6 +63,7 @@ class Traffic:
         self.errors = 0
         self.client = httpx.Client(timeout=10)
         self.seed = seed
+        self.created: collections.deque[str] = collections.deque()
 
     def one(self, n: int) -> None:
         roll = self.random.random()
@@ -75,14 +76,16 @@ class Traffic:
         elif roll < 0.88:
             response = self.client.get(f"{self.base}/v1/models", headers={
                 "Authorization": f"Bearer sk-mdx-bad{n:049d}", "X-Forwarded-For": f"198.51.100.{n % 250}"})
-        elif roll < 0.94:
+        elif roll < 0.94 and len(self.created) < 20:
             response = self.client.post(f"{self.base}/v1/admin/models", headers=self.admin,
                                         json={"id": f"soak/{self.seed}-{n}", "context_length": 1 + n})
-        elif roll < 0.97:
+            if response.status_code == 201:
+                self.created.append(f"soak/{self.seed}-{n}")
+        elif roll < 0.97 or not self.created:
             response = self.client.patch(f"{self.base}/v1/admin/models/MiniMax-M2", headers=self.admin,
                                          json={"context_length": 1000 + n})
-        else:
-            response = self.client.delete(f"{self.base}/v1/admin/models/soak/{self.seed}-{n - 20}",
+        else:  # the oldest model this thread made: the catalog stays the same size, writes go on
+            response = self.client.delete(f"{self.base}/v1/admin/models/{self.created.popleft()}",
                                           headers=self.admin)
         self.statuses[response.status_code] += 1
 
@@ -104,6 +107,8 @@ def main() -> int:
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--max-rss-growth-mb", type=float, default=40)
     parser.add_argument("--max-fd-growth", type=int, default=10)
+    parser.add_argument("--change-retention", default=None,
+                        help="the server's --change-retention (default: the server's own default)")
     args = parser.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="modeldex-soak-")
@@ -116,7 +121,8 @@ def main() -> int:
     with open(Path(tmp) / "server.log", "wb") as server_log:  # the child keeps its own descriptor
         server = subprocess.Popen(
             [sys.executable, "-m", "modeldex", "serve", "--port", str(port), "--workers", str(args.workers),
-             "--no-access-log", "--forwarded-allow-ips", "127.0.0.1"],
+             "--no-access-log", "--forwarded-allow-ips", "127.0.0.1",
+             *(["--change-retention", args.change_retention] if args.change_retention else [])],
             env=env, stdout=subprocess.DEVNULL, stderr=server_log)
     try:
         deadline = time.monotonic() + 30
@@ -160,6 +166,9 @@ def main() -> int:
     print(f"RSS after warm-up {samples[0][0]:.1f} MB, at end {samples[-1][0]:.1f} MB, growth {rss_growth:+.1f} MB "
           f"(max seen {max(s[0] for s in samples):.1f} MB)")
     print(f"open file descriptors after warm-up {samples[0][1]}, at end {samples[-1][1]} ({fd_growth:+d})")
+    if args.database_url is None:  # the SQLite file and its write-ahead log
+        size = sum(path.stat().st_size for path in Path(tmp).glob("catalog.db*"))
+        print(f"database on disk at end: {size / 1e6:.1f} MB")
     failed = (server_errors > 0 or transport_errors > 0 or rss_growth > args.max_rss_growth_mb
               or fd_growth > args.max_fd_growth)
     print("verdict: " + ("FAIL" if failed else "PASS"))

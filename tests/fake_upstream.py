@@ -1,8 +1,13 @@
-"""A deliberately misbehaving OpenAI-compatible upstream, on 127.0.0.1, for discovery tests.
+"""A deliberately misbehaving OpenAI-compatible upstream, on 127.0.0.1, for discovery and gateway tests.
 
 `mode` picks the answer to `GET /v1/models`: a good model list, or HTML, 10 MB, a 30 s stall, a slow
 drip, ids with control characters, an error that echoes the caller's key, ... It counts requests and
 the most that were ever in flight at once, so tests can tell how many pollers asked.
+
+`chat_mode` picks the answer to every POST (chat completions, embeddings, messages, ...): a completion
+naming the model it was asked for, a stream of `events` events `drip` seconds apart, a stall, a stream
+closed mid-event, a 5xx, a 429 with retry-after, 10 MB, an error that echoes the key. Each POST is kept
+(`posts`: path, headers, body), and a client that goes away is noticed (`disconnects`) within 20 ms.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,6 +32,13 @@ class FakeUpstream:
         self.in_flight = 0
         self.max_in_flight = 0
         self.authorizations: list[str | None] = []
+        self.chat_mode = "ok"
+        self.events = 5
+        self.drip = 0.0  # seconds between streamed events
+        self.retry_after = "1"
+        self.posts: list[tuple[str, dict[str, str], bytes]] = []
+        self.disconnects = 0
+        self.disconnected = threading.Event()
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -67,6 +80,16 @@ class FakeUpstream:
                 finally:
                     with fake._lock:
                         fake.in_flight -= 1
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length)
+                with fake._lock:
+                    fake.posts.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                try:
+                    fake._chat(self, body)
+                except (BrokenPipeError, ConnectionResetError):
+                    fake._gone()
 
             def _send(self, status: int, body: bytes, content_type: str = "application/json",
                       headers: dict[str, str] | None = None) -> None:
@@ -134,6 +157,144 @@ class FakeUpstream:
             h._send(302, b"", headers={"location": "http://127.0.0.1:9/v1/models"})
         else:
             raise AssertionError(f"unknown mode {mode}")
+
+
+    def _gone(self) -> None:
+        with self._lock:
+            self.disconnects += 1
+        self.disconnected.set()
+
+    def _wait(self, h: Any, seconds: float) -> bool:
+        """Wait `seconds`, watching the connection: False (and counted) as soon as the client closes it."""
+        import select
+        import socket
+
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            readable, _, _ = select.select([h.connection], [], [], max(0.0, min(0.02, left)))
+            if readable:
+                try:
+                    if h.connection.recv(1, socket.MSG_PEEK) == b"":
+                        self._gone()
+                        return False
+                except OSError:
+                    self._gone()
+                    return False
+            if left <= 0 or self._closing.is_set():
+                return not self._closing.is_set()
+
+    def _chat(self, h: Any, body: bytes) -> None:
+        mode = self.chat_mode
+        request = json.loads(body) if body[:1] == b"{" else {}
+        model = request.get("model", "?")
+        key = h.headers.get("authorization") or h.headers.get("x-api-key")
+        if mode == "ok" and request.get("stream"):
+            mode = "stream"
+        if h.path.endswith("/messages") and request.get("stream") and mode in ("stream", "stall-mid-stream"):
+            self._anthropic_stream(h, model, stall=mode == "stall-mid-stream")
+            return
+        if mode == "ok":
+            if self.drip and not self._wait(h, self.drip):
+                return
+            h._send(200, json.dumps(_completion(model, h.path)).encode(),
+                    headers={"x-ratelimit-remaining-requests": "99", "openai-processing-ms": "7",
+                             "x-internal-secret": "not for clients"})
+        elif mode in ("stream", "close-mid-stream", "stall-mid-stream"):
+            h.send_response(200)
+            h.send_header("content-type", "text/event-stream")
+            h.send_header("transfer-encoding", "chunked")
+            h.end_headers()
+            for index in range(self.events):
+                if index and not self._wait(h, self.drip):
+                    return
+                if mode == "close-mid-stream" and index == 2:
+                    h.wfile.write(b"%x\r\n%s\r\n" % (10, b'data: {"ch'))
+                    h.wfile.flush()
+                    h.close_connection = True
+                    h.connection.shutdown(2)
+                    return
+                if mode == "stall-mid-stream" and index == 2:
+                    self._wait(h, 30)
+                    return
+                event = b"data: " + json.dumps(_chunk(model, index)).encode() + b"\n\n"
+                h.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                h.wfile.flush()
+            if request.get("stream_options", {}).get("include_usage"):
+                event = b"data: " + json.dumps({**_chunk(model, self.events), "choices": [],
+                                                "usage": {"prompt_tokens": 3, "completion_tokens": self.events,
+                                                          "total_tokens": 3 + self.events}}).encode() + b"\n\n"
+                h.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            done = b"data: [DONE]\n\n"
+            h.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
+            h.wfile.flush()
+        elif mode == "stall":  # nothing at all, until the client goes (or 30 s)
+            self._wait(h, 30)
+        elif mode == "5xx":
+            h._send(502, b'{"error":{"message":"bad gateway upstream","type":"server_error"}}')
+        elif mode == "429":
+            h._send(429, b'{"error":{"message":"slow down","type":"rate_limit"}}',
+                    headers={"retry-after": self.retry_after, "x-ratelimit-remaining-requests": "0"})
+        elif mode == "huge-error":  # an error page far larger than any error message
+            h._send(500, b"<html>" + b"x" * (2 * 1024 * 1024) + b"</html>", "text/html")
+        elif mode == "huge":
+            h._send(200, json.dumps({**_completion(model, h.path), "padding": "x" * TEN_MB}).encode())
+        elif mode == "echo-key":  # a bad request whose message repeats the credentials it came with
+            h._send(400, json.dumps({"error": {"message": f"bad request from {key}", "type": "invalid"}}).encode())
+        elif mode == "unauthorized":
+            h._send(401, json.dumps({"error": {"message": f"invalid key {key}", "type": "auth"}}).encode())
+        else:
+            raise AssertionError(f"unknown chat mode {mode}")
+
+
+    def _anthropic_stream(self, h: Any, model: str, stall: bool) -> None:
+        """Anthropic's event stream: message_start, a text block of `events` deltas, message_stop."""
+        h.send_response(200)
+        h.send_header("content-type", "text/event-stream")
+        h.send_header("transfer-encoding", "chunked")
+        h.end_headers()
+
+        def send(name: str, data: dict[str, Any]) -> None:
+            event = f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode()
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            h.wfile.flush()
+
+        send("message_start", {"message": {"id": "msg_1", "type": "message", "role": "assistant", "model": model,
+                                           "content": [], "stop_reason": None, "stop_sequence": None,
+                                           "usage": {"input_tokens": 4, "output_tokens": 0}}})
+        send("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+        for index in range(self.events):
+            if stall and index == 2:
+                self._wait(h, 30)
+                return
+            send("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": f"t{index} "}})
+        send("content_block_stop", {"index": 0})
+        send("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                               "usage": {"output_tokens": self.events}})
+        send("message_stop", {})
+        h.wfile.write(b"0\r\n\r\n")
+
+
+def _completion(model: str, path: str) -> dict[str, Any]:
+    if path.endswith("/embeddings"):
+        return {"object": "list", "model": model, "data": [{"object": "embedding", "index": 0,
+                                                            "embedding": [0.1, 0.2, 0.3]}],
+                "usage": {"prompt_tokens": 2, "total_tokens": 2}}
+    if path.endswith("/messages"):
+        return {"id": "msg_1", "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": "hello from fake"}], "stop_reason": "end_turn",
+                "stop_sequence": None, "usage": {"input_tokens": 4, "output_tokens": 3}}
+    if "/audio/" in path:
+        return {"text": f"transcribed by {model}"}
+    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello from fake"},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
+
+
+def _chunk(model: str, index: int) -> dict[str, Any]:
+    return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
+            "choices": [{"index": 0, "delta": {"content": f"t{index} "}, "finish_reason": None}]}
 
 
 def _huge_list() -> bytes:

@@ -4,7 +4,9 @@ our own on a free port (no persistence, in a temporary directory), stopped after
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -36,11 +38,16 @@ class PrivateRedis:
         if binary is None:
             raise RuntimeError(f"no Redis at {DEFAULT_URL} and no redis-server binary to start one; "
                                f"install Redis or set {TEST_URL_ENV}")
+        self.binary = binary
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="modeldex-redis-"))
         self.logfile = self.root / "redis.log"
+        self.start(timeout)
+
+    def start(self, timeout: float = 15) -> None:
+        """Start it (again, after `kill`) on its port."""
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.root), "--logfile", str(self.logfile)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
@@ -51,12 +58,25 @@ class PrivateRedis:
                 raise RuntimeError(f"redis-server did not start on port {self.port}:\n{log}")
             time.sleep(0.02)
 
+    def kill(self) -> None:
+        """SIGKILL: gone at once, its port refusing connections."""
+        self.process.kill()
+        self.process.wait()
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections are still accepted by the kernel, but nothing answers."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def destroy(self) -> None:
         if self.process.poll() is None:
+            self.thaw()  # a stopped process would not act on SIGTERM
             self.process.terminate()
             try:
                 self.process.wait(timeout=10)

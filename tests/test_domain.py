@@ -10,6 +10,7 @@ from modeldex.api import paths
 from modeldex.catalog import keys
 from modeldex.catalog.entities import new_model, validate_model_id
 from modeldex.catalog.errors import InvalidInput
+from modeldex.catalog.limits import parse_limit
 
 
 @pytest.mark.parametrize("model_id", ["MiniMax-M2.7", "meta-llama/Llama-3.1-8B-Instruct", "ft:gpt-4o:acme::x1",
@@ -112,3 +113,22 @@ def test_the_first_matching_rule_decides_whether_exact_or_glob() -> None:
     assert rule("big", patterns=("x/*",))["x/2"] == "allowed by group 'big' (member 'x/2')"
     assert rule("big", patterns=("x/*",))["x/1"] == "allowed by pattern 'x/*'"
     assert rule("big")["y/1"].startswith("no group or pattern")
+
+
+@pytest.mark.parametrize(("text", "requests", "period"), [
+    ("600/m", 600, 60), ("1/s", 1, 1), ("5/30s", 5, 30), ("1000000000/s", 1_000_000_000, 1), ("1/366d", 1, 31_622_400),
+])
+def test_limits_within_bounds(text: str, requests: int, period: int) -> None:
+    limit = parse_limit(text)
+    assert limit is not None and (limit.requests, limit.period) == (requests, period)
+    assert parse_limit(str(limit)) == limit
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("5/0s", "period"), ("5/00m", "period"), ("1/367d", "period"), ("1/99999999999999999999d", "period"),
+    ("0/m", "number of requests"), ("1000000001/s", "number of requests"), ("lots", "not a rate limit"),
+    ("9" * 5000 + "/s", "not a rate limit"),
+])
+def test_limits_out_of_bounds_say_why(text: str, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        parse_limit(text)

@@ -234,8 +234,8 @@ def answers(server: Server, keys: dict[str, str], ids: list[str]
     return seen
 
 
-def served_version(server: Server) -> int:
-    return int(server.get("/readyz").json()["version"])
+def served_version(server: Server, admin_key: str) -> int:
+    return int(server.get("/readyz", admin_key).json()["version"])
 
 
 def test_a_running_server_answers_like_a_fresh_one(db_url: str, start_server) -> None:
@@ -268,6 +268,6 @@ def test_a_running_server_answers_like_a_fresh_one(db_url: str, start_server) ->
     run_cli(db_url, "models", "remove", "acme/b")
 
     fresh = start_server(db_url)
-    assert wait_until(lambda: served_version(running) == served_version(fresh), 5) is not None
+    assert wait_until(lambda: served_version(running, admin_key) == served_version(fresh, admin_key), 5) is not None
     ids = ["acme/a", "acme/b", "acme/c", "latest", "MiniMax-M3", "MiniMax-M2", "MiniMax-M2.5", "ghost"]
     assert answers(running, keys, ids) == answers(fresh, keys, ids)

@@ -174,3 +174,16 @@ def test_yaml_files_are_bounded_and_dumped_as_one_document_would_be() -> None:
            "aliases": [], "groups": [{"name": "g", "members": ["m/*"]}], "upstreams": []}
     assert dump_yaml(big) == yaml.safe_dump(big, sort_keys=False, allow_unicode=True, default_flow_style=False)
     assert load_yaml(dump_yaml(big)) == big
+
+
+def test_an_id_that_is_not_a_string_is_refused_and_changes_nothing(store: SqlStore) -> None:
+    from modeldex.catalog.catalog_file import load_yaml
+
+    catalog = Catalog(store)
+    version = store.current_version()
+    for text in ("models:\n  - id: !!binary aGVsbG8=\n", "models:\n  - id: 42\n"):
+        with pytest.raises(InvalidInput) as raised:
+            catalog.apply(load_yaml(text))
+        assert raised.value.field == "models[0].id" and "must be a string" in raised.value.message
+    assert store.current_version() == version
+    assert store.get(Model, "hello") is None

@@ -41,11 +41,15 @@ async def test_healthz(side: Side) -> None:
     assert response.headers["content-type"] == "application/json"
 
 
-async def test_readyz_says_ready_with_the_served_version(side: Side) -> None:
+async def test_readyz_says_ready_and_only_an_admin_learns_the_served_version(side: Side) -> None:
     response = await side.request("GET", "/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "version": side.harness.app.live.version}
-    assert response.json()["version"] >= 1
+    assert response.json() == {"status": "ready"}  # a probe needs no key, and learns no version
+    assert (await side.request("GET", "/readyz", side.read)).json() == {"status": "ready"}
+    admin = await side.request("GET", "/readyz", side.admin)
+    assert admin.json() == {"status": "ready", "version": side.harness.app.live.version}
+    assert admin.json()["version"] >= 1
+    error_of(await side.request("GET", "/readyz", "sk-not-a-key"), 401, "invalid_api_key")
 
 
 async def test_openapi_is_json(side: Side) -> None:
@@ -94,6 +98,7 @@ async def test_a_body_that_is_no_json_object_is_400_invalid_json(side: Side, bod
     ("/v1/admin/models", {"id": "ok-2", "source": "up"}, "source"),
     ("/v1/admin/models", {"id": "bad id"}, "id"),
     ("/v1/admin/models", {"id": "ok-3", "context_length": 0}, "context_length"),
+    ("/v1/admin/models", {"id": "cafe\u0301"}, "id"),  # not NFC: "café" spelt as "e" and an accent
     ("/v1/admin/aliases", {"id": "a-1", "target": "MiniMax-M3", "colour": "blue"}, "colour"),
     ("/v1/admin/keys", {"name": "k-1", "colour": "blue"}, "colour"),
     ("/v1/admin/keys", {"name": "k-2", "scope": "root"}, "scope"),
@@ -191,3 +196,29 @@ async def test_a_blocked_address_cannot_confirm_a_metrics_token_guess(side: Side
              type="requests")
     error_of(await side.request("GET", "/metrics", METRICS_TOKEN, address), 429, "rate_limit_exceeded",
              type="requests")
+
+
+async def test_a_model_id_in_nfc_is_served_and_its_decomposed_twin_refused(side: Side) -> None:
+    created = await side.request("POST", "/v1/admin/models", side.admin, json={"id": "caf\u00e9"})
+    assert created.status_code == 201
+    assert (await side.request("GET", "/v1/models/caf%C3%A9", side.read)).json()["id"] == "caf\u00e9"
+    error = error_of(await side.request("POST", "/v1/admin/models", side.admin, json={"id": "cafe\u0301"}),
+                     400, "invalid_value")
+    assert "NFC" in error["message"]
+
+
+@pytest.mark.parametrize("field", ["created", "owned_by"])
+async def test_a_field_that_always_has_a_value_cannot_be_patched_away(side: Side, field: str) -> None:
+    model_id = f"keeps-{field.replace('_', '-')}"
+    created = await side.request("POST", "/v1/admin/models", side.admin,
+                                 json={"id": model_id, "created": 1700000000, "owned_by": "acme"})
+    assert created.status_code == 201
+    version = side.harness.store.current_version()
+    error = error_of(await side.request("PATCH", f"/v1/admin/models/{model_id}", side.admin, json={field: None}),
+                     400, "invalid_value")
+    assert error["param"] == field
+    assert side.harness.store.current_version() == version
+    served = (await side.request("GET", f"/v1/models/{model_id}", side.read)).json()
+    assert (served["created"], served["owned_by"]) == (1700000000, "acme")
+    removed = await side.request("PATCH", f"/v1/admin/models/{model_id}", side.admin, json={"description": None})
+    assert removed.status_code == 200  # an optional field still can be

@@ -167,7 +167,9 @@ def test_the_database_going_away(tmp_path: Path) -> None:
         try:
             assert wait_until(lambda: all(r.get("/readyz").status_code == 503 for r in replicas), 5) is not None
             not_ready = replicas[0].get("/readyz").json()["error"]
-            assert not_ready["code"] == "not_ready" and "serving catalog version" in not_ready["message"]
+            assert not_ready["code"] == "not_ready" and "serving the catalog from memory" in not_ready["message"]
+            told_admin = replicas[0].get("/readyz", admin).json()["error"]  # the version only to an admin
+            assert told_admin["code"] == "not_ready" and "serving catalog version" in told_admin["message"]
             assert all(r.get("/healthz").status_code == 200 for r in replicas)
             time.sleep(1.5)
         finally:

@@ -54,6 +54,7 @@ class ServerSettings:
     rate_limit: str | None = None  # default per-key limit, e.g. "600/m"; None: unlimited
     auth_failure_limit: str | None = "30/m"  # failed authentications per client address
     redis_url: str | None = None  # share rate-limit buckets across workers and replicas
+    redis_timeout: float = 0.05  # seconds to connect to / hear from Redis before counting in memory
     cors_origins: tuple[str, ...] = ()
     forwarded_allow_ips: tuple[str, ...] = ()
     max_header_bytes: int = 16 * 1024
@@ -61,6 +62,14 @@ class ServerSettings:
     metrics_token: str | None = None
     public_metrics: bool = False  # /metrics without a key (e.g. when only reachable internally)
     database_timeout: float = 5.0  # seconds any wait on the database may last (store/sql.py)
+    change_retention: str | None = "30d"  # the change feed and revoked keys: an age, versions, or None
+    # The inference gateway: seconds per phase of an upstream request, targets tried, largest request body.
+    upstream_connect_timeout: float = 10.0
+    upstream_first_byte_timeout: float = 600.0
+    upstream_idle_timeout: float = 120.0
+    upstream_total_timeout: float = 1800.0
+    upstream_attempts: int = 3
+    max_inference_body_bytes: int = 64 * 1024 * 1024
 
     def to_env(self) -> dict[str, str]:
         env = {}

@@ -22,6 +22,7 @@ from modeldex.api.admin_base import (
     with_revision,
 )
 from modeldex.catalog.catalog_file import dump_yaml, load_yaml
+from modeldex.catalog.changes import MAX_VERSION
 from modeldex.catalog.errors import InvalidInput
 from modeldex.catalog.kinds import KINDS
 from modeldex.catalog.repository import UNCHANGED
@@ -115,7 +116,7 @@ class AdminRoutes:
     # --- change feed and catalog files ---------------------------------------------------------------
 
     async def changes(self, request: Request, catalog: Catalog) -> Response:
-        since = _int_param(request, "since", 0, 0)
+        since = _int_param(request, "since", 0, 0, MAX_VERSION)
         limit = _int_param(request, "limit", 1000, 1, 10_000)
         entries = await run_in_threadpool(catalog.changes, since, limit + 1)
         version = await run_in_threadpool(catalog.version)

@@ -8,6 +8,8 @@ Creating, changing and removing upstreams are the generic admin routes (admin.py
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -20,13 +22,21 @@ from modeldex.discovery.health import DiscoveryStore, upstream_reports, with_hea
 from modeldex.discovery.sync import sync_now
 
 
-def upstream_routes(store: DiscoveryStore) -> RouteTable:
-    """`store` holds the upstreams' health beside the catalog. The paths come before the generic ones of
-    upstreams (admin.py), whose methods they replace: `sync` before `{key:path}`."""
+def upstream_routes(store: DiscoveryStore, inference_health: Callable[[], dict[str, dict[str, object]]]
+                    | None = None) -> RouteTable:
+    """`store` holds the upstreams' health beside the catalog; `inference_health` how each has been
+    answering this worker's inference requests (shown as `health.inference`). The paths come before the
+    generic ones of upstreams (admin.py), whose methods they replace: `sync` before `{key:path}`."""
+
+    def with_inference(document: dict[str, Any]) -> dict[str, Any]:
+        if inference_health is not None:
+            state = inference_health().get(str(document["name"]))
+            document["health"]["inference"] = state or {"failures": 0, "healthy": True, "last_error": None}
+        return document
 
     async def list_upstreams(request: Request, catalog: Catalog) -> Response:
         def read() -> list[dict[str, object]]:
-            return upstream_reports(store.all_revisions(Upstream), store, time.time())
+            return [with_inference(r) for r in upstream_reports(store.all_revisions(Upstream), store, time.time())]
 
         return json_response({"object": "list", "data": await run_in_threadpool(read)})
 
@@ -35,7 +45,8 @@ def upstream_routes(store: DiscoveryStore) -> RouteTable:
 
         def read() -> tuple[dict[str, object], int]:
             upstream, revision = catalog.get("upstream", name)
-            return with_health(upstream.document(), revision, store.upstream_health(time.time()).get(name)), revision
+            document = with_health(upstream.document(), revision, store.upstream_health(time.time()).get(name))
+            return with_inference(document), revision
 
         document, revision = await run_in_threadpool(read)
         return json_response(document, etag=revision)

@@ -27,7 +27,9 @@ def asgi_scope(scope: Any, path: str, client: str, extra: dict[str, Any]) -> dic
         "scheme": scope.scheme,
         "path": path,
         "raw_path": path.encode("utf-8", "surrogateescape"),
-        "query_string": scope.query_string.encode("latin-1", "replace"),
+        # granian hands the query over decoded as UTF-8: encoded back the same way, or U+0080-U+00FF
+        # would become bytes that are not UTF-8, which Starlette cannot decode (a 500 on every 404).
+        "query_string": scope.query_string.encode("utf-8", "replace"),
         "root_path": "",
         "headers": [(name.encode("latin-1"), value.encode("latin-1", "replace"))
                     for name, value in scope.headers.items()],

@@ -96,6 +96,13 @@ class Callers:
             raise errors.invalid_key(identified)
         return identified
 
+    def refusal_now(self, identified: Caller | str | None, client: str) -> errors.ApiError | None:
+        """The 401 for a missing or refused credential when `resolve` would need no wait to give it (no
+        failed-authentication limit, so nothing to count or check), else None."""
+        if isinstance(identified, Caller) or self.limiter.auth_failure_limit is not None:
+            return None
+        return errors.missing_key() if identified is None else errors.invalid_key(identified)
+
     async def caller(self, keys: Credentials, authorization: str | None, client: str,
                      also: Credentials | None = None) -> Caller:
         """Who is calling, or the 401/429 that says why not: `identify`, then `resolve` unless all is well."""

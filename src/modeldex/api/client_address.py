@@ -49,6 +49,9 @@ class ClientAddress:
         self._enabled = bool(forwarded_allow_ips)
         # peer -> host: a connection's requests share its peer, and parsing it costs ~0.4 µs (measured).
         self._hosts: dict[str, str] = {}
+        # The same table for the hot path to read directly (a lookup instead of a call: 0.1 µs), when no
+        # header can change the answer; None when some peers are trusted proxies.
+        self.known_hosts: dict[str, str] | None = None if self._enabled else self._hosts
 
     def __call__(self, peer: str, headers: HeaderItems) -> str:
         """The peer's address, or, when the peer is a trusted proxy, the nearest untrusted address in

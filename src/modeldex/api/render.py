@@ -13,6 +13,7 @@ change to a catalog of 100,000 models costs milliseconds, not a full rebuild.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import threading
 import time
@@ -155,39 +156,79 @@ class _Bodies:
             bodies.update((entry_id, rendered[entry_id]) for entry_id in added)
         else:
             bodies = {entry[0]: rendered[entry[0]] for entry in entries}
-        listed = [rendered[entry_id] for entry_id, _model, shown in entries if shown]
-        return bodies, b'{"object":"list","data":[' + b",".join(listed) + b"]}"
+        return bodies, list_body(bodies, entries)
+
+
+def list_body(bodies: Mapping[str, bytes], entries: list[Entry]) -> bytes:
+    return b'{"object":"list","data":[' + b",".join([bodies[e[0]] for e in entries if e[2]]) + b"]}"
+
+
+def content_etag(bodies: Mapping[str, bytes], entries: list[Entry], listed: bytes, suffix: str = "") -> str:
+    """An ETag from the bytes a view serves (its list, and the entries it serves but does not list), so
+    it changes exactly when something the caller can see does, and says nothing of the rest of the
+    catalog. SHA-256: 5 ms for a 10 MB list (100,000 models), against 7 for BLAKE2b (measured)."""
+    digest = hashlib.sha256(listed)
+    for entry_id, _model, shown in entries:
+        if not shown:
+            digest.update(b"\n" + bodies[entry_id])
+    return f'"{digest.hexdigest()[:20]}{suffix}"'
+
+
+def _without_hidden_successors(bodies: dict[str, bytes], entries: list[Entry], visible: Mapping[str, bytes]
+                               ) -> dict[str, bytes]:
+    """The metadata bodies with `replaced_by` left out where it names a model the view cannot see."""
+    hiding = [e for e in entries if e[1].replaced_by is not None and e[1].replaced_by not in visible]
+    if not hiding:
+        return bodies
+    bodies = dict(bodies)
+    for entry_id, model, _shown in hiding:
+        bodies[entry_id] = _compact(orjson.dumps(model_object_with_metadata(
+            model.model_copy(update={"replaced_by": None}), entry_id)))
+    return bodies
 
 
 class View:
-    """What one access policy sees at one catalog version: bytes for retrieve and list, and an ETag."""
+    """What one access policy sees at one catalog version: bytes for retrieve and list, and an ETag of
+    those bytes (made on first use: a revalidating client needs it, a catalog write need not pay it)."""
 
-    __slots__ = ("_entries", "_expanded", "_lock", "_source", "bodies", "etag", "list_body")
+    __slots__ = ("_entries", "_etag", "_expanded", "_gzipped", "_lock", "_source", "bodies", "list_body")
 
-    def __init__(self, entries: list[Entry], etag: str, source: _Bodies,
+    def __init__(self, entries: list[Entry], source: _Bodies,
                  near: tuple[dict[str, bytes], list[str], list[str]] | None = None) -> None:
         self._entries = entries
         self._source = source
         self.bodies, self.list_body = source.select(entries, metadata=False, near=near)
-        self.etag = etag
-        self._expanded: tuple[dict[str, bytes], bytes] | None = None
+        self._etag: str | None = None
+        self._expanded: tuple[dict[str, bytes], bytes, str] | None = None
+        self._gzipped: dict[bool, bytes] = {}
         self._lock = threading.Lock()
 
-    def expanded(self) -> tuple[dict[str, bytes], bytes]:
-        """Bodies and list with metadata: made on first request, as few deployments ask for them."""
+    def gzipped(self, expanded: bool = False) -> bytes:
+        """The list, gzip-compressed: made on first request, once per view and version, like the bodies
+        (a 10,000-model list is 850 kB raw). No time stamp inside, so every worker's bytes are the same."""
+        compressed = self._gzipped.get(expanded)
+        if compressed is None:
+            listed = self.expanded()[1] if expanded else self.list_body
+            compressed = self._gzipped[expanded] = gzip.compress(listed, compresslevel=6, mtime=0)
+        return compressed
+
+    @property
+    def etag(self) -> str:
+        if self._etag is None:
+            self._etag = content_etag(self.bodies, self._entries, self.list_body)
+        return self._etag
+
+    def expanded(self) -> tuple[dict[str, bytes], bytes, str]:
+        """Bodies, list and ETag with metadata: made on first request, as few deployments ask for them."""
         if self._expanded is None:
             with self._lock:
                 if self._expanded is None:
-                    self._expanded = self._source.select(self._entries, metadata=True)
+                    selected, listed = self._source.select(self._entries, metadata=True)
+                    bodies = _without_hidden_successors(selected, self._entries, self.bodies)
+                    if bodies is not selected:
+                        listed = list_body(bodies, self._entries)
+                    self._expanded = (bodies, listed, content_etag(bodies, self._entries, listed, "-m"))
         return self._expanded
-
-    def retagged(self, etag: str) -> View:
-        """This view under another ETag: for a new catalog version that changed nothing it shows."""
-        view = View.__new__(View)
-        view._entries, view._source, view._expanded = self._entries, self._source, self._expanded
-        view.bodies, view.list_body, view.etag = self.bodies, self.list_body, etag
-        view._lock = threading.Lock()
-        return view
 
 
 class RenderedCatalog:
@@ -285,14 +326,14 @@ class RenderedCatalog:
             if changed_groups.intersection(policy.groups):
                 self._views[policy] = self._build_view(policy)  # its rules changed: decide every entry
             elif not before:
-                self._views[policy] = view.retagged(self._etag(policy))
+                self._views[policy] = view  # nothing it shows changed: the same bytes, the same ETag
             else:
                 decide = self.visibility(policy).decide
                 hidden = [e for entry_id, e in before.items() if e is not None and entry_id in view.bodies]
                 shown = [e for entry_id, e in after.items() if e is not None and decide(entry_id).visible]
                 entries = replace_sorted(view._entries, hidden, shown, _entry_order)
                 near = (view.bodies, [e[0] for e in hidden], [e[0] for e in shown])
-                self._views[policy] = View(entries, self._etag(policy), self._bodies, near)
+                self._views[policy] = View(entries, self._bodies, near)
 
     def visibility(self, policy: AccessPolicy) -> Visibility:
         return Visibility(policy, self.models, self.aliases, self.groups, self.now)
@@ -328,11 +369,7 @@ class RenderedCatalog:
                 self._other_views.popitem(last=False)
         return view
 
-    def _etag(self, policy: AccessPolicy) -> str:
-        tag = hashlib.blake2b(orjson.dumps(policy.document()), digest_size=6).hexdigest()
-        return f'"{self.version}-{tag}"'
-
     def _build_view(self, policy: AccessPolicy) -> View:
         decide = self.visibility(policy).decide
         entries = [entry for entry in self._entries if decide(entry[0]).visible]
-        return View(entries, self._etag(policy), self._bodies)
+        return View(entries, self._bodies)

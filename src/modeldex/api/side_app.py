@@ -5,7 +5,7 @@ unexpected failures. The app (app.py) dispatches here through the ASGI bridge.""
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -69,18 +69,38 @@ async def _unexpected(request: Request, _exc: Exception) -> Response:
     return _error_response(errors.server_error(request.scope.get(REQUEST_ID_SCOPE_KEY, "unknown")))
 
 
-def readiness(live: LiveCatalog[Any] | None) -> Route:
-    """`/readyz`: 200 once the catalog is loaded and the store answers; 503 (and why) otherwise."""
+RateLimitCheck = Callable[[], Awaitable[dict[str, Any]]]
 
-    async def readyz(_request: Request) -> Response:
+
+def readiness(live: LiveCatalog[Any] | None, rate_limits: RateLimitCheck | None = None,
+              callers: Callers | None = None) -> Route:
+    """`/readyz`: 200 once the catalog is loaded and the store answers; 503 (and why) otherwise. With
+    shared rate-limit buckets (Redis), also how they are: still 200 when Redis is away, since every request
+    is still answered (limits are counted per process then), but `rate_limits` says `degraded`.
+
+    Probes need no key. The catalog version served is for admin callers only: unauthenticated, it would
+    tell anyone how often the catalog changes, hidden models included."""
+
+    async def readyz(request: Request) -> Response:
         if live is None:
             return _error_response(ApiError(503, "not ready: the catalog is not loaded yet", type="server_error",
                                             code="not_ready"))
+        authorization = request.headers.get("authorization")
+        admin = False
+        if authorization is not None and callers is not None:
+            caller = await callers.caller(live.current.keys, authorization,
+                                          request.scope.get("modeldex.client", "unknown"))
+            request.scope["modeldex.key"] = caller.name
+            admin = caller.is_admin
         if not live.ready:
-            return _error_response(ApiError(
-                503, f"not ready: {live.last_error}; serving catalog version {live.version} from memory",
-                type="server_error", code="not_ready"))
-        return _json(orjson.dumps({"status": "ready", "version": live.version}))
+            served = (f"; serving catalog version {live.version} from memory" if admin
+                      else "; serving the catalog from memory")
+            return _error_response(ApiError(503, f"not ready: {live.last_error}{served}", type="server_error",
+                                            code="not_ready"))
+        ready: dict[str, Any] = {"status": "ready", "version": live.version} if admin else {"status": "ready"}
+        if rate_limits is not None:
+            ready["rate_limits"] = await rate_limits()
+        return _json(orjson.dumps(ready))
 
     return Route("/readyz", readyz, methods=["GET"])
 
@@ -114,17 +134,22 @@ def metrics_route(live: LiveCatalog[RenderedCatalog], callers: Callers, settings
 
 
 def build_side_app(routes: Sequence[BaseRoute] = (), live: LiveCatalog[Any] | None = None,
-                   settings: ServerSettings | None = None) -> Starlette:
+                   settings: ServerSettings | None = None, rate_limits: RateLimitCheck | None = None,
+                   callers: Callers | None = None) -> Starlette:
     """The side app; before the catalog is loaded (no `live`), health and the OpenAPI document only."""
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
-            readiness(live),
+            readiness(live, rate_limits, callers),
             Route("/openapi.json", openapi, methods=["GET"]),
             *routes,
         ],
         exception_handlers={HTTPException: _http_exception, ApiError: _api_error, Exception: _unexpected},
     )
+    # No redirect from `/healthz/` to `/healthz`: Starlette builds its Location from the client's Host
+    # header, always `http://`, with no body. A path with a trailing slash is a 404 in the envelope, as
+    # `/v1/models/` is on the Models routes.
+    app.router.redirect_slashes = False
     if settings is not None:
         app.state.max_body_bytes = settings.max_body_bytes
     return app

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from modeldex.catalog.limits import parse_limit
+from modeldex.catalog.limits import Limit, parse_limit
 from modeldex.catalog.policy import AccessPolicy
 
 
@@ -20,6 +20,15 @@ class Scope(StrEnum):
 
     READ = "read"
     ADMIN = "admin"
+
+
+def readable_limit(text: str | None) -> Limit | str | None:
+    """A key's stored limit as a Limit (None: unlimited), or "default" for one out of bounds (stored before
+    limits were checked, e.g. `5/0d`): such a key follows the server's default rather than failing."""
+    try:
+        return parse_limit(text)
+    except ValueError:
+        return "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +44,7 @@ class Caller:
     exempt: bool = field(init=False)  # its own limit is "unlimited": never counted, whatever the default
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "exempt", self.rate_limit is not None and parse_limit(self.rate_limit) is None)
+        object.__setattr__(self, "exempt", self.rate_limit is not None and readable_limit(self.rate_limit) is None)
 
     @property
     def is_admin(self) -> bool:

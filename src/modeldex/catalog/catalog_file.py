@@ -92,8 +92,8 @@ def load_yaml(text: str) -> Any:
             document = yaml.load(text, Loader=_LOADER)  # a safe loader: CSafeLoader or SafeLoader
     except yaml.YAMLError as exc:
         raise InvalidInput("file", f"file: not valid YAML: {exc}") from None
-    except RecursionError:
-        raise InvalidInput("file", "file: nested too deeply") from None
+    except RecursionError:  # PyYAML builds nested collections recursively: `[[[[...` 1,000 deep
+        raise InvalidInput("file", "file: nested too deeply to be a catalog file") from None
     check_expansion(document, MAX_EXPANSION * len(text) + EXPANSION_MARGIN)
     return document
 
@@ -159,6 +159,8 @@ def apply_document(writer: CatalogWriter, document: Any, prune: bool) -> list[Pl
         for index, entry in enumerate(sections[section]):
             where = f"{section}[{index}]"
             key = entry.get(key_field)
+            if key is not None and not isinstance(key, str):  # e.g. YAML's !!binary, or a number
+                raise InvalidInput(f"{where}.{key_field}", f"{where}: {key_field} must be a string")
             label = f"{where} ({key_field} {key!r})" if isinstance(key, str) else where
             existing = current.get(key) if isinstance(key, str) else None
             if isinstance(existing, Model) and "created" not in entry:

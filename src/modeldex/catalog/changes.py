@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+MAX_VERSION = 2**63 - 1  # a BIGINT, in SQLite and PostgreSQL alike
+
 
 @dataclass(frozen=True, slots=True)
 class Change:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+import unicodedata
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -39,6 +40,9 @@ def model_id_problem(model_id: str) -> str | None:
         return f"model id contains characters that are not allowed: {', '.join(repr(ch) for ch in bad)}"
     if any(segment in ("", ".", "..") for segment in model_id.split("/")):
         return "model id must not contain empty, '.' or '..' path segments"
+    if not model_id.isascii() and not unicodedata.is_normalized("NFC", model_id):
+        # Otherwise "é" and "e" + a combining accent would be two models that look the same.
+        return "model id must be in Unicode normalization form NFC (é as one character, not e and an accent)"
     return None
 
 
@@ -67,6 +71,13 @@ def _owner(value: str) -> str:
     value = value.strip()
     if not value or len(value) > MAX_OWNER_LENGTH or not value.isprintable():
         raise ValueError(f"must be 1 to {MAX_OWNER_LENGTH} printable characters")
+    return value
+
+
+def _text(value: str) -> str:
+    # PostgreSQL cannot store NUL in text, SQLite can: refused here, both databases behave the same.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
     return value
 
 
@@ -100,6 +111,7 @@ Owner = Annotated[str, AfterValidator(_owner)]
 DecimalString = Annotated[str, AfterValidator(_decimal_string)]
 Pattern = Annotated[str, AfterValidator(_pattern)]
 ShutdownDate = Annotated[str, AfterValidator(_shutdown_date)]
+Text = Annotated[str, AfterValidator(_text)]  # free text: anything but NUL (other fields are stricter)
 Modality = Literal["text", "image", "audio", "video", "file", "embeddings"]
 Timestamp = Annotated[int, Field(ge=0, lt=2**53, strict=True)]
 
@@ -131,6 +143,32 @@ class Pricing(Entity):
     completion: DecimalString | None = None
 
 
+MAX_ROUTES = 16
+MAX_WEIGHT = 1000
+
+
+class Route(Entity):
+    """Where inference requests for a model go: an upstream (by name), the upstream's own id for the model
+    (default: the catalog id), and a weight among the model's routes."""
+
+    upstream: Name
+    model: ModelId | None = None
+    weight: Annotated[int, Field(ge=1, le=MAX_WEIGHT, strict=True)] = 1
+
+
+def _routes(value: tuple[Route, ...]) -> tuple[Route, ...]:
+    seen = set()
+    for route in value:
+        key = (route.upstream, route.model)
+        if key in seen:
+            raise ValueError(f"upstream {route.upstream!r} is named twice for the same upstream model")
+        seen.add(key)
+    return value
+
+
+Routes = Annotated[tuple[Route, ...], Field(max_length=MAX_ROUTES), AfterValidator(_routes)]
+
+
 class Model(Entity):
     """One catalog entry. `id`, `object`, `created`, `owned_by` are what the Models API always answers;
     the rest is optional metadata, answered on request."""
@@ -138,8 +176,8 @@ class Model(Entity):
     id: ModelId
     created: Timestamp = Field(default_factory=lambda: int(time.time()))
     owned_by: Owner = "system"
-    name: Annotated[str, Field(max_length=200)] | None = None
-    description: str | None = None
+    name: Annotated[str, Field(max_length=200), AfterValidator(_text)] | None = None
+    description: Text | None = None
     context_length: Annotated[int, Field(gt=0, lt=2**53, strict=True)] | None = None
     max_output_tokens: Annotated[int, Field(gt=0, lt=2**53, strict=True)] | None = None
     input_modalities: tuple[Modality, ...] | None = None
@@ -147,6 +185,8 @@ class Model(Entity):
     pricing: Pricing | None = None
     shutdown_date: ShutdownDate | None = None
     replaced_by: ModelId | None = None
+    # Where inference requests go (operator-defined models); a discovered model goes to its `source`.
+    routes: Routes | None = None
     # Set by discovery only: the upstream a model came from, and since when it has not confirmed it.
     source: Name | None = None
     stale_since: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
@@ -202,7 +242,7 @@ class Group(Entity):
 
     name: Name
     members: tuple[Pattern, ...] = ()
-    description: str | None = None
+    description: Text | None = None
 
 
 E = TypeVar("E", bound=BaseModel)

@@ -24,6 +24,14 @@ def check_model(writer: CatalogWriter, model: Model) -> None:
         raise Conflict(f"{model.id!r} is already an alias; remove the alias first")
 
 
+def check_upstream_removal(writer: CatalogWriter, name: str) -> None:
+    routed = sorted(m.id for m in writer.all(Model) if m.routes and any(r.upstream == name for r in m.routes))
+    if routed:
+        shown = ", ".join(routed[:5]) + (f" and {len(routed) - 5} more" if len(routed) > 5 else "")
+        raise Conflict(f"upstream {name!r} is a route of models {shown}; remove those routes first "
+                       "(`modeldex routes remove MODEL UPSTREAM`)")
+
+
 def check_model_removal(writer: CatalogWriter, model_id: str) -> None:
     pointing = sorted(a.id for a in writer.all(Alias) if a.target == model_id)
     if pointing:

@@ -18,6 +18,7 @@ from modeldex.catalog.entities import Entity, Model
 from modeldex.catalog.incremental import CatalogDelta
 from modeldex.catalog.keys import ApiKey
 from modeldex.catalog.policy import AccessPolicy
+from modeldex.catalog.retention import Compacted, Retention
 from modeldex.catalog.state import CatalogState
 
 E = TypeVar("E", bound=Entity)
@@ -97,6 +98,10 @@ class CatalogStore(CatalogReader, Protocol):
         ...
 
     def count(self, entity_type: type[Entity]) -> int: ...
+
+    def compact(self, retention: Retention, now: float) -> Compacted:
+        """Remove change-feed entries and revoked keys older than `retention` keeps; bumps no version."""
+        ...
 
     def list_keys(self, include_revoked: bool = False) -> list[ApiKey]: ...
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from modeldex.catalog import writes
 from modeldex.catalog.callers import Scope
 from modeldex.catalog.catalog_file import PlannedChange, apply_document, export_document
-from modeldex.catalog.changes import Change
-from modeldex.catalog.entities import DISCOVERY_FIELDS, Entity, Model, parse
+from modeldex.catalog.changes import MAX_VERSION, Change
+from modeldex.catalog.entities import DISCOVERY_FIELDS, Entity, Model, Route, parse
 from modeldex.catalog.errors import InvalidInput, NotFound
 from modeldex.catalog.integrity import check_policy
 from modeldex.catalog.keys import ApiKey, new_key, parse_scope, validate_key_name
@@ -21,6 +21,8 @@ from modeldex.catalog.kinds import kind_named
 from modeldex.catalog.limits import parse_limit
 from modeldex.catalog.policy import ALL_MODELS, AccessPolicy, Decision, Visibility
 from modeldex.catalog.repository import UNCHANGED, Unchanged
+from modeldex.catalog.retention import Compacted, Retention
+from modeldex.catalog.upstreams import Upstream
 
 if TYPE_CHECKING:
     from modeldex.catalog.repository import CatalogStore, CatalogWriter
@@ -83,6 +85,7 @@ class Catalog:
             raise InvalidInput(key_field, f"{key_field}: cannot be changed (delete and create instead)")
         if entity_kind.type is Model:
             _refuse_discovery_fields(fields)
+        _refuse_removing_required(entity_kind.type, fields)
         with self._write() as writer:
             current = writer.get(entity_kind.type, key)
             if current is None:
@@ -97,6 +100,53 @@ class Catalog:
     def delete(self, kind: str, key: str, if_match: int | None = None) -> None:
         with self._write() as writer:
             writes.remove(writer, kind_named(kind).type, key, if_match)
+
+    # --- routes (inference: which upstream serves a model) ---------------------------------------------
+
+    def routes(self) -> list[dict[str, Any]]:
+        """Every model's routes, and each discovered model's implicit one (to the upstream that listed it)."""
+        prefixes = {upstream.name: upstream.prefix or "" for upstream in self.store.all(Upstream)}
+        rows: list[dict[str, Any]] = []
+        for model in self.store.all(Model):
+            if model.routes:
+                rows += [{"model": model.id, "upstream": route.upstream, "upstream_model": route.model or model.id,
+                          "weight": route.weight} for route in model.routes]
+            elif model.source is not None:
+                rows.append({"model": model.id, "upstream": model.source, "discovered": True,
+                             "upstream_model": model.id.removeprefix(prefixes.get(model.source, ""))})
+        return sorted(rows, key=lambda row: (row["model"], row["upstream"]))
+
+    def add_route(self, model_id: str, upstream: str, upstream_model: str | None = None, weight: int = 1
+                  ) -> tuple[Entity, int]:
+        """Route `model_id` to `upstream` too (replacing a route there for the same upstream model). Routing
+        a discovered model makes it the operator's, as editing it does."""
+        route = parse(Route, {"upstream": upstream, "model": upstream_model, "weight": weight})
+        with self._write() as writer:
+            current = writer.get(Model, model_id)
+            if current is None:
+                raise NotFound("model", model_id)
+            kept = [r for r in current.routes or () if (r.upstream, r.model) != (route.upstream, route.model)]
+            return self._with_routes(writer, current, [*kept, route])
+
+    def remove_route(self, model_id: str, upstream: str, upstream_model: str | None = None) -> tuple[Entity, int]:
+        """Remove the model's routes to `upstream` (only the one for `upstream_model`, if given)."""
+        with self._write() as writer:
+            current = writer.get(Model, model_id)
+            if current is None:
+                raise NotFound("model", model_id)
+            routes = current.routes or ()
+            kept = [r for r in routes if not (r.upstream == upstream
+                                              and (upstream_model is None or r.model == upstream_model))]
+            if len(kept) == len(routes):
+                raise NotFound("route", f"{model_id} -> {upstream}" + (f" ({upstream_model})" if upstream_model else ""))
+            return self._with_routes(writer, current, kept)
+
+    @staticmethod
+    def _with_routes(writer: CatalogWriter, current: Model, routes: list[Route]) -> tuple[Entity, int]:
+        document = {k: v for k, v in current.document().items() if k not in (*DISCOVERY_FIELDS, "routes")}
+        entity = parse(Model, {**document, **({"routes": [r.document() for r in routes]} if routes else {})})
+        revision, _removed = writes.replace(writer, entity)
+        return entity, revision
 
     # --- keys ----------------------------------------------------------------------------------------
 
@@ -169,7 +219,17 @@ class Catalog:
 
     # --- the change feed -----------------------------------------------------------------------------
 
+    def compact(self, retention: Retention, now: float) -> Compacted:
+        """Forget change-feed entries and revoked keys older than `retention` keeps."""
+        return self.store.compact(retention, now)
+
     def changes(self, since: int = 0, limit: int = 1000) -> list[Change]:
+        """Changes after version `since`, oldest first. Versions are 64-bit signed integers in both
+        databases, so a `since` past them is refused rather than left to overflow the query."""
+        if not 0 <= since <= MAX_VERSION:
+            raise InvalidInput("since", f"since: must be between 0 and {MAX_VERSION}")
+        if not 1 <= limit <= MAX_VERSION:
+            raise InvalidInput("limit", f"limit: must be between 1 and {MAX_VERSION}")
         return self.store.changes(since, limit)
 
     def version(self) -> int:
@@ -186,6 +246,16 @@ def _rate_limit(value: str | None) -> str | None:
     except ValueError as exc:
         raise InvalidInput("rate_limit", f"rate_limit: {exc}") from None
     return "unlimited" if limit is None else str(limit)
+
+
+def _refuse_removing_required(entity_type: type[Entity], fields: dict[str, Any]) -> None:
+    """null removes an optional field; a field that always has a value (`created`, `owned_by`) cannot be
+    removed, or it would silently fall back to its default (`created` to now)."""
+    for name, value in fields.items():
+        info = entity_type.model_fields.get(name)
+        if value is None and info is not None and (info.is_required() or info.default is not None
+                                                   or info.default_factory is not None):
+            raise InvalidInput(name, f"{name}: cannot be removed (give it a new value instead)")
 
 
 def _refuse_discovery_fields(data: dict[str, Any]) -> None:

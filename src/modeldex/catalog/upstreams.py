@@ -83,7 +83,27 @@ def _prefix(value: str) -> str:
     return value
 
 
+PROTOCOLS = ("openai", "anthropic")
+
+
+def _protocols(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Each entry `openai` or `anthropic`, optionally `=URL` where that protocol is served under another
+    base URL than `base_url` (MiniMax: `anthropic=https://api.minimax.io/anthropic/v1`); normalized."""
+    normalized: dict[str, str] = {}
+    for entry in value:
+        name, _, url = entry.strip().partition("=")
+        name = name.strip().lower()
+        if name not in PROTOCOLS:
+            raise ValueError(f"{name!r} is not a protocol modeldex forwards: use {' or '.join(PROTOCOLS)}, "
+                             "optionally with =BASE_URL")
+        if name in normalized:
+            raise ValueError(f"protocol {name!r} is named twice")
+        normalized[name] = f"{name}={_base_url(url)}" if url.strip() else name
+    return tuple(normalized[name] for name in PROTOCOLS if name in normalized)
+
+
 BaseUrl = Annotated[str, AfterValidator(_base_url)]
+Protocols = Annotated[tuple[str, ...], Field(min_length=1, max_length=len(PROTOCOLS)), AfterValidator(_protocols)]
 EnvVar = Annotated[str, AfterValidator(_env_var)]
 Prefix = Annotated[str, AfterValidator(_prefix)]
 Interval = Annotated[int, BeforeValidator(parse_duration), Field(ge=MIN_INTERVAL_S, le=MAX_DURATION_S)]
@@ -104,6 +124,25 @@ class Upstream(Entity):
     grace: Grace = 600
     timeout: Timeout = 10
     owned_by: Owner | None = None
+    # Which APIs inference requests may be forwarded to it in (none given: OpenAI's, at `base_url`).
+    protocols: Protocols | None = None
+    routing_only: bool = False  # never polled: it serves models the operator routes to it
+
+    def document(self) -> dict[str, Any]:
+        document = super().document()
+        if not self.routing_only:
+            del document["routing_only"]  # the default, left out as unset fields are
+        return document
+
+    def endpoint(self, protocol: str) -> str | None:
+        """The base URL (with `/v1`) at which it speaks `protocol`, or None when it does not."""
+        if self.protocols is None:
+            return self.base_url if protocol == "openai" else None
+        for entry in self.protocols:
+            name, _, url = entry.partition("=")
+            if name == protocol:
+                return url or self.base_url
+        return None
 
     def yields(self, upstream_id: str) -> bool:
         """Whether the include/exclude globs (on the upstream's own id, before the prefix) let it in."""

@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from modeldex.catalog.entities import Alias, Entity, Model
-from modeldex.catalog.integrity import check_alias, check_model, check_model_removal
+from modeldex.catalog.errors import InvalidInput
+from modeldex.catalog.integrity import check_alias, check_model, check_model_removal, check_upstream_removal
 from modeldex.catalog.upstreams import Upstream, remove_discovered
 
 if TYPE_CHECKING:
@@ -18,8 +19,17 @@ def check(writer: CatalogWriter, entity: Entity) -> None:
     """The rules between `entity` and the rest of the catalog, as it would be written."""
     if isinstance(entity, Model):
         check_model(writer, entity)
+        check_routes(writer, entity)
     elif isinstance(entity, Alias):
         check_alias(writer, entity)
+
+
+def check_routes(writer: CatalogWriter, model: Model) -> None:
+    """Every upstream a model routes to exists (one that goes is refused while routes name it)."""
+    for index, route in enumerate(model.routes or ()):
+        if writer.get(Upstream, route.upstream) is None:
+            raise InvalidInput(f"routes.{index}.upstream", f"routes.{index}.upstream: upstream "
+                               f"{route.upstream!r} does not exist (add it with `modeldex upstreams add`)")
 
 
 def create(writer: CatalogWriter, entity: Entity) -> int:
@@ -47,6 +57,7 @@ def remove(writer: CatalogWriter, entity_type: type[Entity], key: str, if_match:
     elif entity_type is Upstream:
         current = writer.get(Upstream, key)
         if current is not None:
+            check_upstream_removal(writer, key)
             removed = remove_discovered(writer, current, only_excluded=False)
     writer.delete(entity_type, key, if_match)
     return removed

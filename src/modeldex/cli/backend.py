@@ -50,6 +50,9 @@ class Backend(Protocol):
     def apply(self, document: Any, prune: bool, dry_run: bool) -> dict[str, Any]: ...
     def list_upstreams(self) -> list[dict[str, Any]]: ...
     def sync_upstream(self, name: str) -> dict[str, Any]: ...
+    def routes(self) -> list[dict[str, Any]]: ...
+    def add_route(self, model: str, upstream: str, upstream_model: str | None, weight: int) -> dict[str, Any]: ...
+    def remove_route(self, model: str, upstream: str, upstream_model: str | None) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -122,6 +125,17 @@ class LocalBackend:
     def sync_upstream(self, name: str) -> dict[str, Any]:
         """Polls from this process: the upstream's key variable must be set here."""
         return sync_now(self.store, name).document()
+
+    def routes(self) -> list[dict[str, Any]]:
+        return self.catalog.routes()
+
+    def add_route(self, model: str, upstream: str, upstream_model: str | None, weight: int) -> dict[str, Any]:
+        entity, revision = self.catalog.add_route(model, upstream, upstream_model, weight)
+        return {**entity.document(), "revision": revision}
+
+    def remove_route(self, model: str, upstream: str, upstream_model: str | None) -> dict[str, Any]:
+        entity, revision = self.catalog.remove_route(model, upstream, upstream_model)
+        return {**entity.document(), "revision": revision}
 
     def close(self) -> None:
         self.store.close()
@@ -215,6 +229,19 @@ class HttpBackend:
     def sync_upstream(self, name: str) -> dict[str, Any]:
         """Polls in the server: its environment holds the upstream's key variable."""
         return self._call("POST", f"/v1/admin/upstreams/{quote(name, safe='')}/sync", timeout=SYNC_TIMEOUT_S)
+
+    def routes(self) -> list[dict[str, Any]]:
+        return self._data("/v1/admin/routes")
+
+    def add_route(self, model: str, upstream: str, upstream_model: str | None, weight: int) -> dict[str, Any]:
+        body = {"model": model, "upstream": upstream, "upstream_model": upstream_model, "weight": weight}
+        return self._call("POST", "/v1/admin/routes", json=body)
+
+    def remove_route(self, model: str, upstream: str, upstream_model: str | None) -> dict[str, Any]:
+        params = {"model": model, "upstream": upstream}
+        if upstream_model is not None:
+            params["upstream_model"] = upstream_model
+        return self._call("DELETE", "/v1/admin/routes", params=params)
 
     def close(self) -> None:
         self.client.close()

@@ -43,13 +43,50 @@ api_key_option = click.option(
     "--api-key",
     envvar="MODELDEX_API_KEY",
     show_envvar=True,
-    help="An admin key, for --url.",
+    help="An admin key, for --url. On a shared machine prefer the environment variable or --api-key-file: "
+    "command lines are visible to every user (ps).",
+)
+api_key_file_option = click.option(
+    "--api-key-file",
+    envvar="MODELDEX_API_KEY_FILE",
+    show_envvar=True,
+    type=click.Path(dir_okay=False),
+    help="Read the admin key for --url from this file (e.g. a mounted secret).",
 )
 
 
+def read_secret_file(path: str, option: str) -> str:
+    """A secret kept in a file (a Kubernetes or Docker secret): its one line, without the line break
+    such files usually end with. Errors name the file, never what it holds."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            secret = handle.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {getattr(exc, 'strerror', None) or type(exc).__name__}",
+                                 param_hint=option) from None
+    if not secret or "\n" in secret or not secret.isprintable():
+        raise click.BadParameter(f"{path} must hold one line: the secret", param_hint=option)
+    return secret
+
+
+def secret_option(value: str | None, file: str | None, option: str) -> str | None:
+    """The secret given directly (flag or environment), or read from a file; not both."""
+    if file is None:
+        return value
+    if value:
+        raise click.UsageError(f"{option} and {option}-file are alternatives: give one")
+    return read_secret_file(file, option + "-file")
+
+
 def backend_options(command: F) -> F:
-    """--database-url, or --url with --api-key: the two places a command can work on."""
-    return database_url_option(url_option(api_key_option(command)))
+    """--database-url, or --url with --api-key (or --api-key-file): the two places a command can work on."""
+
+    @functools.wraps(command)
+    def with_key_file(*args: Any, api_key_file: str | None = None, **kwargs: Any) -> Any:
+        kwargs["api_key"] = secret_option(kwargs.get("api_key"), api_key_file, "--api-key")
+        return command(*args, **kwargs)
+
+    return database_url_option(url_option(api_key_option(api_key_file_option(with_key_file))))  # type: ignore[return-value]
 
 
 @contextmanager

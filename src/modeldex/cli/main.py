@@ -7,10 +7,12 @@ import click
 from modeldex import __version__
 from modeldex.cli.aliases import aliases
 from modeldex.cli.catalog import catalog, changes
+from modeldex.cli.check import check
 from modeldex.cli.db import db
 from modeldex.cli.groups import groups
 from modeldex.cli.keys import keys
 from modeldex.cli.models import models
+from modeldex.cli.routes import routes
 from modeldex.cli.serve import serve
 from modeldex.cli.upstreams import upstreams
 
@@ -33,9 +35,11 @@ cli.add_command(models)
 cli.add_command(aliases)
 cli.add_command(groups)
 cli.add_command(upstreams)
+cli.add_command(routes)
 cli.add_command(catalog)
 cli.add_command(changes)
 cli.add_command(db)
+cli.add_command(check)
 
 
 def main() -> None:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import click
 
+from modeldex.catalog import retention
 from modeldex.catalog.limits import parse_limit
 from modeldex.catalog.service import Catalog
-from modeldex.cli.common import database_url_option, handle_errors, open_catalog, redact
+from modeldex.cli.common import database_url_option, handle_errors, open_catalog, redact, secret_option
 from modeldex.config import ServerSettings, resolve_database_url
 from modeldex.logs import logging_config
 
@@ -63,6 +64,27 @@ def _check_limit(_ctx: click.Context, _param: click.Parameter, value: str | None
     return value
 
 
+def _check_retention(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    try:
+        parsed = retention.parse_retention(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return None if parsed is None else str(parsed)
+
+
+def _check_redis_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Refused here rather than by every worker as it starts; the message never repeats the URL (it may hold
+    a password)."""
+    if value:
+        from redis.connection import parse_url
+
+        try:
+            parse_url(value)  # type: ignore[no-untyped-call]
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to bind.")
@@ -83,8 +105,12 @@ def _check_limit(_ctx: click.Context, _param: click.Parameter, value: str | None
               help="Default requests per key, e.g. 600/m or 20/s (a key's own limit wins). Default: unlimited.")
 @click.option("--auth-failure-limit", envvar="MODELDEX_AUTH_FAILURE_LIMIT", default="30/m", show_default=True,
               callback=_check_limit, help="Failed authentications per client address before 429 ('off' to disable).")
-@click.option("--redis-url", envvar="MODELDEX_REDIS_URL", default=None,
+@click.option("--redis-url", envvar="MODELDEX_REDIS_URL", default=None, callback=_check_redis_url,
               help="Keep rate-limit buckets in Redis, shared by every worker and replica (e.g. redis://127.0.0.1:6379/0).")
+@click.option("--redis-timeout", envvar="MODELDEX_REDIS_TIMEOUT", default=0.05, show_default=True,
+              type=click.FloatRange(0.001, 5),
+              help="Seconds to connect to or hear from Redis; past it (or if Redis is down) limits are "
+              "counted in each process for a few seconds, and requests never fail or wait for Redis.")
 @click.option("--cors-origin", "cors_origins", multiple=True, envvar="MODELDEX_CORS_ORIGINS",
               help="Allow browser requests from this origin (repeatable; '*' for any). Default: CORS off.")
 @click.option("--forwarded-allow-ips", envvar="MODELDEX_FORWARDED_ALLOW_IPS", default="",
@@ -94,7 +120,10 @@ def _check_limit(_ctx: click.Context, _param: click.Parameter, value: str | None
 @click.option("--max-body-bytes", type=click.IntRange(1024, 1 << 30), default=4 * 1024 * 1024, show_default=True,
               help="Larger admin request bodies get 413.")
 @click.option("--metrics-token", envvar="MODELDEX_METRICS_TOKEN", default=None,
-              help="A bearer token that may read /metrics (admin keys always may).")
+              help="A bearer token that may read /metrics (admin keys always may). Prefer the environment "
+              "variable or --metrics-token-file: command lines are visible to every user (ps).")
+@click.option("--metrics-token-file", envvar="MODELDEX_METRICS_TOKEN_FILE", default=None,
+              type=click.Path(dir_okay=False), help="Read the metrics token from this file.")
 @click.option("--public-metrics", is_flag=True, help="Serve /metrics on the API port without any key.")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
               help="Also serve /metrics, without a key, on this port (bound to --metrics-host).")
@@ -102,6 +131,10 @@ def _check_limit(_ctx: click.Context, _param: click.Parameter, value: str | None
 @click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Serve HTTPS with this certificate (PEM); or terminate TLS in a proxy in front.")
 @click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--change-retention", envvar="MODELDEX_CHANGE_RETENTION", default=retention.DEFAULT,
+              show_default=True, callback=_check_retention,
+              help="Keep the change feed and revoked keys this long (30d, 12h), or this many catalog "
+              "versions (100000); 'off' keeps them forever.")
 @click.option("--shutdown-timeout", type=click.IntRange(1, 600), default=30, show_default=True,
               help="On SIGTERM, seconds to let in-flight requests finish before workers are killed.")
 @click.option("--backlog", type=click.IntRange(128, 65535), default=4096, show_default=True,
@@ -115,21 +148,41 @@ def _check_limit(_ctx: click.Context, _param: click.Parameter, value: str | None
               envvar="MODELDEX_DATABASE_TIMEOUT",
               help="Seconds any wait on the database may last (connecting, a statement, a lock); past it, "
               "writes answer 503 and /readyz says the database is unreachable.")
+@click.option("--upstream-connect-timeout", type=click.FloatRange(0.1, 600), default=10.0, show_default=True,
+              envvar="MODELDEX_UPSTREAM_CONNECT_TIMEOUT", help="Inference: seconds to connect to an upstream.")
+@click.option("--upstream-first-byte-timeout", type=click.FloatRange(0.1, 86400), default=600.0, show_default=True,
+              envvar="MODELDEX_UPSTREAM_FIRST_BYTE_TIMEOUT",
+              help="Inference: seconds from sending a request to the upstream's answer starting (then the next "
+              "route is tried).")
+@click.option("--upstream-idle-timeout", type=click.FloatRange(0.1, 86400), default=120.0, show_default=True,
+              envvar="MODELDEX_UPSTREAM_IDLE_TIMEOUT",
+              help="Inference: longest silence inside a streamed answer before it is ended with an error event.")
+@click.option("--upstream-total-timeout", type=click.FloatRange(0.1, 86400), default=1800.0, show_default=True,
+              envvar="MODELDEX_UPSTREAM_TOTAL_TIMEOUT", help="Inference: longest a whole request may take.")
+@click.option("--upstream-attempts", type=click.IntRange(1, 10), default=3, show_default=True,
+              envvar="MODELDEX_UPSTREAM_ATTEMPTS",
+              help="Inference: routes tried per request (on connect errors, timeouts before the first byte, 429, 5xx).")
+@click.option("--max-inference-body-bytes", type=click.IntRange(1024, 1 << 31), default=64 * 1024 * 1024,
+              show_default=True, envvar="MODELDEX_MAX_INFERENCE_BODY_BYTES",
+              help="Larger inference request bodies (audio uploads included) get 413.")
 @database_url_option
 @handle_errors
 def serve(host: str, port: int, workers: int, refresh_interval: float, access_log: bool, log_format: str,
           log_level: str, metadata: bool, rate_limit: str | None, auth_failure_limit: str | None,
-          redis_url: str | None, cors_origins: tuple[str, ...], forwarded_allow_ips: str,
-          max_header_bytes: int, max_body_bytes: int, metrics_token: str | None, public_metrics: bool,
-          metrics_port: int | None, metrics_host: str, ssl_certfile: str | None, ssl_keyfile: str | None,
-          shutdown_timeout: int, backlog: int, max_connections: int, header_timeout: float, database_timeout: float,
-          database_url: str | None) -> None:
+          redis_url: str | None, redis_timeout: float, cors_origins: tuple[str, ...], forwarded_allow_ips: str,
+          max_header_bytes: int, max_body_bytes: int, metrics_token: str | None, metrics_token_file: str | None,
+          public_metrics: bool, metrics_port: int | None, metrics_host: str, ssl_certfile: str | None, ssl_keyfile: str | None,
+          change_retention: str | None, shutdown_timeout: int, upstream_connect_timeout: float,
+          upstream_first_byte_timeout: float, upstream_idle_timeout: float, upstream_total_timeout: float,
+          upstream_attempts: int, max_inference_body_bytes: int, backlog: int, max_connections: int,
+          header_timeout: float, database_timeout: float, database_url: str | None) -> None:
     """Serve the OpenAI-compatible Models API."""
     from granian.constants import Interfaces, Loops
     from granian.http import HTTP1Settings
 
     if bool(ssl_certfile) != bool(ssl_keyfile):
         raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
+    metrics_token = secret_option(metrics_token, metrics_token_file, "--metrics-token")
     url = resolve_database_url(database_url)
     with open_catalog(url) as catalog:  # creates (SQLite), checks the schema and seeds before any worker starts
         _first_key(catalog, host, port, https=bool(ssl_certfile))
@@ -137,10 +190,14 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
     settings = ServerSettings(
         database_url=url, refresh_interval=refresh_interval, access_log=access_log, log_format=log_format,
         metadata=metadata, rate_limit=rate_limit, auth_failure_limit=auth_failure_limit, redis_url=redis_url,
-        cors_origins=tuple(o for origin in cors_origins for o in origin.split(",") if o),
+        redis_timeout=redis_timeout, cors_origins=tuple(o for origin in cors_origins for o in origin.split(",") if o),
         forwarded_allow_ips=tuple(ip.strip() for ip in forwarded_allow_ips.split(",") if ip.strip()),
         max_header_bytes=max_header_bytes, max_body_bytes=max_body_bytes, metrics_token=metrics_token,
-        public_metrics=public_metrics, database_timeout=database_timeout,
+        public_metrics=public_metrics, change_retention=change_retention,
+        upstream_connect_timeout=upstream_connect_timeout,
+        upstream_first_byte_timeout=upstream_first_byte_timeout, upstream_idle_timeout=upstream_idle_timeout,
+        upstream_total_timeout=upstream_total_timeout, upstream_attempts=upstream_attempts,
+        max_inference_body_bytes=max_inference_body_bytes, database_timeout=database_timeout,
     )
     os.environ.update(settings.to_env())
     _raise_open_files_limit(max_connections + 1024)  # per process: each worker holds its own connections

@@ -10,7 +10,7 @@ import click
 from modeldex.cli.common import backend_options, handle_errors, open_backend, print_table
 
 MAX_ERROR_SHOWN = 60
-CLEARABLE = ("api_key_env", "prefix", "include", "exclude", "owned_by")
+CLEARABLE = ("api_key_env", "prefix", "include", "exclude", "owned_by", "protocols")
 
 
 def _settings_options(command: Any) -> Any:
@@ -31,6 +31,12 @@ def _settings_options(command: Any) -> Any:
         click.option("--timeout", metavar="DURATION", help="Per attempt: 10s (default)."),
         click.option("--owned-by", metavar="O",
                      help="owned_by for its models (default: what the upstream says)."),
+        click.option("--protocol", "protocols", multiple=True, metavar="openai|anthropic[=URL]",
+                     help="An API inference requests may be forwarded to it in (repeatable; default: openai). "
+                     "=URL where it serves that one under another base URL, e.g. "
+                     "anthropic=https://api.minimax.io/anthropic/v1."),
+        click.option("--routing-only/--polled", "routing_only", default=None,
+                     help="Never poll it: it only serves the models routed to it (`modeldex routes add`)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -38,8 +44,8 @@ def _settings_options(command: Any) -> Any:
 
 
 def _fields(options: dict[str, Any]) -> dict[str, Any]:
-    fields = {k: v for k, v in options.items() if v is not None and k not in ("include", "exclude")}
-    for name in ("include", "exclude"):
+    fields = {k: v for k, v in options.items() if v is not None and k not in ("include", "exclude", "protocols")}
+    for name in ("include", "exclude", "protocols"):
         if options.get(name):
             fields[name] = list(options[name])
     return fields
@@ -72,8 +78,12 @@ def add(name: str, base_url: str, database_url: str | None, url: str | None, api
     """Add upstream NAME; running servers poll it within seconds, then every --interval."""
     with open_backend(database_url, url, api_key) as backend:
         upstream = backend.create("upstream", {"name": name, "base_url": base_url, **_fields(options)})
-    click.echo(f"added upstream {upstream['name']}: {upstream['base_url']}, "
-               f"polled every {upstream['interval']}s (grace {upstream['grace']}s)", err=True)
+    if upstream.get("routing_only"):
+        click.echo(f"added upstream {upstream['name']}: {upstream['base_url']}, routing only (never polled)",
+                   err=True)
+    else:
+        click.echo(f"added upstream {upstream['name']}: {upstream['base_url']}, "
+                   f"polled every {upstream['interval']}s (grace {upstream['grace']}s)", err=True)
 
 
 @upstreams.command("update")

@@ -29,6 +29,11 @@ LATENCY = Histogram(
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 RATE_LIMITED = Counter("modeldex_rate_limited", "Requests refused with 429, by reason.", ["reason"])
+RATE_LIMIT_DEGRADED = Gauge("modeldex_ratelimit_degraded",
+                            "1 while a worker counts rate limits in its own memory because Redis is unavailable.",
+                            multiprocess_mode="livemax")
+RATE_LIMIT_FALLBACKS = Counter("modeldex_ratelimit_fallbacks",
+                               "Rate-limit checks counted in process memory because Redis was unavailable.")
 CATALOG_MODELS = Gauge("modeldex_catalog_models", "Models in the catalog (served and not).",
                        multiprocess_mode="livemax")
 CATALOG_VERSION = Gauge("modeldex_catalog_version", "Catalog version being served.", multiprocess_mode="livemax")
@@ -85,7 +90,11 @@ class _Tallies:
 
 _tallies = _Tallies()
 observe = _tallies.observe
-flush = _tallies.flush
+
+
+def flush() -> None:
+    _tallies.flush()
+    _flush_gateway()
 
 
 _flushing = threading.Event()
@@ -231,3 +240,63 @@ def exposition() -> bytes:
     from prometheus_client import REGISTRY  # one process (in-process tests): its own samples
 
     return generate_latest(REGISTRY) + generate_latest(extra)
+
+
+# --- the inference gateway: per model and upstream (models the caller may see only: a bounded set) -------
+
+GATEWAY_REQUESTS = Counter("modeldex_gateway_requests", "Inference requests, by route, model, upstream, status.",
+                           ["route", "model", "upstream", "status"])
+GATEWAY_ERRORS = Counter("modeldex_gateway_errors", "Inference requests that failed (status >= 400 or cut short).",
+                         ["model", "upstream"])
+_GATEWAY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+GATEWAY_LATENCY = Histogram("modeldex_gateway_duration_seconds", "Inference requests' total time.",
+                            ["model", "upstream"], buckets=_GATEWAY_BUCKETS)
+GATEWAY_FIRST_BYTE = Histogram("modeldex_gateway_first_byte_seconds",
+                               "Time from an inference request's arrival to its answer's first byte.",
+                               ["model", "upstream"], buckets=_GATEWAY_BUCKETS)
+GATEWAY_TOKENS = Counter("modeldex_gateway_tokens", "Tokens the upstreams reported, in (prompt) and out.",
+                         ["model", "upstream", "direction"])
+GATEWAY_UPSTREAM_UP = Gauge("modeldex_gateway_upstream_up",
+                            "0 while an upstream rests after failing inference requests (lowest worker).",
+                            ["upstream"], multiprocess_mode="livemin")
+
+
+def gateway_upstream_up(upstream: str, up: bool) -> None:
+    GATEWAY_UPSTREAM_UP.labels(upstream).set(1 if up else 0)
+
+
+# (route, model, upstream, status, seconds, first byte seconds, tokens in, tokens out, failed): appended per
+# request, turned into samples by the periodic flush, as the request tallies are (a multiprocess sample
+# costs microseconds; five per request would be most of what the gateway adds).
+_gateway_pending: collections.deque[tuple[str, str, str, int, float, float | None, int, int, bool]] = \
+    collections.deque()
+
+
+def gateway_request(route: str, model: str | None, outcome: Any, status: int, seconds: float) -> None:
+    """One inference request: `outcome` (gateway.forward.Outcome) when it reached the gateway, whose model
+    label is then a model the caller may see; other requests are counted under model "-"."""
+    if outcome is None:
+        _gateway_pending.append((route, "-", "-", status, seconds, None, 0, 0, status >= 400))
+        return
+    first_byte = None if outcome.first_byte_ms is None else outcome.first_byte_ms / 1000
+    _gateway_pending.append((route, model or "-", outcome.upstream or "-", status, seconds, first_byte,
+                             outcome.prompt_tokens or 0, outcome.completion_tokens or 0,
+                             status >= 400 or outcome.error is not None))
+
+
+def _flush_gateway() -> None:
+    pending = _gateway_pending
+    for _ in range(len(pending)):
+        route, model, upstream, status, seconds, first_byte, tokens_in, tokens_out, failed = pending.popleft()
+        GATEWAY_REQUESTS.labels(route, model, upstream, str(status)).inc()
+        if model == "-":
+            continue
+        if failed:
+            GATEWAY_ERRORS.labels(model, upstream).inc()
+        GATEWAY_LATENCY.labels(model, upstream).observe(seconds)
+        if first_byte is not None:
+            GATEWAY_FIRST_BYTE.labels(model, upstream).observe(first_byte)
+        if tokens_in:
+            GATEWAY_TOKENS.labels(model, upstream, "in").inc(tokens_in)
+        if tokens_out:
+            GATEWAY_TOKENS.labels(model, upstream, "out").inc(tokens_out)

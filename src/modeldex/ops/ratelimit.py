@@ -4,19 +4,34 @@ A limit is "N requests per period": a bucket holds at most N tokens and refills 
 so bursts up to N are allowed and the long-run rate is N per period. Buckets live in process memory, or,
 with a Redis URL, in Redis, so every worker and replica draws from the same bucket (one atomic Lua call
 per request).
+
+Redis is a shared counter, never a dependency of answering: with it away or frozen, `FailOpen` counts in
+process memory within the Redis client's timeout (`DEFAULT_REDIS_TIMEOUT`), stops calling it for
+`DEFAULT_COOLDOWN` seconds, then tries again; it logs each change, and says so in metrics and `/readyz`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from modeldex.catalog.callers import Caller
+from modeldex.catalog.callers import Caller, readable_limit
 from modeldex.catalog.limits import Limit, parse_limit
+from modeldex.ops import metrics
 
-__all__ = ["Buckets", "Limit", "MemoryBuckets", "RateLimiter", "RedisBuckets", "Verdict", "parse_limit"]
+__all__ = ["Buckets", "FailOpen", "Limit", "MemoryBuckets", "RateLimiter", "RedisBuckets", "Verdict",
+           "parse_limit"]
+
+log = logging.getLogger("modeldex.ratelimit")
+# A bucket call to a local Redis takes ~0.2 ms (measured); 50 ms is far above that and far below what a
+# client notices. Connecting and each read are bounded by it, and the whole call by twice it.
+DEFAULT_REDIS_TIMEOUT = 0.05
+DEFAULT_COOLDOWN = 2.0  # seconds without calling Redis after it failed, before trying it again
 
 def format_duration(seconds: float) -> str:
     """OpenAI's style for reset times: `20ms`, `1s`, `6m0s`, `1h2m3s`."""
@@ -133,17 +148,34 @@ return {allowed, math.floor(tokens * 1000)}
 class RedisBuckets:
     """Buckets in Redis: one bucket per key across every worker and replica."""
 
-    def __init__(self, url: str, prefix: str = "modeldex:ratelimit:") -> None:
+    def __init__(self, url: str, prefix: str = "modeldex:ratelimit:", timeout: float = DEFAULT_REDIS_TIMEOUT
+                 ) -> None:
         import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
-        self._redis = redis.from_url(url)
+        # No retries (redis-py retries 3 times with backoff by default: seconds): FailOpen decides.
+        self._redis = redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                     retry=Retry(NoBackoff(), 0))
         self._script = self._redis.register_script(_TAKE)
         self._prefix = prefix
+        self._budget = 2 * timeout  # connect + one read; a new connection's handshake adds reads
 
     async def _call(self, bucket: str, limit: Limit, cost: int) -> Verdict:
-        allowed, milli_tokens = await self._script(keys=[self._prefix + bucket],
-                                                   args=[limit.requests, limit.rate, cost])
+        async with asyncio.timeout(self._budget):
+            allowed, milli_tokens = await self._script(keys=[self._prefix + bucket],
+                                                       args=[limit.requests, limit.rate, cost])
         return _verdict(limit, milli_tokens / 1000, bool(allowed))
+
+    async def ping(self) -> None:
+        async with asyncio.timeout(self._budget):
+            await self._redis.ping()
+
+    async def forget_connections(self) -> None:
+        """Close the idle pooled connections: after a failure they may be dead (a restarted Redis), and
+        each would fail one more request later. Closing a socket never waits on Redis."""
+        with contextlib.suppress(Exception):
+            await self._redis.connection_pool.disconnect(inuse_connections=False)
 
     async def take(self, bucket: str, limit: Limit) -> Verdict:
         return await self._call(bucket, limit, 1)
@@ -153,6 +185,86 @@ class RedisBuckets:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+class FailOpen:
+    """Shared buckets (Redis) that never make a request fail or wait: when a call fails or times out, the
+    request is counted in this process's memory instead, and so are the next `cooldown` seconds' worth
+    before one request tries the shared store again (a breaker). Limits stay enforced, per process, while
+    degraded: each worker allows what the limit allows, so N workers and replicas may allow N times it.
+    """
+
+    def __init__(self, shared: RedisBuckets, cooldown: float = DEFAULT_COOLDOWN) -> None:
+        self.shared = shared
+        self.local = MemoryBuckets()
+        self._cooldown = cooldown
+        self._retry_at = 0.0  # monotonic time from which the shared store is tried again
+        self._probing = False  # one request tries it; the others keep counting locally meanwhile
+        self.degraded = False
+        metrics.RATE_LIMIT_DEGRADED.set(0)
+
+    async def take(self, bucket: str, limit: Limit) -> Verdict:
+        return await self._either("take", bucket, limit)
+
+    async def peek(self, bucket: str, limit: Limit) -> Verdict:
+        return await self._either("peek", bucket, limit)
+
+    async def _either(self, operation: str, bucket: str, limit: Limit) -> Verdict:
+        if self.degraded and (self._probing or time.monotonic() < self._retry_at):
+            metrics.RATE_LIMIT_FALLBACKS.inc()
+            return await getattr(self.local, operation)(bucket, limit)  # type: ignore[no-any-return]
+        self._probing = self.degraded
+        try:
+            verdict: Verdict = await getattr(self.shared, operation)(bucket, limit)
+        except Exception as exc:  # any failure of the shared store: count here, never fail the request
+            self._failed(exc)
+            await self.shared.forget_connections()
+            metrics.RATE_LIMIT_FALLBACKS.inc()
+            return await getattr(self.local, operation)(bucket, limit)  # type: ignore[no-any-return]
+        finally:
+            self._probing = False
+        self._answered()
+        return verdict
+
+    async def check(self) -> dict[str, Any]:
+        """For /readyz: asks the shared store (unless it failed within the cooldown) and says how it is."""
+        if not (self.degraded and (self._probing or time.monotonic() < self._retry_at)):
+            try:
+                await self.shared.ping()
+            except Exception as exc:
+                self._failed(exc)
+                await self.shared.forget_connections()
+            else:
+                self._answered()
+        if self.degraded:  # why (with Redis's address) is in the log, not told to unauthenticated callers
+            return {"store": "redis", "status": "degraded",
+                    "message": "Redis is unavailable; limits are counted in each process until it answers"}
+        return {"store": "redis", "status": "ok"}
+
+    def _failed(self, exc: BaseException) -> None:
+        self._retry_at = time.monotonic() + self._cooldown
+        if not self.degraded:
+            self.degraded = True
+            metrics.RATE_LIMIT_DEGRADED.set(1)
+            log.warning("rate limits degraded: Redis is unavailable (%s); counting in this process's memory "
+                        "and trying Redis again every %gs", _describe(exc), self._cooldown)
+
+    def _answered(self) -> None:
+        if self.degraded:
+            self.degraded = False
+            metrics.RATE_LIMIT_DEGRADED.set(0)
+            log.info("rate limits recovered: Redis answers again; buckets are shared again")
+
+    async def close(self) -> None:
+        await self.shared.close()
+        await self.local.close()
+
+
+def _describe(exc: BaseException) -> str:
+    """The failure in one short line, e.g. `ConnectionError: Error 111 connecting to 127.0.0.1:6379.`
+    (redis-py's messages name the host and port, never the password)."""
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class RateLimiter:
@@ -176,7 +288,9 @@ class RateLimiter:
 
     async def for_caller(self, caller: Caller) -> Verdict | None:
         """Take one request from the caller's bucket; None when the caller is unlimited."""
-        limit = parse_limit(caller.rate_limit) if caller.rate_limit else self.default_limit
+        limit = readable_limit(caller.rate_limit) if caller.rate_limit else self.default_limit
+        if isinstance(limit, str):  # stored out of bounds before limits were checked: the default applies
+            limit = self.default_limit
         if limit is None:
             return None
         # The limit is part of the bucket's name: a caller whose limit changes starts with a full bucket.

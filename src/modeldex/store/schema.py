@@ -98,6 +98,8 @@ upstreams = Table(
     Column("timeout", Integer, nullable=False),
     Column("owned_by", String(128), nullable=True),
     Column("revision", BigInteger, nullable=False, server_default=text("1")),
+    Column("protocols", JSON, nullable=True),  # NULL: OpenAI's API at base_url
+    Column("routing_only", Boolean, nullable=False, server_default=text("false")),
 )
 
 # How polling each upstream goes, and the lease that lets one process at a time poll it. Not catalog

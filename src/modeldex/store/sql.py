@@ -43,6 +43,7 @@ from modeldex.catalog.keys import ApiKey
 from modeldex.catalog.kinds import Kind, kind_of
 from modeldex.catalog.policy import ALL_MODELS, AccessPolicy
 from modeldex.catalog.repository import UNCHANGED, Unchanged
+from modeldex.catalog.retention import Compacted, Retention
 from modeldex.catalog.state import CatalogState
 from modeldex.catalog.upstreams import Upstream
 from modeldex.discovery.health import UpstreamHealth
@@ -290,6 +291,8 @@ class SqlWriter:
             table.written(self.conn, key, op)
 
     def get_revision(self, entity_type: type[E], key: str) -> tuple[E, int] | None:
+        if "\x00" in key:  # no entity has one (the domain refuses NUL), and PostgreSQL cannot even compare it
+            return None
         table = _TABLES[entity_type]
         row = self.conn.execute(select(*table.columns).where(table.key_column == key)).first()
         return None if row is None else (table.from_row(row), int(row.revision))
@@ -555,6 +558,24 @@ class SqlStore:
             return int(conn.execute(select(func.count()).select_from(_TABLES[entity_type].table)).scalar_one())
 
     @_translated
+    def compact(self, retention: Retention, now: float) -> Compacted:
+        with self._writer.connect() as conn, conn.begin():
+            if retention.versions is not None:
+                version = int(conn.execute(select(catalog_state.c.version)).scalar_one())
+                oldest_kept = version - retention.versions
+                removed = conn.execute(delete(changes).where(changes.c.version <= oldest_kept)).rowcount
+                # Revoked keys go with the changes that recorded their revocation.
+                kept_since = conn.execute(select(func.min(changes.c.at))).scalar_one()
+                before = float(kept_since) if kept_since is not None else now
+            else:
+                assert retention.max_age_s is not None
+                before = now - retention.max_age_s
+                removed = conn.execute(delete(changes).where(changes.c.at < before)).rowcount
+            revoked = conn.execute(delete(api_keys).where(api_keys.c.revoked_at.is_not(None),
+                                                          api_keys.c.revoked_at < before)).rowcount
+        return Compacted(changes=removed, revoked_keys=revoked)
+
+    @_translated
     def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:
         query = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.pk)
         if not include_revoked:
@@ -581,8 +602,10 @@ class SqlStore:
 
     @_translated
     def due_upstreams(self, now: float) -> list[str]:
-        """Upstreams due for a poll that nobody is polling: a cheap read, so idle pollers never write."""
-        query = select(upstream_health.c.name).where(
+        """Upstreams due for a poll that nobody is polling: a cheap read, so idle pollers never write.
+        Routing-only upstreams are never due (`sync-now` still polls them when asked)."""
+        query = select(upstream_health.c.name).join(upstreams, upstreams.c.name == upstream_health.c.name).where(
+            upstreams.c.routing_only.is_(False),
             (upstream_health.c.next_poll_at.is_(None)) | (upstream_health.c.next_poll_at <= now),
             (upstream_health.c.lease_until.is_(None)) | (upstream_health.c.lease_until < now),
         ).order_by(upstream_health.c.name)

@@ -1,0 +1,142 @@
+"""The inference gateway's added latency, one request at a time: a chat completion (not streamed, and
+streamed as 50 events) sent straight to an instant upstream and through `modeldex serve` in front of it,
+and how late each streamed event reaches the client after the upstream sent it.
+
+    .venv/bin/python bench/gateway.py [--requests 2000]
+
+The upstream (bench/instant_upstream.py) is as fast as this machine allows: a raw asyncio protocol on
+uvloop answering a canned completion, or 50 events each stamped with the time it was written. Client: aiohttp, one connection kept
+alive. Prints a markdown table; ratios and differences come from one run, side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import uvloop
+
+sys.path.insert(0, str(Path(__file__).parent))
+from modeldex_server import clean_env, cli, modeldex_binary
+from procs import free_port
+
+EVENTS = 50
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+async def timed(url: str, key: str | None, body: bytes, count: int, stream: bool) -> tuple[list[float], list[float]]:
+    """Per-request seconds, and (streams) each event's delay from the upstream writing it to its arrival."""
+    headers = {"content-type": "application/json"}
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    durations: list[float] = []
+    lags: list[float] = []
+    async with aiohttp.ClientSession() as session:
+        for index in range(count + count // 10):  # the first tenth warms up
+            started = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as response:
+                assert response.status == 200, await response.text()
+                if stream:
+                    async for line in response.content:
+                        if line.startswith(b"data: {"):
+                            arrived = time.time()
+                            if index >= count // 10:
+                                lags.append(arrived - json.loads(line[6:])["sent"])
+                else:
+                    await response.read()
+            if index >= count // 10:
+                durations.append(time.perf_counter() - started)
+    return durations, lags
+
+
+async def throughput(url: str, key: str | None, body: bytes, total: int, connections: int) -> float:
+    """Requests per second with `connections` kept-alive connections sending `total` requests in all."""
+    headers = {"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})}
+    remaining = [total]
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while remaining[0] > 0:
+            remaining[0] -= 1
+            async with session.post(url, data=body, headers=headers) as response:
+                assert response.status == 200
+                await response.read()
+
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(connections)))
+        return total / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--connections", type=int, default=0,
+                        help="also measure throughput with this many connections (the client is Python: a "
+                        "floor, not a ceiling; wrk in run.py is the better tool)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="modeldex-bench-gateway-"))
+    upstream_port, modeldex_port = free_port(), free_port()
+    upstream = subprocess.Popen([sys.executable, str(Path(__file__).with_name("instant_upstream.py")), str(upstream_port)])
+    url = f"sqlite:///{work / 'catalog.db'}"
+    cli("upstreams", "add", "instant", "--base-url", f"http://127.0.0.1:{upstream_port}/v1", "--routing-only",
+        "--database-url", url)
+    cli("models", "add", "bench-chat", "--database-url", url)
+    cli("routes", "add", "bench-chat", "instant", "--upstream-model", "m", "--database-url", url)
+    key = cli("keys", "create", "bench", "--database-url", url).split()[0]
+    log = open(work / "server.log", "wb")  # noqa: SIM115
+    server = subprocess.Popen([modeldex_binary(), "serve", "--port", str(modeldex_port), "--database-url", url],
+                              env=clean_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        time.sleep(3)
+        direct = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
+        through = f"http://127.0.0.1:{modeldex_port}/v1/chat/completions"
+        rows = []
+        for name, stream, count in (("chat, not streamed", False, args.requests),
+                                    (f"chat, streamed ({EVENTS} events)", True, args.requests // 4)):
+            body = json.dumps({"model": "bench-chat", "stream": stream,
+                               "messages": [{"role": "user", "content": "hi"}]}).encode()
+            straight, _ = uvloop.run(timed(direct, None, body, count, stream))
+            gateway, lags = uvloop.run(timed(through, key, body, count, stream))
+            rows.append((name, statistics.median(straight), percentile(straight, 0.99), statistics.median(gateway),
+                         percentile(gateway, 0.99), lags))
+        print(f"requests per scenario: {args.requests} (streamed: {args.requests // 4}), one at a time, "
+              f"{os.cpu_count()} cores\n")
+        print("| scenario | direct p50 | direct p99 | via modeldex p50 | via modeldex p99 | added p50 | added p99 |")
+        print("|---|---|---|---|---|---|---|")
+        for name, d50, d99, g50, g99, _lags in rows:
+            print(f"| {name} | {d50 * 1e3:.3f} ms | {d99 * 1e3:.3f} ms | {g50 * 1e3:.3f} ms | {g99 * 1e3:.3f} ms "
+                  f"| {(g50 - d50) * 1e3:.3f} ms | {(g99 - d99) * 1e3:.3f} ms |")
+        if args.connections:
+            body = json.dumps({"model": "bench-chat", "messages": [{"role": "user", "content": "hi"}]}).encode()
+            straight = uvloop.run(throughput(direct, None, body, args.requests * 2, args.connections))
+            gateway = uvloop.run(throughput(through, key, body, args.requests * 2, args.connections))
+            print(f"\nthroughput, not streamed, {args.connections} connections: direct {straight:.0f} req/s, "
+                  f"via modeldex {gateway:.0f} req/s")
+        lags = rows[1][5]
+        print(f"\nstreamed events, upstream write to client arrival via modeldex: p50 "
+              f"{statistics.median(lags) * 1e3:.3f} ms, p99 {percentile(lags, 0.99) * 1e3:.3f} ms, "
+              f"max {max(lags) * 1e3:.3f} ms ({len(lags)} events)")
+    finally:
+        server.terminate()
+        upstream.terminate()
+        server.wait(timeout=15)
+        upstream.wait(timeout=5)
+        log.close()
+
+
+if __name__ == "__main__":
+    main()

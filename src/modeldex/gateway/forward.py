@@ -1,0 +1,329 @@
+"""Forwarding one request: try its targets in order, relay the first answer that can be passed on, stream
+events on as they arrive, and stop the upstream the moment the client leaves.
+
+Retries happen only before anything reached the client: on a connect error, a timeout before the
+answer's headers, a 429 or a 5xx (the upstream then rests for its `retry-after`, or a back-off), up to
+`attempts` targets. Once the answer started, a failure ends it with an error event, never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import orjson
+
+from modeldex.gateway import errors
+from modeldex.gateway.client import UpstreamClient
+from modeldex.gateway.downstream import ClientGone, Downstream
+from modeldex.gateway.endpoints import Endpoint
+from modeldex.gateway.errors import GatewayError, redact
+from modeldex.gateway.health import RouteHealth
+from modeldex.gateway.request import Parsed, passed_back, upstream_headers
+from modeldex.gateway.routing import Target, attempt_order
+
+Headers = list[tuple[str, str]]
+MAX_ERROR_BODY = 1 << 20  # an upstream's error answer is read whole (to redact it) up to this size
+MAX_WHOLE_BODY = 8 << 20  # answers with a length up to this are read and answered in one call
+OVERHEAD_HEADER = "x-modeldex-overhead-duration-ms"
+SSE = "text/event-stream"
+USAGE_STREAMS = ("/v1/chat/completions", "/v1/completions")
+_USAGE_MARKS = (b'"usage":{', b'"usage": {')
+
+
+@dataclass(slots=True)
+class Call:
+    """A request the API layer admitted: its caller may see the model, and these are its targets."""
+
+    endpoint: Endpoint
+    parsed: Parsed
+    targets: list[Target]
+    client_headers: list[tuple[str, str]]
+    request_id: str
+    started: float  # time.perf_counter() when the request arrived
+    answer_headers: Headers = field(default_factory=list)  # added to the answer (rate limits, CORS)
+
+    @property
+    def add_usage(self) -> bool:
+        """A stream of OpenAI chat or text completions without usage asked for: modeldex asks for it (to
+        count tokens), and drops that event before it reaches the client."""
+        return (self.parsed.stream and self.endpoint.path in USAGE_STREAMS and not self.parsed.asks_usage)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How it went, for the access log and metrics."""
+
+    status: int = 0
+    upstream: str | None = None
+    upstream_model: str | None = None
+    attempts: int = 0
+    first_byte_ms: float | None = None  # from arrival to the answer's first bytes going to the client
+    overhead_ms: float = 0.0
+    error: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _usage(body: bytes, outcome: Outcome) -> None:
+    """Token counts from an answer's `usage` (OpenAI's prompt/completion or input/output names)."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return
+    usage = document.get("usage") if isinstance(document, dict) else None
+    if isinstance(usage, dict):
+        prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+        completion = usage.get("completion_tokens", usage.get("output_tokens"))
+        if isinstance(prompt, int):
+            outcome.prompt_tokens = prompt
+        if isinstance(completion, int):
+            outcome.completion_tokens = completion
+
+
+def _take_usage(events: bytes, outcome: Outcome, drop: bool) -> bytes:
+    """Record the token counts of the usage event among `events` (whole events); with `drop`, leave out
+    the usage-only event the client did not ask for (its `choices` empty)."""
+    if not drop:
+        for line in events.split(b"\n"):
+            if line.startswith(b"data:") and any(mark in line for mark in _USAGE_MARKS):
+                _usage(line[5:].strip(), outcome)
+        return events
+    kept = []
+    for event in events.replace(b"\r\n", b"\n").split(b"\n\n"):
+        if not event:
+            continue
+        data = b"".join(line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:"))
+        if any(mark in data for mark in _USAGE_MARKS):
+            _usage(data, outcome)
+            try:
+                document = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                document = None
+            if isinstance(document, dict) and document.get("choices") == []:
+                continue
+        kept.append(event + b"\n\n")
+    return b"".join(kept)
+
+
+def _whole_events(data: bytes) -> tuple[bytes, bytes]:
+    """`data` split after its last complete server-sent event (a blank line ends one: LF LF or CRLF CRLF)."""
+    lf = data.rfind(b"\n\n")
+    crlf = data.rfind(b"\r\n\r\n")
+    end = max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+    return data[:end], data[end:]
+
+
+class Forwarder:
+    def __init__(self, client: UpstreamClient, health: RouteHealth, attempts: int = 3,
+                 chooser: random.Random | None = None) -> None:
+        self.client = client
+        self.health = health
+        self.attempts = max(1, attempts)
+        self._chooser = chooser or random.Random()
+
+    async def forward(self, call: Call, downstream: Downstream) -> Outcome:
+        """Forward `call` and answer the client; returns how it went. When the client disconnects first,
+        the upstream request is cancelled at once (its connection closed) and the status is 499."""
+        outcome = Outcome()
+        forwarding = asyncio.ensure_future(self._forward(call, downstream, outcome))
+        watching = asyncio.ensure_future(downstream.gone())
+        try:
+            await asyncio.wait((forwarding, watching), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not forwarding.done():
+                forwarding.cancel()
+                outcome.status, outcome.error = 499, "client closed the connection"
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ClientGone):
+                await watching
+            with contextlib.suppress(asyncio.CancelledError):
+                await forwarding  # a cancelled one has closed its upstream response by now
+        if forwarding.cancelled():
+            return outcome
+        exc = forwarding.exception()
+        if isinstance(exc, ClientGone):
+            outcome.status, outcome.error = 499, "client closed the connection"
+        elif exc is not None:
+            raise exc
+        return outcome
+
+    async def _forward(self, call: Call, downstream: Downstream, outcome: Outcome) -> None:
+        loop = asyncio.get_running_loop()
+        timeouts = self.client.timeouts
+        deadline = loop.time() + timeouts.total
+        order = attempt_order(call.targets, self.health, self._chooser)[:self.attempts]
+        failure: GatewayError | tuple[int, Headers, bytes] | None = None
+        session = self.client.session()
+        for index, target in enumerate(order):
+            last = index == len(order) - 1
+            outcome.attempts += 1
+            outcome.upstream, outcome.upstream_model = target.upstream, target.upstream_model
+            url = target.base_url + call.endpoint.upstream_path
+            body = call.parsed.with_model(target.upstream_model, add_usage=call.add_usage)
+            headers = upstream_headers(call.client_headers, call.request_id, call.endpoint.protocol,
+                                       target.api_key)
+            sent = time.perf_counter()
+            try:
+                async with asyncio.timeout(min(timeouts.first_byte, max(0.0, deadline - loop.time()))):
+                    response = await session.post(url, data=body, headers=headers, allow_redirects=False)
+            except TimeoutError:
+                failure = errors.timed_out(target.upstream, "no answer before the first-byte timeout")
+                self.health.failed(target.upstream, "timeout before the first byte")
+                continue
+            except (aiohttp.ClientError, OSError) as exc:
+                reason = ("connection refused or failed" if isinstance(exc, aiohttp.ClientConnectorError)
+                          else type(exc).__name__)
+                failure = errors.unreachable(target.upstream, reason)
+                self.health.failed(target.upstream, reason)
+                continue
+            received = time.perf_counter()
+            complete = False
+            try:
+                status = response.status
+                if status == 429 or status >= 500:
+                    self.health.failed(target.upstream, f"HTTP {status}", _retry_after(response.headers.get("retry-after")))
+                    if not last:
+                        continue
+                else:  # it answers: healthy, whatever it thinks of the request
+                    self.health.succeeded(target.upstream)
+                outcome.overhead_ms = ((sent - call.started) * 1000)
+                await self._relay(call, target, response, downstream, outcome, deadline, received)
+                complete = True
+                return
+            finally:
+                if complete and response.content.is_eof():
+                    response.release()  # read to the end: the connection goes back to the pool
+                else:
+                    response.close()  # cut short: the connection goes, and the upstream sees it close
+        assert failure is not None
+        await self._answer_error(call, downstream, outcome, failure)
+
+    async def _answer_error(self, call: Call, downstream: Downstream, outcome: Outcome,
+                            failure: GatewayError | tuple[int, Headers, bytes]) -> None:
+        if isinstance(failure, GatewayError):
+            status, headers, body = failure.status, [*failure.headers], failure.body()
+            headers.append(("content-type", "application/json"))
+            outcome.error = failure.code
+        else:
+            status, headers, body = failure
+        outcome.status = status
+        await downstream.answer(status, [("x-request-id", call.request_id), *headers, *call.answer_headers], body)
+
+    async def _read_all(self, upstream: str, response: aiohttp.ClientResponse, limit: int, deadline: float) -> bytes:
+        loop = asyncio.get_running_loop()
+        chunks: list[bytes] = []
+        size = 0
+        idle = self.client.timeouts.idle
+        while True:
+            async with asyncio.timeout(min(idle, max(0.0, deadline - loop.time()))):
+                chunk = await response.content.readany()
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                raise errors.bad_answer(upstream, f"the answer is larger than {limit} bytes")
+            chunks.append(chunk)
+
+    async def _relay(self, call: Call, target: Target, response: aiohttp.ClientResponse, downstream: Downstream,
+                     outcome: Outcome, deadline: float, received: float) -> None:
+        status = response.status
+        if status in (401, 403):  # the caller's key is fine: it is modeldex's key the upstream refused
+            outcome.error = f"upstream HTTP {status}"
+            await self._answer_error(call, downstream, outcome, errors.upstream_refused(target.upstream, status))
+            return
+        headers = [("x-request-id", call.request_id), *passed_back(response.headers), *call.answer_headers]
+        content_type = response.headers.get("content-type", "")
+        length = response.content_length
+        if status >= 400 or (not content_type.startswith(SSE) and length is not None and length <= MAX_WHOLE_BODY):
+            try:
+                body = await self._read_all(target.upstream, response,
+                                            MAX_ERROR_BODY if status >= 400 else MAX_WHOLE_BODY, deadline)
+            except TimeoutError:
+                await self._answer_error(call, downstream, outcome,
+                                         errors.timed_out(target.upstream, "the answer stalled"))
+                return
+            except (aiohttp.ClientError, OSError):
+                await self._answer_error(call, downstream, outcome,
+                                         errors.bad_answer(target.upstream, "the connection closed mid-answer"))
+                return
+            except GatewayError as error:  # an error answer too large to pass on
+                await self._answer_error(call, downstream, outcome, error)
+                return
+            if status >= 400:
+                body = redact(body, target.api_key)
+                outcome.error = f"upstream HTTP {status}"
+            elif status == 200:
+                _usage(body, outcome)
+            outcome.overhead_ms += (time.perf_counter() - received) * 1000
+            headers.append((OVERHEAD_HEADER, f"{outcome.overhead_ms:.3f}"))
+            outcome.status = status
+            outcome.first_byte_ms = (time.perf_counter() - call.started) * 1000
+            await downstream.answer(status, headers, body)
+            return
+        await self._stream(call, target, response, downstream, outcome, deadline, received, headers,
+                           content_type.startswith(SSE))
+
+    async def _stream(self, call: Call, target: Target, response: aiohttp.ClientResponse, downstream: Downstream,
+                      outcome: Outcome, deadline: float, received: float, headers: Headers, sse: bool) -> None:
+        """Pass the answer on chunk by chunk, as each arrives; a stream cut short ends with an error event."""
+        loop = asyncio.get_running_loop()
+        idle = self.client.timeouts.idle
+        if sse:
+            headers += [("cache-control", "no-cache"), ("x-accel-buffering", "no")]
+        outcome.overhead_ms += (time.perf_counter() - received) * 1000
+        headers.append((OVERHEAD_HEADER, f"{outcome.overhead_ms:.3f}"))
+        outcome.status = response.status
+        await downstream.start(response.status, headers)
+        pending = b""  # an event's start whose end has not come yet (SSE): sent once it is whole
+        problem: tuple[str, str] | None = None
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                problem = ("the upstream's answer took longer than the total timeout", "upstream_timeout")
+                break
+            try:
+                async with asyncio.timeout(min(idle, remaining)):
+                    chunk = await response.content.readany()
+            except TimeoutError:
+                problem = (("the upstream sent nothing for longer than the idle timeout" if idle < remaining
+                            else "the upstream's answer took longer than the total timeout"), "upstream_timeout")
+                break
+            except (aiohttp.ClientError, OSError):
+                problem = ("the upstream closed the connection mid-answer", "upstream_error")
+                break
+            if not chunk:
+                if pending.strip():
+                    problem = ("the upstream closed the stream mid-event", "upstream_error")
+                break
+            if sse:  # whole events only, each sent on as soon as its end arrives
+                chunk, pending = _whole_events(pending + chunk)
+                if not chunk:
+                    continue
+                if any(mark in chunk for mark in _USAGE_MARKS):
+                    chunk = _take_usage(chunk, outcome, drop=call.add_usage)
+                    if not chunk:
+                        continue
+            if outcome.first_byte_ms is None:
+                outcome.first_byte_ms = (time.perf_counter() - call.started) * 1000
+            await downstream.send(chunk)
+        if problem is not None:
+            message, code = problem
+            outcome.error = code
+            if sse:
+                with contextlib.suppress(ClientGone):
+                    await downstream.send(errors.stream_error_event(call.endpoint.protocol, f"{message}.", code))
+        await downstream.finish()

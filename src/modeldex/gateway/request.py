@@ -1,0 +1,138 @@
+"""The request as the upstream gets it: the body with `model` rewritten, and the headers it may see.
+
+Only what routing needs is parsed: a JSON body's top-level object (for `model` and `stream`), or, for a
+multipart upload, the parts' headers until the `model` field (the audio itself is never looked at).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+# Never forwarded: hop-by-hop headers (RFC 9110 §7.6.1), what the connection to the upstream sets anew,
+# the caller's modeldex credential in any of the places clients put it, and compression (answers are
+# streamed through as they come; a compressed event stream would be buffered by the decoder).
+DROPPED_REQUEST_HEADERS = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
+    "trailer", "transfer-encoding", "upgrade", "host", "content-length", "authorization", "x-api-key",
+    "api-key", "cookie", "accept-encoding", "x-request-id", "expect", "forwarded", "x-forwarded-for",
+    "x-forwarded-host", "x-forwarded-proto", "x-real-ip",
+})
+# Passed back from the upstream's answer (besides content-type).
+PASSED_RESPONSE_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
+PASSED_RESPONSE_HEADERS = frozenset({"content-type", "content-encoding", "openai-processing-ms", "retry-after", "retry-after-ms"})
+
+_BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
+_MODEL_FIELD = re.compile(rb'name="model"', re.IGNORECASE)
+
+
+class BadRequest(Exception):
+    """The body does not say which model, or cannot be read: the message says what is wrong."""
+
+    def __init__(self, message: str, param: str | None = "model") -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+@dataclass(slots=True)
+class Parsed:
+    """What routing needs of a request body, and how to rewrite its model."""
+
+    model: str
+    stream: bool
+    _json: dict[str, Any] | None = None
+    _multipart: tuple[int, int] | None = None  # the model value's span in the raw body
+    _raw: bytes = b""
+
+    @property
+    def asks_usage(self) -> bool:
+        """Whether the client asked for a stream's usage event (`stream_options.include_usage`)."""
+        options = self._json.get("stream_options") if self._json is not None else None
+        return isinstance(options, dict) and options.get("include_usage") is True
+
+    def with_model(self, upstream_model: str, add_usage: bool = False) -> bytes:
+        """The body, unchanged but for `model` (the original bytes when the ids are the same), and, with
+        `add_usage`, a stream's request for usage (`stream_options.include_usage`)."""
+        if self._json is not None and add_usage:
+            options = self._json.get("stream_options")
+            options = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+            return orjson.dumps({**self._json, "model": upstream_model, "stream_options": options})
+        if upstream_model == self.model:
+            return self._raw
+        if self._json is not None:
+            return orjson.dumps({**self._json, "model": upstream_model})
+        assert self._multipart is not None
+        start, end = self._multipart
+        return self._raw[:start] + upstream_model.encode() + self._raw[end:]
+
+
+def parse_json(body: bytes) -> Parsed:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("The request body is not valid JSON.", param=None) from None
+    if not isinstance(data, dict):
+        raise BadRequest("The request body must be a JSON object.", param=None)
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("You must provide a model parameter.")
+    return Parsed(model, data.get("stream") is True, _json=data, _raw=body)
+
+
+def parse_multipart(body: bytes, content_type: str | None) -> Parsed:
+    """The `model` form field of a multipart/form-data body, found without reading any file part."""
+    match = _BOUNDARY.search(content_type or "")
+    if not (content_type or "").lower().startswith("multipart/form-data") or match is None:
+        raise BadRequest("This endpoint takes multipart/form-data with a model field.", param=None)
+    delimiter = b"--" + match.group(1).encode("latin-1")
+    position = body.find(delimiter)
+    while position != -1:
+        head_start = position + len(delimiter) + 2  # past CRLF
+        head_end = body.find(b"\r\n\r\n", head_start)
+        if head_end == -1:
+            break
+        value_start = head_end + 4
+        following = body.find(b"\r\n" + delimiter, value_start)
+        if following == -1:
+            break
+        if _MODEL_FIELD.search(body, head_start, head_end) and b"filename=" not in body[head_start:head_end]:
+            try:
+                model = body[value_start:following].decode()
+            except UnicodeDecodeError:
+                raise BadRequest("The model field is not UTF-8.") from None
+            if not model:
+                break
+            return Parsed(model, False, _multipart=(value_start, following), _raw=body)
+        position = following + 2
+    raise BadRequest("You must provide a model parameter.")
+
+
+def upstream_headers(headers: list[tuple[str, str]], request_id: str, protocol: str, api_key: str | None
+                     ) -> dict[str, str]:
+    """The client's headers minus those above (and those its `Connection` header names: hop-by-hop too),
+    with the request id and the upstream's own key."""
+    connection = next((value for name, value in headers if name == "connection"), "")
+    dropped = DROPPED_REQUEST_HEADERS | {token.strip().lower() for token in connection.split(",")} \
+        if connection else DROPPED_REQUEST_HEADERS
+    forwarded = {name: value for name, value in headers if name not in dropped}
+    forwarded["x-request-id"] = request_id
+    if api_key:
+        if protocol == "anthropic":
+            forwarded["x-api-key"] = api_key
+        else:
+            forwarded["authorization"] = f"Bearer {api_key}"
+    return forwarded
+
+
+def passed_back(headers: Any) -> list[tuple[str, str]]:
+    """The upstream answer's headers a client may see (rate limits, processing time, retry-after)."""
+    kept = []
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in PASSED_RESPONSE_HEADERS or lower.startswith(PASSED_RESPONSE_PREFIXES):
+            kept.append((lower, value))
+    return kept

@@ -1,0 +1,96 @@
+"""The gateway in-process, over ASGI (the same dispatch as granian's RSGI path, with the ASGI downstream):
+forwarding and streaming to the hostile fake upstream, CORS on inference answers, and the edges of what
+a request may be. tests/test_gateway.py has the same contract against a real server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from .fake_upstream import FakeUpstream
+from .inprocess import REQUEST_ID, Harness, error_of
+
+pytestmark = pytest.mark.anyio
+
+UI = "https://ui.example"
+
+
+class Served:
+    def __init__(self, harness: Harness, fake: FakeUpstream) -> None:
+        self.harness = harness
+        self.fake = fake
+        self.read = harness.key("reader")
+        self.narrow = harness.key("narrow", policy={"patterns": ["MiniMax-*"]})
+        catalog = harness.catalog
+        catalog.create("upstream", {"name": "fake", "base_url": fake.base_url, "routing_only": True,
+                                    "api_key_env": "INPROCESS_FAKE_KEY"})
+        catalog.create("model", {"id": "in-chat", "routes": [{"upstream": "fake", "model": "fake-chat"}]})
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("INPROCESS_FAKE_KEY", "sk-inprocess-upstream")
+    fake = FakeUpstream()
+    harness = Harness(tmp_path_factory.mktemp("gateway"), cors_origins=(UI,), max_inference_body_bytes=4096)
+    yield Served(harness, fake)
+    harness.stop()
+    fake.close()
+    mp.undo()
+
+
+@pytest.fixture
+async def fresh(served: Served) -> AsyncIterator[Served]:
+    served.fake.chat_mode, served.fake.events, served.fake.drip = "ok", 5, 0.0
+    served.fake.posts.clear()
+    yield served
+    await served.harness.app.upstream_client.close()  # its session belongs to this test's event loop
+
+
+async def test_a_completion_over_asgi_with_cors(fresh: Served) -> None:
+    response = await fresh.harness.request("POST", "/v1/chat/completions", fresh.read, headers={"origin": UI},
+                                           json={"model": "in-chat", "messages": []})
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == "fake-chat"
+    assert REQUEST_ID.fullmatch(response.headers["x-request-id"])
+    assert response.headers["access-control-allow-origin"] == UI
+    [(_path, headers, _body)] = fresh.fake.posts
+    assert headers["authorization"] == "Bearer sk-inprocess-upstream"
+
+
+async def test_a_stream_over_asgi(fresh: Served) -> None:
+    response = await fresh.harness.request("POST", "/v1/chat/completions", fresh.read,
+                                           json={"model": "in-chat", "messages": [], "stream": True})
+    assert response.status_code == 200 and response.headers["x-accel-buffering"] == "no"
+    events = [line for line in response.text.split("\n\n") if line]
+    assert events[-1] == "data: [DONE]"
+    assert [json.loads(e[6:])["choices"][0]["delta"]["content"] for e in events[:-1]] == [f"t{i} " for i in range(5)]
+
+
+async def test_what_a_request_may_be(fresh: Served) -> None:
+    harness = fresh.harness
+    error_of(await harness.request("POST", "/v1/chat/completions", fresh.narrow, json={"model": "in-chat"}),
+             404, "model_not_found")
+    error_of(await harness.request("POST", "/v1/chat/completions", None, json={"model": "in-chat"}), 401)
+    error_of(await harness.request("POST", "/v1/chat/completions", fresh.read, json={"model": "in-chat",
+                                                                                       "pad": "x" * 5000}),
+             413, "body_too_large")
+    error_of(await harness.request("POST", "/v1/embeddings", fresh.read, content=b"{not json",
+                                   headers={"content-type": "application/json"}), 400, "invalid_body")
+    error_of(await harness.request("POST", "/v1/audio/transcriptions", fresh.read, json={"model": "in-chat"}),
+             400, "invalid_body")
+    assert fresh.fake.posts == []  # none of them reached the upstream
+
+
+async def test_anthropic_clients_key_in_x_api_key(fresh: Served) -> None:
+    async with fresh.harness.client() as client:
+        response = await client.post("/v1/messages", headers={"x-api-key": fresh.read},
+                                     json={"model": "in-chat", "max_tokens": 5, "messages": []})
+        # `fake` speaks OpenAI's API only: the key was accepted, the route is what is missing.
+        error_of(response, 503, "protocol_not_served", type="server_error")
+        error_of(await client.post("/v1/messages", headers={"x-api-key": "sk-wrong"}, json={"model": "in-chat"}),
+                 401, "invalid_api_key")
+        assert (await client.post("/v1/chat/completions", headers={"x-api-key": fresh.read},
+                                  json={"model": "in-chat"})).status_code == 401  # OpenAI's routes: bearer only
