@@ -30,6 +30,8 @@ database_url_option = click.option(
     "Default: catalog.db in the per-user data directory.",
 )
 
+SCHEMA_TIMEOUT_S = 3600.0
+
 
 url_option = click.option(
     "--url",
@@ -134,9 +136,10 @@ def open_catalog(database_url: str | None) -> Iterator[Catalog]:
 
 @contextmanager
 def open_engine(database_url: str | None) -> Iterator[tuple[str, Engine]]:
-    """A bare engine on the configured database, for schema commands that must not migrate or seed it."""
+    """A bare engine on the configured database, for schema commands that must not migrate or seed it.
+    Its statements may run long: a migration can rewrite a big table."""
     url = resolve_database_url(database_url)
-    engine = create_store_engine(url)
+    engine = create_store_engine(url, timeout_s=SCHEMA_TIMEOUT_S)
     try:
         yield url, engine
     finally:
