@@ -103,7 +103,8 @@ def _pydantic(model: type[BaseModel], mode: str, components: dict[str, Schema]) 
     for name, definition in schema.pop("$defs", {}).items():
         components.setdefault(name, definition)
     schema.pop("title", None)
-    return _standard_bounds(schema)
+    bounded: Schema = _standard_bounds(schema)
+    return bounded
 
 
 _BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
@@ -348,7 +349,8 @@ def _inference_operation(endpoint: Endpoint) -> dict[str, Any]:
                               "text/event-stream": {"schema": {"type": "string"}},
                               **({"audio/*": {"schema": {"type": "string", "format": "binary"}}}
                                  if endpoint.path == "/v1/audio/speech" else {})}}}
-    security = [{"bearerAuth": []}, {"anthropicKey": []}] if endpoint.protocol == "anthropic" else None
+    anthropic: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"anthropicKey": []}]
+    security = anthropic if endpoint.protocol == "anthropic" else None
     operation = _operation(
         op_id, f"{endpoint.path} ({endpoint.protocol} protocol)",
         _answers(ok, 400, 404, 413, 502, 503, 504, *CALLER_ERRORS), tags=("Inference",), body=body,
@@ -385,7 +387,7 @@ def extend(document: dict[str, Any]) -> dict[str, Any]:
     """`document` (the hand-written Models part) with the rest of the HTTP surface added."""
     components = document["components"]
     schemas = components["schemas"]
-    for status, (name, description) in ERROR_RESPONSES.items():
+    for name, description in ERROR_RESPONSES.values():
         components["responses"].setdefault(name, {"description": description,
                                                   "content": _json(_ref("Error"))})
     components["securitySchemes"]["anthropicKey"] = {
