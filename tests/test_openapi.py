@@ -104,7 +104,7 @@ def test_schemathesis_against_the_whole_surface(db_url: str, start_server, tmp_p
     server = start_server(db_url, "--auth-failure-limit", "off")
     location = server.base_url + "/openapi.json"
     run_schemathesis(location, server.base_url, key, SURFACE_CHECKS, tmp_path,
-                     "--exclude-operation-id-regex", KEY_WRITES, "--warnings", WARNINGS, max_examples=15)
+                     "--exclude-operation-id-regex", KEY_WRITES, "--warnings", WARNINGS, max_examples=10)
     run_schemathesis(location, server.base_url, key, SURFACE_CHECKS, tmp_path,
-                     "--include-operation-id-regex", KEY_WRITES, "--warnings", WARNINGS, max_examples=15)
+                     "--include-operation-id-regex", KEY_WRITES, "--warnings", WARNINGS, max_examples=10)
     assert "Traceback" not in server.log()
