@@ -66,7 +66,7 @@ class AdminRoutes:
     # --- keys ----------------------------------------------------------------------------------------
 
     async def list_keys(self, request: Request, catalog: Catalog) -> Response:
-        include_revoked = request.query_params.get("all", "").lower() in ("1", "true", "yes")
+        include_revoked = _flag(request, "all")
         keys = await run_in_threadpool(catalog.list_keys, include_revoked)
         return json_response({"object": "list", "data": [with_revision(k.document(), k.revision) for k in keys]})
 
@@ -131,15 +131,19 @@ class AdminRoutes:
     # loop, a 4.8 MB file of 100,000 models held every other request of the worker for 13 s (measured).
 
     async def export(self, request: Request, catalog: Catalog) -> Response:
-        if request.query_params.get("format") == "yaml":
+        file_format = request.query_params.get("format", "json")
+        if file_format not in ("json", "yaml"):
+            raise InvalidInput("format", "format: must be json or yaml")
+        if file_format == "yaml":
             text = await run_in_threadpool(lambda: dump_yaml(catalog.export()))
             return Response(text, media_type="application/yaml")
         return raw_json_response(await run_in_threadpool(lambda: orjson.dumps(catalog.export())))
 
     async def apply(self, request: Request, catalog: Catalog) -> Response:
         body = await read_body(request)
-        prune = request.query_params.get("prune", "").lower() in ("1", "true", "yes")
-        dry_run = request.query_params.get("dry_run", "").lower() in ("1", "true", "yes")
+        if not body.strip():  # not taken as an empty file: with ?prune that would delete everything
+            raise InvalidInput("file", "file: the request body is empty; send a catalog file ({} for an empty one)")
+        prune, dry_run = _flag(request, "prune"), _flag(request, "dry_run")
 
         def apply() -> bytes:
             version, planned = catalog.apply(parse_catalog_file(body), prune, dry_run)
@@ -181,6 +185,16 @@ def _optional_str(data: dict[str, Any], field: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise InvalidInput(field, f"{field}: must be a string such as \"600/m\", or null")
     return value
+
+
+def _flag(request: Request, name: str) -> bool:
+    """A yes/no query parameter; anything else is refused rather than taken as no."""
+    raw = request.query_params.get(name, "").lower()
+    if raw in ("1", "true", "yes"):
+        return True
+    if raw in ("", "0", "false", "no"):
+        return False
+    raise InvalidInput(name, f"{name}: must be true or false")
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int | None = None) -> int:

@@ -142,7 +142,9 @@ def _entries(document: Any) -> dict[str, list[dict[str, Any]]]:
                            "upstreams, issuers)")
     sections: dict[str, list[dict[str, Any]]] = {}
     for section in (kind.collection for kind in KINDS):
-        entries = document.get(section) or []
+        entries = document.get(section)
+        if entries is None:  # `aliases:` with nothing under it; `{}` or `""` is a mistake, not an empty list
+            entries = []
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise InvalidInput(section, f"{section}: must be a list of mappings")
         sections[section] = entries
