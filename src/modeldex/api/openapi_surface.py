@@ -309,6 +309,18 @@ def _admin_paths(components: dict[str, Schema]) -> dict[str, Any]:
             "delete": _operation("adminRevokeKey", "Revoke a key", _answers(
                 _ok("The key was revoked.", _deleted("key")), 400, 404, 409, 412, *ADMIN_ERRORS), parameters=[IF_MATCH]),
         },
+        "/v1/admin/auth/explain": {"post": _operation(
+            "adminExplainToken", "Whether a token from an identity provider would be accepted, as whom, or why not",
+            _answers(_ok("The verdict: accepted with the caller, scope and policy, or refused with the reason.", {
+                "type": "object", "required": ["accepted"],
+                "properties": {"accepted": {"type": "boolean"}, "reason": {"type": "string"},
+                               "issuer": {"type": "string"}, "caller": {"type": "string"},
+                               "actor": {"type": "string"}, "scope": {"type": "string"},
+                               "policy": {"type": "object"}, "rate_limit": {"type": ["string", "null"]},
+                               "header": {"type": "object"}, "claims": {"type": "object"}}}),
+                     400, 413, *ADMIN_ERRORS),
+            body=_json({"type": "object", "required": ["token"],
+                        "properties": {"token": {"type": "string", "minLength": 1}}}))},
         "/v1/admin/routes": {
             "get": _operation("adminListRoutes", "Every model's inference routes", _answers(
                 _ok("The routes, discovered models' implicit ones too.", _list_of(_ref("AdminRoute"))),
