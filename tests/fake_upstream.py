@@ -12,9 +12,11 @@ closed mid-event, a 5xx, a 429 with retry-after, 10 MB, an error that echoes the
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -141,6 +143,14 @@ class FakeUpstream:
         elif mode == "echo-key":  # a hostile error that repeats the caller's credentials back
             message = f"invalid key {h.headers.get('authorization')}"
             h._send(401, json.dumps({"error": {"message": message, "type": "auth"}}).encode())
+        elif mode == "echo-key-plain":  # the same, as the start of a 200 that is not JSON
+            h._send(200, f"rejected: {h.headers.get('authorization')} is not welcome here".encode(), "text/plain")
+        elif mode == "echo-key-encoded":  # the credentials URL-encoded and in base64, as some proxies log them
+            auth = h.headers.get("authorization") or ""
+            token = auth.removeprefix("Bearer ")
+            message = (f"denied: {urllib.parse.quote(token, safe='')} / {base64.b64encode(auth.encode()).decode()} "
+                       f"/ {base64.b64encode(('user:' + token).encode()).decode()}")
+            h._send(403, json.dumps({"error": {"message": message}}).encode())
         elif mode == "unavailable":
             h._send(503, b'{"error":{"message":"overloaded"}}')
         elif mode == "redirect":

@@ -305,6 +305,26 @@ def test_an_upstream_echoing_its_key_never_gets_it_stored_or_logged(db_url: str,
     assert "SHADY_KEY" in local.stderr and "not set" in local.stderr
 
 
+def test_a_key_from_a_file_with_a_newline_is_used_and_never_shown(db_url: str, start_server, fake: FakeUpstream,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Kubernetes secret made from a file ends in a newline: the key was refused by the HTTP client, whose
+    error quoted it whole into last_error (database, admin API, `upstreams list`)."""
+    secret = "sk-upstream-from-a-file-7777"
+    monkeypatch.setenv("FILE_KEY", secret + "\n")
+    admin = create_key(db_url, "admin", "admin")
+    server = start_server(db_url)
+    run_cli(db_url, "upstreams", "add", "k8s", "--base-url", fake.base_url, "--api-key-env", "FILE_KEY")
+    synced = cli_over_http(server, admin, "upstreams", "sync-now", "k8s")
+    assert synced.stderr.startswith("synced k8s")
+    assert fake.authorizations[-1] == f"Bearer {secret}"
+    fake.mode = "echo-key-encoded"
+    cli_over_http(server, admin, "upstreams", "sync-now", "k8s", check=False)
+    listing = cli_over_http(server, admin, "upstreams", "list").stdout
+    assert "[redacted]" in json.dumps(health_of(server, admin, "k8s"))
+    for text in (listing, json.dumps(health_of(server, admin, "k8s")), server.log(), dump_database(db_url)):
+        assert secret not in text and secret[:16] not in text
+
+
 def test_one_poller_per_upstream_across_replicas(db_url: str, tmp_path: Path, fake: FakeUpstream) -> None:
     fake.delay = 1.0  # a slow answer, so overlapping polls would show
     replicas = [Server(db_url, tmp_path / "r1.log", "--workers", "2", "--no-access-log"),

@@ -289,3 +289,49 @@ def test_editing_an_upstream_makes_it_due_at_once(store: SqlStore) -> None:
     Catalog(store).update("upstream", "up", {"prefix": "p/"})  # while it is being polled
     store.finish_upstream("up", "w", UpstreamHealth(last_attempt_at=now), next_poll_at=now + 60)
     assert store.due_upstreams(now + 1) == ["up"]
+
+
+@pytest.mark.parametrize("mode", ["echo-key", "echo-key-plain", "echo-key-encoded"])
+def test_an_echoed_key_is_redacted_in_every_form(fake: FakeUpstream, mode: str) -> None:
+    """Quoted whole, cut to the first 40 characters of a non-JSON answer, URL-encoded, or in base64 (of the
+    key, of "Bearer key", of "user:key"): never in the error."""
+    import base64
+    from urllib.parse import quote
+
+    fake.mode = mode
+    with pytest.raises(UpstreamError) as caught:
+        fetch_models(fake.base_url, SECRET, timeout=5, attempts=1)
+    message = str(caught.value)
+    assert "[redacted]" in message, message
+    for form in (SECRET, SECRET[:12], quote(SECRET, safe=""), base64.b64encode(SECRET.encode()).decode()[:12],
+                 base64.b64encode(f"Bearer {SECRET}".encode()).decode()[12:24]):
+        assert form not in message, (form, message)
+
+
+@pytest.mark.parametrize(("value", "sent"), [(SECRET + "\n", SECRET), ("\t" + SECRET + "\r\n", SECRET)])
+def test_keys_are_read_without_surrounding_whitespace(store: SqlStore, fake: FakeUpstream, value: str,
+                                                       sent: str) -> None:
+    from modeldex.discovery.sync import new_owner, poll_once
+
+    upstream = Catalog(store).create("upstream", {"name": "k8s", "base_url": fake.base_url,
+                                                  "api_key_env": "K8S_KEY"})[0]
+    owner = new_owner()
+    assert store.claim_upstream("k8s", owner, time.time(), 60, force=True)
+    assert poll_once(store, upstream, owner, environ={"K8S_KEY": value}).ok
+    assert fake.authorizations[-1] == f"Bearer {sent}"
+
+
+@pytest.mark.parametrize("value", ["sk-clé-0123456789", "sk-two words", "sk-\x00nul", "  "])
+def test_a_key_no_header_can_carry_fails_the_poll_cleanly(store: SqlStore, fake: FakeUpstream, value: str) -> None:
+    """It was a 500 from the sync with the lease kept (non-ASCII), or the whole key in last_error."""
+    from modeldex.discovery.sync import new_owner, poll_once
+
+    upstream = Catalog(store).create("upstream", {"name": "odd", "base_url": fake.base_url,
+                                                  "api_key_env": "ODD_KEY"})[0]
+    owner = new_owner()
+    assert store.claim_upstream("odd", owner, time.time(), 60, force=True)
+    result = poll_once(store, upstream, owner, environ={"ODD_KEY": value})
+    assert not result.ok and "ODD_KEY" in (result.error or "") and fake.requests == 0
+    health = store.upstream_health(time.time())["odd"]
+    assert health.last_error == result.error and (not value.strip() or value.strip() not in health.last_error)
+    assert store.claim_upstream("odd", new_owner(), time.time(), 60, force=True)  # the lease was given back

@@ -92,6 +92,29 @@ def test_error_bodies_are_exactly_the_envelope_orjson_makes(message: str, type_:
     assert error_body(message, type_, param, code) == expected
 
 
+def test_the_first_matching_rule_decides_whether_exact_or_glob() -> None:
+    """Plain-id members are looked up, globs tried in turn; the rule named is still the first in order."""
+    from modeldex.catalog.entities import Group
+    from modeldex.catalog.policy import AccessPolicy, Visibility
+
+    models = {m.id: m for m in (new_model("x/1"), new_model("x/2"), new_model("y/1"))}
+    groups = {"globs": Group(name="globs", members=("x/*",)), "ids": Group(name="ids", members=("y/1", "x/1")),
+              "big": Group(name="big", members=(*(f"z/{i}" for i in range(50_000)), "x/2"))}
+
+    def rule(*names: str, patterns: tuple[str, ...] = ()) -> dict[str, str]:
+        visibility = Visibility(AccessPolicy(groups=names, patterns=patterns), models, {}, groups, 0)
+        return {model_id: visibility.decide(model_id).rule for model_id in models}
+
+    assert rule("globs", "ids") == {"x/1": "allowed by group 'globs' (member 'x/*')",
+                                    "x/2": "allowed by group 'globs' (member 'x/*')",
+                                    "y/1": "allowed by group 'ids' (member 'y/1')"}
+    assert rule("ids", "globs")["x/1"] == "allowed by group 'ids' (member 'x/1')"
+    assert rule("ids", "globs")["x/2"] == "allowed by group 'globs' (member 'x/*')"
+    assert rule("big", patterns=("x/*",))["x/2"] == "allowed by group 'big' (member 'x/2')"
+    assert rule("big", patterns=("x/*",))["x/1"] == "allowed by pattern 'x/*'"
+    assert rule("big")["y/1"].startswith("no group or pattern")
+
+
 @pytest.mark.parametrize(("text", "requests", "period"), [
     ("600/m", 600, 60), ("1/s", 1, 1), ("5/30s", 5, 30), ("1000000000/s", 1_000_000_000, 1), ("1/366d", 1, 31_622_400),
 ])

@@ -151,6 +151,31 @@ def test_one_bad_entry_changes_nothing(store: SqlStore, case: str) -> None:
     assert store.changes(before.version, 100) == []
 
 
+def test_yaml_files_are_bounded_and_dumped_as_one_document_would_be() -> None:
+    import yaml
+
+    from modeldex.catalog.catalog_file import DUMP_CHUNK, dump_yaml, load_yaml
+
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8))
+    with pytest.raises(InvalidInput) as caught:
+        load_yaml(laughs)  # 9**9 values from 600 bytes
+    assert caught.value.field == "file" and "aliases expand it" in caught.value.message
+    with pytest.raises(InvalidInput) as caught:
+        load_yaml("models: &m [{id: a}, *m]\n")
+    assert "contains it" in caught.value.message
+    with pytest.raises(InvalidInput) as caught:
+        load_yaml("models: " + "[" * 20_000 + "]" * 20_000)
+    assert caught.value.field == "file"
+    shared = load_yaml("x: &x {owned_by: acme}\nmodels: [{id: a, meta: *x}, {id: b, meta: *x}]\n")
+    assert shared["models"][1]["meta"] == {"owned_by": "acme"}  # modest sharing is fine
+
+    big = {"models": [{"id": f"m/{i}", "created": i, "description": "é " * (i % 40)} for i in range(DUMP_CHUNK * 3 + 7)],
+           "aliases": [], "groups": [{"name": "g", "members": ["m/*"]}], "upstreams": []}
+    assert dump_yaml(big) == yaml.safe_dump(big, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    assert load_yaml(dump_yaml(big)) == big
+
+
 def test_an_id_that_is_not_a_string_is_refused_and_changes_nothing(store: SqlStore) -> None:
     from modeldex.catalog.catalog_file import load_yaml
 

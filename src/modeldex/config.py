@@ -92,6 +92,7 @@ class ServerSettings:
     max_body_bytes: int = 4 * 1024 * 1024
     metrics_token: str | None = None
     public_metrics: bool = False  # /metrics without a key (e.g. when only reachable internally)
+    database_timeout: float = 5.0  # seconds any wait on the database may last (store/sql.py)
     change_retention: str | None = "30d"  # the change feed and revoked keys: an age, versions, or None
     # The inference gateway: seconds per phase of an upstream request, targets tried, largest request body.
     upstream_connect_timeout: float = 10.0

@@ -47,6 +47,11 @@ def json_response(data: Any, status: int = 200, etag: int | None = None) -> Resp
     return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
 
 
+def raw_json_response(body: bytes, status: int = 200) -> Response:
+    """A JSON answer already serialized (off the event loop, when it is big)."""
+    return Response(body, status_code=status, media_type="application/json", headers={"cache-control": "no-store"})
+
+
 def domain_error(exc: CatalogError) -> ApiError:
     if isinstance(exc, InvalidInput):
         return ApiError(400, exc.message, param=exc.field, code="invalid_value")

@@ -39,6 +39,7 @@ from modeldex.api.model_routes import (
 )
 from modeldex.api.render import RenderedCatalog
 from modeldex.api.side_app import REQUEST_ID_SCOPE_KEY, build_side_app, metrics_route
+from modeldex.api.worker_signals import stop_signals_kept
 from modeldex.catalog.callers import Caller
 from modeldex.catalog.errors import StoreUnavailable
 from modeldex.catalog.limits import parse_limit
@@ -176,7 +177,8 @@ class ModeldexApp:
         if self._store is None:
             from modeldex.store import open_store  # the composition root: the only place a store is chosen
 
-            self._store = open_store(self.settings.database_url, seed=seed_models())
+            self._store = open_store(self.settings.database_url, seed=seed_models(),
+                                     timeout_s=self.settings.database_timeout)
         store = self._store
         self.live = LiveCatalog(store, RenderedCatalog, interval=self.settings.refresh_interval,
                                 on_check=self._report_catalog)
@@ -351,9 +353,10 @@ class ModeldexApp:
 
     # --- RSGI: granian calls these -------------------------------------------------------------------
 
-    def __rsgi_init__(self, _loop: Any) -> None:
+    def __rsgi_init__(self, loop: Any) -> None:
         try:
-            self.start()
+            with stop_signals_kept(loop):
+                self.start()
         except Exception:
             log.exception("startup failed")
             raise

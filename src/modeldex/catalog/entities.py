@@ -13,7 +13,7 @@ import unicodedata
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from modeldex.catalog.errors import InvalidInput
 
@@ -106,7 +106,9 @@ def _shutdown_date(value: str) -> str:
 
 
 ModelId = Annotated[str, AfterValidator(_model_id)]
-Name = Annotated[str, AfterValidator(_name)]
+# Its JSON Schema (the admin API's OpenAPI document) states the rule, so clients can check a name first.
+Name = Annotated[str, AfterValidator(_name),
+                 WithJsonSchema({"type": "string", "pattern": f"^{_NAME_PATTERN.pattern}$"})]
 Owner = Annotated[str, AfterValidator(_owner)]
 DecimalString = Annotated[str, AfterValidator(_decimal_string)]
 Pattern = Annotated[str, AfterValidator(_pattern)]

@@ -15,14 +15,13 @@ startup, when a shutdown time passed, when the gap is large or the feed cannot v
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
+from modeldex.catalog.collector import collector_paused
 from modeldex.catalog.incremental import CatalogDelta, apply_delta
 from modeldex.catalog.state import CatalogState
 
@@ -41,19 +40,6 @@ class IncrementalView(Protocol):
     """A view that can derive the next version's view from itself and what changed."""
 
     def updated(self, state: CatalogState, delta: CatalogDelta) -> Any: ...
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Building 100,000 entities at once sets off the cyclic garbage collector over and over, each pass
-    walking the whole heap (measured: a third of a full load). None of them is garbage yet, so wait."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 class LiveCatalog(Generic[View]):
@@ -82,7 +68,7 @@ class LiveCatalog(Generic[View]):
         return self.last_error is None
 
     def _load(self) -> View:
-        with _collector_paused():
+        with collector_paused():
             state = self._store.load_state()
             view = self._build(state)
         self._state = state

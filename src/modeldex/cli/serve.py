@@ -16,7 +16,7 @@ from modeldex.catalog import retention
 from modeldex.catalog.limits import parse_limit
 from modeldex.catalog.service import Catalog
 from modeldex.cli.common import database_url_option, handle_errors, open_catalog, redact, secret_option
-from modeldex.cli.supervisor import server_class
+from modeldex.cli.supervisor import ReapSafeWorkers
 from modeldex.config import ServerSettings, resolve_database_url
 from modeldex.logs import logging_config
 
@@ -168,6 +168,17 @@ def _check_port_free(host: str, port: int) -> None:
               "versions (100000); 'off' keeps them forever.")
 @click.option("--shutdown-timeout", type=click.IntRange(1, 600), default=30, show_default=True,
               help="On SIGTERM, seconds to let in-flight requests finish before workers are killed.")
+@click.option("--backlog", type=click.IntRange(128, 65535), default=4096, show_default=True,
+              help="Connections the kernel queues until a worker accepts them (capped by net.core.somaxconn).")
+@click.option("--max-connections", type=click.IntRange(16, 1_000_000), default=10_000, show_default=True,
+              help="Open connections per worker, idle ones included; past it new ones wait in the backlog.")
+@click.option("--header-timeout", type=click.FloatRange(0.1, 60), default=10, show_default=True,
+              help="Seconds a client has to finish a request's headers once it starts sending them; then "
+              "the connection is closed.")
+@click.option("--database-timeout", type=click.FloatRange(0.5, 600), default=5.0, show_default=True,
+              envvar="MODELDEX_DATABASE_TIMEOUT",
+              help="Seconds any wait on the database may last (connecting, a statement, a lock); past it, "
+              "writes answer 503 and /readyz says the database is unreachable.")
 @click.option("--upstream-connect-timeout", type=click.FloatRange(0.1, 600), default=10.0, show_default=True,
               envvar="MODELDEX_UPSTREAM_CONNECT_TIMEOUT", help="Inference: seconds to connect to an upstream.")
 @click.option("--upstream-first-byte-timeout", type=click.FloatRange(0.1, 86400), default=600.0, show_default=True,
@@ -203,9 +214,11 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
           change_retention: str | None, shutdown_timeout: int, upstream_connect_timeout: float,
           upstream_first_byte_timeout: float, upstream_idle_timeout: float, upstream_total_timeout: float,
           upstream_attempts: int, max_inference_body_bytes: int, jwks_max_age: float, jwks_min_refresh: float,
+          backlog: int, max_connections: int, header_timeout: float, database_timeout: float,
           database_url: str | None) -> None:
     """Serve the OpenAI-compatible Models API."""
     from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
 
     if bool(ssl_certfile) != bool(ssl_keyfile):
         raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
@@ -227,22 +240,23 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
         upstream_first_byte_timeout=upstream_first_byte_timeout, upstream_idle_timeout=upstream_idle_timeout,
         upstream_total_timeout=upstream_total_timeout, upstream_attempts=upstream_attempts,
         max_inference_body_bytes=max_inference_body_bytes, jwks_max_age=jwks_max_age,
-        jwks_min_refresh=jwks_min_refresh,
+        jwks_min_refresh=jwks_min_refresh, database_timeout=database_timeout,
     )
     os.environ.update(settings.to_env())
+    _raise_open_files_limit(max_connections + 1024)  # per process: each worker holds its own connections
     # Each worker writes its metric samples here; any of them (or the metrics port) adds them up.
     metrics_dir = tempfile.mkdtemp(prefix="modeldex-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir
     if metrics_port is not None:
         try:
-            _serve_metrics(metrics_host, metrics_port, url)
+            _serve_metrics(metrics_host, metrics_port, url, database_timeout)
         except click.ClickException:
             shutil.rmtree(metrics_dir, ignore_errors=True)
             raise
     scheme = "https" if ssl_certfile else "http"
     click.echo(f"modeldex: {model_count} models from {redact(url)}; listening on {scheme}://{host}:{port}",
                err=True)
-    server = server_class()(
+    server = _granian_server()(
         "modeldex.api.app:create_app",
         factory=True,
         address=host,
@@ -255,6 +269,12 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
         ssl_cert=Path(ssl_certfile) if ssl_certfile else None,
         ssl_key=Path(ssl_keyfile) if ssl_keyfile else None,
         workers_kill_timeout=shutdown_timeout,
+        backlog=backlog,
+        backpressure=max_connections,
+        http1_settings=HTTP1Settings(header_read_timeout=round(header_timeout * 1000)),
+        # A worker that dies (OOM killer, a crash, SIGKILL) is replaced and the others keep serving; granian
+        # itself gives up if the same worker dies again within 5.5 s of its respawn (a crash loop).
+        respawn_failed_workers=True,
     )
     try:
         server.serve()
@@ -262,18 +282,53 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _serve_metrics(host: str, port: int, database_url: str) -> None:
+def _raise_open_files_limit(wanted: int) -> None:
+    """Every connection is a file descriptor, and a common default soft limit is 1,024 per process: raise
+    the soft limit towards the hard one (the workers inherit it), and say so if even that is short."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        click.echo(f"modeldex: at most {soft} open files per process (ulimit -n); --max-connections is "
+                   "limited by it", err=True)
+
+
+def _granian_server() -> type:
+    """granian's server, except in a worker told to stop before it has its own signal handlers.
+
+    A worker is forked with the supervisor's SIGTERM/SIGINT handler, which only flags the supervisor's
+    (copied) state; until the worker installs its own, some 100 ms into its start, a stop signal was
+    lost and the supervisor waited --shutdown-timeout (30 s) to kill it. Such a worker serves nothing yet,
+    so it simply exits. Its workers' liveness comes from their exit pipes (ReapSafeWorkers: a worker that
+    has exited is never killed as one that "refused to gracefully stop")."""
+    from granian import Granian
+
+    class Server(ReapSafeWorkers, Granian):  # type: ignore[misc,valid-type]
+        def signal_handler_interrupt(self, *args: object, **kwargs: object) -> None:
+            if os.getpid() != self.pid:
+                os._exit(0)
+            super().signal_handler_interrupt(*args, **kwargs)
+
+    return Server
+
+
+def _serve_metrics(host: str, port: int, database_url: str, database_timeout: float) -> None:
     """/metrics on its own port, from this (the supervising) process, adding up every worker's samples."""
     import time
 
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
-    from modeldex.ops.metrics import UpstreamCollector
+    from modeldex.ops.metrics import DeadWorkerSweeper, UpstreamCollector
     from modeldex.store import open_store
 
     registry = CollectorRegistry()
+    registry.register(DeadWorkerSweeper())
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    store = open_store(database_url)
+    store = open_store(database_url, timeout_s=database_timeout)
     registry.register(UpstreamCollector(lambda: store.upstream_health(time.time())))
     try:
         start_http_server(port, addr=host, registry=registry)

@@ -28,12 +28,3 @@ class ReapSafeWorkers:
         worker.is_alive = lambda: worker.inner.pid is not None and not has_exited(worker.inner)
         return worker
 
-
-def server_class() -> type:
-    """granian's server (the multiprocess one, as `granian.Granian` names it) with ReapSafeWorkers."""
-    from granian import Granian
-
-    class Server(ReapSafeWorkers, Granian):  # type: ignore[misc,valid-type]
-        pass
-
-    return Server

@@ -9,10 +9,14 @@ Authorization header and nowhere else: error messages never contain it, even if 
 
 from __future__ import annotations
 
+import base64
+import json
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import httpx
 import orjson
@@ -46,10 +50,47 @@ def lease_seconds(timeout: float) -> float:
     return float(ATTEMPTS * (timeout + 1) + BACKOFF_S * 2**ATTEMPTS + 30)
 
 
+def api_key_from(environ: Mapping[str, str], name: str | None) -> str | None:
+    """The API key in the environment variable `name` (None if no name), without surrounding whitespace: a
+    Kubernetes secret made from a file often ends in a newline, which an HTTP header cannot carry (httpx's
+    error then quoted the whole key). A key that is still not printable ASCII is refused, unquoted."""
+    if not name:
+        return None
+    raw = environ.get(name)
+    key = raw.strip() if raw is not None else ""
+    if not key:
+        raise UpstreamError(f"the environment variable {name} (the API key) is not set in the process that polls")
+    if not all("!" <= ch <= "~" for ch in key):
+        raise UpstreamError(f"the environment variable {name} holds an API key with characters an HTTP header "
+                            "cannot carry (spaces, control or non-ASCII characters); it was not sent")
+    return key
+
+
+def _base64_cores(secret: bytes) -> set[str]:
+    """The parts of any base64 text that encodes `secret`, wherever in the encoded data it starts: for each
+    of the three alignments, the characters that depend on the secret's bytes alone."""
+    cores: set[str] = set()
+    for offset in range(3):
+        encoded = base64.b64encode(bytes(offset) + secret).decode()
+        core = encoded[-(-4 * offset // 3):(4 * (offset + len(secret))) // 3]
+        if len(core) >= 8:  # long enough to be the secret's, not a coincidence
+            cores.update((core, core.translate(str.maketrans("+/", "-_"))))
+    return cores
+
+
+def secret_forms(secret: str) -> list[str]:
+    """How an upstream may echo `secret` back: as is, URL-encoded, JSON- or repr-escaped, or in base64
+    (alone, or inside "Bearer ..." or "user:key"); longest first, so the longest is redacted whole."""
+    forms = {secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1], repr(secret)[1:-1]}
+    forms |= _base64_cores(secret.encode("utf-8", "replace"))
+    return sorted((form for form in forms if form), key=len, reverse=True)
+
+
 def clean(text: str, secret: str | None) -> str:
-    """A message fit for the health record and logs: without the key, printable, and short."""
+    """A message fit for the health record and logs: without the key in any form, printable, and short."""
     if secret:
-        text = text.replace(secret, "[redacted]")
+        for form in secret_forms(secret):
+            text = text.replace(form, "[redacted]")
     text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
     return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT - 3] + "..."
 
@@ -79,8 +120,9 @@ def fetch_models(base_url: str, api_key: str | None, timeout: float, attempts: i
             try:
                 document = orjson.loads(body)
             except orjson.JSONDecodeError:
-                message = f"the answer is not JSON (starts with {body[:40]!r})"
-                raise UpstreamError(clean(message, api_key)) from None
+                # Redacted before it is cut short: a key cut in two would not be found any more.
+                start = clean(body[:MAX_ERROR_TEXT * 4].decode("utf-8", "replace"), api_key)[:40]
+                raise UpstreamError(f"the answer is not JSON (starts with {start.encode()!r})") from None
             try:
                 return Fetched(parse_answer(document), latency_ms, attempt)
             except InvalidAnswer as exc:

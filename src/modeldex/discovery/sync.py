@@ -9,6 +9,7 @@ it is served as before, marked stale. Every change is in the change feed, by `up
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -21,13 +22,14 @@ from modeldex.catalog.entities import Alias, Model
 from modeldex.catalog.errors import Conflict, NotFound
 from modeldex.catalog.upstreams import Upstream
 from modeldex.discovery.answer import InvalidAnswer, to_models
-from modeldex.discovery.fetch import UpstreamError, clean, fetch_models, lease_seconds
+from modeldex.discovery.fetch import UpstreamError, api_key_from, clean, fetch_models, lease_seconds
 from modeldex.discovery.health import DiscoveryStore, UpstreamHealth
 
 if TYPE_CHECKING:
     from modeldex.catalog.repository import CatalogWriter
 
 MAX_SHADOWED_SHOWN = 50
+log = logging.getLogger("modeldex.discovery")
 
 
 def new_owner() -> str:
@@ -122,19 +124,20 @@ def poll_once(store: DiscoveryStore, upstream: Upstream, owner: str,
               environ: Mapping[str, str] = os.environ) -> SyncResult:
     """Poll `upstream` (the caller holds its lease), apply the outcome, record health, release the lease."""
     now = time.time()
-    api_key = environ.get(upstream.api_key_env) if upstream.api_key_env else None
+    api_key: str | None = None
     discovered: list[Model] | None = None
     error: str | None = None
     latency_ms: float | None = None
     try:
-        if upstream.api_key_env and not api_key:
-            raise UpstreamError(f"the environment variable {upstream.api_key_env} (the API key) is not set "
-                                "in the process that polls")
+        api_key = api_key_from(environ, upstream.api_key_env)
         fetched = fetch_models(upstream.base_url, api_key, upstream.timeout)
         latency_ms = round(fetched.latency_ms, 1)
         discovered = to_models(upstream, fetched.entries, now)
     except (UpstreamError, InvalidAnswer) as exc:
         error = clean(str(exc), api_key)
+    except Exception as exc:  # a bug must still end in a recorded failure and a released lease
+        log.exception("polling upstream %s failed unexpectedly", upstream.name)
+        error = f"unexpected error while polling ({type(exc).__name__}); see the server log"
     previous = store.upstream_health(now).get(upstream.name, UpstreamHealth())
     changes = Changes(model_count=previous.model_count)
     health = previous

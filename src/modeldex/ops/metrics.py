@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import collections
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 REQUESTS = Counter("modeldex_requests", "HTTP requests answered, by route and status.", ["route", "status"])
@@ -29,17 +31,19 @@ LATENCY = Histogram(
 RATE_LIMITED = Counter("modeldex_rate_limited", "Requests refused with 429, by reason.", ["reason"])
 RATE_LIMIT_DEGRADED = Gauge("modeldex_ratelimit_degraded",
                             "1 while a worker counts rate limits in its own memory because Redis is unavailable.",
-                            multiprocess_mode="max")
+                            multiprocess_mode="livemax")
 RATE_LIMIT_FALLBACKS = Counter("modeldex_ratelimit_fallbacks",
                                "Rate-limit checks counted in process memory because Redis was unavailable.")
 CATALOG_MODELS = Gauge("modeldex_catalog_models", "Models in the catalog (served and not).",
-                       multiprocess_mode="max")
-CATALOG_VERSION = Gauge("modeldex_catalog_version", "Catalog version being served.", multiprocess_mode="max")
+                       multiprocess_mode="livemax")
+CATALOG_VERSION = Gauge("modeldex_catalog_version", "Catalog version being served.", multiprocess_mode="livemax")
 SNAPSHOT_AGE = Gauge("modeldex_snapshot_age_seconds",
                      "Seconds since a worker last confirmed its catalog copy is current (highest worker).",
-                     multiprocess_mode="max")
+                     multiprocess_mode="livemax")
+# Gauges count live workers only (`forget_dead_workers`): a replaced worker's last word (a store_up of 0,
+# say) must not hold the minimum forever.
 STORE_UP = Gauge("modeldex_store_up", "1 if every worker reached the database on its last check.",
-                 multiprocess_mode="min")
+                 multiprocess_mode="livemin")
 
 
 class _Tallies:
@@ -119,16 +123,47 @@ def catalog_state(models: int, version: int, confirmed_at: float, store_up: bool
     STORE_UP.set(1 if store_up else 0)
 
 
+class LatestRead:
+    """A slow read (the database) that a caller waits for at most `wait_s`: past that it gets the last value
+    read (None before the first), while the read finishes in the background. One read at a time, so a hung
+    database holds one thread, not one per scrape. A frozen database made every scrape hang before."""
+
+    def __init__(self, read: Callable[[], Any], wait_s: float = 1.0) -> None:
+        self._read = read
+        self._wait_s = wait_s
+        self._lock = threading.Lock()
+        self._value: Any = None
+        self._done: threading.Event | None = None
+
+    def get(self) -> Any:
+        with self._lock:
+            done = self._done
+            if done is None or done.is_set():
+                done = self._done = threading.Event()
+                threading.Thread(target=self._refresh, args=(done,), name="modeldex-metrics-read",
+                                 daemon=True).start()
+        done.wait(self._wait_s)
+        return self._value
+
+    def _refresh(self, done: threading.Event) -> None:
+        try:
+            self._value = self._read()
+        except Exception:  # the database may be away: keep the last value
+            pass
+        finally:
+            done.set()
+
+
 class UpstreamCollector:
-    """Upstream health, read from the store when scraped (it lives there, shared by every replica)."""
+    """Upstream health, read from the store when scraped (it lives there, shared by every replica), or as
+    last read when the store is slow to answer."""
 
     def __init__(self, read_health: Callable[[], dict[str, Any]]) -> None:
-        self._read_health = read_health
+        self._health = LatestRead(read_health)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        try:
-            health = self._read_health()
-        except Exception:  # the database may be away; the other metrics still answer
+        health = self._health.get()
+        if health is None:  # never read yet; the other metrics still answer
             return
         up = GaugeMetricFamily("modeldex_upstream_up", "1 if the upstream's last poll succeeded.",
                                labels=["upstream"])
@@ -158,6 +193,40 @@ def add_collector(name: str, register: ExtraCollector) -> None:
     _extra[name] = register
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def forget_dead_workers() -> None:
+    """Drop the gauge files of workers that died (granian replaces them), as prometheus_client asks."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if not path:
+        return
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for name in names:
+        match = _LIVE_GAUGE_FILE.fullmatch(name)
+        if match and not _alive(int(match.group(1))):
+            multiprocess.mark_process_dead(int(match.group(1)), path)  # type: ignore[no-untyped-call]
+
+
+class DeadWorkerSweeper:
+    """A collector that yields nothing, registered first: dead workers' gauges are gone before the others
+    are read (for a registry not collected through `exposition`, such as --metrics-port's)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        forget_dead_workers()
+        return iter(())
+
+
 def exposition() -> bytes:
     """The text a scrape gets: all workers' samples when in multiprocess mode, this process's otherwise."""
     flush()
@@ -165,6 +234,7 @@ def exposition() -> bytes:
     for register in _extra.values():
         register(extra)
     if os.environ.get(MULTIPROC_ENV):
+        forget_dead_workers()
         multiprocess.MultiProcessCollector(extra)  # type: ignore[no-untyped-call]
         return generate_latest(extra)
     from prometheus_client import REGISTRY  # one process (in-process tests): its own samples
@@ -188,7 +258,7 @@ GATEWAY_TOKENS = Counter("modeldex_gateway_tokens", "Tokens the upstreams report
                          ["model", "upstream", "direction"])
 GATEWAY_UPSTREAM_UP = Gauge("modeldex_gateway_upstream_up",
                             "0 while an upstream rests after failing inference requests (lowest worker).",
-                            ["upstream"], multiprocess_mode="min")
+                            ["upstream"], multiprocess_mode="livemin")
 
 
 def gateway_upstream_up(upstream: str, up: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -60,24 +61,24 @@ from modeldex.store.schema import (
     upstreams,
 )
 
-SQLITE_BUSY_TIMEOUT_MS = 5000
-POSTGRES_CONNECT_TIMEOUT_S = 3
+DEFAULT_TIMEOUT_S = 5.0  # `serve --database-timeout`: connect, statement, lock and pool waits
 NOTIFY_CHANNEL = "modeldex_catalog"
 log = logging.getLogger("modeldex.store")
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, timeout_s: float) -> None:
     """WAL so readers never block the writer; explicit BEGINs so SQLite's locking is ours to choose.
 
     pysqlite would otherwise open transactions lazily, after a first SELECT, which lets two writers
-    deadlock on the lock upgrade. Writes use BEGIN IMMEDIATE and wait their turn instead.
+    deadlock on the lock upgrade. Writes use BEGIN IMMEDIATE and wait their turn instead (at most
+    `timeout_s`: SQLite's busy timeout).
     """
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout = {round(timeout_s * 1000)}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
@@ -88,21 +89,62 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def postgres_connect_timeout(timeout_s: float) -> int:
+    """libpq counts whole seconds and treats less than 2 as 2."""
+    return max(2, math.ceil(timeout_s))
+
+
+def _bound_postgres(engine: Engine, timeout_s: float) -> None:
+    """Every wait on PostgreSQL ends within about `timeout_s`, even when the server hangs (frozen, or
+    behind a stalled network path) instead of going away.
+
+    The server cancels statements and lock waits after `timeout_s` (statement_timeout, lock_timeout), so a
+    lock held by a stuck session is an error, not a queue. A hung server cancels nothing, and its kernel
+    keeps acknowledging our packets, so TCP never gives up either: each connection also waits at most a
+    second longer than that itself, then closes (psycopg's wait timeout), which SQLAlchemy treats as a
+    lost connection. A frozen server (SIGSTOP) held writes for 60 s before this; now they get 503."""
+    import psycopg
+
+    server_ms = max(1, round(timeout_s * 1000))
+    client_s = timeout_s + 1.0
+
+    class BoundedConnection(psycopg.Connection):
+        def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+            started = time.monotonic()
+            try:
+                return super().wait(gen, interval=interval, timeout=client_s if timeout is None else timeout)
+            except psycopg.OperationalError:
+                if timeout is None and time.monotonic() - started >= client_s:
+                    self.pgconn.finish()  # its state is unknown now: never reuse it
+                    raise psycopg.OperationalError(
+                        f"the database did not answer within {client_s:g} s") from None
+                raise
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        options = cparams.get("options", "")
+        cparams["options"] = f"{options} -c statement_timeout={server_ms} -c lock_timeout={server_ms}".strip()
+        cparams.setdefault("connect_timeout", postgres_connect_timeout(timeout_s))
+        return BoundedConnection.connect(*cargs, **cparams)
+
+
 SUPPORTED_URLS = "sqlite:///path/catalog.db or postgresql://user@host/dbname"
 
 
-def create_store_engine(url: str, create_dirs: bool = False) -> Engine:
-    """An engine on a SQLite file or a PostgreSQL database. A SQLite file's folder must exist unless
-    `create_dirs`: a mistyped path is an error, not a new, empty catalog somewhere unexpected."""
+def create_store_engine(url: str, timeout_s: float = DEFAULT_TIMEOUT_S, create_dirs: bool = False) -> Engine:
+    """An engine on a SQLite file or a PostgreSQL database, whose waits on the database (connecting, a
+    statement, a lock, a pooled connection) end within about `timeout_s`: reads are served from memory
+    meanwhile, writes answer 503. A SQLite file's folder must exist unless `create_dirs`: a mistyped path is
+    an error, not a new, empty catalog somewhere unexpected."""
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise StoreError(f"not a database URL; expected {SUPPORTED_URLS}") from None
     if parsed.get_backend_name() in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
-        # Fail fast while the database is away: reads are served from memory, writes answer 503.
-        return create_engine(parsed, pool_pre_ping=True,
-                             connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S})
+        engine = create_engine(parsed, pool_pre_ping=True, pool_timeout=timeout_s)
+        _bound_postgres(engine, timeout_s)
+        return engine
     if parsed.get_backend_name() != "sqlite":
         raise StoreError(f"unsupported database {parsed.get_backend_name()!r}: modeldex keeps its catalog in "
                          f"SQLite or PostgreSQL ({SUPPORTED_URLS})")
@@ -115,8 +157,8 @@ def create_store_engine(url: str, create_dirs: bool = False) -> Engine:
             raise StoreError(f"no folder {folder.absolute()} for the database: create it first (modeldex creates "
                              "folders only for its default location)")
         folder.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-    _configure_sqlite(engine)
+    engine = create_engine(parsed, connect_args={"timeout": timeout_s}, pool_timeout=timeout_s)
+    _configure_sqlite(engine, timeout_s)
     return engine
 
 
@@ -676,7 +718,7 @@ class _Listener:
         while not self._stopping.is_set():
             try:
                 with self._psycopg.connect(self._dsn, autocommit=True,
-                                           connect_timeout=POSTGRES_CONNECT_TIMEOUT_S) as conn:
+                                           connect_timeout=postgres_connect_timeout(DEFAULT_TIMEOUT_S)) as conn:
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     self._on_change()  # anything committed while we were not listening
                     while not self._stopping.is_set():
@@ -687,10 +729,12 @@ class _Listener:
                 self._stopping.wait(0.5)
 
 
-def open_store(url: str, seed: list[Model] | None = None, create_dirs: bool = False) -> SqlStore:
+def open_store(url: str, seed: list[Model] | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+               create_dirs: bool = False) -> SqlStore:
     """Open the catalog at `url` (a new SQLite file is created), and add `seed` if it was never seeded
-    (`store.seeded_now` then says so: a new catalog)."""
-    engine = create_store_engine(url, create_dirs=create_dirs)
+    (`store.seeded_now` then says so: a new catalog). No wait on the database lasts much longer than
+    `timeout_s` (`create_store_engine`)."""
+    engine = create_store_engine(url, timeout_s, create_dirs=create_dirs)
     try:
         migrate.ensure_schema(engine, create_if_empty=engine.dialect.name == "sqlite")
         store = SqlStore(engine)
