@@ -7,6 +7,7 @@ handful of the nastiest files then go through the real `modeldex` process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import traceback
 from pathlib import Path
@@ -133,6 +134,7 @@ def assert_one_line_failure(status: int, stderr: str, argv: list[str], stdout: s
 @pytest.fixture(scope="module")
 def fuzz_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     folder = tmp_path_factory.mktemp("fuzz")
+    (folder / "cwd").mkdir()
     return folder, _files(folder)
 
 
@@ -147,7 +149,8 @@ def test_random_command_lines_fail_in_one_line(data: st.DataObject, fuzz_folder:
     argv = data.draw(command_lines(paths, database_urls))
     env = {"MODELDEX_DATABASE_URL": database, "MODELDEX_URL": None, "MODELDEX_API_KEY": None,
            "MODELDEX_API_KEY_FILE": None, "XDG_DATA_HOME": str(folder / "xdg")}
-    result = CliRunner().invoke(cli, argv, env=env, catch_exceptions=True)
+    with contextlib.chdir(folder / "cwd"):  # a random relative path (`-o x`) is written there, nowhere else
+        result = CliRunner().invoke(cli, argv, env=env, catch_exceptions=True)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         trace = "".join(traceback.format_exception(result.exception))
         raise AssertionError(f"modeldex {argv} raised:\n{trace}")
@@ -155,7 +158,8 @@ def test_random_command_lines_fail_in_one_line(data: st.DataObject, fuzz_folder:
 
 
 @pytest.mark.cli_process
-def test_the_nastiest_files_through_the_real_process(tmp_path: Path) -> None:
+def test_the_nastiest_files_through_the_real_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     paths = {Path(p).name: p for p in _files(tmp_path)}
     database = f"sqlite:///{tmp_path}/catalog.db"
     for name in ("binary.bin", "huge.yaml", "many.yaml", "malformed.json", "a-folder"):
