@@ -93,6 +93,8 @@ def load_yaml(text: str) -> Any:
         with collector_paused():
             document = yaml.load(text, Loader=_LOADER)  # a safe loader: CSafeLoader or SafeLoader
     except yaml.YAMLError as exc:
+        if "maximum nesting depth" in str(exc):  # libyaml's own limit on `[[[[...`
+            raise InvalidInput("file", "file: nested too deeply to be a catalog file") from None
         raise InvalidInput("file", f"file: not valid YAML: {exc}") from None
     except RecursionError:  # PyYAML builds nested collections recursively: `[[[[...` 1,000 deep
         raise InvalidInput("file", "file: nested too deeply to be a catalog file") from None
