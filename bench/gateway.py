@@ -27,7 +27,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).parent))
 from modeldex_server import clean_env, cli, modeldex_binary
-from procs import free_port
+from procs import cpu_seconds, free_port, process_tree
 
 EVENTS = 50
 
@@ -81,6 +81,11 @@ async def throughput(url: str, key: str | None, body: bytes, total: int, connect
         return total / (time.perf_counter() - started)
 
 
+def server_cpu(root: int) -> float:
+    """CPU seconds (user and system) of modeldex's processes: less disturbed by other load than latency."""
+    return sum(cpu_seconds(pid) for pid in process_tree(root))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000)
@@ -110,16 +115,19 @@ def main() -> None:
             body = json.dumps({"model": "bench-chat", "stream": stream,
                                "messages": [{"role": "user", "content": "hi"}]}).encode()
             straight, _ = uvloop.run(timed(direct, None, body, count, stream))
+            cpu_before = server_cpu(server.pid)
             gateway, lags = uvloop.run(timed(through, key, body, count, stream))
+            cpu_us = (server_cpu(server.pid) - cpu_before) / (count + count // 10) * 1e6
             rows.append((name, statistics.median(straight), percentile(straight, 0.99), statistics.median(gateway),
-                         percentile(gateway, 0.99), lags))
+                         percentile(gateway, 0.99), lags, cpu_us))
         print(f"requests per scenario: {args.requests} (streamed: {args.requests // 4}), one at a time, "
               f"{os.cpu_count()} cores\n")
-        print("| scenario | direct p50 | direct p99 | via modeldex p50 | via modeldex p99 | added p50 | added p99 |")
-        print("|---|---|---|---|---|---|---|")
-        for name, d50, d99, g50, g99, _lags in rows:
+        print("| scenario | direct p50 | direct p99 | via modeldex p50 | via modeldex p99 | added p50 | added p99 "
+              "| modeldex CPU per request |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, d50, d99, g50, g99, _lags, cpu_us in rows:
             print(f"| {name} | {d50 * 1e3:.3f} ms | {d99 * 1e3:.3f} ms | {g50 * 1e3:.3f} ms | {g99 * 1e3:.3f} ms "
-                  f"| {(g50 - d50) * 1e3:.3f} ms | {(g99 - d99) * 1e3:.3f} ms |")
+                  f"| {(g50 - d50) * 1e3:.3f} ms | {(g99 - d99) * 1e3:.3f} ms | {cpu_us:.0f} µs |")
         if args.connections:
             body = json.dumps({"model": "bench-chat", "messages": [{"role": "user", "content": "hi"}]}).encode()
             straight = uvloop.run(throughput(direct, None, body, args.requests * 2, args.connections))
