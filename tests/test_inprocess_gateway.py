@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from .fake_upstream import FakeUpstream
-from .inprocess import REQUEST_ID, Harness, error_of
+from .inprocess import REQUEST_ID, Harness, anthropic_error_of, error_of
 
 pytestmark = pytest.mark.anyio
 
@@ -89,8 +89,8 @@ async def test_anthropic_clients_key_in_x_api_key(fresh: Served) -> None:
         response = await client.post("/v1/messages", headers={"x-api-key": fresh.read},
                                      json={"model": "in-chat", "max_tokens": 5, "messages": []})
         # `fake` speaks OpenAI's API only: the key was accepted, the route is what is missing.
-        error_of(response, 503, "protocol_not_served", type="server_error")
-        error_of(await client.post("/v1/messages", headers={"x-api-key": "sk-wrong"}, json={"model": "in-chat"}),
-                 401, "invalid_api_key")
+        anthropic_error_of(response, 503, "protocol_not_served", type="api_error")
+        anthropic_error_of(await client.post("/v1/messages", headers={"x-api-key": "sk-wrong"},
+                                             json={"model": "in-chat"}), 401, "invalid_api_key", "authentication_error")
         assert (await client.post("/v1/chat/completions", headers={"x-api-key": fresh.read},
                                   json={"model": "in-chat"})).status_code == 401  # OpenAI's routes: bearer only

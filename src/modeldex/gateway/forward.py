@@ -229,7 +229,8 @@ class Forwarder:
     async def _answer_error(self, call: Call, downstream: Downstream, outcome: Outcome,
                             failure: GatewayError | tuple[int, Headers, bytes]) -> None:
         if isinstance(failure, GatewayError):
-            status, headers, body = failure.status, [*failure.headers], failure.body()
+            status, headers = failure.status, [*failure.headers]
+            body = failure.body(call.endpoint.protocol, call.request_id)
             headers.append(("content-type", "application/json"))
             outcome.error = failure.code
         else:
