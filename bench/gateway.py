@@ -1,6 +1,7 @@
 """The inference gateway's added latency, one request at a time: a chat completion (not streamed, and
 streamed as 50 events) sent straight to an instant upstream and through `modeldex serve` in front of it,
-and how late each streamed event reaches the client after the upstream sent it.
+and how late each streamed event reaches the client after the upstream sent it (a timed drip: events 2 ms
+apart, each travelling alone).
 
     .venv/bin/python bench/gateway.py [--requests 2000]
 
@@ -30,6 +31,7 @@ from modeldex_server import clean_env, cli, modeldex_binary
 from procs import cpu_seconds, free_port, process_tree
 
 EVENTS = 50
+DRIP_MS = 2  # the timed drip's spacing of events, for how late each one arrives
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -95,12 +97,16 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="modeldex-bench-gateway-"))
     upstream_port, modeldex_port = free_port(), free_port()
-    upstream = subprocess.Popen([sys.executable, str(Path(__file__).with_name("instant_upstream.py")), str(upstream_port)])
+    drip_port = free_port()
+    script = str(Path(__file__).with_name("instant_upstream.py"))
+    upstream = subprocess.Popen([sys.executable, script, str(upstream_port)])
+    dripping = subprocess.Popen([sys.executable, script, str(drip_port), str(DRIP_MS)])
     url = f"sqlite:///{work / 'catalog.db'}"
-    cli("upstreams", "add", "instant", "--base-url", f"http://127.0.0.1:{upstream_port}/v1", "--routing-only",
-        "--database-url", url)
-    cli("models", "add", "bench-chat", "--database-url", url)
-    cli("routes", "add", "bench-chat", "instant", "--upstream-model", "m", "--database-url", url)
+    for name, port, model in (("instant", upstream_port, "bench-chat"), ("drip", drip_port, "bench-drip")):
+        cli("upstreams", "add", name, "--base-url", f"http://127.0.0.1:{port}/v1", "--routing-only",
+            "--database-url", url)
+        cli("models", "add", model, "--database-url", url)
+        cli("routes", "add", model, name, "--upstream-model", "m", "--database-url", url)
     key = cli("keys", "create", "bench", "--database-url", url).split()[0]
     log = open(work / "server.log", "wb")  # noqa: SIM115
     server = subprocess.Popen([modeldex_binary(), "serve", "--port", str(modeldex_port), "--database-url", url],
@@ -134,15 +140,22 @@ def main() -> None:
             gateway = uvloop.run(throughput(through, key, body, args.requests * 2, args.connections))
             print(f"\nthroughput, not streamed, {args.connections} connections: direct {straight:.0f} req/s, "
                   f"via modeldex {gateway:.0f} req/s")
-        lags = rows[1][5]
-        print(f"\nstreamed events, upstream write to client arrival via modeldex: p50 "
-              f"{statistics.median(lags) * 1e3:.3f} ms, p99 {percentile(lags, 0.99) * 1e3:.3f} ms, "
-              f"max {max(lags) * 1e3:.3f} ms ({len(lags)} events)")
+        body = json.dumps({"model": "bench-drip", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+        count = max(20, args.requests // 50)
+        _, direct_lags = uvloop.run(timed(f"http://127.0.0.1:{drip_port}/v1/chat/completions", None, body.encode(),
+                                          count, True))
+        _, lags = uvloop.run(timed(through, key, body.encode(), count, True))
+        for name, measured in (("straight", direct_lags), ("via modeldex", lags)):
+            print(f"\nstreamed events ({DRIP_MS} ms apart), upstream write to client arrival, {name}: p50 "
+                  f"{statistics.median(measured) * 1e3:.3f} ms, p99 {percentile(measured, 0.99) * 1e3:.3f} ms, "
+                  f"max {max(measured) * 1e3:.3f} ms ({len(measured)} events)")
     finally:
         server.terminate()
         upstream.terminate()
+        dripping.terminate()
         server.wait(timeout=15)
         upstream.wait(timeout=5)
+        dripping.wait(timeout=5)
         log.close()
 
 
