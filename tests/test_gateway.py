@@ -341,7 +341,12 @@ def test_failover_to_the_second_route(gw: tuple[Setup, Server]) -> None:
     inference = server.get("/v1/admin/upstreams/first", setup.admin).json()["health"]["inference"]
     assert inference["failures"] >= 1 and inference["last_error"] == "HTTP 502" and inference["healthy"] is False
     listed = {u["name"]: u for u in server.get("/v1/admin/upstreams", setup.admin).json()["data"]}
-    assert listed["second"]["health"]["inference"] == {"failures": 0, "healthy": True, "last_error": None}
+    second = listed["second"]["health"]["inference"]
+    assert (second["failures"], second["healthy"], second["last_error"]) == (0, True, None), second
+    assert second["successes"] >= 6 and time.time() - second["last_success_at"] < 60, second
+    assert listed["keyless"]["health"]["inference"] == {  # never called (its key is not set): all idle
+        "healthy": True, "failures": 0, "last_error": None, "last_error_at": None, "last_success_at": None,
+        "successes": 0, "errors": 0, "workers": 0}
     setup.first.chat_mode, setup.second.chat_mode = "ok", "429"
     answered = {client.chat.completions.create(model="two-routes", messages=messages).model for _ in range(4)}
     assert answered == {"on-first"}
