@@ -50,6 +50,9 @@ class Setup:
         cli("models", "add", "two-routes")
         cli("routes", "add", "two-routes", "first", "--upstream-model", "on-first", "--weight", "1000")
         cli("routes", "add", "two-routes", "second", "--upstream-model", "on-second")
+        cli("upstreams", "add", "by-name", "--base-url", f"http://localhost:{self.first.port}/v1", "--routing-only")
+        cli("models", "add", "by-name-model")
+        cli("routes", "add", "by-name-model", "by-name")
         cli("models", "add", "openai-only")
         cli("routes", "add", "openai-only", "second")
         cli("models", "add", "no-route")
@@ -118,6 +121,10 @@ def test_chat_completion_goes_to_the_routed_upstream_with_its_key(gw: tuple[Setu
     # The caller's modeldex key never goes upstream; the upstream's own key does.
     assert headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
     assert setup.reader not in json.dumps(headers)
+    assert "set-cookie" not in raw.headers  # the upstream's cookie stays between it and modeldex...
+    for _ in range(2):  # ...and never goes back to it (with another caller's request): an upstream by host name
+        client.chat.completions.create(model="by-name-model", messages=[{"role": "user", "content": "again"}])
+    assert "cookie" not in {name.lower() for name in setup.first.posts[-1][1]}, setup.first.posts[-1][1]
     assert headers["x-request-id"] == raw.headers["x-request-id"]
     assert raw.headers["x-ratelimit-remaining-requests"] == "99"
     assert raw.headers["openai-processing-ms"] == "7"
