@@ -39,6 +39,10 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
+OVERHEAD = "x-modeldex-overhead-duration-ms"
+overheads: dict[bool, list[float]] = {False: [], True: []}  # modeldex's own time, by its header, per stream flag
+
+
 async def timed(url: str, key: str | None, body: bytes, count: int, stream: bool) -> tuple[list[float], list[float]]:
     """Per-request seconds, and (streams) each event's delay from the upstream writing it to its arrival."""
     headers = {"content-type": "application/json"}
@@ -51,6 +55,8 @@ async def timed(url: str, key: str | None, body: bytes, count: int, stream: bool
             started = time.perf_counter()
             async with session.post(url, data=body, headers=headers) as response:
                 assert response.status == 200, await response.text()
+                if OVERHEAD in response.headers and index >= count // 10:
+                    overheads[stream].append(float(response.headers[OVERHEAD]))
                 if stream:
                     async for line in response.content:
                         if line.startswith(b"data: {"):
@@ -134,6 +140,11 @@ def main() -> None:
         for name, d50, d99, g50, g99, _lags, cpu_us in rows:
             print(f"| {name} | {d50 * 1e3:.3f} ms | {d99 * 1e3:.3f} ms | {g50 * 1e3:.3f} ms | {g99 * 1e3:.3f} ms "
                   f"| {(g50 - d50) * 1e3:.3f} ms | {(g99 - d99) * 1e3:.3f} ms | {cpu_us:.0f} µs |")
+        for stream, measured in overheads.items():
+            if measured:
+                print(f"\nmodeldex's own time by its {OVERHEAD} header, {'streamed' if stream else 'not streamed'}: "
+                      f"p50 {statistics.median(measured):.3f} ms, p99 {percentile(measured, 0.99):.3f} ms, "
+                      f"max {max(measured):.3f} ms")
         if args.connections:
             body = json.dumps({"model": "bench-chat", "messages": [{"role": "user", "content": "hi"}]}).encode()
             straight = uvloop.run(throughput(direct, None, body, args.requests * 2, args.connections))
