@@ -27,6 +27,7 @@ class StaticAnswer:
     name: str
     status: int
     body: bytes
+    gzipped: bytes | None = None  # modeldex's compressed bytes, served by nginx's gzip_static beside `body`
 
 
 def nginx_binary() -> str:
@@ -38,6 +39,8 @@ def nginx_binary() -> str:
 
 def _location(answer: StaticAnswer, root: Path) -> str:
     path = root / f"{answer.name}.json"
+    if answer.gzipped is not None:  # the .gz beside the file, sent as it is to clients that take gzip
+        return f"    location = /{answer.name} {{ gzip_static on; alias {path}; }}\n"
     if answer.status in (200, 304):  # a 304 scenario is a 200 file asked for with If-None-Match
         return f"    location = /{answer.name} {{ alias {path}; }}\n"
     return (f"    location = /{answer.name} {{\n"
@@ -52,6 +55,8 @@ def write_config(directory: Path, port: int, workers: int, answers: list[StaticA
     bodies.mkdir(parents=True, exist_ok=True)
     for answer in answers:
         (bodies / f"{answer.name}.json").write_bytes(answer.body)
+        if answer.gzipped is not None:
+            (bodies / f"{answer.name}.json.gz").write_bytes(answer.gzipped)
     # nginx's workers run as `nobody` when started by root: let them read the files (the directories above
     # must let them through: run.py makes its work directory 0711).
     for path in (directory, bodies, *bodies.iterdir()):
@@ -113,6 +118,9 @@ def _check_answers(base: str, answers: list[StaticAnswer]) -> None:
                                f"{response.content[:80]!r}, not {expected_status} {answer.body[:80]!r}")
         if response.headers.get("content-type") != "application/json":
             raise RuntimeError(f"nginx answers {answer.name} as {response.headers.get('content-type')}")
+        if answer.gzipped is not None and WireAnswer.fetch(f"{base}/{answer.name}",
+                                                           {"Accept-Encoding": "gzip"}).body != answer.gzipped:
+            raise RuntimeError(f"nginx does not send modeldex's compressed bytes for {answer.name}")
 
 
 def nginx_etag(base: str, name: str) -> str:
@@ -137,10 +145,17 @@ class WireAnswer:
     body: bytes
 
     @classmethod
-    def of(cls, response: httpx.Response) -> WireAnswer:
+    def of(cls, response: httpx.Response, body: bytes | None = None) -> WireAnswer:
         raw = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in response.headers.raw]
         headers = tuple((name, value) for name, value in raw if name.lower() not in SERVER_HEADERS)
-        return cls(response.status_code, headers, response.content)
+        return cls(response.status_code, headers, response.content if body is None else body)
+
+    @classmethod
+    def fetch(cls, url: str, headers: dict[str, str]) -> WireAnswer:
+        """The answer as it crossed the wire: a compressed body stays compressed."""
+        with httpx.Client(timeout=30) as client, client.stream("GET", url, headers=headers) as response:
+            body = b"".join(response.iter_raw())
+            return cls.of(response, body)
 
 
 def start_ceiling(directory: Path, workers: int, answer: WireAnswer, request_headers: dict[str, str]
@@ -158,7 +173,7 @@ def start_ceiling(directory: Path, workers: int, answer: WireAnswer, request_hea
                     env={**os.environ, "PYTHONPATH": str(here)}, cwd=here)
     base = f"http://{HOST}:{port}"
     server.wait_ready(lambda: http_status(f"{base}/") == answer.status, timeout=30)
-    served = WireAnswer.of(httpx.get(f"{base}/", headers=request_headers))
+    served = WireAnswer.fetch(f"{base}/", request_headers)
     if served != answer:
         raise RuntimeError(f"the ceiling answers {served.status} {served.headers} {served.body[:80]!r}, not "
                            f"modeldex's {answer.status} {answer.headers} {answer.body[:80]!r}")

@@ -33,9 +33,13 @@ class Scenario:
     key: str  # which key sends it: "read", "pattern" or "bad"
     status: int = 200
     conditional: bool = False  # sent with If-None-Match: the ETag of the answer
+    gzip: bool = False  # sent with Accept-Encoding: gzip
 
     def headers(self, keys: dict[str, str]) -> dict[str, str]:
-        return {"Authorization": f"Bearer {keys[self.key]}"}
+        sent = {"Authorization": f"Bearer {keys[self.key]}"}
+        if self.gzip:
+            sent["Accept-Encoding"] = "gzip"
+        return sent
 
 
 RETRIEVE = Scenario("retrieve", "retrieve, valid key", f"/v1/models/{RETRIEVE_ID}", "read")
@@ -45,6 +49,7 @@ UNKNOWN = Scenario("unknown", "unknown model (404)", "/v1/models/no-such-model",
 BAD_KEY = Scenario("bad_key", "bad key (401)", f"/v1/models/{RETRIEVE_ID}", "bad", 401)
 NOT_MODIFIED = Scenario("not_modified", "list, If-None-Match (304)", "/v1/models", "read", 304, conditional=True)
 LIST_10K = Scenario("list_10k", "list, 10,000 models", "/v1/models", "read")
+LIST_10K_GZIP = Scenario("list_10k_gzip", "list, 10,000 models, gzip", "/v1/models", "read", gzip=True)
 
 MODELDEX = "modeldex"  # as `modeldex serve` starts: access log on
 MODELDEX_NO_LOG = "modeldex --no-access-log"
@@ -62,7 +67,7 @@ class Group:
 
 GROUPS = (
     Group("default", 1, (RETRIEVE, LIST, PATTERN_LIST, UNKNOWN, BAD_KEY, NOT_MODIFIED)),
-    Group("10k", 1, (LIST_10K,)),
+    Group("10k", 1, (LIST_10K, LIST_10K_GZIP)),
     Group("default", 2, (RETRIEVE, LIST)),
 )
 # --ceiling-only: the hot path's four answers against the Python ceiling, no nginx.
@@ -124,6 +129,11 @@ def fetch_answer(base: str, scenario: Scenario, keys: dict[str, str]) -> Fetched
     if response.headers.get("content-type") != "application/json":
         raise RuntimeError(f"{scenario.name}: content-type {response.headers.get('content-type')}")
     static = StaticAnswer(scenario.name, scenario.status, response.content)
+    if scenario.gzip:
+        wire = WireAnswer.fetch(base + scenario.path, headers)
+        if ("content-encoding", "gzip") not in wire.headers:
+            raise RuntimeError(f"{scenario.name}: modeldex did not compress the list")
+        return Fetched(StaticAnswer(scenario.name, scenario.status, response.content, wire.body), headers, wire)
     if scenario.conditional:
         headers = {**headers, "If-None-Match": response.headers["etag"]}
         response = httpx.get(base + scenario.path, headers=headers, timeout=30)

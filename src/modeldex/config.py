@@ -69,6 +69,10 @@ class ServerSettings:
     upstream_total_timeout: float = 1800.0
     upstream_attempts: int = 3
     max_inference_body_bytes: int = 64 * 1024 * 1024
+    # Issuers' key sets: refreshed at least this often (seconds; the bound on how long a key removed from a
+    # provider's set still verifies tokens), and at most once per jwks_min_refresh for unknown `kid`s.
+    jwks_max_age: float = 300.0
+    jwks_min_refresh: float = 10.0
 
     def to_env(self) -> dict[str, str]:
         env = {}

@@ -19,6 +19,7 @@ from typing import Any
 from modeldex.api import errors, paths
 from modeldex.api.admin import AdminRoutes
 from modeldex.api.admin_base import AdminEndpoints, merged
+from modeldex.api.admin_identity import identity_routes
 from modeldex.api.admin_routes import route_table
 from modeldex.api.admin_upstreams import upstream_routes
 from modeldex.api.asgi_bridge import ASGIApp, Message, asgi_scope, serve_asgi
@@ -53,6 +54,8 @@ from modeldex.gateway.downstream import AsgiDownstream, Downstream, RsgiDownstre
 from modeldex.gateway.endpoints import Endpoint
 from modeldex.gateway.forward import Forwarder
 from modeldex.gateway.health import RouteHealth, SharedHealth
+from modeldex.identity.credentials import IssuerTokens, Snapshot
+from modeldex.identity.keysets import KeySets
 from modeldex.ops import metrics
 from modeldex.ops.access_log import AccessLog
 from modeldex.ops.compaction import Compactor
@@ -60,6 +63,7 @@ from modeldex.ops.ratelimit import Buckets, FailOpen, MemoryBuckets, RateLimiter
 
 log = logging.getLogger("modeldex.server")
 _ROUTE_LABELS = {"/healthz": "health", "/readyz": "ready", "/openapi.json": "openapi", "/metrics": "metrics"}
+_NO_ISSUERS: Snapshot = ({}, ())
 # What the app answers itself: (status, headers, body, caller name, route label).
 OwnAnswer = LabelledAnswer
 
@@ -156,7 +160,11 @@ class ModeldexApp:
         if settings.redis_url:  # never a reason to fail a request: counted here while Redis is away
             buckets = self.shared_buckets = FailOpen(RedisBuckets(settings.redis_url, timeout=settings.redis_timeout))
         self.limiter = RateLimiter(buckets, parse_limit(settings.rate_limit), parse_limit(settings.auth_failure_limit))
-        self.callers = Callers(self.limiter)
+        # Tokens from the identity providers of the catalog version served, tried after the key table.
+        self.tokens = IssuerTokens(self._issuer_snapshot, KeySets(
+            min_interval=min(30.0, settings.jwks_max_age), max_interval=settings.jwks_max_age,
+            unknown_kid_interval=settings.jwks_min_refresh))
+        self.callers = Callers(self.limiter, other_credentials=(self.tokens,))
         self.access_log = AccessLog(json=settings.log_format == "json") if settings.access_log else None
         self.request_ids = RequestIds()
         self._max_header_bytes = settings.max_header_bytes
@@ -195,7 +203,8 @@ class ModeldexApp:
         forwarder = Forwarder(self.upstream_client, self.route_health, attempts=self.settings.upstream_attempts)
         self.inference = InferenceRoutes(self.live, self.callers, forwarder, self.settings.max_inference_body_bytes)
         endpoints = AdminEndpoints(self.live, self.callers, self.catalog_for)
-        admin = endpoints.routes(merged(upstream_routes(store, inference_health), route_table(), AdminRoutes().table()))
+        admin = endpoints.routes(merged(upstream_routes(store, inference_health), route_table(),
+                                        identity_routes(self.tokens), AdminRoutes().table()))
         routes = [metrics_route(self.live, self.callers, self.settings), *admin]
         rate_limits = self.shared_buckets.check if self.shared_buckets is not None else None
         self.side_app = build_side_app(routes, self.live, self.settings, rate_limits, self.callers)
@@ -215,8 +224,17 @@ class ModeldexApp:
         live = self.live
         if live is not None:
             metrics.catalog_state(len(live.current.models), live.version, live.confirmed_at, live.ready)
+            self.tokens.prefetch()  # new issuers' keys, fetched before their first token
+
+    def _issuer_snapshot(self) -> Snapshot:
+        live = self.live
+        if live is None:
+            return _NO_ISSUERS
+        current = live.current
+        return current.issuers, current.groups
 
     def stop(self) -> None:
+        self.tokens.close()
         if self.shared_health is not None:
             self.shared_health.stop()
         if self.poller is not None:

@@ -10,10 +10,10 @@ nowhere.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from modeldex.api import errors
-from modeldex.catalog.callers import Caller, Credentials
+from modeldex.catalog.callers import Caller, Credentials, RefreshingCredentials
 from modeldex.ops import metrics
 from modeldex.ops.ratelimit import RateLimiter
 
@@ -36,6 +36,14 @@ class Callers:
     def __init__(self, limiter: RateLimiter, other_credentials: Sequence[Credentials] = ()) -> None:
         self.limiter = limiter
         self._others = tuple(other_credentials)  # tried after the key table, in order
+        # Those that may accept a refused token after a wait (a key-set refresh): asked in `resolve`.
+        self._refreshing: tuple[RefreshingCredentials, ...] = tuple(
+            c for c in self._others if hasattr(c, "second_chance"))  # type: ignore[misc]
+        # Whether any other kind could ever accept a token (identity providers' take JWTs only): a token
+        # none could is refused as when there are no others, remembered and answered without a wait.
+        checks = [getattr(c, "might_accept", None) for c in self._others]
+        self._might_accept: Callable[[str], bool] | None = (
+            None if None in checks else lambda token: any(check(token) for check in checks))  # type: ignore[misc]
         # Authorization headers already checked against the key table in use, and whom they stand for:
         # a known key is then one dict lookup, not a parse, a SHA-256 and a comparison (~1 µs, measured).
         # Only accepted headers are kept, at most a few per key, and all are forgotten when the table
@@ -70,7 +78,7 @@ class Callers:
             caller = credentials.caller(token)
             if caller is not None:
                 return caller
-        if not self._others and also is None:
+        if also is None and (not self._others or (self._might_accept is not None and not self._might_accept(token))):
             self._remember(keys, authorization or "", token)
         return token
 
@@ -82,6 +90,9 @@ class Callers:
         else:
             self._refused[authorization] = outcome
 
+    def _another_chance(self, token: str) -> bool:
+        return self._might_accept is None or self._might_accept(token)
+
     async def resolve(self, identified: Caller | str | None, client: str) -> Caller:
         """The caller `identify` found, or the right 401 or 429 (counting a failed attempt)."""
         if self.limiter.suspect(client):
@@ -92,6 +103,11 @@ class Callers:
         if identified is None:
             raise errors.missing_key()
         if isinstance(identified, str):
+            if self._another_chance(identified):
+                for credentials in self._refreshing:
+                    caller = await credentials.second_chance(identified)
+                    if caller is not None:
+                        return caller
             await self.limiter.record_auth_failure(client)
             raise errors.invalid_key(identified)
         return identified
@@ -99,7 +115,8 @@ class Callers:
     def refusal_now(self, identified: Caller | str | None, client: str) -> errors.ApiError | None:
         """The 401 for a missing or refused credential when `resolve` would need no wait to give it (no
         failed-authentication limit, so nothing to count or check), else None."""
-        if isinstance(identified, Caller) or self.limiter.auth_failure_limit is not None:
+        if isinstance(identified, Caller) or self.limiter.auth_failure_limit is not None or (
+                identified is not None and self._refreshing and self._another_chance(identified)):
             return None
         return errors.missing_key() if identified is None else errors.invalid_key(identified)
 

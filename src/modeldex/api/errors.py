@@ -57,17 +57,22 @@ def _shorten(text: str) -> str:
     return text if len(text) <= MAX_ECHOED_ID else text[:MAX_ECHOED_ID] + "..."
 
 
+# A 401 names its scheme (RFC 9110), as OpenAI's do; the realm is ours, not "OpenAI API".
+CHALLENGE = (("www-authenticate", 'Bearer realm="modeldex"'),)
+
+
 def missing_key() -> ApiError:
     return ApiError(
         401,
         "You didn't provide an API key. You need to provide your API key in an Authorization header "
         "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). "
         "An administrator can create one with `modeldex keys create NAME`.",
+        headers=CHALLENGE,
     )
 
 
 def invalid_key(presented: str) -> ApiError:
-    return ApiError(401, _invalid_key_message(presented), code="invalid_api_key")
+    return ApiError(401, _invalid_key_message(presented), code="invalid_api_key", headers=CHALLENGE)
 
 
 @functools.lru_cache(maxsize=1024)

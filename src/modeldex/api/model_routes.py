@@ -9,6 +9,7 @@ The answer is a plain (status, headers, body) that the app hands to the server i
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import parse_qsl
@@ -50,6 +51,29 @@ JSON = ("content-type", "application/json")
 # Answers depend on the key: browsers may keep them but must revalidate; shared caches must not store.
 _CACHE_CONTROL = ("cache-control", "private, no-cache")
 _VARY = ("vary", "Authorization")
+_LIST_VARY = ("vary", "Authorization, Accept-Encoding")
+_GZIP = ("content-encoding", "gzip")
+# Lists at least this long go compressed to clients that accept gzip (the openai SDK and browsers do):
+# below a packet, compression saves no round trip.
+GZIP_MIN_BYTES = 1400
+
+
+@functools.lru_cache(maxsize=256)
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an Accept-Encoding header takes gzip (`gzip`, `*`, with a q-value above 0)."""
+    if not accept_encoding:
+        return False
+    for part in accept_encoding.split(","):
+        name, _, params = part.partition(";")
+        if name.strip().lower() in ("gzip", "x-gzip", "*"):
+            q = params.strip().lower()
+            if not q.startswith("q="):
+                return True
+            try:
+                return float(q[2:]) > 0
+            except ValueError:
+                return False
+    return False
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -106,9 +130,13 @@ class ModelRoutes:
         # Answers already worked out for this catalog version, by (path, Authorization header): a client
         # repeating a request costs one lookup, not the caller, view, body and header steps again (1.5 µs
         # of the 4.5 µs modeldex spent on a retrieve, measured with bench/hotpath_profile.py). Only
-        # answers that depend on nothing else are kept: no rate limit, no query, no If-None-Match.
+        # answers that depend on nothing else are kept: no rate limit, no query, no If-None-Match (and for
+        # the list, the Accept-Encoding header is part of the key).
         self._ready_for: RenderedCatalog | None = None
-        self._ready: dict[tuple[str, str | None], Ready] = {}
+        self._ready: dict[tuple[str, str | None, str | None], Ready] = {}
+        # Answers to callers whose credential can lapse before the catalog changes (a token expires, or
+        # its key leaves the provider's set), with the check that it still stands.
+        self._lapsing: dict[tuple[str, str | None, str | None], tuple[Ready, Callable[[], bool]]] = {}
 
     def route(self, path: str) -> tuple[str, str | None] | None:
         """('list', None), ('item', model_id) or None when the path (decoded, dot segments resolved:
@@ -141,7 +169,9 @@ class ModelRoutes:
         else:
             answer = self._read(rendered, caller, route, query, headers, request_id, [])
         if (method == "GET" or method == "HEAD") and not query and headers.get("if-none-match") is None:
-            self._remember(rendered, (path, authorization), answer, models_label(route[0], method))
+            encoding = headers.get("accept-encoding") if path == LIST_PATH else None
+            lapses = caller.still_valid if isinstance(caller, Caller) else None
+            self._remember(rendered, (path, authorization, encoding), answer, models_label(route[0], method), lapses)
         return answer
 
     def remembered(self, method: str, path: str, query: str, headers: HeaderLookup, client: str,
@@ -149,19 +179,31 @@ class ModelRoutes:
         """The answer remembered for this request (see `_ready`), or None: `answer_now` it is."""
         if (method != "GET" and method != "HEAD") or query or self._ready_for is not self.live.current:
             return None
-        ready = self._ready.get((path, headers.get("authorization")))
-        if ready is None or headers.get("if-none-match") is not None or self.callers.limiter.suspect(client):
+        # A list's answer also depends on whether the client takes gzip; a model's never does.
+        encoding = headers.get("accept-encoding") if path == LIST_PATH else None
+        request = (path, headers.get("authorization"), encoding)
+        ready = self._ready.get(request)
+        if ready is None:
+            lapsing = self._lapsing.get(request) if self._lapsing else None
+            if lapsing is None or not lapsing[1]():
+                return None
+            ready = lapsing[0]
+        if headers.get("if-none-match") is not None or self.callers.limiter.suspect(client):
             return None
         status, tail, body, caller_name, label = ready
         return status, [JSON, ("x-request-id", request_id), *tail], body, caller_name, label
 
-    def _remember(self, rendered: RenderedCatalog, request: tuple[str, str | None], answer: Answer,
-                  label: str) -> None:
-        if rendered is not self._ready_for or len(self._ready) >= MAX_READY_ANSWERS:
-            self._ready_for, self._ready = rendered, {}
+    def _remember(self, rendered: RenderedCatalog, request: tuple[str, str | None, str | None], answer: Answer,
+                  label: str, lapses: Callable[[], bool] | None = None) -> None:
+        if rendered is not self._ready_for or len(self._ready) + len(self._lapsing) >= MAX_READY_ANSWERS:
+            self._ready_for, self._ready, self._lapsing = rendered, {}, {}
         status, headers, body, caller_name = answer
         # The headers after JSON and the request id, which every answer starts with.
-        self._ready[request] = (status, tuple(headers[2:]), body, caller_name, label)
+        ready = (status, tuple(headers[2:]), body, caller_name, label)
+        if lapses is None:
+            self._ready[request] = ready
+        else:  # a caller whose credential can lapse within a version: asked each time (answers to keys are not)
+            self._lapsing[request] = (ready, lapses)
 
     async def answer(self, method: str, route: tuple[str, str | None], query: str, headers: HeaderLookup,
                      client: str, request_id: str, not_now: NotNow) -> Answer:
@@ -187,17 +229,25 @@ class ModelRoutes:
         """A list or a model, as the caller's policy sees it, from bytes rendered for this version."""
         kind, model_id = route
         view = rendered.view(caller.policy)
-        if self.metadata_by_default or (query and wants_metadata(query)):
+        expanded = self.metadata_by_default or bool(query and wants_metadata(query))
+        if expanded:
             bodies, list_body, etag = view.expanded()
         else:
             bodies, list_body, etag = view.bodies, view.list_body, view.etag
         body = list_body if kind == "list" else bodies.get(model_id)  # type: ignore[arg-type]
         if body is None:
             return self._not_found(model_id or "", request_id, limit_headers, caller.name)
+        vary, compressed = _VARY, False
+        if kind == "list" and len(body) >= GZIP_MIN_BYTES:  # a list this long has a compressed form too
+            vary = _LIST_VARY
+            if accepts_gzip(headers.get("accept-encoding")):
+                body, etag, compressed = view.gzipped(expanded), etag[:-1] + '-gzip"', True
         if etag_matches(headers.get("if-none-match"), etag):
-            return 304, [("x-request-id", request_id), ("etag", etag), _CACHE_CONTROL, _VARY,
+            return 304, [("x-request-id", request_id), ("etag", etag), _CACHE_CONTROL, vary,
                          *limit_headers], b"", caller.name
-        response_headers = [JSON, ("x-request-id", request_id), ("etag", etag), _CACHE_CONTROL, _VARY]
+        response_headers = [JSON, ("x-request-id", request_id), ("etag", etag), _CACHE_CONTROL, vary]
+        if compressed:
+            response_headers.append(_GZIP)
         if limit_headers:
             response_headers.extend(limit_headers)
         return 200, response_headers, body, caller.name

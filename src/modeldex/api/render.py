@@ -1,5 +1,5 @@
 """The served catalog: what every request reads at one catalog version, made once per version, never per
-request. Response bytes per access policy, the key table (`catalog/keys.py`), and the upstreams.
+request. Response bytes per access policy, the key table (`catalog/keys.py`), the upstreams and issuers.
 
 Callers with the same access policy share one `View`: the models and aliases they may see, as rendered
 bytes, and the list. A model the key may not see is simply absent, so its 404 is the same as for a
@@ -13,6 +13,7 @@ change to a catalog of 100,000 models costs milliseconds, not a full rebuild.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import threading
 import time
@@ -24,6 +25,7 @@ import orjson
 
 from modeldex.catalog.entities import Alias, Model
 from modeldex.catalog.incremental import CatalogDelta, replace_sorted
+from modeldex.catalog.issuers import Issuer
 from modeldex.catalog.keys import KeyTable
 from modeldex.catalog.policy import AccessPolicy, Visibility
 from modeldex.catalog.state import CatalogState
@@ -188,7 +190,7 @@ class View:
     """What one access policy sees at one catalog version: bytes for retrieve and list, and an ETag of
     those bytes (made on first use: a revalidating client needs it, a catalog write need not pay it)."""
 
-    __slots__ = ("_entries", "_etag", "_expanded", "_lock", "_source", "bodies", "list_body")
+    __slots__ = ("_entries", "_etag", "_expanded", "_gzipped", "_lock", "_source", "bodies", "list_body")
 
     def __init__(self, entries: list[Entry], source: _Bodies,
                  near: tuple[dict[str, bytes], list[str], list[str]] | None = None) -> None:
@@ -197,7 +199,17 @@ class View:
         self.bodies, self.list_body = source.select(entries, metadata=False, near=near)
         self._etag: str | None = None
         self._expanded: tuple[dict[str, bytes], bytes, str] | None = None
+        self._gzipped: dict[bool, bytes] = {}
         self._lock = threading.Lock()
+
+    def gzipped(self, expanded: bool = False) -> bytes:
+        """The list, gzip-compressed: made on first request, once per view and version, like the bodies
+        (a 10,000-model list is 850 kB raw). No time stamp inside, so every worker's bytes are the same."""
+        compressed = self._gzipped.get(expanded)
+        if compressed is None:
+            listed = self.expanded()[1] if expanded else self.list_body
+            compressed = self._gzipped[expanded] = gzip.compress(listed, compresslevel=6, mtime=0)
+        return compressed
 
     @property
     def etag(self) -> str:
@@ -247,6 +259,9 @@ class RenderedCatalog:
         self.models = models
         self.aliases = aliases
         self.groups = {group.name: group for group in state.groups}
+        # Trusted identity providers, by name: a new mapping per version, so a token verified against
+        # one version's issuers is checked again under the next (identity/credentials.py).
+        self.issuers: Mapping[str, Issuer] = {issuer.name: issuer for issuer in state.issuers}
         self._shutdowns = shutdowns  # model id -> when its shutdown_date takes effect
         upcoming = [at for at in shutdowns.values() if at > now]
         self.expires_at: float | None = min(upcoming) if upcoming else None

@@ -1,12 +1,13 @@
 """Who is calling: what every route needs to know about the credential a request came with.
 
-An API key is one kind of caller; tokens from an identity provider will be another. Routes only ever see
+An API key is one kind of caller; tokens from an identity provider are another. Routes only ever see
 a `Caller`, so a new kind of credential plugs in where callers are resolved (`api/callers.py`) and
 nowhere else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -41,6 +42,10 @@ class Caller:
     policy: AccessPolicy  # which models it sees
     rate_limit: str | None  # its own limit ("600/m", "unlimited"); None: the server's default
     credential: str = "api_key"  # what kind of credential it came from
+    # For credentials that lapse on their own (a token expires, its signing key goes): whether it still
+    # stands, as far as anything but the catalog goes (whatever is remembered per caller is forgotten with
+    # the catalog version anyway). None: it stands as long as the catalog version (an API key).
+    still_valid: Callable[[], bool] | None = field(default=None, compare=False, repr=False)
     exempt: bool = field(init=False)  # its own limit is "unlimited": never counted, whatever the default
 
     def __post_init__(self) -> None:
@@ -65,3 +70,10 @@ class Credentials(Protocol):
     """One kind of credential: the caller a presented bearer token stands for, or None."""
 
     def caller(self, token: str) -> Caller | None: ...
+
+
+class RefreshingCredentials(Credentials, Protocol):
+    """Credentials whose answer may change after waiting for something (an identity provider's keys):
+    asked again, off the fast path, for a token `caller` refused."""
+
+    async def second_chance(self, token: str) -> Caller | None: ...

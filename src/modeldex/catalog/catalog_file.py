@@ -1,4 +1,4 @@
-"""The catalog as a file: models, aliases, groups and upstreams (never keys, never discovered models),
+"""The catalog as a file: models, aliases, groups, upstreams and issuers (never keys, never discovered models),
 and how a file is applied.
 
 Applying makes the database match the file in one write unit: everything validates first, then all
@@ -19,6 +19,7 @@ import yaml
 from modeldex.catalog import writes
 from modeldex.catalog.entities import DISCOVERY_FIELDS, Alias, Entity, Group, Model, list_order, parse
 from modeldex.catalog.errors import CatalogError, Conflict, InvalidInput
+from modeldex.catalog.issuers import Issuer
 from modeldex.catalog.kinds import KINDS, Kind
 from modeldex.catalog.upstreams import Upstream
 
@@ -44,12 +45,13 @@ class PlannedChange:
 
 
 def export_document(models: list[Model], aliases: list[Alias], groups: list[Group],
-                    upstreams: Sequence[Upstream] = ()) -> dict[str, Any]:
+                    upstreams: Sequence[Upstream] = (), issuers: Sequence[Issuer] = ()) -> dict[str, Any]:
     return {
         "models": [m.document() for m in sorted(models, key=list_order)],
         "aliases": [a.document() for a in sorted(aliases, key=lambda a: a.id)],
         "groups": [g.document() for g in sorted(groups, key=lambda g: g.name)],
         "upstreams": [u.document() for u in sorted(upstreams, key=lambda u: u.name)],
+        "issuers": [i.document() for i in sorted(issuers, key=lambda i: i.name)],
     }
 
 
@@ -71,11 +73,11 @@ def _entries(document: Any) -> dict[str, list[dict[str, Any]]]:
         document = {}
     if not isinstance(document, dict):
         raise InvalidInput("file", "file: a catalog file is a mapping with the sections models, aliases, "
-                           "groups, upstreams")
+                           "groups, upstreams, issuers")
     unknown = sorted(set(document) - {kind.collection for kind in KINDS})
     if unknown:
         raise InvalidInput(unknown[0], f"{unknown[0]}: unknown section (expected models, aliases, groups, "
-                           "upstreams)")
+                           "upstreams, issuers)")
     sections: dict[str, list[dict[str, Any]]] = {}
     for section in (kind.collection for kind in KINDS):
         entries = document.get(section) or []

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from modeldex.catalog.entities import Alias, Group, Model, list_order
+from modeldex.catalog.issuers import Issuer
 from modeldex.catalog.keys import ApiKey
 from modeldex.catalog.state import CatalogState
 from modeldex.catalog.upstreams import Upstream
@@ -35,6 +36,7 @@ class CatalogDelta:
     groups: Mapping[str, Group | None] = field(default_factory=dict)
     keys: Mapping[str, ApiKey | None] = field(default_factory=dict)  # by key name
     upstreams: Mapping[str, Upstream | None] = field(default_factory=dict)
+    issuers: Mapping[str, Issuer | None] = field(default_factory=dict)
 
 
 def replace_sorted(items: Sequence[T], removed: Sequence[T], added: Sequence[T],
@@ -101,5 +103,6 @@ def apply_delta(state: CatalogState, delta: CatalogDelta) -> CatalogState:
         groups=_replaced(state.groups, delta.groups, lambda g: g.name) if delta.groups else state.groups,
         upstreams=(_replaced(state.upstreams, delta.upstreams, lambda u: u.name) if delta.upstreams
                    else state.upstreams),
+        issuers=_replaced(state.issuers, delta.issuers, lambda i: i.name) if delta.issuers else state.issuers,
         _by_id=by_id,  # shared when unchanged: never mutated
     )

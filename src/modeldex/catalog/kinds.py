@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from modeldex.catalog.entities import Alias, Entity, Group, Model
+from modeldex.catalog.issuers import Issuer
 from modeldex.catalog.upstreams import Upstream
 
 E = TypeVar("E", bound=Entity)
@@ -30,6 +31,7 @@ KINDS: tuple[Kind[Entity], ...] = (
     Kind("upstream", Upstream, "name", "upstreams"),
     Kind("model", Model, "id", "models"),
     Kind("alias", Alias, "id", "aliases"),
+    Kind("issuer", Issuer, "name", "issuers"),
 )
 BY_NAME: dict[str, Kind[Entity]] = {kind.name: kind for kind in KINDS}
 _BY_TYPE: dict[type[Entity], Kind[Entity]] = {kind.type: kind for kind in KINDS}

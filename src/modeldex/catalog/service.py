@@ -207,7 +207,7 @@ class Catalog:
         """What the operator defined: discovered models come back from their upstreams, so are left out."""
         state = self.store.load_state()
         return export_document([m for m in state.models if m.source is None], list(state.aliases),
-                               list(state.groups), state.upstreams)
+                               list(state.groups), state.upstreams, state.issuers)
 
     def apply(self, document: Any, prune: bool = False, dry_run: bool = False) -> tuple[int, list[PlannedChange]]:
         """Make the catalog match `document` atomically. Returns (version, changes); a dry run commits

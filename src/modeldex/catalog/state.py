@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from modeldex.catalog.entities import Alias, Group, Model
+from modeldex.catalog.issuers import Issuer
 from modeldex.catalog.keys import ApiKey
 from modeldex.catalog.upstreams import Upstream
 
@@ -15,7 +16,7 @@ class CatalogState:
     """A consistent picture of the catalog at one version.
 
     `models` are in list order; `keys` holds active keys only (a revoked key simply is not there);
-    aliases, groups and upstreams are in order of their ids or names. Upstreams are here so that serving
+    aliases, groups, upstreams and issuers are in order of their ids or names. Upstreams are here so that serving
     knows, without a database read, which upstream a model comes from.
     """
 
@@ -25,6 +26,7 @@ class CatalogState:
     aliases: tuple[Alias, ...] = ()
     groups: tuple[Group, ...] = ()
     upstreams: tuple[Upstream, ...] = ()
+    issuers: tuple[Issuer, ...] = ()  # trusted identity providers, by name
     # `models` by id, made on first use or handed over by whoever derived this state (never mutated).
     _by_id: Mapping[str, Model] | None = field(default=None, compare=False, repr=False)
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from modeldex.catalog.entities import Alias, Entity, Model
+from modeldex.catalog.entities import Alias, Entity, Group, Model
 from modeldex.catalog.errors import InvalidInput
 from modeldex.catalog.integrity import check_alias, check_model, check_model_removal, check_upstream_removal
+from modeldex.catalog.issuers import Issuer
 from modeldex.catalog.upstreams import Upstream, remove_discovered
 
 if TYPE_CHECKING:
@@ -22,6 +23,10 @@ def check(writer: CatalogWriter, entity: Entity) -> None:
         check_routes(writer, entity)
     elif isinstance(entity, Alias):
         check_alias(writer, entity)
+    elif isinstance(entity, Issuer) and entity.default_group is not None \
+            and writer.get(Group, entity.default_group) is None:
+        raise InvalidInput("default_group", f"default_group: group {entity.default_group!r} does not exist "
+                           "(add it with `modeldex groups set`)")
 
 
 def check_routes(writer: CatalogWriter, model: Model) -> None:

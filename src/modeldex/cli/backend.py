@@ -23,6 +23,7 @@ from modeldex.catalog.upstreams import Upstream
 from modeldex.config import resolve_database_url
 from modeldex.discovery.health import upstream_reports
 from modeldex.discovery.sync import sync_now
+from modeldex.identity.credentials import IssuerTokens
 from modeldex.store import open_store
 
 SYNC_TIMEOUT_S = 300  # a sync waits for a poll in progress, then polls: timeouts, retries and all
@@ -53,6 +54,7 @@ class Backend(Protocol):
     def routes(self) -> list[dict[str, Any]]: ...
     def add_route(self, model: str, upstream: str, upstream_model: str | None, weight: int) -> dict[str, Any]: ...
     def remove_route(self, model: str, upstream: str, upstream_model: str | None) -> dict[str, Any]: ...
+    def explain_token(self, token: str) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -136,6 +138,15 @@ class LocalBackend:
     def remove_route(self, model: str, upstream: str, upstream_model: str | None) -> dict[str, Any]:
         entity, revision = self.catalog.remove_route(model, upstream, upstream_model)
         return {**entity.document(), "revision": revision}
+
+    def explain_token(self, token: str) -> dict[str, Any]:
+        """Checked here against the database's issuers, fetching their keys as a server would."""
+        state = self.store.load_state()
+        tokens = IssuerTokens(lambda: ({i.name: i for i in state.issuers}, {g.name for g in state.groups}))
+        try:
+            return tokens.explain(token)
+        finally:
+            tokens.close()
 
     def close(self) -> None:
         self.store.close()
@@ -242,6 +253,9 @@ class HttpBackend:
         if upstream_model is not None:
             params["upstream_model"] = upstream_model
         return self._call("DELETE", "/v1/admin/routes", params=params)
+
+    def explain_token(self, token: str) -> dict[str, Any]:
+        return self._call("POST", "/v1/admin/auth/explain", json={"token": token})
 
     def close(self) -> None:
         self.client.close()

@@ -6,9 +6,12 @@ import click
 
 from modeldex import __version__
 from modeldex.cli.aliases import aliases
+from modeldex.cli.auth import auth
 from modeldex.cli.catalog import catalog, changes
+from modeldex.cli.check import check
 from modeldex.cli.db import db
 from modeldex.cli.groups import groups
+from modeldex.cli.issuers import issuers
 from modeldex.cli.keys import keys
 from modeldex.cli.models import models
 from modeldex.cli.routes import routes
@@ -34,10 +37,13 @@ cli.add_command(models)
 cli.add_command(aliases)
 cli.add_command(groups)
 cli.add_command(upstreams)
+cli.add_command(issuers)
+cli.add_command(auth)
 cli.add_command(routes)
 cli.add_command(catalog)
 cli.add_command(changes)
 cli.add_command(db)
+cli.add_command(check)
 
 
 def main() -> None:

@@ -154,6 +154,14 @@ def _check_redis_url(_ctx: click.Context, _param: click.Parameter, value: str | 
 @click.option("--max-inference-body-bytes", type=click.IntRange(1024, 1 << 31), default=64 * 1024 * 1024,
               show_default=True, envvar="MODELDEX_MAX_INFERENCE_BODY_BYTES",
               help="Larger inference request bodies (audio uploads included) get 413.")
+@click.option("--jwks-max-age", type=click.FloatRange(1, 86400), default=300.0, show_default=True,
+              envvar="MODELDEX_JWKS_MAX_AGE",
+              help="Issuers' key sets are fetched again at least this often (seconds; sooner if their cache "
+              "headers say so): a key removed from a provider's set stops verifying tokens within this.")
+@click.option("--jwks-min-refresh", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,
+              envvar="MODELDEX_JWKS_MIN_REFRESH",
+              help="A token with an unknown key id fetches its issuer's key set again at most once per this "
+              "many seconds.")
 @database_url_option
 @handle_errors
 def serve(host: str, port: int, workers: int, refresh_interval: float, access_log: bool, log_format: str,
@@ -163,7 +171,8 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
           public_metrics: bool, metrics_port: int | None, metrics_host: str, ssl_certfile: str | None, ssl_keyfile: str | None,
           change_retention: str | None, shutdown_timeout: int, upstream_connect_timeout: float,
           upstream_first_byte_timeout: float, upstream_idle_timeout: float, upstream_total_timeout: float,
-          upstream_attempts: int, max_inference_body_bytes: int, database_url: str | None) -> None:
+          upstream_attempts: int, max_inference_body_bytes: int, jwks_max_age: float, jwks_min_refresh: float,
+          database_url: str | None) -> None:
     """Serve the OpenAI-compatible Models API."""
     from granian import Granian
     from granian.constants import Interfaces, Loops
@@ -185,7 +194,8 @@ def serve(host: str, port: int, workers: int, refresh_interval: float, access_lo
         upstream_connect_timeout=upstream_connect_timeout,
         upstream_first_byte_timeout=upstream_first_byte_timeout, upstream_idle_timeout=upstream_idle_timeout,
         upstream_total_timeout=upstream_total_timeout, upstream_attempts=upstream_attempts,
-        max_inference_body_bytes=max_inference_body_bytes,
+        max_inference_body_bytes=max_inference_body_bytes, jwks_max_age=jwks_max_age,
+        jwks_min_refresh=jwks_min_refresh,
     )
     os.environ.update(settings.to_env())
     # Each worker writes its metric samples here; any of them (or the metrics port) adds them up.

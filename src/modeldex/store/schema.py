@@ -102,6 +102,16 @@ upstreams = Table(
     Column("routing_only", Boolean, nullable=False, server_default=text("false")),
 )
 
+# Trusted identity providers (catalog/issuers.py): the name, and the rest of the configuration as one
+# JSON document (validated by the entity on the way in and out; no query looks inside it).
+issuers = Table(
+    "issuers",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("config", JSON, nullable=False),
+    Column("revision", BigInteger, nullable=False, server_default=text("1")),
+)
+
 # How polling each upstream goes, and the lease that lets one process at a time poll it. Not catalog
 # content: it changes on every poll, so it has no revision and no change-feed entries.
 upstream_health = Table(

@@ -38,6 +38,7 @@ from modeldex.catalog.changes import Change
 from modeldex.catalog.entities import Alias, Entity, Group, Model, list_order
 from modeldex.catalog.errors import AlreadyExists, NotFound, PreconditionFailed, StoreError, StoreUnavailable
 from modeldex.catalog.incremental import CatalogDelta
+from modeldex.catalog.issuers import Issuer
 from modeldex.catalog.keys import ApiKey
 from modeldex.catalog.kinds import Kind, kind_of
 from modeldex.catalog.policy import ALL_MODELS, AccessPolicy
@@ -47,7 +48,17 @@ from modeldex.catalog.state import CatalogState
 from modeldex.catalog.upstreams import Upstream
 from modeldex.discovery.health import UpstreamHealth
 from modeldex.store import migrate
-from modeldex.store.schema import aliases, api_keys, catalog_state, changes, groups, models, upstream_health, upstreams
+from modeldex.store.schema import (
+    aliases,
+    api_keys,
+    catalog_state,
+    changes,
+    groups,
+    issuers,
+    models,
+    upstream_health,
+    upstreams,
+)
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 POSTGRES_CONNECT_TIMEOUT_S = 3
@@ -132,6 +143,15 @@ def _upstream_to_row(upstream: Upstream) -> dict[str, Any]:
     return {**row, "include": list(upstream.include), "exclude": list(upstream.exclude)}
 
 
+def _issuer_from_row(row: Any) -> Issuer:
+    return Issuer.model_validate({**row.config, "name": row.name})
+
+
+def _issuer_to_row(issuer: Issuer) -> dict[str, Any]:
+    config = issuer.document()
+    return {"name": config.pop("name"), "config": config}
+
+
 def _upstream_written(conn: Connection, name: str, op: str) -> None:
     """An upstream's health row lives and dies with it; a changed upstream is due for a poll at once."""
     if op == "create":
@@ -196,6 +216,7 @@ _TABLES: dict[type[Entity], _Table] = {
                   lambda g: {"name": g.name, "members": list(g.members), "description": g.description}),
     Upstream: _Table(kind_of(Upstream), upstreams, (upstreams,), _upstream_from_row, _upstream_to_row,
                      _upstream_written),
+    Issuer: _Table(kind_of(Issuer), issuers, (issuers,), _issuer_from_row, _issuer_to_row),
 }
 _BY_KIND_NAME = {table.kind.name: table for table in _TABLES.values()}
 _IN_CHUNK = 500  # ids per IN (...): well under SQLite's bound on query parameters
@@ -441,6 +462,7 @@ class SqlStore:
             group_rows = conn.execute(select(groups)).all()
             key_rows = conn.execute(select(api_keys).where(api_keys.c.revoked_at.is_(None))).all()
             upstream_rows = conn.execute(select(upstreams)).all()
+            issuer_rows = conn.execute(select(issuers)).all()
         return CatalogState(
             version=version,
             models=tuple(sorted(map(_model_from_row, model_rows), key=list_order)),
@@ -448,6 +470,7 @@ class SqlStore:
             aliases=tuple(sorted(map(_alias_from_row, alias_rows), key=lambda a: a.id)),
             groups=tuple(sorted(map(_group_from_row, group_rows), key=lambda g: g.name)),
             upstreams=tuple(sorted(map(_upstream_from_row, upstream_rows), key=lambda u: u.name)),
+            issuers=tuple(sorted(map(_issuer_from_row, issuer_rows), key=lambda i: i.name)),
         )
 
     @_translated
@@ -473,7 +496,8 @@ class SqlStore:
             found = {entity: _read_current(conn, entity, ids) for entity, ids in written.items()}
         return CatalogDelta(since=since, version=version, models=found.get("model", {}),
                             aliases=found.get("alias", {}), groups=found.get("group", {}),
-                            keys=found.get("key", {}), upstreams=found.get("upstream", {}))
+                            keys=found.get("key", {}), upstreams=found.get("upstream", {}),
+                            issuers=found.get("issuer", {}))
 
     @_translated
     def seed_once(self, seed: list[Model]) -> bool:
