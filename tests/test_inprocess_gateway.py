@@ -135,3 +135,26 @@ async def test_a_client_gone_before_the_watch_starts_still_cancels_the_upstream(
         assert not sent  # nothing was answered to a client that is gone
     finally:
         forwarder.watch_delay = WATCH_DELAY_S
+
+
+async def test_a_stream_longer_than_the_total_timeout_ends_with_its_error_event(fresh: Served) -> None:
+    """Events keep coming (no idle timeout), but the whole answer may take only so long."""
+    import time
+
+    from modeldex.gateway.client import Timeouts
+
+    client = fresh.harness.app.upstream_client
+    kept = client.timeouts
+    client.timeouts = Timeouts(connect=kept.connect, first_byte=kept.first_byte, idle=1.0, total=0.6)
+    fresh.fake.events, fresh.fake.drip = 20, 0.1  # 2 s of events, 0.1 s apart
+    started = time.monotonic()
+    try:
+        response = await fresh.harness.request("POST", "/v1/chat/completions", fresh.read,
+                                               json={"model": "in-chat", "messages": [], "stream": True})
+    finally:
+        client.timeouts = kept
+    events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+    assert 2 <= len(events) - 1 < 20, events  # some deltas, then the error event
+    error = json.loads(events[-1])["error"]
+    assert error["code"] == "upstream_timeout" and "total timeout" in error["message"], error
+    assert time.monotonic() - started >= 0.6
