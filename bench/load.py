@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 
 WRK_THREADS = 2
@@ -20,10 +22,11 @@ class Request:
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     expect: int = 200
+    body: str | None = None  # sent as a POST (through a Lua script: wrk's command line has no body)
 
     def at(self, base: str) -> Request:
         """The same request to the server at `base` (when `url` is a path)."""
-        return Request(base + self.url, self.headers, self.expect)
+        return Request(base + self.url, self.headers, self.expect, self.body)
 
 
 @dataclass(frozen=True)
@@ -37,14 +40,21 @@ class RunResult:
     cpu_us: float = 0.0  # the server's CPU time (all its processes and threads) per answered request
 
 
-def run_wrk(request: Request, duration: float) -> tuple[float, float, float, int, int]:
+def run_wrk(request: Request, duration: float, connections: int = WRK_CONNECTIONS,
+            threads: int = WRK_THREADS) -> tuple[float, float, float, int, int]:
     """One wrk run; returns (req/s, p50 ms, p99 ms, requests, errors)."""
-    argv = ["wrk", f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", f"-d{max(duration, 1):.0f}s", "--latency",
+    argv = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{max(duration, 1):.0f}s", "--latency",
             "--timeout", "10s"]
     for name, value in request.headers.items():
         argv += ["-H", f"{name}: {value}"]
-    argv.append(request.url)
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=True).stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        if request.body is not None:
+            # JSON string literals are Lua string literals too (for the ASCII bodies sent here).
+            script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(request.body)}\n')
+            script.flush()
+            argv += ["-s", script.name]
+        argv.append(request.url)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=True).stdout
     return parse_wrk(out, request.expect)
 
 

@@ -20,11 +20,16 @@ MASTER_KEY = "sk-bench-litellm-master-0000"
 UNUSED_UPSTREAM = "http://127.0.0.1:9/v1"  # discard port on loopback: nothing is listening, nothing is sent
 
 
+TESTS_VENV = Path(__file__).resolve().parent.parent / ".venv-litellm"  # the suite's (tests/litellm_proxy.py)
+
+
 def ensure_litellm() -> Path:
-    """The litellm executable, installing `litellm[proxy]` into the peers venv if needed."""
+    """The litellm executable: the peers venv's, else the test suite's, else installed into the peers venv."""
     binary = VENV / "bin" / "litellm"
     if binary.exists():
         return binary
+    if (TESTS_VENV / "bin" / "litellm").exists():
+        return TESTS_VENV / "bin" / "litellm"
     print(f"bench: installing litellm[proxy] into {VENV} (once; takes a few minutes)", file=sys.stderr)
     if not (VENV / "bin" / "pip").exists():
         _run([sys.executable, "-m", "venv", str(VENV)])
@@ -42,13 +47,17 @@ def _run(argv: list[str]) -> None:
         raise RuntimeError(f"{' '.join(argv[:3])} failed: {said[-1] if said else result.returncode}")
 
 
-def write_config(directory: Path, model_ids: list[str]) -> Path:
-    """config.yaml (JSON is YAML) listing the same models, and a master key."""
+def write_config(directory: Path, model_ids: list[str], routes: dict[str, str] | None = None) -> Path:
+    """config.yaml (JSON is YAML) listing the same models, and a master key; `routes` (model -> an upstream's
+    OpenAI base URL, asked for model `m`) for the gateway scenarios."""
     config = {
         "model_list": [{"model_name": model_id,
                         "litellm_params": {"model": f"openai/{model_id}", "api_base": UNUSED_UPSTREAM,
                                            "api_key": "x"}}
-                       for model_id in model_ids],
+                       for model_id in model_ids] + [
+                       {"model_name": model_id, "litellm_params": {"model": "openai/m", "api_base": base,
+                                                                   "api_key": "x"}}
+                       for model_id, base in (routes or {}).items()],
         "general_settings": {"master_key": MASTER_KEY},
         "litellm_settings": {"telemetry": False},
     }
@@ -80,12 +89,13 @@ def offline_env() -> dict[str, str]:
     return env
 
 
-def start_litellm(directory: Path, model_ids: list[str]) -> tuple[Server, str, float]:
+def start_litellm(directory: Path, model_ids: list[str], routes: dict[str, str] | None = None
+                  ) -> tuple[Server, str, float]:
     """Start the proxy (one worker); returns it, its base URL and its startup time (to an authorized list)."""
     binary = ensure_litellm()
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    argv = [str(binary), "--config", str(write_config(directory, model_ids)), "--host", HOST, "--port", str(port),
+    argv = [str(binary), "--config", str(write_config(directory, model_ids, routes)), "--host", HOST, "--port", str(port),
             "--num_workers", "1", "--log_config", str(write_log_config(directory))]
     server = Server("litellm", argv, directory / "litellm.log", env=offline_env(), cwd=directory)
     base = f"http://{HOST}:{port}"

@@ -294,5 +294,7 @@ def render(settings: Settings, argv: list[str], load_before: tuple[float, ...], 
         out += ["## Catalog scale", "", SCALE_INTRO, "", *scale_table(scale), ""]
     if peer is not None:
         out += [f"## Peer: {peer.name} proxy", "", *peer_table(peer, rows), ""]
-    out += ["## Bars", "", BARS_INTRO, "", *bars(rows, scale, peer), ""]
+    met = bars(rows, scale, peer)
+    if len(met) > 2:  # more than the table's head (a gateway-only run has none of these)
+        out += ["## Bars", "", BARS_INTRO, "", *met, ""]
     return "\n".join(out)

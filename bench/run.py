@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from gateway_load import GatewayResult, run_gateway
+from gateway_load import render as render_gateway
 from modeldex.catalog.seed import seed_models
 from modeldex_server import create_key, make_catalog
 from peers import MASTER_KEY, start_litellm
@@ -48,10 +50,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="only retrieve, list, 404 and 401, modeldex (defaults and --no-access-log) against "
                         "the Python ceiling: no nginx, scale or peers; about two minutes")
     parser.add_argument("--no-requests", action="store_true", help="skip the request scenarios")
+    parser.add_argument("--gateway-only", action="store_true",
+                        help="only the inference gateway's scenarios (with --peers, LiteLLM's proxy too); "
+                        "about a minute, two with --peers")
     parser.add_argument("--output", type=Path, help="also write the markdown report to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
     args = parser.parse_args(argv)
     quick = args.quick
+    if args.gateway_only:
+        if args.ceiling_only or args.no_requests or args.scale not in (None, "none"):
+            parser.error("--gateway-only: no --ceiling-only, --no-requests or --scale")
+        args.scale = "none"
+        args.duration = args.duration if args.duration is not None else 3.0
+        args.repeat = args.repeat if args.repeat is not None else 2
     if args.ceiling_only:
         if args.peers or args.no_requests or args.scale not in (None, "none"):
             parser.error("--ceiling-only measures requests only: no --peers, --no-requests or --scale")
@@ -129,8 +140,14 @@ def main(argv: list[str]) -> int:
     load_before = os.getloadavg()  # another job on the machine shows here and in the noise
     finished = False
     try:
-        rows = [] if args.no_requests else request_rows(settings, workdir, args.ceiling_only)
-        peer = peer_result(settings, workdir) if args.peers else None
+        plain = not (args.no_requests or args.gateway_only)
+        rows = request_rows(settings, workdir, args.ceiling_only) if plain else []
+        gateway: GatewayResult | None = None
+        if args.gateway_only or (plain and not args.ceiling_only):
+            log("gateway: chat completions straight, through modeldex" + (" and LiteLLM" if args.peers else ""))
+            # A few seconds per run whatever --duration says for the Models rows: the machine is shared.
+            gateway = run_gateway(workdir, min(settings.duration, 3.0), min(settings.repeat, 2), args.peers)
+        peer = peer_result(settings, workdir) if args.peers and not args.gateway_only else None
         scale = scale_results(args.scale, args.scale_repeat, workdir)
         finished = True
     finally:
@@ -140,6 +157,8 @@ def main(argv: list[str]) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     report = render(settings, argv, load_before, rows, scale, peer)
+    if gateway is not None:
+        report += "\n" + render_gateway(gateway)
     print(report)
     if args.output:
         args.output.write_text(report)

@@ -199,7 +199,7 @@ class FakeUpstream:
                 return
             h._send(200, json.dumps(_completion(model, h.path)).encode(),
                     headers={"x-ratelimit-remaining-requests": "99", "openai-processing-ms": "7",
-                             "x-internal-secret": "not for clients"})
+                             "x-internal-secret": "not for clients", "set-cookie": "session=upstream-only"})
         elif mode in ("stream", "close-mid-stream", "stall-mid-stream"):
             h.send_response(200)
             h.send_header("content-type", "text/event-stream")

@@ -74,5 +74,21 @@ def error_of(response: httpx.Response, status: int, code: str | None = None,
     return error
 
 
+def anthropic_error_of(response: httpx.Response, status: int, code: str, type: str) -> dict[str, Any]:
+    """Anthropic's error envelope of `response` (the /v1/messages routes), checked: status, its fields,
+    modeldex's code in `error.details.error_code`, the type and the request id."""
+    assert response.status_code == status, response.text[:500]
+    assert response.headers["content-type"] == "application/json"
+    document = response.json()
+    assert set(document) == {"type", "error", "request_id"} and document["type"] == "error", document
+    assert document["request_id"] == response.headers["x-request-id"]
+    error = document["error"]
+    assert set(error) == {"type", "message", "details"}, error
+    assert error["details"] == {"error_code": code}, error
+    assert error["type"] == type, error
+    assert "Traceback" not in error["message"]
+    return error
+
+
 def cors_headers(response: httpx.Response) -> dict[str, str]:
     return {name: value for name, value in response.headers.items() if name.startswith("access-control-")}

@@ -157,8 +157,9 @@ def test_two_upstreams_merge_through_the_sdk(db_url: str, start_server, litellm:
     assert litellm_health["latency_ms"] > 0 and litellm_health["last_success_at"] and not litellm_health["last_error"]
     assert upstreams["litellm"]["api_key_env"] == "LITELLM_MASTER_KEY"
     rows = [line.split() for line in cli_over_http(server, admin, "upstreams", "list").stdout.splitlines()]
-    assert rows[0] == ["NAME", "BASE_URL", "MODELS", "STATUS", "LAST", "SUCCESS", "LATENCY", "ERROR"]
+    assert rows[0] == ["NAME", "BASE_URL", "MODELS", "STATUS", "LAST", "SUCCESS", "LATENCY", "ERROR", "INFERENCE"]
     assert [r[3] for r in rows[1:]] == ["ok", "ok"]
+    assert [r[-1] for r in rows[1:]] == ["-", "-"]  # through a server: no inference request went to them yet
     assert [(r[0], r[1], r[2]) for r in rows[1:]] == [("litellm", litellm.base_url, "2"),
                                                       ("team-b", team_b.base_url, "5")]
 

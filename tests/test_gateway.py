@@ -50,6 +50,9 @@ class Setup:
         cli("models", "add", "two-routes")
         cli("routes", "add", "two-routes", "first", "--upstream-model", "on-first", "--weight", "1000")
         cli("routes", "add", "two-routes", "second", "--upstream-model", "on-second")
+        cli("upstreams", "add", "by-name", "--base-url", f"http://localhost:{self.first.port}/v1", "--routing-only")
+        cli("models", "add", "by-name-model")
+        cli("routes", "add", "by-name-model", "by-name")
         cli("models", "add", "openai-only")
         cli("routes", "add", "openai-only", "second")
         cli("models", "add", "no-route")
@@ -118,6 +121,10 @@ def test_chat_completion_goes_to_the_routed_upstream_with_its_key(gw: tuple[Setu
     # The caller's modeldex key never goes upstream; the upstream's own key does.
     assert headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
     assert setup.reader not in json.dumps(headers)
+    assert "set-cookie" not in raw.headers  # the upstream's cookie stays between it and modeldex...
+    for _ in range(2):  # ...and never goes back to it (with another caller's request): an upstream by host name
+        client.chat.completions.create(model="by-name-model", messages=[{"role": "user", "content": "again"}])
+    assert "cookie" not in {name.lower() for name in setup.first.posts[-1][1]}, setup.first.posts[-1][1]
     assert headers["x-request-id"] == raw.headers["x-request-id"]
     assert raw.headers["x-ratelimit-remaining-requests"] == "99"
     assert raw.headers["openai-processing-ms"] == "7"
@@ -341,7 +348,12 @@ def test_failover_to_the_second_route(gw: tuple[Setup, Server]) -> None:
     inference = server.get("/v1/admin/upstreams/first", setup.admin).json()["health"]["inference"]
     assert inference["failures"] >= 1 and inference["last_error"] == "HTTP 502" and inference["healthy"] is False
     listed = {u["name"]: u for u in server.get("/v1/admin/upstreams", setup.admin).json()["data"]}
-    assert listed["second"]["health"]["inference"] == {"failures": 0, "healthy": True, "last_error": None}
+    second = listed["second"]["health"]["inference"]
+    assert (second["failures"], second["healthy"], second["last_error"]) == (0, True, None), second
+    assert second["successes"] >= 6 and time.time() - second["last_success_at"] < 60, second
+    assert listed["keyless"]["health"]["inference"] == {  # never called (its key is not set): all idle
+        "healthy": True, "failures": 0, "last_error": None, "last_error_at": None, "last_success_at": None,
+        "successes": 0, "errors": 0, "workers": 0}
     setup.first.chat_mode, setup.second.chat_mode = "ok", "429"
     answered = {client.chat.completions.create(model="two-routes", messages=messages).model for _ in range(4)}
     assert answered == {"on-first"}
@@ -392,7 +404,63 @@ def test_anthropic_messages_go_to_the_upstreams_anthropic_url(gw: tuple[Setup, S
     with pytest.raises(anthropic.InternalServerError) as caught:  # `second` speaks OpenAI's API only
         client.messages.create(model="openai-only", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
     assert caught.value.status_code == 503 and "does not speak the anthropic API" in caught.value.message
-    assert caught.value.body["error"]["code"] == "protocol_not_served"
+    assert caught.value.error_code == "protocol_not_served"  # Anthropic's envelope: error.details.error_code
+    assert caught.value.body["type"] == "error" and caught.value.body["error"]["type"] == "api_error"
+
+
+def test_anthropic_routes_answer_errors_in_anthropics_envelope(gw: tuple[Setup, Server]) -> None:
+    """Before a stream starts, modeldex's own errors on /v1/messages and /v1/messages/count_tokens are
+    `{"type": "error", "error": {"type", "message"}}`, as Anthropic's clients parse them."""
+    setup, server = gw
+
+    def client(key: str) -> anthropic.Anthropic:
+        return anthropic.Anthropic(api_key=key, base_url=server.base_url, max_retries=0)
+
+    def create(key: str, model: str = "chat-model") -> object:
+        return client(key).messages.create(model=model, max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+
+    def check(error: anthropic.APIStatusError, status: int, kind: str, code: str) -> None:
+        assert error.status_code == status, error
+        assert error.body["type"] == "error", error.body  # type: ignore[index]
+        assert error.type == kind and error.error_code == code, error.body
+        assert error.api_message and error.api_message == error.body["error"]["message"]  # type: ignore[index]
+        assert error.body["request_id"] == error.response.headers["x-request-id"]  # type: ignore[index]
+        assert "param" not in error.body["error"]  # type: ignore[index]  # not OpenAI's envelope
+
+    with pytest.raises(anthropic.AuthenticationError) as unauthenticated:
+        create("mdx_wrong_" + "x" * 40)
+    check(unauthenticated.value, 401, "authentication_error", "invalid_api_key")
+    with pytest.raises(anthropic.NotFoundError) as hidden:  # `narrow` sees chat-* only
+        create(setup.narrow, "secret-model")
+    check(hidden.value, 404, "not_found_error", "model_not_found")
+    assert not setup.first.posts  # refused before any upstream was contacted
+    with pytest.raises(anthropic.NotFoundError) as counted:
+        client(setup.narrow).messages.count_tokens(model="secret-model", messages=[{"role": "user", "content": "hi"}])
+    check(counted.value, 404, "not_found_error", "model_not_found")
+    with pytest.raises(anthropic.InternalServerError) as unrouted:
+        create(setup.reader, "no-route")
+    check(unrouted.value, 503, "api_error", "no_route")
+    setup.first.chat_mode = "unauthorized"  # the upstream refuses modeldex's key: modeldex's own 502
+    with pytest.raises(anthropic.InternalServerError) as refused:
+        create(setup.reader)
+    check(refused.value, 502, "api_error", "upstream_auth_failed")
+    assert UPSTREAM_KEY not in json.dumps(refused.value.body)
+    setup.first.chat_mode = "stall"
+    with pytest.raises(anthropic.InternalServerError) as stalled:
+        create(setup.reader)
+    check(stalled.value, 504, "timeout_error", "upstream_timeout")
+    setup.first.chat_mode = "ok"
+    with pytest.raises(anthropic.RateLimitError) as limited:  # `limited` may make 2 requests a minute
+        for _ in range(3):
+            create(setup.limited)
+    check(limited.value, 429, "rate_limit_error", "rate_limit_exceeded")
+    with pytest.raises(anthropic.RateLimitError) as limited_count:
+        client(setup.limited).messages.count_tokens(model="chat-model", messages=[{"role": "user", "content": "hi"}])
+    check(limited_count.value, 429, "rate_limit_error", "rate_limit_exceeded")
+    # The OpenAI routes keep OpenAI's envelope.
+    with pytest.raises(openai.NotFoundError) as openai_hidden:
+        server.client(setup.narrow).chat.completions.create(model="secret-model", messages=[])
+    assert openai_hidden.value.code == "model_not_found" and openai_hidden.value.param == "model"
 
 
 def test_anthropic_streams_and_their_error_event(gw: tuple[Setup, Server]) -> None:

@@ -151,3 +151,30 @@ def test_routes_in_a_catalog_file_and_their_rules(tmp_path: Path) -> None:
             catalog.add_route("llama", "vllm", "meta/llama", weight=0)
     finally:
         store.close()
+
+
+def test_gateway_metrics_are_added_up_per_label_set_at_flush() -> None:
+    """The flush adds up pending requests by label set before touching a sample: the figures must be those
+    of one update per request."""
+    from types import SimpleNamespace
+
+    from modeldex.ops import metrics
+
+    labels = ("units-model", "units-upstream")
+    requests = metrics.GATEWAY_REQUESTS.labels("inference:chat/completions", *labels, "200")
+    errors, latency = metrics.GATEWAY_ERRORS.labels(*labels), metrics.GATEWAY_LATENCY.labels(*labels)
+    tokens_out = metrics.GATEWAY_TOKENS.labels(*labels, "out")
+    before = (requests._value.get(), errors._value.get(), latency._sum.get(), tokens_out._value.get(),
+              [bucket.get() for bucket in latency._buckets])
+    for index in range(10):
+        outcome = SimpleNamespace(first_byte_ms=1.0, upstream=labels[1], prompt_tokens=2, completion_tokens=3,
+                                  error="upstream_error" if index < 4 else None)
+        metrics.gateway_request("inference:chat/completions", labels[0], outcome, 200, 0.002 if index % 2 else 20.0)
+    metrics.flush()
+    assert requests._value.get() - before[0] == 10
+    assert errors._value.get() - before[1] == 4
+    assert latency._sum.get() - before[2] == pytest.approx(5 * 0.002 + 5 * 20.0)
+    assert tokens_out._value.get() - before[3] == 30
+    added = [bucket.get() - was for bucket, was in zip(latency._buckets, before[4], strict=True)]
+    bounds = list(latency._upper_bounds)
+    assert added[bounds.index(0.005)] == 5 and added[bounds.index(30.0)] == 5 and sum(added) == 10

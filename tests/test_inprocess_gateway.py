@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from .fake_upstream import FakeUpstream
-from .inprocess import REQUEST_ID, Harness, error_of
+from .inprocess import REQUEST_ID, Harness, anthropic_error_of, error_of
 
 pytestmark = pytest.mark.anyio
 
@@ -89,8 +89,72 @@ async def test_anthropic_clients_key_in_x_api_key(fresh: Served) -> None:
         response = await client.post("/v1/messages", headers={"x-api-key": fresh.read},
                                      json={"model": "in-chat", "max_tokens": 5, "messages": []})
         # `fake` speaks OpenAI's API only: the key was accepted, the route is what is missing.
-        error_of(response, 503, "protocol_not_served", type="server_error")
-        error_of(await client.post("/v1/messages", headers={"x-api-key": "sk-wrong"}, json={"model": "in-chat"}),
-                 401, "invalid_api_key")
+        anthropic_error_of(response, 503, "protocol_not_served", type="api_error")
+        anthropic_error_of(await client.post("/v1/messages", headers={"x-api-key": "sk-wrong"},
+                                             json={"model": "in-chat"}), 401, "invalid_api_key", "authentication_error")
         assert (await client.post("/v1/chat/completions", headers={"x-api-key": fresh.read},
                                   json={"model": "in-chat"})).status_code == 401  # OpenAI's routes: bearer only
+
+
+async def test_a_client_gone_before_the_watch_starts_still_cancels_the_upstream(fresh: Served) -> None:
+    """The watch for a client leaving starts a moment into a request (gateway/forward.py); a client gone
+    before that is noticed when it starts, and the upstream sees its connection close."""
+    import asyncio
+    import time
+
+    from modeldex.gateway.forward import WATCH_DELAY_S
+
+    app = fresh.harness.app
+    assert app.inference is not None
+    forwarder = app.inference.forwarder
+    forwarder.watch_delay = 0.3
+    fresh.fake.chat_mode = "stall"
+    fresh.fake.disconnected.clear()
+    body = json.dumps({"model": "in-chat", "messages": []}).encode()
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    left = time.monotonic()
+
+    async def receive() -> dict[str, object]:
+        if messages:
+            return messages.pop()
+        await asyncio.sleep(0.05)  # the client leaves 50 ms in, before the watch
+        return {"type": "http.disconnect"}
+
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "query_string": b"",
+             "headers": [(b"authorization", f"Bearer {fresh.read}".encode()), (b"content-type", b"application/json")],
+             "client": ("127.0.0.9", 5000), "http_version": "1.1", "scheme": "http", "server": ("test", 80)}
+    try:
+        await asyncio.wait_for(app(scope, receive, send), 5)
+        assert await asyncio.to_thread(fresh.fake.disconnected.wait, 2), "the upstream did not see its connection close"
+        assert time.monotonic() - left >= 0.3  # noticed when the watch started, not before
+        assert not sent  # nothing was answered to a client that is gone
+    finally:
+        forwarder.watch_delay = WATCH_DELAY_S
+
+
+async def test_a_stream_longer_than_the_total_timeout_ends_with_its_error_event(fresh: Served) -> None:
+    """Events keep coming (no idle timeout), but the whole answer may take only so long."""
+    import time
+
+    from modeldex.gateway.client import Timeouts
+
+    client = fresh.harness.app.upstream_client
+    kept = client.timeouts
+    client.timeouts = Timeouts(connect=kept.connect, first_byte=kept.first_byte, idle=1.0, total=0.6)
+    fresh.fake.events, fresh.fake.drip = 20, 0.1  # 2 s of events, 0.1 s apart
+    started = time.monotonic()
+    try:
+        response = await fresh.harness.request("POST", "/v1/chat/completions", fresh.read,
+                                               json={"model": "in-chat", "messages": [], "stream": True})
+    finally:
+        client.timeouts = kept
+    events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+    assert 2 <= len(events) - 1 < 20, events  # some deltas, then the error event
+    error = json.loads(events[-1])["error"]
+    assert error["code"] == "upstream_timeout" and "total timeout" in error["message"], error
+    assert time.monotonic() - started >= 0.6

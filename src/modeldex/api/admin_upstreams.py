@@ -20,23 +20,26 @@ from modeldex.catalog.service import Catalog
 from modeldex.catalog.upstreams import Upstream
 from modeldex.discovery.health import DiscoveryStore, upstream_reports, with_health
 from modeldex.discovery.sync import sync_now
+from modeldex.gateway.health import idle_report
 
 
 def upstream_routes(store: DiscoveryStore, inference_health: Callable[[], dict[str, dict[str, object]]]
                     | None = None) -> RouteTable:
     """`store` holds the upstreams' health beside the catalog; `inference_health` how each has been
-    answering this worker's inference requests (shown as `health.inference`). The paths come before the
+    answering inference requests (shown as `health.inference`: all of this server's workers, see
+    gateway/health.py). The paths come before the
     generic ones of upstreams (admin.py), whose methods they replace: `sync` before `{key:path}`."""
 
-    def with_inference(document: dict[str, Any]) -> dict[str, Any]:
+    def with_inference(document: dict[str, Any], inference: dict[str, dict[str, object]]) -> dict[str, Any]:
         if inference_health is not None:
-            state = inference_health().get(str(document["name"]))
-            document["health"]["inference"] = state or {"failures": 0, "healthy": True, "last_error": None}
+            document["health"]["inference"] = inference.get(str(document["name"])) or idle_report()
         return document
 
     async def list_upstreams(request: Request, catalog: Catalog) -> Response:
         def read() -> list[dict[str, object]]:
-            return [with_inference(r) for r in upstream_reports(store.all_revisions(Upstream), store, time.time())]
+            inference = inference_health() if inference_health is not None else {}
+            return [with_inference(r, inference)
+                    for r in upstream_reports(store.all_revisions(Upstream), store, time.time())]
 
         return json_response({"object": "list", "data": await run_in_threadpool(read)})
 
@@ -46,7 +49,7 @@ def upstream_routes(store: DiscoveryStore, inference_health: Callable[[], dict[s
         def read() -> tuple[dict[str, object], int]:
             upstream, revision = catalog.get("upstream", name)
             document = with_health(upstream.document(), revision, store.upstream_health(time.time()).get(name))
-            return with_inference(document), revision
+            return with_inference(document, inference_health() if inference_health is not None else {}), revision
 
         document, revision = await run_in_threadpool(read)
         return json_response(document, etag=revision)

@@ -54,7 +54,7 @@ from modeldex.gateway.client import Timeouts, UpstreamClient
 from modeldex.gateway.downstream import AsgiDownstream, Downstream, RsgiDownstream
 from modeldex.gateway.endpoints import Endpoint
 from modeldex.gateway.forward import Forwarder
-from modeldex.gateway.health import RouteHealth
+from modeldex.gateway.health import RouteHealth, SharedHealth
 from modeldex.identity.credentials import IssuerTokens, Snapshot
 from modeldex.identity.keysets import KeySets
 from modeldex.ops import metrics
@@ -149,6 +149,7 @@ class ModeldexApp:
         self.live: LiveCatalog[RenderedCatalog] | None = None
         self.models: ModelRoutes | None = None
         self.inference: InferenceRoutes | None = None
+        self.shared_health: SharedHealth | None = None
         self.upstream_client = UpstreamClient(Timeouts(
             connect=settings.upstream_connect_timeout, first_byte=settings.upstream_first_byte_timeout,
             idle=settings.upstream_idle_timeout, total=settings.upstream_total_timeout))
@@ -196,10 +197,15 @@ class ModeldexApp:
         self.models = ModelRoutes(self.live, self.callers, self.catalog_for,
                                   metadata_by_default=self.settings.metadata)
         self.route_health = RouteHealth()
+        directory = os.environ.get(metrics.MULTIPROC_ENV)  # `serve`'s per-run directory, shared by its workers
+        self.shared_health = SharedHealth(self.route_health, directory) if directory else None
+        if self.shared_health is not None:
+            self.shared_health.start()
+        inference_health = self.shared_health.report if self.shared_health is not None else self.route_health.report
         forwarder = Forwarder(self.upstream_client, self.route_health, attempts=self.settings.upstream_attempts)
         self.inference = InferenceRoutes(self.live, self.callers, forwarder, self.settings.max_inference_body_bytes)
         endpoints = AdminEndpoints(self.live, self.callers, self.catalog_for)
-        admin = endpoints.routes(merged(upstream_routes(store, self.route_health.report), route_table(),
+        admin = endpoints.routes(merged(upstream_routes(store, inference_health), route_table(),
                                         identity_routes(self.tokens), AdminRoutes().table()))
         routes = [metrics_route(self.live, self.callers, self.settings), *admin]
         rate_limits = self.shared_buckets.check if self.shared_buckets is not None else None
@@ -231,6 +237,8 @@ class ModeldexApp:
 
     def stop(self) -> None:
         self.tokens.close()
+        if self.shared_health is not None:
+            self.shared_health.stop()
         if self.poller is not None:
             self.poller.stop()
         if self.compactor is not None:

@@ -20,6 +20,7 @@ from modeldex.catalog.live import LiveCatalog
 from modeldex.catalog.seed import builtin_routes
 from modeldex.gateway.downstream import BodyTooLarge, ClientGone, Downstream
 from modeldex.gateway.endpoints import ENDPOINTS, Endpoint
+from modeldex.gateway.errors import anthropic_error_body
 from modeldex.gateway.forward import Call, Forwarder, Outcome
 from modeldex.gateway.request import BadRequest, parse_json, parse_multipart
 from modeldex.gateway.routing import NoRoute, RoutingTable
@@ -94,8 +95,10 @@ class InferenceRoutes:
             served.status, served.outcome = outcome.status, outcome
         except ApiError as error:
             served.status = error.status
+            body = (anthropic_error_body(error.status, error.message, error.code, request_id)
+                    if endpoint.protocol == "anthropic" else error.body())  # each protocol's clients parse their own
             await downstream.answer(error.status, [JSON, ("x-request-id", request_id), *error.headers,
-                                                   *limit_headers, *answer_headers], error.body())
+                                                   *limit_headers, *answer_headers], body)
         except ClientGone:
             served.status = 499
         metrics.gateway_request(endpoint.label, served.model, served.outcome, served.status,

@@ -157,12 +157,15 @@ def _status(upstream: dict[str, Any], now: float) -> str:
 @backend_options
 @handle_errors
 def list_upstreams(database_url: str | None, url: str | None, api_key: str | None) -> None:
-    """Each upstream with its health: models it contributes, status, last success, latency, and the error
-    while it is failing."""
+    """Each upstream with its health: models it contributes, status, last success, latency, the error while
+    it is failing; through a server (--url), also how it has been answering inference requests (all of that
+    server's workers)."""
     with open_backend(database_url, url, api_key) as backend:
         entries = backend.list_upstreams()
     now = time.time()
-    rows = [("NAME", "BASE_URL", "MODELS", "STATUS", "LAST SUCCESS", "LATENCY", "ERROR")]
+    inference = any("inference" in upstream["health"] for upstream in entries)  # a server's memory, not the database's
+    rows: list[tuple[str, ...]] = [("NAME", "BASE_URL", "MODELS", "STATUS", "LAST SUCCESS", "LATENCY", "ERROR",
+                                    *(("INFERENCE",) if inference else ()))]
     for upstream in entries:
         health = upstream["health"]
         failing = health["status"] == "failing"
@@ -171,8 +174,20 @@ def list_upstreams(database_url: str | None, url: str | None, api_key: str | Non
         error = _short(health["last_error"]) if failing and health["last_error"] else "-"
         latency = f"{health['latency_ms']:.0f} ms" if health["latency_ms"] is not None else "-"
         rows.append((upstream["name"], upstream["base_url"], models, _status(upstream, now),
-                     _when(health["last_success_at"]), latency, error))
+                     _when(health["last_success_at"]), latency, error,
+                     *((_inference(health.get("inference") or {}),) if inference else ())))
     print_table(rows)
+
+
+def _inference(state: dict[str, Any]) -> str:
+    """`12 ok, 3 failed (resting: HTTP 502)`; `-` before any inference request went to it."""
+    successes, errors = state.get("successes", 0), state.get("errors", 0)
+    if not successes and not errors:
+        return "-"
+    text = f"{successes} ok, {errors} failed"
+    if not state.get("healthy", True):
+        text += f" (resting: {_short(str(state.get('last_error')))})"
+    return text
 
 
 @upstreams.command("remove")

@@ -41,9 +41,11 @@ class UpstreamClient:
             # Our own timeouts are per phase (forward.py); the session's only bounds the connect.
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeouts.connect,
                                             connect=self.timeouts.connect)
+            # No cookie jar: an upstream's cookie must not go back to it with another caller's request (and
+            # matching cookies per request is work for nothing).
             self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
                                                   skip_auto_headers=("User-Agent", "Accept-Encoding"),
-                                                  read_bufsize=2**16)
+                                                  read_bufsize=2**16, cookie_jar=aiohttp.DummyCookieJar())
             self._loop = loop
         return self._session
 

@@ -1,5 +1,6 @@
-"""Errors the gateway answers itself, in the OpenAI envelope before anything was sent, or as the last
-event of a stream that already started (in the shape of the stream's protocol, so SDKs raise it)."""
+"""Errors the gateway answers itself, in the envelope of the route's protocol (OpenAI's, or Anthropic's on
+`/v1/messages`) before anything was sent, or as the last event of a stream that already started (in the
+shape of the stream's protocol, so SDKs raise it)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,31 @@ class GatewayError(Exception):
         self.param = param
         self.headers = headers or []
 
-    def body(self) -> bytes:
+    def body(self, protocol: str = "openai", request_id: str | None = None) -> bytes:
+        if protocol == "anthropic":
+            return anthropic_error_body(self.status, self.message, self.code, request_id)
         return orjson.dumps({"error": {"message": self.message, "type": self.type, "param": self.param,
                                        "code": self.code}})
+
+
+# Anthropic's error types by status (https://docs.anthropic.com/en/api/errors); its SDK picks the error
+# class by status alone, the type tells a client which kind it is.
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 504: "timeout_error"}
+
+
+def anthropic_error_body(status: int, message: str, code: str | None, request_id: str | None) -> bytes:
+    """`{"type": "error", "error": {"type", "message"}}`, Anthropic's error envelope, which its clients parse
+    (Claude Code shows `error.message`); modeldex's own code goes in `error.details.error_code`, where
+    Anthropic puts its stable codes and its SDK reads them (`APIStatusError.error_code`)."""
+    error: dict[str, object] = {"type": _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500
+                                                              else "invalid_request_error"), "message": message}
+    if code:
+        error["details"] = {"error_code": code}
+    document: dict[str, object] = {"type": "error", "error": error}
+    if request_id:
+        document["request_id"] = request_id
+    return orjson.dumps(document)
 
 
 def unreachable(upstream: str, reason: str) -> GatewayError:
