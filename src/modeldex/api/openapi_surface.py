@@ -35,6 +35,7 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     503: ("Unavailable", "Not ready, the catalog database is unreachable, or no upstream serves the model."),
     504: ("GatewayTimeout", "The upstream did not answer in time."),
 }
+ERROR_DESCRIPTIONS = dict(ERROR_RESPONSES.values())  # by response name
 # Every route's caller is resolved first: no key or a bad one (401), too many (429), oversized headers (431).
 CALLER_ERRORS = (401, 429, 431)
 ADMIN_ERRORS = (*CALLER_ERRORS, 403, 503)  # 503: the database is unreachable for a write
@@ -363,14 +364,30 @@ def _inference_operation(endpoint: Endpoint) -> dict[str, Any]:
                                  if endpoint.path == "/v1/audio/speech" else {})}}}
     anthropic: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"anthropicKey": []}]
     security = anthropic if endpoint.protocol == "anthropic" else None
+    responses = _answers(ok, 400, 404, 413, 502, 503, 504, *CALLER_ERRORS)
+    if security:  # Anthropic's clients read Anthropic's error envelope; a few early refusals are OpenAI's
+        either = {"anyOf": [_ref("Error"), _ref("AnthropicError")]}
+        for status, answer in responses.items():
+            if status != "200":
+                name = answer["$ref"].rsplit("/", 1)[1]
+                responses[status] = {"description": ERROR_DESCRIPTIONS[name], "content": _json(either)}
     operation = _operation(
-        op_id, f"{endpoint.path} ({endpoint.protocol} protocol)",
-        _answers(ok, 400, 404, 413, 502, 503, 504, *CALLER_ERRORS), tags=("Inference",), body=body,
+        op_id, f"{endpoint.path} ({endpoint.protocol} protocol)", responses, tags=("Inference",), body=body,
         description="Forwarded to an upstream that serves the model; the body is passed on unchanged but for "
                     "`model`. An upstream's own error answers are passed through as they come.")
     if security:
         operation["security"] = security
     return operation
+
+
+ANTHROPIC_ERROR: Schema = {
+    "type": "object", "required": ["type", "error"],
+    "properties": {
+        "type": {"type": "string", "const": "error"},
+        "error": {"type": "object", "required": ["type", "message"],
+                  "properties": {"type": {"type": "string"}, "message": {"type": "string"},
+                                 "details": {"type": "object"}}},
+        "request_id": {"type": "string"}}}
 
 
 def _service_paths() -> dict[str, Any]:
@@ -402,6 +419,7 @@ def extend(document: dict[str, Any]) -> dict[str, Any]:
     for name, description in ERROR_RESPONSES.values():
         components["responses"].setdefault(name, {"description": description,
                                                   "content": _json(_ref("Error"))})
+    schemas["AnthropicError"] = ANTHROPIC_ERROR
     components["securitySchemes"]["anthropicKey"] = {
         "type": "apiKey", "in": "header", "name": "x-api-key",
         "description": "On the Anthropic routes, the modeldex key as Anthropic's clients send it."}
