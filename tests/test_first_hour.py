@@ -261,7 +261,7 @@ def test_the_sdk_base_url_works_for_the_cli_and_metrics_say_which_key(sqlite_url
 
 # --- shutdown -----------------------------------------------------------------------------------------
 
-DRAIN_RUNS = 10
+DRAIN_RUNS = 6
 
 
 def _post_model(base_url: str, key: str, model_id: str, answers: list[httpx.Response]) -> None:

@@ -95,13 +95,15 @@ WARNINGS = ("missing_auth,base_url_mismatch,missing_deserializer,unused_openapi_
 
 
 @pytest.mark.timeout(400)
-def test_schemathesis_against_the_whole_surface(db_url: str, start_server, tmp_path: Path) -> None:
+def test_schemathesis_against_the_whole_surface(sqlite_url: str, start_server, tmp_path: Path) -> None:
     # Admin API, health, readiness, metrics and the inference routes, with an admin key on a throwaway
     # database. Its own server, without the limit on failed keys: schemathesis sends requests without the
     # key on purpose, and would soon be refused (429) on everything. Without upstreams, inference answers
-    # 404 (no such model) or 503 (no route): both documented.
-    key = create_key(db_url, "schemathesis", "admin")
-    server = start_server(db_url, "--auth-failure-limit", "off")
+    # 404 (no such model) or 503 (no route): both documented. On SQLite only, to keep the suite inside its
+    # time bar (20 s a run); what the databases store differently (NUL, odd strings) has its own tests on
+    # both (test_admin_refusals.py).
+    key = create_key(sqlite_url, "schemathesis", "admin")
+    server = start_server(sqlite_url, "--auth-failure-limit", "off")
     location = server.base_url + "/openapi.json"
     run_schemathesis(location, server.base_url, key, SURFACE_CHECKS, tmp_path,
                      "--exclude-operation-id-regex", KEY_WRITES, "--warnings", WARNINGS, max_examples=10)

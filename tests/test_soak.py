@@ -10,7 +10,7 @@ from .conftest import ROOT
 
 def test_a_short_soak_passes() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "soak.py"), "--duration", "12", "--threads", "3"],
+        [sys.executable, str(ROOT / "bench" / "soak.py"), "--duration", "8", "--threads", "3"],
         capture_output=True, text=True, timeout=180, cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
