@@ -51,7 +51,7 @@ def make_catalog(directory: Path, models: int = 0) -> str:
     url = f"sqlite:///{directory / 'catalog.db'}"
     if models:
         catalog_file = write_catalog_file(directory / "catalog.json", models)
-        cli("catalog", "apply", str(catalog_file), "--prune", "--database-url", url)
+        cli("catalog", "apply", str(catalog_file), "--prune", "--yes", "--database-url", url)
     else:
         cli("models", "list", "--database-url", url)  # creates and seeds it
     return url
