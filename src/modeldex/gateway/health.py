@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modeldex.ops import metrics
+from modeldex.ops.processes import alive
 
 BASE_COOLDOWN_S = 1.0
 MAX_COOLDOWN_S = 30.0
@@ -155,18 +156,10 @@ class SharedHealth:
             if path == self.path:
                 continue
             pid = path.stem.removeprefix(_FILE_PREFIX)
-            if not pid.isdigit() or not _alive(int(pid)):
+            if not pid.isdigit() or not alive(int(pid)):
                 continue  # a worker that was replaced: its figures went with it
             with contextlib.suppress(OSError, ValueError):
                 reports.append(json.loads(path.read_text()))
         return merge(reports)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -19,6 +19,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
+from modeldex.ops.processes import alive
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -193,14 +195,6 @@ def add_collector(name: str, register: ExtraCollector) -> None:
     _extra[name] = register
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def forget_dead_workers() -> None:
@@ -214,7 +208,7 @@ def forget_dead_workers() -> None:
         return
     for name in names:
         match = _LIVE_GAUGE_FILE.fullmatch(name)
-        if match and not _alive(int(match.group(1))):
+        if match and not alive(int(match.group(1))):
             multiprocess.mark_process_dead(int(match.group(1)), path)  # type: ignore[no-untyped-call]
 
 
