@@ -49,6 +49,12 @@ def _location(answer: StaticAnswer, root: Path) -> str:
             f"    }}\n")
 
 
+def nginx_temp_paths(directory: Path) -> str:
+    """The http block's temporary paths, inside `directory`: nginx's defaults are system folders."""
+    return "".join(f"    {name}_temp_path {directory / ('tmp_' + name)};\n"
+                   for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+
+
 def write_config(directory: Path, port: int, workers: int, answers: list[StaticAnswer]) -> Path:
     """nginx.conf with everything (pid, logs, temp paths) inside `directory`."""
     bodies = directory / "_bodies"
@@ -61,7 +67,6 @@ def write_config(directory: Path, port: int, workers: int, answers: list[StaticA
     # must let them through: run.py makes its work directory 0711).
     for path in (directory, bodies, *bodies.iterdir()):
         path.chmod(0o755 if path.is_dir() else 0o644)
-    temp = {name: directory / f"tmp_{name}" for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
     locations = "".join(_location(answer, bodies) for answer in answers)
     config = f"""daemon off;
 worker_processes {workers};
@@ -79,12 +84,7 @@ http {{
     keepalive_requests 1000000;
     keepalive_timeout 75s;
     open_file_cache max=64;
-    client_body_temp_path {temp['client_body']};
-    proxy_temp_path {temp['proxy']};
-    fastcgi_temp_path {temp['fastcgi']};
-    uwsgi_temp_path {temp['uwsgi']};
-    scgi_temp_path {temp['scgi']};
-    server {{
+{nginx_temp_paths(directory)}    server {{
         listen {HOST}:{port};
         server_name localhost;
         location /_bodies/ {{ internal; root {directory}; }}

@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from baseline import nginx_temp_paths
 from instant_upstream import BODY as COMPLETION
 from load import Request, RunResult, run_wrk
 from modeldex_server import cli, start_modeldex
@@ -76,7 +77,6 @@ class GatewayResult:
 
 def nginx_config(directory: Path, port: int) -> Path:
     """nginx answering every request to /v1/chat/completions with the canned completion, from memory."""
-    temp = {name: directory / f"tmp_{name}" for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
     body = COMPLETION.decode()
     assert "'" not in body and "\\" not in body  # it goes between single quotes
     config = f"""daemon off;
@@ -89,12 +89,7 @@ http {{
     access_log off;
     keepalive_requests 1000000;
     keepalive_timeout 75s;
-    client_body_temp_path {temp['client_body']};
-    proxy_temp_path {temp['proxy']};
-    fastcgi_temp_path {temp['fastcgi']};
-    uwsgi_temp_path {temp['uwsgi']};
-    scgi_temp_path {temp['scgi']};
-    server {{
+{nginx_temp_paths(directory)}    server {{
         listen {HOST}:{port};
         location = /v1/chat/completions {{ return 200 '{body}'; }}
     }}
