@@ -110,6 +110,15 @@ def models_label(kind: str, method: str) -> str:
     return kind if kind == "list" else "delete" if method == "DELETE" else "retrieve"
 
 
+AnswerKey = tuple[str, "str | None", "str | None"]
+
+
+def answer_key(path: str, headers: HeaderLookup) -> AnswerKey:
+    """What a remembered answer is filed under: the path, the Authorization header and, for the list only,
+    the Accept-Encoding header (a list may go compressed; a model never does)."""
+    return path, headers.get("authorization"), headers.get("accept-encoding") if path == LIST_PATH else None
+
+
 class NotNow:
     """`answer_now` could not answer without waiting; what it found of the caller, for `answer`."""
 
@@ -133,10 +142,10 @@ class ModelRoutes:
         # answers that depend on nothing else are kept: no rate limit, no query, no If-None-Match (and for
         # the list, the Accept-Encoding header is part of the key).
         self._ready_for: RenderedCatalog | None = None
-        self._ready: dict[tuple[str, str | None, str | None], Ready] = {}
+        self._ready: dict[AnswerKey, Ready] = {}
         # Answers to callers whose credential can lapse before the catalog changes (a token expires, or
         # its key leaves the provider's set), with the check that it still stands.
-        self._lapsing: dict[tuple[str, str | None, str | None], tuple[Ready, Callable[[], bool]]] = {}
+        self._lapsing: dict[AnswerKey, tuple[Ready, Callable[[], bool]]] = {}
 
     def route(self, path: str) -> tuple[str, str | None] | None:
         """('list', None), ('item', model_id) or None when the path (decoded, dot segments resolved:
@@ -169,9 +178,8 @@ class ModelRoutes:
         else:
             answer = self._read(rendered, caller, route, query, headers, request_id, [])
         if (method == "GET" or method == "HEAD") and not query and headers.get("if-none-match") is None:
-            encoding = headers.get("accept-encoding") if path == LIST_PATH else None
             lapses = caller.still_valid if isinstance(caller, Caller) else None
-            self._remember(rendered, (path, authorization, encoding), answer, models_label(route[0], method), lapses)
+            self._remember(rendered, answer_key(path, headers), answer, models_label(route[0], method), lapses)
         return answer
 
     def remembered(self, method: str, path: str, query: str, headers: HeaderLookup, client: str,
@@ -179,9 +187,7 @@ class ModelRoutes:
         """The answer remembered for this request (see `_ready`), or None: `answer_now` it is."""
         if (method != "GET" and method != "HEAD") or query or self._ready_for is not self.live.current:
             return None
-        # A list's answer also depends on whether the client takes gzip; a model's never does.
-        encoding = headers.get("accept-encoding") if path == LIST_PATH else None
-        request = (path, headers.get("authorization"), encoding)
+        request = answer_key(path, headers)
         ready = self._ready.get(request)
         if ready is None:
             lapsing = self._lapsing.get(request) if self._lapsing else None
@@ -193,7 +199,7 @@ class ModelRoutes:
         status, tail, body, caller_name, label = ready
         return status, [JSON, ("x-request-id", request_id), *tail], body, caller_name, label
 
-    def _remember(self, rendered: RenderedCatalog, request: tuple[str, str | None, str | None], answer: Answer,
+    def _remember(self, rendered: RenderedCatalog, request: AnswerKey, answer: Answer,
                   label: str, lapses: Callable[[], bool] | None = None) -> None:
         if rendered is not self._ready_for or len(self._ready) + len(self._lapsing) >= MAX_READY_ANSWERS:
             self._ready_for, self._ready, self._lapsing = rendered, {}, {}
