@@ -78,7 +78,7 @@ class Callers:
             caller = credentials.caller(token)
             if caller is not None:
                 return caller
-        if also is None and (not self._others or (self._might_accept is not None and not self._might_accept(token))):
+        if also is None and (not self._others or not self._another_chance(token)):
             self._remember(keys, authorization or "", token)
         return token
 

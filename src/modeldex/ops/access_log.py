@@ -1,6 +1,6 @@
 r"""The access log: one line per request, text or JSON, written in batches.
 
-A request only appends its fields to a list (~0.1 µs); formatting a line (~2 µs, measured) and the
+A request only appends its fields to a deque (~0.15 µs); formatting a line (~0.5 µs, measured) and the
 write system call happen on a background thread every `interval` seconds (and at shutdown). The line
 names the caller, never its secret, and no header is ever logged.
 
