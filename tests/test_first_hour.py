@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from .conftest import cli_env, create_key, execute_sql, run_cli, wait_until
 
-pytestmark = pytest.mark.cli_process  # each run a new interpreter, exactly as a user runs the command
+# CLI runs are forked from tests/cli_forkserver.py, as in tests/test_cli.py (which also runs the installed
+# script in new processes); `serve` always starts a new one.
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
