@@ -272,10 +272,8 @@ def run_readme(text: str, tmp: Path) -> Run:
                 (tmp / step.file_name).write_text(step.text)
                 results.append((step, ""))
                 continue
-            if step.kind == "python":
-                command = f"python - <<'__README_PY__'\n{step.text}\n__README_PY__"
-            else:
-                command = step.text
+            program = f"python - <<'__README_PY__'\n{step.text}\n__README_PY__"
+            command = program if step.kind == "python" else step.text
             command = command.replace(readme_key.group(0), admin)
             command = command.replace(f"127.0.0.1:{README_PORT}", f"127.0.0.1:{port}")
             command = command.replace(f"localhost:{README_PORT}", f"localhost:{port}")
