@@ -266,7 +266,7 @@ def run_readme(text: str, tmp: Path) -> Run:
         results: list[tuple[Step, str]] = []
         for step in readme_steps(text):
             # What the CLI wrote is served within 0.2 s; a reader types slower than that, a script does not.
-            assert wait_until(served_is_current, 2) is not None, "the server did not catch up with the catalog"
+            assert wait_until(served_is_current, 5) is not None, "the server did not catch up with the catalog"
             if step.kind == "file":
                 assert step.file_name is not None
                 (tmp / step.file_name).write_text(step.text)
