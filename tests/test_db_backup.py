@@ -74,6 +74,9 @@ def test_backup_refusals_are_one_line(sqlite_url: str, tmp_path: Path) -> None:
     assert target.read_text() == "something else"
     missing = run_cli(sqlite_url, "db", "backup", str(tmp_path / "no" / "such.db"), check=False)
     assert missing.returncode == 1 and missing.stderr.startswith("Error: no folder ")
+    too_long = run_cli(sqlite_url, "db", "backup", str(tmp_path / ("x" * 300)), check=False)
+    assert too_long.returncode == 1 and too_long.stderr.startswith("Error: cannot write the backup to ")
+    assert len(too_long.stderr.splitlines()) == 1 and "Traceback" not in too_long.stderr
     postgres = run_cli(sqlite_url, "db", "backup", str(tmp_path / "x.db"), "--database-url",
                        "postgresql://someone@127.0.0.1:1/nothing", check=False)
     assert postgres.returncode == 1 and "pg_dump" in postgres.stderr and len(postgres.stderr.splitlines()) == 1

@@ -25,6 +25,13 @@ class Backup:
 
 
 def backup_sqlite(source: Path, target: Path) -> Backup:
+    try:
+        return _backup(source, target)
+    except OSError as exc:  # a name too long, a folder not writable, a full disk
+        raise StoreError(f"cannot write the backup to {target}: {exc.strerror or exc}") from None
+
+
+def _backup(source: Path, target: Path) -> Backup:
     if not source.exists():
         raise StoreError(f"no database at {source}")
     if target.exists():
