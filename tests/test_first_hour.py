@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,8 +15,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-import httpx
 
 from .conftest import cli_env, create_key, execute_sql, run_cli, wait_until
 
@@ -277,9 +276,19 @@ def test_the_sdk_base_url_works_for_the_cli_and_metrics_say_which_key(sqlite_url
 DRAIN_RUNS = 6
 
 
-def _post_model(base_url: str, key: str, model_id: str, answers: list[httpx.Response]) -> None:
-    answers.append(httpx.post(base_url + "/v1/admin/models", json={"id": model_id, "owned_by": "test"},
-                              headers={"Authorization": f"Bearer {key}"}, timeout=30))
+def _post_model(port: int, key: str, model_id: str, sent: threading.Event, answers: list[bytes]) -> None:
+    """POST a model on a socket of its own, set `sent` once the whole request is on its way (so the stop
+    cannot come before it, however loaded the machine), then read the answer until the server closes."""
+    body = json.dumps({"id": model_id, "owned_by": "test"}).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(b"POST /v1/admin/models HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                     b"Authorization: Bearer " + key.encode() + b"\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        sent.set()
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+        answers.append(answer)
 
 
 def test_sigterm_never_cuts_an_in_flight_request(sqlite_url: str, start_server) -> None:
@@ -293,10 +302,12 @@ def test_sigterm_never_cuts_an_in_flight_request(sqlite_url: str, start_server) 
         server = start_server(sqlite_url, "--workers", "2")
         blocker = sqlite3.connect(database, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")
-        answers: list[httpx.Response] = []
-        request = threading.Thread(target=_post_model, args=(server.base_url, admin, f"drain-{run}", answers))
+        answers: list[bytes] = []
+        sent = threading.Event()
+        request = threading.Thread(target=_post_model, args=(server.port, admin, f"drain-{run}", sent, answers))
         request.start()
-        time.sleep(0.3)
+        assert sent.wait(10), f"run {run}: the request was not sent"
+        time.sleep(0.3)  # for the server to read it and wait on the database's write lock
         server.process.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         alive = server.process.poll() is None
@@ -304,7 +315,7 @@ def test_sigterm_never_cuts_an_in_flight_request(sqlite_url: str, start_server) 
         blocker.close()
         request.join(timeout=15)
         assert alive, f"run {run}: the server quit with a request in flight:\n{server.log()}"
-        assert answers and answers[0].status_code == 201, (run, answers and answers[0].text, server.log())
+        assert answers and answers[0].startswith(b"HTTP/1.1 201 "), (run, answers, server.log())
         assert server.process.wait(timeout=15) == 0, server.log()
         assert "refused to gracefully stop" not in server.log(), f"run {run}:\n{server.log()}"
     listed = run_cli(sqlite_url, "models", "list").stdout
