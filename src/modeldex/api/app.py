@@ -16,6 +16,8 @@ import random
 import time
 from typing import Any
 
+from starlette.routing import BaseRoute
+
 from modeldex.api import errors, paths
 from modeldex.api.admin import AdminRoutes
 from modeldex.api.admin_base import AdminEndpoints, merged
@@ -48,6 +50,7 @@ from modeldex.catalog.retention import parse_retention
 from modeldex.catalog.seed import seed_models
 from modeldex.catalog.service import Catalog
 from modeldex.config import ServerSettings
+from modeldex.console.app import Console, SignInRefused
 from modeldex.discovery.health import DiscoveryStore
 from modeldex.discovery.poller import Poller
 from modeldex.gateway.client import Timeouts, UpstreamClient
@@ -93,6 +96,8 @@ class RequestIds:
 def route_label(path: str) -> str:
     if path.startswith("/v1/admin/"):
         return "admin"
+    if path == "/console" or path.startswith("/console/"):
+        return "console"
     return _ROUTE_LABELS.get(path, "other")
 
 
@@ -207,7 +212,10 @@ class ModeldexApp:
         endpoints = AdminEndpoints(self.live, self.callers, self.catalog_for)
         admin = endpoints.routes(merged(upstream_routes(store, inference_health), route_table(),
                                         identity_routes(self.tokens), AdminRoutes().table()))
-        routes = [metrics_route(self.live, self.callers, self.settings), *admin]
+        routes: list[BaseRoute] = [metrics_route(self.live, self.callers, self.settings), *admin]
+        if self.settings.console:
+            routes += Console(self.live, self._console_caller, self.catalog_for, store, tls=self.settings.tls,
+                              gateway_health=inference_health).routes()
         rate_limits = self.shared_buckets.check if self.shared_buckets is not None else None
         self.side_app = build_side_app(routes, self.live, self.settings, rate_limits, self.callers)
         log.info("serving catalog version %d (%d models)", self.live.version, len(self.live.current.models))
@@ -216,6 +224,15 @@ class ModeldexApp:
         """The catalog service acting for `caller`; after a write, this worker serves it at once."""
         assert self._store is not None
         return Catalog(self._store, actor=caller.actor, after_write=self._refresh)
+
+    async def _console_caller(self, token: str, client: str) -> Caller:
+        """Who a credential given to the console's sign-in stands for: the same resolution as every route,
+        failed attempts counted against the address alike."""
+        assert self.live is not None
+        try:
+            return await self.callers.caller(self.live.current.keys, f"Bearer {token}", client)
+        except errors.ApiError as exc:
+            raise SignInRefused(exc.message) from None
 
     def _refresh(self) -> None:
         if self.live is not None:
