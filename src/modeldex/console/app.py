@@ -501,6 +501,7 @@ class Console:
             Route(f"{PREFIX}/model/edit", page(self.edit_model), methods=["POST"]),
             Route(f"{PREFIX}/model/delete", page(self.delete_model), methods=["POST"]),
             Route(f"{PREFIX}/keys", page(self.keys), methods=["GET"]),
+            Route(f"{PREFIX}/keys/new", page(self.keys), methods=["GET"]),  # reloading the page that showed a secret
             Route(f"{PREFIX}/keys/new", page(self.create_key), methods=["POST"]),
             Route(f"{PREFIX}/key", page(self.key), methods=["GET"]),
             Route(f"{PREFIX}/key/edit", page(self.update_key), methods=["POST"]),
