@@ -239,7 +239,7 @@ class Console:
         request.scope["modeldex.key"] = caller.name
         if not caller.is_admin:
             return self.page(request, "sign_in.html", 403, next=target,
-                             error=f"Not signed in: {caller.name!r} is a read key; the console needs an admin key.")
+                             error=f"Not signed in: {caller.name} is a read key; the console needs an admin key.")
         secret, _record = await run_in_threadpool(self.sessions.start, caller, token)
         return self.redirect(target, {"set-cookie": self._cookie(request, secret)})
 

@@ -1,0 +1,279 @@
+"""The web console in-process: sessions, CSRF and cross-site refusals, who may sign in, escaping, and the
+pages' answers to bad input. The browser tests (test_console.py) cover the same pages end to end."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from modeldex.api.app import ModeldexApp
+from modeldex.console.sessions import token_expiry
+
+from .conftest import dump_database
+from .inprocess import BASE_URL, Harness, error_of
+
+pytestmark = pytest.mark.anyio
+
+HOSTILE_ID = "x<script>alert(1)</script>"  # ids may hold `<`, `>` and `/` (no spaces)
+HOSTILE_TEXT = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    harness = Harness(tmp_path_factory.mktemp("console"), auth_failure_limit="5/m")
+    harness.admin = harness.key("admin", "admin")  # type: ignore[attr-defined]
+    harness.reader = harness.key("reader", "read")  # type: ignore[attr-defined]
+    yield harness
+    harness.stop()
+
+
+class Session:
+    """A signed-in client: its cookie jar holds the session, `csrf` the token its pages carry."""
+
+    def __init__(self, client: httpx.AsyncClient, csrf: str) -> None:
+        self.client = client
+        self.csrf = csrf
+
+    async def post(self, path: str, data: dict[str, str], headers: dict[str, str] | None = None,
+                   csrf: bool = True) -> httpx.Response:
+        return await self.client.post(path, data={**({"csrf": self.csrf} if csrf else {}), **data},
+                                      headers=headers or {})
+
+
+async def signed_in(harness: Harness, key: str, client: httpx.AsyncClient | None = None) -> Session:
+    client = client or harness.client()
+    answer = await client.post("/console/sign-in", data={"key": key})
+    assert answer.status_code == 303, answer.text
+    page = await client.get("/console/keys")
+    return Session(client, csrf_of(page))
+
+
+def alert_of(page: httpx.Response) -> str:
+    """The error the page shows (as HTML text)."""
+    found = re.search(r'role="alert">([^<]*)<', page.text)
+    assert found is not None, page.text[:2000]
+    return found.group(1)
+
+
+def csrf_of(page: httpx.Response) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found is not None, page.text[:500]
+    return found.group(1)
+
+
+@pytest.fixture
+async def session(harness: Harness) -> AsyncIterator[Session]:
+    session = await signed_in(harness, harness.admin)  # type: ignore[attr-defined]
+    yield session
+    await session.client.aclose()
+
+
+async def test_the_cookie_is_httponly_strict_and_secret_free(harness: Harness) -> None:
+    async with harness.client() as client:
+        answer = await client.post("/console/sign-in", data={"key": harness.admin})  # type: ignore[attr-defined]
+    cookie = answer.headers["set-cookie"]
+    assert re.fullmatch(r"modeldex_console=[A-Za-z0-9_-]{43}; Path=/console; HttpOnly; SameSite=Strict", cookie)
+    assert answer.headers["location"] == "/console/models"
+    secret = cookie.split(";")[0].split("=", 1)[1]
+    stored = dump_database(harness.url)
+    assert secret not in stored and harness.admin not in stored  # type: ignore[attr-defined]
+
+
+async def test_secure_cookie_under_tls(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, tls=True)
+    try:
+        admin = harness.key("admin", "admin")
+        answer = await harness.request("POST", "/console/sign-in", data={"key": admin})
+        assert answer.headers["set-cookie"].endswith("; Secure")
+    finally:
+        harness.stop()
+
+
+async def test_a_read_key_cannot_sign_in(harness: Harness) -> None:
+    answer = await harness.request("POST", "/console/sign-in", data={"key": harness.reader})  # type: ignore[attr-defined]
+    assert answer.status_code == 403 and "set-cookie" not in answer.headers
+    assert "Not signed in: reader is a read key; the console needs an admin key." in answer.text
+
+
+async def test_a_wrong_key_is_refused_and_counted(harness: Harness) -> None:
+    address = "10.200.0.1"
+    for _ in range(5):
+        answer = await harness.request("POST", "/console/sign-in", address=address, data={"key": "sk-mdx-wrong"})
+        assert answer.status_code == 401 and "Incorrect API key provided" in answer.text
+        assert "sk-mdx-wrong" not in answer.text  # masked, as the API masks it
+    blocked = await harness.request("POST", "/console/sign-in", address=address,
+                                    data={"key": harness.admin})  # type: ignore[attr-defined]
+    assert blocked.status_code == 401 and "Too many requests with invalid API keys" in blocked.text
+    empty = await harness.request("POST", "/console/sign-in", data={"key": "  "})
+    assert empty.status_code == 400 and "Enter an admin API key" in empty.text
+
+
+async def test_a_change_without_the_csrf_token_is_refused(harness: Harness, session: Session) -> None:
+    for data, csrf in (({"name": "no-token"}, False), ({"name": "no-token", "csrf": "forged"}, False)):
+        answer = await session.post("/console/keys/new", data, csrf=csrf)
+        assert answer.status_code == 403 and "security token (CSRF)" in answer.text
+    assert "no-token" not in {key.name for key in harness.catalog.list_keys()}
+
+
+@pytest.mark.parametrize("headers", [
+    {"origin": "https://evil.example"},
+    {"sec-fetch-site": "cross-site"},
+    {"sec-fetch-site": "same-site", "origin": BASE_URL},
+    {"origin": "null"},
+])
+async def test_a_cross_site_form_post_is_refused(harness: Harness, session: Session, headers: dict[str, str]) -> None:
+    answer = await session.post("/console/keys/new", {"name": "cross-site"}, headers=headers)
+    assert answer.status_code == 403 and "Refused:" in answer.text and "cannot change anything here" in answer.text
+    assert "cross-site" not in {key.name for key in harness.catalog.list_keys()}
+    # Signing in from another site is refused too (no login CSRF).
+    login = await harness.request("POST", "/console/sign-in", headers=headers,
+                                  data={"key": harness.admin})  # type: ignore[attr-defined]
+    assert login.status_code == 403 and "set-cookie" not in login.headers
+
+
+async def test_same_origin_posts_are_accepted(harness: Harness, session: Session) -> None:
+    for headers in ({"origin": BASE_URL, "sec-fetch-site": "same-origin"}, {}):
+        name = f"same-origin-{len(headers)}"
+        answer = await session.post("/console/keys/new", {"name": name}, headers=headers)
+        assert answer.status_code == 201, answer.text
+        assert 'id="secret" value="sk-mdx-' in answer.text and answer.headers["cache-control"] == "no-store"
+
+
+async def test_a_session_after_sign_out_is_over_on_every_worker(harness: Harness, tmp_path: Path) -> None:
+    session = await signed_in(harness, harness.admin)  # type: ignore[attr-defined]
+    cookie = session.client.cookies["modeldex_console"]
+    other_worker = ModeldexApp(harness.settings, store=None)  # another process's app on the same database
+    other_worker.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=other_worker), base_url=BASE_URL,
+                                     cookies={"modeldex_console": cookie}) as other:
+            assert (await other.get("/console/keys")).status_code == 200  # the session holds there too
+            signed_out = await session.post("/console/sign-out", {})
+            assert signed_out.status_code == 303 and "Max-Age=0" in signed_out.headers["set-cookie"]
+            after = await other.get("/console/keys")
+            assert after.status_code == 303 and after.headers["location"].startswith("/console/sign-in")
+            refused = await other.post("/console/keys/new", data={"csrf": session.csrf, "name": "late"})
+            assert refused.status_code == 401 and "session has ended" in refused.text
+    finally:
+        other_worker.stop()
+        await session.client.aclose()
+    assert "late" not in {key.name for key in harness.catalog.list_keys()}
+
+
+async def test_revoking_the_key_ends_its_sessions(harness: Harness) -> None:
+    key = harness.key("short-lived-admin", "admin")
+    session = await signed_in(harness, key)
+    try:
+        harness.catalog.revoke_key("short-lived-admin")
+        answer = await session.client.get("/console/models")
+        assert answer.status_code == 303
+    finally:
+        await session.client.aclose()
+
+
+async def test_html_in_ids_and_metadata_is_escaped_everywhere(harness: Harness, session: Session) -> None:
+    harness.catalog.create("model", {"id": HOSTILE_ID, "name": HOSTILE_TEXT, "description": HOSTILE_TEXT,
+                                     "owned_by": "o<b>wner"})
+    harness.catalog.create("alias", {"id": HOSTILE_ID + "-alias", "target": HOSTILE_ID})
+    pages = [
+        await session.client.get("/console/models", params={"q": "<script>"}),
+        await session.client.get("/console/models", params={"owner": "o<b>wner", "q": HOSTILE_TEXT}),
+        await session.client.get("/console/model", params={"id": HOSTILE_ID}),
+        await session.client.get("/console/changes"),
+        await session.client.get("/console/key", params={"name": "admin", "model": HOSTILE_ID, "q": HOSTILE_TEXT}),
+        await session.post("/console/apply", {"action": "preview", "file": f"models:\n  - id: '{HOSTILE_ID}2'\n"}),
+        await session.post("/console/models/new", {"id": HOSTILE_ID, "fields": "{}"}),  # already exists: an error
+    ]
+    for page in pages:
+        assert page.status_code in (200, 400), page.text[:300]
+        markup = page.text.replace('<script src="/console/static/console.js" defer></script>', "")
+        for raw in ("<script", "<img", "<b>", "onerror=alert"):
+            assert raw not in markup.replace("onerror=alert(1)&gt;", ""), (raw, page.url, markup[:3000])
+    assert "x&lt;script&gt;alert(1)&lt;/script&gt;" in pages[0].text  # found by its id, shown as text
+    assert "&lt;script&gt;alert(&#34;pwned&#34;)" in pages[2].text and "o&lt;b&gt;wner" in pages[2].text
+
+
+async def test_security_headers_and_no_cache(session: Session) -> None:
+    page = await session.client.get("/console/models")
+    assert page.headers["cache-control"] == "no-store"
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY"
+
+
+async def test_sign_in_goes_back_to_the_page_asked_for_never_elsewhere(harness: Harness) -> None:
+    for target, expected in (("/console/keys", "/console/keys"), ("//evil.example/", "/console/models"),
+                             ("https://evil.example/console/", "/console/models"),
+                             ("/console/\\evil", "/console/models")):
+        answer = await harness.request("POST", "/console/sign-in",
+                                       data={"key": harness.admin, "next": target})  # type: ignore[attr-defined]
+        assert answer.headers["location"] == expected, target
+
+
+async def test_stale_edits_and_bad_input_are_explained(harness: Harness, session: Session) -> None:
+    harness.catalog.create("model", {"id": "edit-me", "owned_by": "a", "created": 5, "name": "removed next"})
+    first = await session.post("/console/model/edit", {"id": "edit-me", "revision": "1",
+                                                       "fields": '{"owned_by": "b", "created": 5}'})
+    assert first.status_code == 303, first.text
+    assert harness.catalog.get("model", "edit-me")[0].document() == {"id": "edit-me", "created": 5, "owned_by": "b"}
+    stale = await session.post("/console/model/edit", {"id": "edit-me", "revision": "1",
+                                                       "fields": '{"owned_by": "c", "created": 5}'})
+    assert stale.status_code == 409 and "is at revision 2, not 1: it changed since you read it" in stale.text
+    assert "&#34;owned_by&#34;: &#34;c&#34;" in stale.text  # the refused edit is kept in the form
+    broken = await session.post("/console/model/edit", {"id": "edit-me", "revision": "2", "fields": "{oops"})
+    assert broken.status_code == 400 and "not valid JSON" in broken.text
+    invalid = await session.post("/console/model/edit", {
+        "id": "edit-me", "revision": "2", "fields": '{"context_length": -1, "created": 5, "owned_by": "b"}'})
+    assert invalid.status_code == 400 and "context_length: Input should be greater than 0" in alert_of(invalid), \
+        alert_of(invalid)
+    gone = await session.client.get("/console/model", params={"id": "no-such-model"})
+    assert gone.status_code == 404 and "Not found: model &#39;no-such-model&#39;" in gone.text
+    bad_key = await session.post("/console/keys/new", {"name": "bad", "rate_limit": "lots"})
+    assert bad_key.status_code == 400 and "Not created: rate_limit:" in bad_key.text
+    removed = await session.post("/console/model/edit", {"id": "edit-me", "revision": "2", "fields": "{}"})
+    assert removed.status_code == 400 and "cannot be removed" in removed.text
+
+
+async def test_applying_a_changed_plan_needs_a_new_preview(harness: Harness, session: Session) -> None:
+    document = "models:\n  - id: planned\n    owned_by: first\n"
+    preview = await session.post("/console/apply", {"action": "preview", "file": document})
+    digest = re.search(r'name="digest" value="([^"]+)"', preview.text).group(1)  # type: ignore[union-attr]
+    harness.catalog.create("model", {"id": "planned", "owned_by": "someone-else"})  # meanwhile
+    answer = await session.post("/console/apply", {"action": "apply", "digest": digest, "file": document})
+    assert answer.status_code == 409 and "the catalog changed since your preview" in answer.text
+    assert "~ model planned (owned_by)" in answer.text
+    assert harness.catalog.get("model", "planned")[0].owned_by == "someone-else"
+    empty = await session.post("/console/apply", {"action": "preview", "file": " "})
+    assert empty.status_code == 400 and "Paste a catalog file first" in empty.text
+    invalid = await session.post("/console/apply", {"action": "preview", "file": "models: [{id: 'a', context_length: 0}]"})
+    assert invalid.status_code == 400 and alert_of(invalid) == (
+        "Not applied: models[0] (id &#39;a&#39;): context_length: Input should be greater than 0")
+
+
+async def test_what_a_key_sees_and_why(harness: Harness, session: Session) -> None:
+    harness.catalog.create("group", {"name": "minimax-only", "members": ["MiniMax-*"]})
+    harness.catalog.create_key("limited", "read", {"groups": ["minimax-only"]})
+    page = await session.client.get("/console/key", params={"name": "limited", "model": "meta-llama/Llama-3.1-8B-Instruct"})
+    assert page.status_code == 200
+    listed = re.findall(r'<li><a href="/console/model\?id=[^"]+">([^<]+)</a></li>', page.text)
+    served = [m["id"] for m in (await harness.request("GET", "/v1/models", harness.catalog.create_key(
+        "limited-twin", "read", {"groups": ["minimax-only"]})[1])).json()["data"]]
+    assert listed == served[:50] and listed and all(model_id.startswith("MiniMax-") for model_id in listed)
+    assert "is <strong>not visible</strong> to limited" in page.text
+
+
+async def test_the_console_can_be_turned_off(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, console=False)
+    try:
+        error_of(await harness.request("GET", "/console/sign-in"), 404)
+    finally:
+        harness.stop()
+
+
+def test_token_expiry_is_read_from_a_jwt() -> None:
+    assert token_expiry("e30.eyJleHAiOjE3MDAwMDAwMDB9.sig") == 1_700_000_000  # {"exp":1700000000}
+    assert token_expiry("sk-mdx-abc") is None and token_expiry("a.!!!.c") is None
