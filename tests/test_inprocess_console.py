@@ -11,7 +11,14 @@ import httpx
 import pytest
 
 from modeldex.api.app import ModeldexApp
-from modeldex.console.sessions import token_expiry
+from modeldex.catalog.keys import KeyTable
+from modeldex.catalog.seed import seed_models
+from modeldex.catalog.service import Catalog
+from modeldex.console.sessions import MAX_AGE_S, Sessions, token_expiry
+from modeldex.console.views import latency_chart
+from modeldex.discovery.health import UpstreamHealth
+from modeldex.store import open_store
+from modeldex.store.sql import LATENCY_HISTORY
 
 from .conftest import dump_database
 from .inprocess import BASE_URL, Harness, error_of
@@ -277,3 +284,44 @@ async def test_the_console_can_be_turned_off(tmp_path: Path) -> None:
 def test_token_expiry_is_read_from_a_jwt() -> None:
     assert token_expiry("e30.eyJleHAiOjE3MDAwMDAwMDB9.sig") == 1_700_000_000  # {"exp":1700000000}
     assert token_expiry("sk-mdx-abc") is None and token_expiry("a.!!!.c") is None
+
+
+def test_sessions_and_latency_history_in_both_databases(db_url: str) -> None:
+    """The store's side of the console on SQLite and PostgreSQL: sessions found until ended or expired,
+    and each poll's latency appended to its upstream's history (the last LATENCY_HISTORY kept)."""
+    store = open_store(db_url, seed=seed_models())
+    try:
+        catalog = Catalog(store)
+        _record, secret = catalog.create_key("admin", "admin")
+        keys = KeyTable(store.list_keys())
+        sessions = Sessions(store)
+        cookie, record = sessions.start(keys.caller(secret), secret, now=1000.0)  # type: ignore[arg-type]
+        found = sessions.find(cookie, keys, now=1001.0)
+        assert found is not None and found[0] == record and found[1].name == "admin"
+        assert sessions.find(cookie + "x", keys, now=1001.0) is None
+        assert sessions.find(cookie, keys, now=record.expires_at + 1) is None  # expired
+        sessions.end(cookie)
+        assert sessions.find(cookie, keys, now=1001.0) is None
+        stale, _ = sessions.start(keys.caller(secret), secret, now=1000.0)  # type: ignore[arg-type]
+        assert store.purge_sessions(1000.0 + MAX_AGE_S + 1) == 1 and sessions.find(stale, keys, 1001.0) is None
+
+        catalog.create("upstream", {"name": "up", "base_url": "http://127.0.0.1:9/v1"})
+        for n in range(LATENCY_HISTORY + 3):
+            assert store.claim_upstream("up", "w", 2000.0 + n, 30, force=True)
+            failed = n % 10 == 9
+            store.finish_upstream("up", "w", UpstreamHealth(
+                last_attempt_at=2000.0 + n, latency_ms=None if failed else float(n),
+                failing_since=2000.0 if failed else None), next_poll_at=3000.0)
+        history = store.upstream_health(2100.0)["up"].latency_history
+        assert len(history) == LATENCY_HISTORY and history[-1] == (2000.0 + LATENCY_HISTORY + 2, 62.0, True)
+        assert (2009.0 + 10 * 5, None, False) in history
+        assert "latency_history" not in store.upstream_health(2100.0)["up"].document()  # not in the API
+    finally:
+        store.close()
+
+
+def test_the_latency_chart_is_numbers_only() -> None:
+    chart = latency_chart([(1.0, 10.0, True), (2.0, None, False), (3.0, 30.0, True)])
+    assert chart.startswith('<svg class="chart" role="img"') and chart.count("<rect") == 1
+    assert 'points="0.0,' in chart and "highest 30 ms" in chart
+    assert latency_chart([]) == ""
