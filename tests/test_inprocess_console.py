@@ -21,6 +21,7 @@ from modeldex.store import open_store
 from modeldex.store.sql import LATENCY_HISTORY
 
 from .conftest import dump_database
+from .fake_upstream import FakeUpstream
 from .inprocess import BASE_URL, Harness, error_of
 
 pytestmark = pytest.mark.anyio
@@ -325,3 +326,27 @@ def test_the_latency_chart_is_numbers_only() -> None:
     assert chart.startswith('<svg class="chart" role="img"') and chart.count("<rect") == 1
     assert 'points="0.0,' in chart and "highest 30 ms" in chart
     assert latency_chart([]) == ""
+
+
+async def test_upstreams_health_chart_and_poll_now(harness: Harness, session: Session) -> None:
+    upstream = FakeUpstream([{"id": "polled-a", "object": "model", "owned_by": "fake"}])
+    try:
+        harness.catalog.create("upstream", {"name": "fake-up", "base_url": f"http://127.0.0.1:{upstream.port}/v1",
+                                            "prefix": "fake/"})
+        for _ in range(2):
+            polled = await session.post("/console/upstreams/poll", {"name": "fake-up"})
+            assert polled.status_code == 200, polled.text[:500]
+        assert "Polled fake-up: 1 models (0 added" in polled.text  # the second poll: already there
+        assert polled.text.count("<svg") == 1 and polled.text.count("<circle") == 1
+        assert 'href="/console/models?source=fake-up">1 model</a>' in polled.text
+        models = await session.client.get("/console/models", params={"source": "fake-up"})
+        assert "fake/polled-a" in models.text and "1 model," in models.text
+        model = await session.client.get("/console/model", params={"id": "fake/polled-a"})
+        assert "(discovered)" in model.text and "<td>polled-a</td>" in model.text  # its implicit route
+        upstream.mode = "html"
+        failed = await session.post("/console/upstreams/poll", {"name": "fake-up"})
+        assert "Polled fake-up: failed:" in failed.text and 'class="fail"' in failed.text
+        missing = await session.post("/console/upstreams/poll", {"name": "nowhere"})
+        assert missing.status_code == 404 and "Not found: upstream" in missing.text
+    finally:
+        upstream.close()

@@ -413,7 +413,9 @@ class Console:
         name = context.form.get("name", "")
         try:
             result = await run_in_threadpool(sync_now, self.store, name)
-        except CatalogError as exc:
+        except NotFound:
+            raise
+        except CatalogError as exc:  # another process is polling it
             return await self.upstreams(request, context, error=f"Not polled: {exc}", status=409)
         await run_in_threadpool(context.catalog.written_elsewhere)
         return await self.upstreams(request, context, result=result.document())
