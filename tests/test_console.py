@@ -168,6 +168,8 @@ def test_second_edit_from_a_stale_page_is_refused(console: Console, context) -> 
     assert "changed since you read it" in alert.inner_text() and "reload" in alert.inner_text()
     screenshot(second, "stale-edit")
     assert "second-editor" in second.get_by_label(re.compile("Fields")).input_value()  # the edit is not lost
+    second.get_by_role("button", name="Save").click()  # and saving it again still cannot overwrite the first
+    assert "changed since you read it" in second.get_by_role("alert").inner_text()
     assert console.api("/v1/models/bulk/model-00042").json()["owned_by"] == "first-editor"
 
 

@@ -231,7 +231,11 @@ async def test_stale_edits_and_bad_input_are_explained(harness: Harness, session
     stale = await session.post("/console/model/edit", {"id": "edit-me", "revision": "1",
                                                        "fields": '{"owned_by": "c", "created": 5}'})
     assert stale.status_code == 409 and "is at revision 2, not 1: it changed since you read it" in stale.text
-    assert "&#34;owned_by&#34;: &#34;c&#34;" in stale.text  # the refused edit is kept in the form
+    assert "&#34;owned_by&#34;: &#34;c&#34;" in stale.text  # the refused edit is kept in the form,
+    assert '<input type="hidden" name="revision" value="1">' in stale.text  # with the revision it was made on
+    again = await session.post("/console/model/edit", {"id": "edit-me", "revision": "1",
+                                                       "fields": '{"owned_by": "c", "created": 5}'})
+    assert again.status_code == 409  # saving the refused form again is refused again
     broken = await session.post("/console/model/edit", {"id": "edit-me", "revision": "2", "fields": "{oops"})
     assert broken.status_code == 400 and "not valid JSON" in broken.text
     invalid = await session.post("/console/model/edit", {

@@ -263,7 +263,9 @@ class Console:
                          links=links, upstreams=sorted(served.upstreams), owners=index.owners[:500])
 
     async def model(self, request: Request, context: Context, error: str | None = None, status: int = 200,
-                    text: str | None = None, model_id: str | None = None) -> Response:
+                    text: str | None = None, model_id: str | None = None, edited: int | None = None) -> Response:
+        """A model's page; after a refused edit, the form keeps the text and the revision it was sent with
+        (`edited`), so saving it again cannot overwrite the change that made it stale."""
         model_id = model_id if model_id is not None else request.query_params.get("id", "")
         entity, revision = await run_in_threadpool(context.catalog.get, "model", model_id)
         assert isinstance(entity, Model)
@@ -274,6 +276,7 @@ class Console:
         history = await run_in_threadpool(context.catalog.history, 20, None, "model", model_id)
         gateway = self.gateway_health() if self.gateway_health is not None else {}
         return self.page(request, "model.html", status, context, model=entity, revision=revision,
+                         form_revision=edited if edited is not None else revision,
                          document=document, fields_text=text if text is not None else views.pretty(editable),
                          aliases=aliases, routes=_routes(entity, served.upstreams), gateway=gateway,
                          history=[(c, views.field_changes(c.before, c.after)) for c in history], error=error)
@@ -292,7 +295,7 @@ class Console:
         except PreconditionFailed as exc:
             return await self.model(request, context, f"Not saved: {exc}. Someone else saved this model after you "
                                     "opened this page; reload it to see their change, then edit again.", 409,
-                                    text, model_id)
+                                    text, model_id, _revision(form))
         except NotFound:
             raise
         except CatalogError as exc:
