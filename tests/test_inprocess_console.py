@@ -3,6 +3,7 @@ pages' answers to bad input. The browser tests (test_console.py) cover the same 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,8 +16,10 @@ from modeldex.catalog.keys import KeyTable
 from modeldex.catalog.seed import seed_models
 from modeldex.catalog.service import Catalog
 from modeldex.console.sessions import MAX_AGE_S, Sessions, token_expiry
-from modeldex.console.views import latency_chart
+from modeldex.console.views import latency_chart, traffic_chart
 from modeldex.discovery.health import UpstreamHealth
+from modeldex.ops.traffic import SharedTraffic, Traffic
+from modeldex.ops.traffic import report as traffic_report
 from modeldex.store import open_store
 from modeldex.store.sql import LATENCY_HISTORY
 
@@ -353,4 +356,58 @@ async def test_upstreams_health_chart_and_poll_now(harness: Harness, session: Se
         missing = await session.post("/console/upstreams/poll", {"name": "nowhere"})
         assert missing.status_code == 404 and "Not found: upstream" in missing.text
     finally:
+        upstream.close()
+
+
+def test_traffic_is_counted_per_minute_and_added_up_across_workers(tmp_path: Path) -> None:
+    mine, theirs = Traffic(), Traffic()
+    now = 60_000.0
+    mine.record("m1", "k1", 200, 3, 5, now=now)
+    mine.record("m1", "k1", 502, None, None, now=now - 30)
+    mine.record("m2", None, 401, None, None, now=now - 600)
+    mine.record("m3", "k1", 200, 1, 1, now=now - 3600)  # an hour ago: out of the window
+    theirs.record("m1", "k2", 200, 10, 20, now=now)
+    shared_mine = SharedTraffic(mine, tmp_path, worker=os.getpid())
+    shared_theirs = SharedTraffic(theirs, tmp_path, worker=os.getppid())  # a live process: a live worker
+    gone = SharedTraffic(theirs, tmp_path, worker=2**22 + 7)  # no such process: left out
+    shared_theirs.write()
+    gone.write()
+    rows, workers = shared_mine.rows()
+    figures = traffic_report(rows, now=now, workers=workers)
+    assert workers == 2
+    assert (figures.total.requests, figures.total.errors) == (4, 2)
+    assert (figures.total.prompt_tokens, figures.total.completion_tokens) == (13, 25)
+    assert figures.by_model["m1"].requests == 3 and figures.by_model["m2"].errors == 1 and "m3" not in figures.by_model
+    assert figures.by_key["(no key)"].requests == 1 and figures.by_key["k2"].prompt_tokens == 10
+    assert figures.per_minute[-1].requests == 2 and sum(m.requests for m in figures.per_minute) == 4
+    chart = traffic_chart(figures.per_minute)
+    assert chart.count('class="bar"') == 3 and chart.count('class="fail"') == 2
+
+
+async def test_the_traffic_page_counts_inference_requests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    upstream = FakeUpstream()
+    harness = Harness(tmp_path)
+    try:
+        harness.catalog.create("upstream", {"name": "fake", "base_url": f"http://127.0.0.1:{upstream.port}/v1",
+                                            "routing_only": True})
+        harness.catalog.create("model", {"id": "routed<b>", "routes": [{"upstream": "fake", "model": "fake-chat"}]})
+        reader = harness.key("traffic-reader")
+        for _ in range(3):
+            answer = await harness.request("POST", "/v1/chat/completions", reader,
+                                           json={"model": "routed<b>", "messages": []})
+            assert answer.status_code == 200, answer.text
+        upstream.chat_mode = "5xx"
+        await harness.request("POST", "/v1/chat/completions", reader, json={"model": "routed<b>", "messages": []})
+        await harness.request("POST", "/v1/chat/completions", "sk-mdx-wrong", json={"model": "x", "messages": []})
+        session = await signed_in(harness, harness.key("admin", "admin"))
+        page = await session.client.get("/console/traffic")
+        await session.client.aclose()
+        await harness.app.upstream_client.close()
+        assert page.status_code == 200
+        assert "Last hour: 5 inference requests, 2 errors" in page.text
+        assert re.search(r'routed&lt;b&gt;</a></td>\s*<td>4</td><td>1</td>', page.text), page.text
+        assert re.search(r'traffic-reader</a></td>\s*<td>4</td><td>1</td>', page.text)
+        assert "<td>(no key)</td>" in page.text and page.text.count('class="bar"') == 1
+    finally:
+        harness.stop()
         upstream.close()

@@ -64,6 +64,7 @@ from modeldex.ops import metrics
 from modeldex.ops.access_log import AccessLog
 from modeldex.ops.compaction import Compactor
 from modeldex.ops.ratelimit import Buckets, FailOpen, MemoryBuckets, RateLimiter, RedisBuckets
+from modeldex.ops.traffic import SharedTraffic, Traffic, TrafficReport, report
 
 log = logging.getLogger("modeldex.server")
 _ROUTE_LABELS = {"/healthz": "health", "/readyz": "ready", "/openapi.json": "openapi", "/metrics": "metrics"}
@@ -172,6 +173,8 @@ class ModeldexApp:
             unknown_kid_interval=settings.jwks_min_refresh))
         self.callers = Callers(self.limiter, other_credentials=(self.tokens,))
         self.access_log = AccessLog(json=settings.log_format == "json") if settings.access_log else None
+        self.traffic = Traffic()  # inference requests over the last hour, for the console
+        self.shared_traffic: SharedTraffic | None = None
         self.request_ids = RequestIds()
         self._max_header_bytes = settings.max_header_bytes
         self.side_app: ASGIApp = build_side_app()  # until start(): health and the OpenAPI document only
@@ -206,6 +209,9 @@ class ModeldexApp:
         self.shared_health = SharedHealth(self.route_health, directory) if directory else None
         if self.shared_health is not None:
             self.shared_health.start()
+        self.shared_traffic = SharedTraffic(self.traffic, directory) if directory else None
+        if self.shared_traffic is not None:
+            self.shared_traffic.start()
         inference_health = self.shared_health.report if self.shared_health is not None else self.route_health.report
         forwarder = Forwarder(self.upstream_client, self.route_health, attempts=self.settings.upstream_attempts)
         self.inference = InferenceRoutes(self.live, self.callers, forwarder, self.settings.max_inference_body_bytes)
@@ -215,7 +221,7 @@ class ModeldexApp:
         routes: list[BaseRoute] = [metrics_route(self.live, self.callers, self.settings), *admin]
         if self.settings.console:
             routes += Console(self.live, self._console_caller, self.catalog_for, store, tls=self.settings.tls,
-                              gateway_health=inference_health).routes()
+                              gateway_health=inference_health, traffic=self.traffic_report).routes()
         rate_limits = self.shared_buckets.check if self.shared_buckets is not None else None
         self.side_app = build_side_app(routes, self.live, self.settings, rate_limits, self.callers)
         log.info("serving catalog version %d (%d models)", self.live.version, len(self.live.current.models))
@@ -233,6 +239,13 @@ class ModeldexApp:
             return await self.callers.caller(self.live.current.keys, f"Bearer {token}", client)
         except errors.ApiError as exc:
             raise SignInRefused(exc.message) from None
+
+    def traffic_report(self) -> TrafficReport:
+        """Inference traffic over the last hour, every worker's added up."""
+        if self.shared_traffic is not None:
+            rows, workers = self.shared_traffic.rows()
+            return report(rows, workers=workers)
+        return report(self.traffic.snapshot())
 
     def _refresh(self) -> None:
         if self.live is not None:
@@ -256,6 +269,8 @@ class ModeldexApp:
         self.tokens.close()
         if self.shared_health is not None:
             self.shared_health.stop()
+        if self.shared_traffic is not None:
+            self.shared_traffic.stop()
         if self.poller is not None:
             self.poller.stop()
         if self.compactor is not None:
@@ -332,8 +347,11 @@ class ModeldexApp:
                             client: str) -> None:
         elapsed = time.perf_counter() - started
         metrics.observe(label, served.status, elapsed)
+        outcome = served.outcome
+        self.traffic.record(served.model, served.caller, served.status,
+                            outcome.prompt_tokens if outcome is not None else None,
+                            outcome.completion_tokens if outcome is not None else None)
         if self.access_log is not None:
-            outcome = served.outcome
             fields: dict[str, object] = {"model": served.model}
             if outcome is not None:
                 first_byte = None if outcome.first_byte_ms is None else round(outcome.first_byte_ms, 2)

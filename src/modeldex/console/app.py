@@ -35,6 +35,7 @@ from modeldex.console import views
 from modeldex.console.sessions import COOKIE, SessionRecord, Sessions, SessionStore, csrf_matches
 from modeldex.discovery.health import DiscoveryStore
 from modeldex.discovery.sync import sync_now
+from modeldex.ops.traffic import TrafficReport
 
 PREFIX = "/console"
 MAX_FORM_BYTES = 8 * 1024 * 1024  # a catalog file pasted for preview, with room to spare
@@ -101,7 +102,8 @@ Handler = Callable[[Request, Context], Awaitable[Response]]
 class Console:
     def __init__(self, live: Live, authenticate: Authenticate, catalog_for: Callable[[Caller], Catalog],
                  store: Any, tls: bool = False,
-                 gateway_health: Callable[[], dict[str, dict[str, object]]] | None = None) -> None:
+                 gateway_health: Callable[[], dict[str, dict[str, object]]] | None = None,
+                 traffic: Callable[[], TrafficReport] | None = None) -> None:
         self.live = live
         self.authenticate = authenticate
         self.catalog_for = catalog_for
@@ -109,6 +111,7 @@ class Console:
         self.sessions = Sessions(store)
         self.tls = tls
         self.gateway_health = gateway_health
+        self.traffic = traffic
         self.indexes = views.IndexCache()
         self.templates = Environment(loader=PackageLoader("modeldex.console", "templates"), autoescape=True,
                                      trim_blocks=True, lstrip_blocks=True)
@@ -423,6 +426,17 @@ class Console:
         await run_in_threadpool(context.catalog.written_elsewhere)
         return await self.upstreams(request, context, result=result.document())
 
+    # --- traffic ------------------------------------------------------------------------------------------
+
+    async def traffic_page(self, request: Request, context: Context) -> Response:
+        figures = await run_in_threadpool(self.traffic) if self.traffic is not None else TrafficReport()
+
+        def top(table: Mapping[str, Any]) -> list[tuple[str, Any]]:
+            return sorted(table.items(), key=lambda item: (-item[1].requests, item[0]))[:100]
+
+        return self.page(request, "traffic.html", context=context, figures=figures, models=top(figures.by_model),
+                         keys=top(figures.by_key), chart=views.traffic_chart(figures.per_minute))
+
     # --- changes, catalog files -------------------------------------------------------------------------
 
     async def changes(self, request: Request, context: Context) -> Response:
@@ -513,6 +527,7 @@ class Console:
             Route(f"{PREFIX}/key/revoke", page(self.revoke_key), methods=["POST"]),
             Route(f"{PREFIX}/upstreams", page(self.upstreams), methods=["GET"]),
             Route(f"{PREFIX}/upstreams/poll", page(self.poll), methods=["POST"]),
+            Route(f"{PREFIX}/traffic", page(self.traffic_page), methods=["GET"]),
             Route(f"{PREFIX}/changes", page(self.changes), methods=["GET"]),
             Route(f"{PREFIX}/catalog.yaml", page(self.export), methods=["GET"]),
             Route(f"{PREFIX}/apply", page(self.apply_page), methods=["GET"]),

@@ -177,3 +177,26 @@ def latency_chart(points: Iterable[Sequence[Any]], width: int = 240, height: int
     return (f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
             f'aria-label="{label}"><title>{label}</title>'
             f'<line x1="0" y1="{height - 1}" x2="{width}" y2="{height - 1}" class="axis"/>{path}{dots}{"".join(marks)}</svg>')
+
+
+def traffic_chart(minutes: Sequence[Any], width: int = 600, height: int = 80) -> str:
+    """An SVG bar chart of requests per minute (oldest on the left), errors in red at the foot of each bar."""
+    highest = max((m.requests for m in minutes), default=0)
+    if not highest:
+        return ""
+    bar = width / len(minutes)
+    bars = []
+    for n, m in enumerate(minutes):
+        if not m.requests:
+            continue
+        x, total = round(n * bar, 1), (height - 2) * m.requests / highest
+        errors = (height - 2) * m.errors / highest
+        bars.append(f'<rect x="{x}" y="{round(height - total, 1)}" width="{round(bar - 1, 1)}" '
+                    f'height="{round(total, 1)}" class="bar"/>')
+        if m.errors:
+            bars.append(f'<rect x="{x}" y="{round(height - errors, 1)}" width="{round(bar - 1, 1)}" '
+                        f'height="{round(errors, 1)}" class="fail"/>')
+    label = f"requests per minute over the last hour, highest {highest}"
+    return (f'<svg class="chart wide" role="img" viewBox="0 0 {width} {height}" preserveAspectRatio="none" '
+            f'aria-label="{label}"><title>{label}</title>'
+            f'<line x1="0" y1="{height - 0.5}" x2="{width}" y2="{height - 0.5}" class="axis"/>{"".join(bars)}</svg>')
