@@ -50,7 +50,7 @@ from modeldex.catalog.retention import parse_retention
 from modeldex.catalog.seed import seed_models
 from modeldex.catalog.service import Catalog
 from modeldex.config import ServerSettings
-from modeldex.console.app import Console, SignInRefused
+from modeldex.console.app import Console, RateLimited, SignInRefused
 from modeldex.discovery.health import DiscoveryStore
 from modeldex.discovery.poller import Poller
 from modeldex.gateway.client import Timeouts, UpstreamClient
@@ -221,7 +221,8 @@ class ModeldexApp:
         routes: list[BaseRoute] = [metrics_route(self.live, self.callers, self.settings), *admin]
         if self.settings.console:
             routes += Console(self.live, self._console_caller, self.catalog_for, store, tls=self.settings.tls,
-                              gateway_health=inference_health, traffic=self.traffic_report).routes()
+                              gateway_health=inference_health, traffic=self.traffic_report,
+                              charge=self._console_charge).routes()
         rate_limits = self.shared_buckets.check if self.shared_buckets is not None else None
         self.side_app = build_side_app(routes, self.live, self.settings, rate_limits, self.callers)
         log.info("serving catalog version %d (%d models)", self.live.version, len(self.live.current.models))
@@ -239,6 +240,14 @@ class ModeldexApp:
             return await self.callers.caller(self.live.current.keys, f"Bearer {token}", client)
         except errors.ApiError as exc:
             raise SignInRefused(exc.message) from None
+
+    async def _console_charge(self, caller: Caller) -> None:
+        """A console page counts against the signed-in key's rate limit, as its admin API calls do."""
+        if self.callers.limited(caller):
+            try:
+                await self.callers.charge(caller)
+            except errors.ApiError as exc:
+                raise RateLimited(exc.message) from None
 
     def traffic_report(self) -> TrafficReport:
         """Inference traffic over the last hour, every worker's added up."""

@@ -61,7 +61,12 @@ class SignInRefused(Exception):
     """The credential was not accepted; the message says why (never the credential)."""
 
 
+class RateLimited(Exception):
+    """The signed-in key used up its rate limit; the message says when to try again."""
+
+
 Authenticate = Callable[[str, str], Awaitable[Caller]]
+Charge = Callable[[Caller], Awaitable[None]]  # counts a request against the caller's limit, or raises RateLimited
 
 
 class Served(Protocol):
@@ -103,7 +108,7 @@ class Console:
     def __init__(self, live: Live, authenticate: Authenticate, catalog_for: Callable[[Caller], Catalog],
                  store: Any, tls: bool = False,
                  gateway_health: Callable[[], dict[str, dict[str, object]]] | None = None,
-                 traffic: Callable[[], TrafficReport] | None = None) -> None:
+                 traffic: Callable[[], TrafficReport] | None = None, charge: Charge | None = None) -> None:
         self.live = live
         self.authenticate = authenticate
         self.catalog_for = catalog_for
@@ -112,6 +117,7 @@ class Console:
         self.tls = tls
         self.gateway_health = gateway_health
         self.traffic = traffic
+        self.charge = charge
         self.indexes = views.IndexCache()
         self.templates = Environment(loader=PackageLoader("modeldex.console", "templates"), autoescape=True,
                                      trim_blocks=True, lstrip_blocks=True)
@@ -196,6 +202,11 @@ class Console:
             record, caller = found
             request.scope["modeldex.key"] = caller.name
             context = Context(record, caller, self.catalog_for(caller))
+            if self.charge is not None:  # a page is a request of the signed-in key, as an admin API call is
+                try:
+                    await self.charge(caller)
+                except RateLimited as exc:
+                    return self.problem(request, 429, str(exc), context)
             if posted:
                 refused = self.cross_site(request)
                 if refused is not None:
