@@ -3,6 +3,7 @@ pages' answers to bad input. The browser tests (test_console.py) cover the same 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -10,7 +11,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from modeldex.api.app import ModeldexApp
 from modeldex.catalog.entities import Model
@@ -306,14 +310,14 @@ def test_sessions_and_latency_history_in_both_databases(db_url: str) -> None:
         keys = KeyTable(store.list_keys())
         sessions = Sessions(store)
         cookie, record = sessions.start(keys.caller(secret), secret, now=1000.0)  # type: ignore[arg-type]
-        found = sessions.find(cookie, keys, now=1001.0)
+        found = sessions.find(cookie, keys, (), 1001.0)
         assert found is not None and found[0] == record and found[1].name == "admin"
-        assert sessions.find(cookie + "x", keys, now=1001.0) is None
-        assert sessions.find(cookie, keys, now=record.expires_at + 1) is None  # expired
+        assert sessions.find(cookie + "x", keys, (), 1001.0) is None
+        assert sessions.find(cookie, keys, (), record.expires_at + 1) is None  # expired
         sessions.end(cookie)
-        assert sessions.find(cookie, keys, now=1001.0) is None
+        assert sessions.find(cookie, keys, (), 1001.0) is None
         stale, _ = sessions.start(keys.caller(secret), secret, now=1000.0)  # type: ignore[arg-type]
-        assert store.purge_sessions(1000.0 + MAX_AGE_S + 1) == 1 and sessions.find(stale, keys, 1001.0) is None
+        assert store.purge_sessions(1000.0 + MAX_AGE_S + 1) == 1 and sessions.find(stale, keys, (), 1001.0) is None
 
         catalog.create("upstream", {"name": "up", "base_url": "http://127.0.0.1:9/v1"})
         for n in range(LATENCY_HISTORY + 3):
@@ -436,3 +440,46 @@ def test_searching_100000_models_takes_milliseconds() -> None:
     took = time.perf_counter() - started
     assert [len(ids) for ids in found] == [10_000, len(range(3, 100_000, 21)), 0]
     assert took < 1.0, f"building the index and three searches of 100,000 models took {took:.2f} s"  # ~0.15 s here
+
+
+async def test_an_identity_providers_admin_token_signs_in_until_it_expires(tmp_path: Path) -> None:
+    """A token with the admin role signs in as `jwt:ISSUER:SUBJECT` (the change feed says so), with the
+    issuer's rate limit; a token without it cannot; the session ends with the token, or with its issuer."""
+    signing_key = ec.generate_private_key(ec.SECP256R1())
+    issuer = "https://login.example.test/realms/acme"
+    pem = signing_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    harness = Harness(tmp_path)
+    harness.catalog.create("issuer", {"name": "corp", "issuer": issuer, "public_key": pem, "audiences": ["modeldex"],
+                                      "algorithms": ["ES256"], "groups_claim": "roles", "admin_value": "ops",
+                                      "rate_limit": "100/m", "subject_claim": "preferred_username"})
+
+    def token(roles: list[str], lifetime: float) -> str:
+        now = time.time()
+        return jwt.encode({"iss": issuer, "aud": "modeldex", "sub": "1", "preferred_username": "ada",
+                           "roles": roles, "iat": int(now), "exp": int(now + lifetime)}, signing_key, algorithm="ES256")
+
+    try:
+        refused = await harness.request("POST", "/console/sign-in", data={"key": token([], 300)})
+        assert refused.status_code == 403 and "corp:ada is a read key" in refused.text
+        session = await signed_in(harness, token(["ops"], 300))
+        try:
+            created = await session.post("/console/keys/new", {"name": "made-by-ada"})
+            assert created.status_code == 201
+            assert harness.catalog.changes()[-1].actor == "jwt:corp:ada"
+            stored = dump_database(harness.url)
+            assert "'jwt', 'corp:ada', 'corp:ada', '100/m'" in stored  # the issuer's limit, not none
+            harness.catalog.delete("issuer", "corp")
+            assert (await session.client.get("/console/keys")).status_code == 303  # its issuer is gone
+        finally:
+            await session.client.aclose()
+        harness.catalog.create("issuer", {"name": "corp", "issuer": issuer, "public_key": pem,
+                                          "audiences": ["modeldex"], "algorithms": ["ES256"], "leeway": 0,
+                                          "groups_claim": "roles", "admin_value": "ops"})
+        short = await signed_in(harness, token(["ops"], 2))
+        try:
+            await asyncio.sleep(2.1)
+            assert (await short.client.get("/console/keys")).status_code == 303  # the token expired: so did it
+        finally:
+            await short.client.aclose()
+    finally:
+        harness.stop()

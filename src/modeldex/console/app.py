@@ -155,8 +155,8 @@ class Console:
         secret = request.cookies.get(COOKIE)
         if not secret:
             return None
-        keys = self.live.current.keys
-        return await run_in_threadpool(self.sessions.find, secret, keys)
+        served = self.live.current
+        return await run_in_threadpool(self.sessions.find, secret, served.keys, served.issuers)
 
     @staticmethod
     def cross_site(request: Request) -> str | None:

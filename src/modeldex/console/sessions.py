@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -37,6 +38,7 @@ class SessionRecord:
     credential: str  # "api_key", or the kind of token ("token")
     subject: str  # an API key's lookup id; a token caller's name
     name: str  # who, for the page's header
+    rate_limit: str | None  # a token caller's limit (an API key's is read from the key table)
     created_at: float
     expires_at: float
 
@@ -94,14 +96,15 @@ class Sessions:
                 expires = min(expires, lapses)
         secret = secrets.token_urlsafe(32)
         record = SessionRecord(_hash(secret), secrets.token_urlsafe(32), caller.credential, subject, caller.name,
-                               now, expires)
+                               None if caller.credential == "api_key" else caller.rate_limit, now, expires)
         self.store.purge_sessions(now)
         self.store.create_session(dataclasses.asdict(record))
         return secret, record
 
-    def find(self, secret: str | None, keys: KeyTable, now: float | None = None
+    def find(self, secret: str | None, keys: KeyTable, issuers: Container[str] = (), now: float | None = None
              ) -> tuple[SessionRecord, Caller] | None:
-        """The session a cookie stands for and the caller it acts as; None when there is none (any more)."""
+        """The session a cookie stands for and the caller it acts as; None when there is none (any more):
+        signed out, expired, its key revoked or made a read key, or its token's issuer removed."""
         if not secret:
             return None
         now = time.time() if now is None else now
@@ -114,7 +117,9 @@ class Sessions:
             if caller is None or not caller.is_admin:
                 return None  # the key was revoked or made a read key since
             return record, caller
-        return record, Caller(record.name, Scope.ADMIN, ALL_MODELS, "unlimited", credential=record.credential)
+        if record.name.partition(":")[0] not in issuers:  # a token's caller is named ISSUER:SUBJECT
+            return None
+        return record, Caller(record.name, Scope.ADMIN, ALL_MODELS, record.rate_limit, credential=record.credential)
 
     def end(self, secret: str | None) -> None:
         if secret:

@@ -144,6 +144,7 @@ console_sessions = Table(
     Column("credential", String(32), nullable=False),
     Column("subject", String(256), nullable=False),
     Column("name", String(256), nullable=False),
+    Column("rate_limit", String(32), nullable=True),  # a token's (an API key's comes from the key table)
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False, index=True),
 )

@@ -22,6 +22,7 @@ def upgrade() -> None:
         sa.Column("credential", sa.String(32), nullable=False),
         sa.Column("subject", sa.String(256), nullable=False),
         sa.Column("name", sa.String(256), nullable=False),
+        sa.Column("rate_limit", sa.String(32), nullable=True),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("expires_at", sa.Float, nullable=False, index=True),
     )
