@@ -425,7 +425,8 @@ async def test_pages_count_against_the_keys_rate_limit(harness: Harness) -> None
     try:
         pages = [await session.client.get("/console/models") for _ in range(3)]
         assert [page.status_code for page in pages] == [200, 200, 429]
-        assert alert_of(pages[-1]).startswith("Rate limit reached for requests with key &#39;slow-admin&#39;: limit 3, remaining 0.")
+        assert alert_of(pages[-1]).startswith(
+            "Rate limit reached for requests with key &#39;slow-admin&#39;: limit 3, remaining 0.")
     finally:
         await session.client.aclose()
 
