@@ -218,7 +218,8 @@ def test_phone_width_and_keyboard(console: Console, browser) -> None:  # type: i
     phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     try:
         page = sign_in(phone, console)
-        for path in ("/console/models", "/console/model?id=bulk%2Fmodel-00001", "/console/keys", "/console/changes"):
+        for path in ("/console/models", "/console/model?id=bulk%2Fmodel-00001", "/console/keys", "/console/key?name=admin",
+                     "/console/upstreams", "/console/traffic", "/console/changes", "/console/apply"):
             page.goto(console.base + path)
             assert page.evaluate("document.documentElement.scrollWidth") <= 390, f"{path} scrolls sideways"
         page.goto(console.base + "/console/models")
