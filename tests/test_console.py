@@ -24,6 +24,7 @@ from modeldex.store.sql import create_store_engine
 
 from .browser import ensure_chromium
 from .conftest import Server, create_key, new_database, wait_until
+from .fake_upstream import FakeUpstream
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -247,3 +248,36 @@ def test_sign_out_ends_the_session(console: Console, context) -> None:  # type: 
         refused = client.post("/console/keys/new", data={"csrf": csrf, "name": "after-sign-out"})
         assert refused.status_code == 401 and "session has ended" in refused.text
     assert console.api("/v1/admin/keys/after-sign-out", console.admin_key).status_code == 404
+
+
+def test_upstream_health_poll_now_and_traffic(console: Console, context) -> None:  # type: ignore[no-untyped-def]
+    upstream = FakeUpstream([{"id": "served-by-fake", "object": "model", "owned_by": "fake"}])
+    admin = {"Authorization": f"Bearer {console.admin_key}"}
+    try:
+        httpx.post(console.base + "/v1/admin/upstreams", headers=admin, json={
+            "name": "fake", "base_url": f"http://127.0.0.1:{upstream.port}/v1", "prefix": "fake/"}).raise_for_status()
+        # The server's poller finds the new upstream's model; then three completions through the gateway.
+        assert wait_until(lambda: console.api("/v1/models/fake/served-by-fake").status_code == 200, 5.0) is not None
+        for _ in range(3):
+            answer = httpx.post(console.base + "/v1/chat/completions", json={"model": "fake/served-by-fake",
+                                "messages": []}, headers={"Authorization": f"Bearer {console.read_key}"}, timeout=10)
+            assert answer.status_code == 200, answer.text
+        page = sign_in(context, console)
+        page.get_by_role("link", name="Upstreams", exact=True).click()
+        for _ in range(3):  # a few polls, for the chart
+            page.get_by_role("button", name="Poll fake now").click()
+            page.get_by_text(re.compile(r"Polled fake: 1 models")).wait_for()
+        assert page.locator("svg.chart circle").count() == 1
+        page.get_by_role("link", name="1 model", exact=True).click()
+        assert page.get_by_role("link", name="fake/served-by-fake").count() == 1
+        page.goto(console.base + "/console/upstreams")
+        assert page.get_by_text("Last success").count() == 1
+        screenshot(page, "upstreams")
+        page.get_by_role("link", name="Traffic", exact=True).click()
+        summary = page.get_by_role("status").first.inner_text()
+        requests = int(re.search(r"Last hour: (\d+) inference request", summary).group(1))
+        assert requests == 3, summary
+        assert page.get_by_role("link", name="reader").count() == 1
+        screenshot(page, "traffic")
+    finally:
+        upstream.close()
