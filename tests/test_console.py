@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from playwright.sync_api import sync_playwright
 from sqlalchemy import insert, update
 
 from modeldex.store.schema import catalog_state, models
@@ -25,8 +26,6 @@ from modeldex.store.sql import create_store_engine
 from .browser import ensure_chromium
 from .conftest import Server, create_key, new_database, wait_until
 from .fake_upstream import FakeUpstream
-
-playwright_sync = pytest.importorskip("playwright.sync_api")
 
 BULK = 10_000
 SCREENSHOTS = os.environ.get("MODELDEX_CONSOLE_SCREENSHOTS")
@@ -69,7 +68,7 @@ def console(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     executable = ensure_chromium()
-    with playwright_sync.sync_playwright() as playwright:
+    with sync_playwright() as playwright:
         # --no-sandbox: Chromium refuses to start as root with its sandbox (CI runs as root).
         browser = playwright.chromium.launch(executable_path=str(executable), headless=True, args=["--no-sandbox"])
         yield browser
