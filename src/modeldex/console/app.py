@@ -27,10 +27,12 @@ from starlette.routing import BaseRoute, Route
 
 from modeldex.catalog.callers import Caller
 from modeldex.catalog.catalog_file import dump_yaml, parse_catalog_file
-from modeldex.catalog.entities import DISCOVERY_FIELDS, Model
+from modeldex.catalog.entities import DISCOVERY_FIELDS, Alias, Model
 from modeldex.catalog.errors import CatalogError, NotFound, PreconditionFailed, StoreUnavailable
 from modeldex.catalog.keys import KeyTable
+from modeldex.catalog.policy import AccessPolicy
 from modeldex.catalog.service import Catalog
+from modeldex.catalog.upstreams import Upstream
 from modeldex.console import views
 from modeldex.console.sessions import COOKIE, SessionRecord, Sessions, SessionStore, csrf_matches
 from modeldex.discovery.health import DiscoveryStore
@@ -72,18 +74,29 @@ Charge = Callable[[Caller], Awaitable[None]]  # counts a request against the cal
 class Served(Protocol):
     """What the console reads of the catalog version being served (api/render.py's RenderedCatalog)."""
 
-    version: int
-    keys: KeyTable
-    models: Mapping[str, Model]
-    aliases: Mapping[str, Any]
-    upstreams: Mapping[str, Any]
+    @property
+    def keys(self) -> KeyTable: ...
 
-    def view(self, policy: Any) -> Any: ...
+    @property
+    def models(self) -> Mapping[str, Model]: ...
+
+    @property
+    def aliases(self) -> Mapping[str, Alias]: ...
+
+    @property
+    def upstreams(self) -> Mapping[str, Upstream]: ...
+
+    @property
+    def issuers(self) -> Mapping[str, Any]: ...
+
+    def view(self, policy: AccessPolicy) -> Any:
+        """The Models API's list for `policy` (its `bodies`: id -> answer, in list order)."""
+        ...
 
 
 class Live(Protocol):
     @property
-    def current(self) -> Any: ...
+    def current(self) -> Served: ...
 
 
 class ConsoleStore(SessionStore, DiscoveryStore, Protocol):
