@@ -50,8 +50,7 @@ from modeldex.catalog.retention import parse_retention
 from modeldex.catalog.seed import seed_models
 from modeldex.catalog.service import Catalog
 from modeldex.config import ServerSettings
-from modeldex.console.app import Console, RateLimited, SignInRefused
-from modeldex.discovery.health import DiscoveryStore
+from modeldex.console.app import Console, ConsoleStore, RateLimited, SignInRefused
 from modeldex.discovery.poller import Poller
 from modeldex.gateway.client import Timeouts, UpstreamClient
 from modeldex.gateway.downstream import AsgiDownstream, Downstream, RsgiDownstream
@@ -149,7 +148,7 @@ class AsgiHeaders:
 
 
 class ModeldexApp:
-    def __init__(self, settings: ServerSettings, store: DiscoveryStore | None = None) -> None:
+    def __init__(self, settings: ServerSettings, store: ConsoleStore | None = None) -> None:
         self.settings = settings
         self._store = store
         self.live: LiveCatalog[RenderedCatalog] | None = None

@@ -100,8 +100,8 @@ class Live(Protocol):
 
 
 class ConsoleStore(SessionStore, DiscoveryStore, Protocol):
-    """The store as the console uses it directly: sessions, upstream health and polls (its catalog
-    operations go through `Catalog`)."""
+    """The store as the server uses it: the catalog, upstream health and polls, and console sessions
+    (store/sql.py's SqlStore is one)."""
 
 
 @dataclass
@@ -119,13 +119,13 @@ Handler = Callable[[Request, Context], Awaitable[Response]]
 
 class Console:
     def __init__(self, live: Live, authenticate: Authenticate, catalog_for: Callable[[Caller], Catalog],
-                 store: Any, tls: bool = False,
+                 store: ConsoleStore, tls: bool = False,
                  gateway_health: Callable[[], dict[str, dict[str, object]]] | None = None,
                  traffic: Callable[[], TrafficReport] | None = None, charge: Charge | None = None) -> None:
         self.live = live
         self.authenticate = authenticate
         self.catalog_for = catalog_for
-        self.store: ConsoleStore = store
+        self.store = store
         self.sessions = Sessions(store)
         self.tls = tls
         self.gateway_health = gateway_health
