@@ -280,3 +280,27 @@ def test_upstream_health_poll_now_and_traffic(console: Console, context) -> None
         screenshot(page, "traffic")
     finally:
         upstream.close()
+
+
+def test_a_cross_site_page_cannot_post_with_the_session(console: Console, context) -> None:  # type: ignore[no-untyped-def]
+    """Another site's page that posts a form to the console, in the browser of a signed-in admin: the browser
+    leaves the SameSite=Strict cookie out, so the post reaches the console without a session."""
+    page = sign_in(context, console)
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")  # even with the right token
+    attacker = "http://attacker.example/"
+    context.route(attacker, lambda route: route.fulfill(content_type="text/html", body=(
+        f'<form method="post" action="{console.base}/console/keys/new">'
+        f'<input name="csrf" value="{csrf}"><input name="name" value="planted"></form>'
+        "<script>document.forms[0].submit()</script>")))
+    page.goto(attacker)
+    page.wait_for_url(console.base + "/console/keys/new")
+    assert "Your session has ended" in page.inner_text("main")
+    assert console.api("/v1/admin/keys/planted", console.admin_key).status_code == 404
+    # Strict, not Lax: even a plain link from another site arrives without the session.
+    context.route(attacker + "link", lambda route: route.fulfill(
+        content_type="text/html", body=f'<a href="{console.base}/console/keys">keys</a>'))
+    page.goto(attacker + "link")
+    page.get_by_role("link", name="keys").click()
+    page.wait_for_url(re.compile(r"/console/sign-in"))
+    page.goto(console.base + "/console/keys")  # typed in: the session is still there
+    assert page.get_by_role("heading", name="API keys").count() == 1

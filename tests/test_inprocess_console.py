@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from modeldex.api.app import ModeldexApp
-from modeldex.catalog.entities import Model
+from modeldex.catalog.entities import Alias, Model
 from modeldex.catalog.keys import KeyTable
 from modeldex.catalog.seed import seed_models
 from modeldex.catalog.service import Catalog
@@ -484,3 +484,22 @@ async def test_an_identity_providers_admin_token_signs_in_until_it_expires(tmp_p
             await short.client.aclose()
     finally:
         harness.stop()
+
+
+def test_model_filters_by_source_staleness_and_alias() -> None:
+    catalog = {
+        "mine": Model.stored("mine", 1, "me", None, None),
+        "up/a": Model.stored("up/a", 2, "them", "up", None),
+        "up/b": Model.stored("up/b", 3, "them", "up", 1000.0),
+        "other/c": Model.stored("other/c", 4, "them", "other", None),
+    }
+    index = ModelIndex(catalog, {"latest": Alias(id="latest", target="up/a")})
+
+    def ids(**wanted: str) -> list[str]:
+        return index.search(ModelFilter(**wanted))
+
+    assert ids() == ["mine", "other/c", "up/a", "up/b"]
+    assert ids(source="operator") == ["mine"] and ids(source="upstream") == ["other/c", "up/a", "up/b"]
+    assert ids(source="up") == ["up/a", "up/b"] and ids(source="up", stale="no") == ["up/a"]
+    assert ids(stale="yes") == ["up/b"] and ids(alias="yes") == ["up/a"] and "up/a" not in ids(alias="no")
+    assert ids(q="UP/", owner="them", alias="no") == ["up/b"] and index.sources == {"up": 2, "other": 1}

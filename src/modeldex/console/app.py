@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from modeldex.discovery.health import DiscoveryStore
 from modeldex.discovery.sync import sync_now
 from modeldex.ops.traffic import TrafficReport
 
+log = logging.getLogger("modeldex.console")
 PREFIX = "/console"
 MAX_FORM_BYTES = 8 * 1024 * 1024  # a catalog file pasted for preview, with room to spare
 _STATIC = Path(__file__).with_name("static")
@@ -240,6 +242,11 @@ class Console:
                                     context)
             except CatalogError as exc:
                 return self.problem(request, 400, str(exc), context)
+            except Exception:
+                request_id = request.scope.get("modeldex.request_id", "unknown")
+                log.exception("console page failed in request %s", request_id)
+                return self.problem(request, 500, f"Something went wrong on the server (request {request_id}); "
+                                    "the server's log has the details.", context)
 
         return endpoint
 
