@@ -136,8 +136,9 @@ def test_key_secret_shown_once_then_revoked(console: Console, context) -> None: 
     screenshot(page, "key-created")
     # The key works at once, and the secret is nowhere once the page is loaded again.
     assert wait_until(lambda: console.api("/v1/models", secret).status_code == 200, 1.0) is not None
-    page.reload()
+    page.reload()  # sends the form again: refused, the name is taken, and no secret comes back
     assert secret not in page.content()
+    assert "already exists" in page.get_by_role("alert").inner_text()
     page.goto(console.base + "/console/keys")
     assert secret not in page.content()
     screenshot(page, "keys")
