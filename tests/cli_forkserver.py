@@ -6,7 +6,8 @@ stdout and stderr file paths) and forks a child per request. The child takes the
 stdin from /dev/null and the two files as stdout and stderr, leaves the loop and runs the `modeldex`
 module as `python -m` does, at top level, and exits the way a fresh process exits (the status SystemExit
 or an uncaught exception and its traceback give, non-daemon threads joined, atexit handlers run, output
-flushed); the server reports its exit status.
+flushed); the server reports its exit status. A request with `detach` (`serve`) is forked twice and
+answered with the pid at once; its exit status goes to the test process (tests/conftest.py's ForkedProcess).
 Nothing of a run survives into the next one: each child is a fresh copy of the server, which never runs
 modeldex code itself. Everything modeldex reads from the environment it reads when a command runs, not at
 import (tests/conftest.py's run_cli says where fresh processes are used instead).
@@ -24,6 +25,7 @@ import sys
 def _serve() -> dict:
     """In the server: answer requests until stdin closes (then exit). Returns only in a forked child."""
     sys.path[0] = os.getcwd()  # as `python -m` has it (not this file's directory)
+    import granian  # noqa: F401  (what `serve` imports)
     import psycopg  # noqa: F401  (what a run on PostgreSQL imports when it connects)
 
     import modeldex.cli.main  # noqa: F401  (what `python -m modeldex` imports)
@@ -31,6 +33,28 @@ def _serve() -> dict:
     requests, replies = sys.stdin.buffer, sys.stdout.buffer
     for line in requests:
         request = json.loads(line)
+        if request.get("detach"):
+            # A server: forked twice, so this loop goes on at once. The middle process exits as soon as the
+            # server is forked; the server, orphaned, goes to the nearest subreaper: the test process,
+            # which waits for it as for any child (conftest.ForkedProcess).
+            read_end, write_end = os.pipe()
+            middle = os.fork()
+            if middle == 0:
+                os.close(read_end)
+                server = os.fork()
+                if server == 0:
+                    os.close(write_end)
+                    os.setsid()  # a process group of its own, led by the server, as Popen's start_new_session
+                    return request
+                os.write(write_end, str(server).encode())
+                os._exit(0)
+            os.close(write_end)
+            with os.fdopen(read_end, "rb") as pipe:
+                server_pid = int(pipe.read())
+            os.waitpid(middle, 0)
+            replies.write(json.dumps({"pid": server_pid}).encode() + b"\n")
+            replies.flush()
+            continue
         pid = os.fork()
         if pid == 0:
             return request
@@ -48,7 +72,9 @@ os.environ.clear()
 os.environ.update(_request["env"])
 _stdin = os.open(os.devnull, os.O_RDONLY)
 _stdout = os.open(_request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-_stderr = os.open(_request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+# A server's log takes both streams on one file description (as Popen's stderr=STDOUT).
+_stderr = (os.dup(_stdout) if _request["stderr"] == _request["stdout"]
+           else os.open(_request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
 for _fd, _target in ((_stdin, 0), (_stdout, 1), (_stderr, 2)):
     os.dup2(_fd, _target)
     os.close(_fd)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import compileall
+import ctypes
 import json
 import os
 import re
@@ -110,6 +111,18 @@ class CliForkServer:
             stderr.unlink()
         return result
 
+    def start(self, args: tuple[str, ...], env: dict[str, str], log_path: Path) -> ForkedProcess:
+        """`modeldex ARGS` (a server) forked and left running, both streams to `log_path`, in a session of
+        its own; this test process is its parent once the fork server's middle process exits."""
+        _become_subreaper()
+        with self.lock:
+            request = {"args": list(args), "env": env, "stdout": str(log_path), "stderr": str(log_path),
+                       "detach": True}
+            assert self.process.stdin is not None
+            self.process.stdin.write(json.dumps(request).encode() + b"\n")
+            pid = self._reply(10)["pid"]
+        return ForkedProcess(pid, [sys.executable, "-m", "modeldex", *args])
+
     def close(self) -> None:
         assert self.process.stdin is not None
         self.process.stdin.close()
@@ -119,6 +132,54 @@ class CliForkServer:
             self.process.kill()
             self.process.wait()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+_SUBREAPER: list[bool] = []
+
+
+def _become_subreaper() -> None:
+    """Make this process the parent of orphaned descendants (prctl PR_SET_CHILD_SUBREAPER), so that it can
+    wait for a server the fork server forked twice."""
+    if not _SUBREAPER:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+        _SUBREAPER.append(True)
+
+
+class ForkedProcess:
+    """What Server needs of a Popen, for a server forked by the fork server: this process waits for it."""
+
+    def __init__(self, pid: int, args: list[str]) -> None:
+        self.pid = pid
+        self.args = args
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            time.sleep(0.01)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 _FORK_SERVER: list[CliForkServer] = []
@@ -139,11 +200,18 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _fresh_process(args: tuple[str, ...]) -> bool:
-    """Whether this CLI run gets a new interpreter, as a user's does: in tests marked `cli_process` (the
-    CLI's own tests), for `serve`, and everywhere with MODELDEX_TEST_CLI_FORKSERVER=0."""
+    """Whether this CLI run gets a new interpreter, as a user's does: in tests marked `cli_process` (what a
+    process shows of itself, such as its command line), for `serve` through run_cli (its output is read
+    whole), and everywhere with MODELDEX_TEST_CLI_FORKSERVER=0."""
     if os.environ.get("MODELDEX_TEST_CLI_FORKSERVER") == "0" or (args and args[0] == "serve"):
         return True
     return bool(_CURRENT_ITEM) and _CURRENT_ITEM[0].get_closest_marker("cli_process") is not None
+
+
+def _fork_server() -> CliForkServer:
+    if not _FORK_SERVER:
+        _FORK_SERVER.append(CliForkServer())
+    return _FORK_SERVER[0]
 
 
 def run_cli(db_url: str, *args: str, check: bool = True, env: dict[str, str] | None = None
@@ -157,9 +225,7 @@ def run_cli(db_url: str, *args: str, check: bool = True, env: dict[str, str] | N
             timeout=60,
         )
     else:
-        if not _FORK_SERVER:
-            _FORK_SERVER.append(CliForkServer())
-        result = _FORK_SERVER[0].run(args, env or cli_env(db_url), timeout=60)
+        result = _fork_server().run(args, env or cli_env(db_url), timeout=60)
     if check and result.returncode != 0:
         raise AssertionError(f"modeldex {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
     return result
@@ -189,19 +255,31 @@ class Server:
         # One client for the server's lifetime: a new httpx client per request costs tens of milliseconds,
         # which would swamp the propagation times the tests measure.
         self.http = httpx.Client(timeout=10)
-        self.process = subprocess.Popen(
-            [*self.command(), "serve", "--port", str(self.port), *extra_args],
-            env=self.environment(db_url),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: if it must be killed, its workers go with it
-        )
+        args = ("serve", "--port", str(self.port), *extra_args)
+        self.process: subprocess.Popen[bytes] | ForkedProcess
+        if self.forked() and not _fresh_process(()):
+            # Forked from the fork server: ~0.5 s of CPU less a start than a new interpreter, for ~130
+            # servers a suite run.
+            self.process = _fork_server().start(args, self.environment(db_url), log_path)
+        else:
+            self.process = subprocess.Popen(
+                [*self.command(), *args],
+                env=self.environment(db_url),
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: if it must be killed, its workers go with it
+            )
         self._wait_ready()
 
     @staticmethod
     def command() -> list[str]:
         return [sys.executable, "-m", "modeldex"]
+
+    def forked(self) -> bool:
+        """Whether this server may be forked from the fork server (subclasses that run another command
+        or installation say no)."""
+        return type(self).command is Server.command
 
     @staticmethod
     def environment(db_url: str) -> dict[str, str]:
@@ -418,11 +496,24 @@ def _uses_postgres(item: pytest.Item) -> bool:
 PEER_FIXTURES = {"litellm", "team_b"}  # servers modeldex polls over the network, started as processes
 
 
+# The modules that keep a worker longest (25–80 s each of the suite's ~750 worker-seconds, on an idle
+# 2-core machine with -n 3), longest first. xdist hands modules out in collection order (pyproject's
+# --no-loadscope-reorder), so these go first and the short ones fill in at the end, instead of a long
+# module starting last while the other workers idle.
+LONGEST_MODULES = ["test_openapi", "test_discovery_hostile", "test_discovery", "test_flood", "test_first_hour",
+                   "test_replicas", "test_operations", "test_gateway_litellm", "test_admin_api", "test_admin_load",
+                   "test_cli", "test_identity"]
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects by these markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark what a test needs: `postgres` when it is parametrized on the PostgreSQL backend (the tests that
     make a cluster or database of their own carry the mark themselves), `redis` when it uses `redis_url`,
-    `peer` when it uses an upstream server."""
+    `peer` when it uses an upstream server. Then order the modules longest first (LONGEST_MODULES; the sort
+    is stable, so each module's tests keep their order)."""
+    rank = {name: index for index, name in enumerate(LONGEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py"),
+                                         len(rank)))
     for item in items:
         if _uses_postgres(item):
             item.add_marker(pytest.mark.postgres)

@@ -26,8 +26,14 @@ def test_a_flood_from_one_address_does_not_lock_out_others(sqlite_url: str, star
     )
     assert result.returncode == 0, result.stdout + result.stderr
     held = int(re.search(r"\((\d+) open when the client started", result.stdout).group(1))  # type: ignore[union-attr]
-    assert held >= 1900, result.stdout  # the flood was really there
-    if mode == "partial":
+    if mode == "idle":
+        assert held >= 1900, result.stdout  # the flood was really there
+    else:
+        # The header timeout drops half-sent connections and the flooder opens them again: the flood was
+        # there when all 2,000 were open at the start, or (on a loaded machine, where opening them takes
+        # longer than the timeout) when they were opened again and again during the run.
+        connects = int(re.search(r"(\d+) connects", result.stdout).group(1))  # type: ignore[union-attr]
+        assert held >= 1900 or connects >= 5 * 2000, result.stdout
         assert not re.search(r"\b0 dropped by the server", result.stdout), result.stdout  # the header timeout
     assert server.get("/v1/models", key).status_code == 200
     report(" / ".join(line for line in result.stdout.splitlines() if not line.startswith("verdict")))

@@ -215,7 +215,7 @@ CHANGE: Schema = {
 }
 CATALOG_FILE: Schema = {
     "type": ["object", "null"],
-    "description": "A catalog file: the operator's models, aliases, groups and upstreams (see the README); "
+    "description": "A catalog file: the operator's models, aliases, groups and upstreams (see docs/cli.md); "
                    "an empty YAML file (null) is an empty catalog.",
     "properties": {kind.collection: {"type": ["array", "null"], "items": {"type": "object"}} for kind in KINDS},
 }

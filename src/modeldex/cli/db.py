@@ -1,19 +1,22 @@
-"""`modeldex db`: the database schema version, and compacting what storage keeps."""
+"""`modeldex db`: the database schema version, compacting what storage keeps, and backups."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
 
 from modeldex.catalog import retention
-from modeldex.cli.common import database_url_option, handle_errors, open_catalog, open_engine, redact
+from modeldex.cli.common import database_url_option, fail, handle_errors, open_catalog, open_engine, redact
+from modeldex.config import resolve_database_url, sqlite_path
 from modeldex.store import migrate
+from modeldex.store.backup import backup_sqlite
 
 
 @click.group()
 def db() -> None:
-    """Show or upgrade the database schema; compact the change feed."""
+    """Show or upgrade the database schema; compact the change feed; back up a SQLite catalog."""
 
 
 @db.command("upgrade")
@@ -58,3 +61,18 @@ def compact(keep: str, database_url: str | None) -> None:
         compacted = catalog.compact(kept, time.time())
     click.echo(f"removed {compacted.changes} change-feed entries and {compacted.revoked_keys} revoked keys "
                f"(kept: {kept})")
+
+
+@db.command("backup")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@database_url_option
+@handle_errors
+def backup(path: Path, database_url: str | None) -> None:
+    """Copy the SQLite catalog to PATH (a new file) while servers keep serving and writing it."""
+    url = resolve_database_url(database_url)
+    source = sqlite_path(url)
+    if source is None:
+        raise fail(f"`db backup` copies SQLite files; {redact(url)} is not one: back PostgreSQL up with pg_dump")
+    done = backup_sqlite(source, path.expanduser().absolute())
+    click.echo(f"backed up {source} to {done.path}: catalog version {done.catalog_version}, schema "
+               f"{done.schema_revision}, {done.bytes / 1e6:.1f} MB")

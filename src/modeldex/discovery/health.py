@@ -71,8 +71,18 @@ class HealthStore(Protocol):
         returns whether this caller got it. At most one holder at a time across processes."""
         ...
 
-    def finish_upstream(self, name: str, owner: str, health: UpstreamHealth, next_poll_at: float) -> None:
-        """Record the health after a poll and release the lease held by `owner`."""
+    def finish_upstream(self, name: str, owner: str, health: UpstreamHealth, next_poll_at: float,
+                        credential: str | None = None) -> None:
+        """Record the health after a poll (and the fingerprint of the credential it sent, if given) and
+        release the lease held by `owner`."""
+        ...
+
+    def upstream_credentials(self) -> dict[str, str | None]:
+        """The credential fingerprint each upstream's last poll recorded, by name (None: none recorded)."""
+        ...
+
+    def poll_at_once(self, names: Iterable[str]) -> None:
+        """Make these upstreams due now."""
         ...
 
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from modeldex.catalog.errors import StoreError
 from modeldex.catalog.upstreams import Upstream
+from modeldex.discovery import credentials
 from modeldex.discovery.fetch import lease_seconds
 from modeldex.discovery.sync import new_owner, poll_once
 
@@ -53,6 +55,10 @@ class Poller:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        try:
+            self.poll_changed_credentials()
+        except Exception as exc:  # the store may be away: the upstreams are polled when due, as before
+            log.warning("could not compare upstream credentials with their last poll's: %s", exc)
         while not self._stop.wait(self._tick):
             try:
                 self.tick()
@@ -61,6 +67,19 @@ class Poller:
                 if not self._store_trouble:
                     log.warning("upstream polling paused: %s", exc)
                 self._store_trouble = True
+
+    def poll_changed_credentials(self, environ: Mapping[str, str] = os.environ) -> list[str]:
+        """At start: make due now every polled upstream whose key in this process's environment is not the
+        one its last poll sent (a key rotated, then the server restarted), rather than at its interval."""
+        recorded = self._store.upstream_credentials()
+        changed = [upstream.name for upstream in self._store.all(Upstream)
+                   if not upstream.routing_only and upstream.name in recorded and recorded[upstream.name] is not None
+                   and not credentials.matches(recorded[upstream.name],
+                                               credentials.current_key(environ, upstream.api_key_env))]
+        if changed:
+            self._store.poll_at_once(changed)
+            log.info("upstream credentials changed since the last poll: polling %s now", ", ".join(changed))
+        return changed
 
     def tick(self) -> None:
         """Claim and start a poll of every due upstream that no one is polling."""

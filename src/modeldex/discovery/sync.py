@@ -22,6 +22,7 @@ from modeldex.catalog.entities import Alias, Model
 from modeldex.catalog.errors import Conflict, NotFound
 from modeldex.catalog.upstreams import Upstream
 from modeldex.discovery.answer import InvalidAnswer, to_models
+from modeldex.discovery.credentials import current_key, fingerprint
 from modeldex.discovery.fetch import UpstreamError, api_key_from, clean, fetch_models, lease_seconds
 from modeldex.discovery.health import DiscoveryStore, UpstreamHealth
 
@@ -155,7 +156,8 @@ def poll_once(store: DiscoveryStore, upstream: Upstream, owner: str,
             next_poll = min(next_poll, changes.next_expiry)
         health = replace(_health(previous, now, error, latency_ms, changes), next_poll_at=next_poll)
     finally:
-        store.finish_upstream(upstream.name, owner, health, health.next_poll_at or now + upstream.interval)
+        store.finish_upstream(upstream.name, owner, health, health.next_poll_at or now + upstream.interval,
+                              credential=fingerprint(current_key(environ, upstream.api_key_env)))
     return SyncResult(upstream.name, error is None, error, latency_ms, changes, health)
 
 

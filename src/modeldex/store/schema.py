@@ -129,6 +129,8 @@ upstream_health = Table(
     Column("next_poll_at", Float, nullable=True),  # NULL: due now
     Column("lease_owner", String(128), nullable=True),
     Column("lease_until", Float, nullable=True),
+    # A salted fingerprint of the key the last poll sent (discovery/credentials.py), never the key.
+    Column("credential", String(200), nullable=True),
     # The last polls, oldest first, as [[at, latency_ms or null, ok], ...]: the console's latency chart.
     Column("latency_history", JSON, nullable=True),
 )

@@ -7,7 +7,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -684,7 +684,8 @@ class SqlStore:
             return bool(conn.execute(query).rowcount)
 
     @_translated
-    def finish_upstream(self, name: str, owner: str, health: UpstreamHealth, next_poll_at: float) -> None:
+    def finish_upstream(self, name: str, owner: str, health: UpstreamHealth, next_poll_at: float,
+                        credential: str | None = None) -> None:
         """Record how a poll went and give the lease back. If the upstream was edited during the poll,
         it stays due at once (its next_poll_at was reset to NULL)."""
         values: dict[str, Any] = {
@@ -694,6 +695,8 @@ class SqlStore:
             "failing_since": health.failing_since, "shadowed": list(health.shadowed),
             "next_poll_at": case((upstream_health.c.next_poll_at.is_(None), null()), else_=next_poll_at),
         }
+        if credential is not None:
+            values["credential"] = credential
         with self._writer.begin() as conn:
             history = conn.execute(select(upstream_health.c.latency_history)
                                    .where(upstream_health.c.name == name)).scalar_one_or_none() or []
@@ -703,6 +706,19 @@ class SqlStore:
             conn.execute(update(upstream_health)
                          .where(upstream_health.c.name == name, upstream_health.c.lease_owner == owner)
                          .values(lease_owner=None, lease_until=None))
+
+    @_translated
+    def upstream_credentials(self) -> dict[str, str | None]:
+        with self.engine.connect() as conn:
+            return {row.name: row.credential
+                    for row in conn.execute(select(upstream_health.c.name, upstream_health.c.credential))}
+
+    @_translated
+    def poll_at_once(self, names: Iterable[str]) -> None:
+        names = list(names)
+        if names:
+            with self._writer.begin() as conn:
+                conn.execute(update(upstream_health).where(upstream_health.c.name.in_(names)).values(next_poll_at=None))
 
     # --- web console sessions (console/sessions.py): outside the catalog, like health ------------------
 

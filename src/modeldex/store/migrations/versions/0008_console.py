@@ -1,15 +1,15 @@
 """The web console: its sessions, and each upstream's recent poll latencies (its health chart).
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-30
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
@@ -26,9 +26,11 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("expires_at", sa.Float, nullable=False, index=True),
     )
-    op.add_column("upstream_health", sa.Column("latency_history", sa.JSON, nullable=True))
+    with op.batch_alter_table("upstream_health") as batch:
+        batch.add_column(sa.Column("latency_history", sa.JSON, nullable=True))
 
 
 def downgrade() -> None:
-    op.drop_column("upstream_health", "latency_history")
+    with op.batch_alter_table("upstream_health") as batch:
+        batch.drop_column("latency_history")
     op.drop_table("console_sessions")

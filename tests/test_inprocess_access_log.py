@@ -1,0 +1,62 @@
+"""The access log's lines, made in-process: one line a record, whatever a client put in the fields it shapes."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import orjson
+import pytest
+
+from modeldex.ops.access_log import AccessLog
+
+LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO modeldex\.access: (\S+) (\S+) (\S+) (\d+) "
+                  r"(\d+\.\d\d)ms key=(\S+) client=(\S+)")
+
+
+def lines_of(log: AccessLog, stream: io.StringIO) -> list[str]:
+    log.close()
+    text = stream.getvalue()
+    assert text.endswith("\n")
+    return text[:-1].split("\n")
+
+
+@pytest.mark.parametrize("path, shown", [
+    ("/v1/models/MiniMax-M2.7", "/v1/models/MiniMax-M2.7"),
+    ("/v1/models/a\nb 200 0.01ms key=admin", "/v1/models/a\\x0ab 200 0.01ms key=admin"),
+    ("/v1/models/\x1b[2J", "/v1/models/\\x1b[2J"),
+    ("/v1/models/back\\slash", "/v1/models/back\\\\slash"),
+    ("/v1/models/caf\u00e9", "/v1/models/caf\u00e9"),  # printable: as it is
+    ("/v1/models/x\u2028y\x85", "/v1/models/x\\u2028y\\x85"),
+])
+def test_a_text_line_a_record_with_client_fields_escaped(path: str, shown: str) -> None:
+    stream = io.StringIO()
+    log = AccessLog(stream=stream, interval=3600)
+    log.record("rid-1", "GET", "/v1/models", "list", 200, 1.5, "reader", "10.0.0.1")
+    log.record("rid-2", "GET", path, "retrieve", 404, 0.25, None, "10.0.0.2\r\n")
+    log.record("rid-3", "GET", "/v1/models", "list", 200, 2, "ops\tteam", None)
+    first, second, third = lines_of(log, stream)
+    assert LINE.fullmatch(first).groups() == ("rid-1", "GET", "/v1/models", "200", "1.50", "reader", "10.0.0.1")
+    assert second.endswith(f" rid-2 GET {shown} 404 0.25ms key=- client=10.0.0.2\\x0d\\x0a")
+    assert third.endswith(" rid-3 GET /v1/models 200 2.00ms key=ops\\x09team client=-")
+
+
+def test_a_long_path_is_cut_and_a_big_batch_keeps_every_record_in_order() -> None:
+    stream = io.StringIO()
+    log = AccessLog(stream=stream, interval=3600)
+    for n in range(5000):
+        log.record(f"rid-{n}", "GET", "/v1/models/" + "x" * 1000, "retrieve", 404, 0.1, "k", "c")
+    lines = lines_of(log, stream)
+    assert len(lines) == 5000
+    assert [line.split()[4] for line in lines] == [f"rid-{n}" for n in range(5000)]
+    assert all(len(line.split()[6]) == 256 for line in lines)
+
+
+def test_json_lines_escape_what_readers_take_for_line_breaks() -> None:
+    stream = io.StringIO()
+    log = AccessLog(json=True, stream=stream, interval=3600)
+    log.record("rid-1", "GET", "/v1/models/a\u2028b\x85", "retrieve", 404, 0.5, None, "10.0.0.1")
+    (line,) = lines_of(log, stream)
+    assert "\u2028" not in line and "\x85" not in line
+    record = orjson.loads(line)
+    assert record["path"] == "/v1/models/a\u2028b\x85" and record["status"] == 404 and record["key"] is None
