@@ -23,8 +23,11 @@ def ensure_chromium() -> Path:
         if os.geteuid() != 0 or shutil.which("apt-get") is None:
             raise RuntimeError("the console tests need Chromium: run `apt-get install -y chromium` as root")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
-            result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
-            if result.returncode != 0 and command[1] == "install":
-                raise RuntimeError(f"installing chromium failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+        install = ["apt-get", "install", "-y", "-q", "chromium"]
+        result = subprocess.run(install, capture_output=True, text=True, timeout=900, env=env)
+        if result.returncode != 0:  # package lists missing or stale: fetch them, then try again
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=900, env=env)
+            result = subprocess.run(install, capture_output=True, text=True, timeout=900, env=env)
+        if result.returncode != 0 or not CHROMIUM.exists():
+            raise RuntimeError(f"installing chromium failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
         return CHROMIUM
