@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
+import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -503,3 +504,43 @@ def test_model_filters_by_source_staleness_and_alias() -> None:
     assert ids(source="up") == ["up/a", "up/b"] and ids(source="up", stale="no") == ["up/a"]
     assert ids(stale="yes") == ["up/b"] and ids(alias="yes") == ["up/a"] and "up/a" not in ids(alias="no")
     assert ids(q="UP/", owner="them", alias="no") == ["up/b"] and index.sources == {"up": 2, "other": 1}
+
+
+async def test_create_delete_export_and_key_settings(harness: Harness, session: Session) -> None:
+    created = await session.post("/console/models/new", {"id": "made/here", "owned_by": "ops",
+                                                         "fields": '{"context_length": 4096}'})
+    assert created.status_code == 303 and created.headers["location"] == "/console/model?id=made%2Fhere&done=created"
+    assert (await session.client.get(created.headers["location"])).text.count("Created.") == 1
+    served = await harness.request("GET", "/v1/models/made/here", harness.reader)  # type: ignore[attr-defined]
+    assert served.status_code == 200 and served.json()["owned_by"] == "ops"
+    refused = await session.post("/console/models/new", {"id": "made/here/", "fields": "[]"})
+    assert refused.status_code == 400 and alert_of(refused) == "must be a JSON object ({...})"
+
+    exported = await session.client.get("/console/catalog.yaml")
+    assert exported.headers["content-disposition"] == 'attachment; filename="catalog.yaml"'
+    assert {"id": "made/here", "created": served.json()["created"], "owned_by": "ops", "context_length": 4096} in \
+        yaml.safe_load(exported.text)["models"]
+
+    stale = await session.post("/console/model/delete", {"id": "made/here", "revision": "7"})
+    assert stale.status_code == 400 and "is at revision 1, not 7" in alert_of(stale)
+    deleted = await session.post("/console/model/delete", {"id": "made/here", "revision": "1"})
+    assert deleted.status_code == 303 and deleted.headers["location"] == "/console/models?done=deleted"
+    assert (await harness.request("GET", "/v1/models/made/here", harness.reader)).status_code == 404  # type: ignore[attr-defined]
+
+    harness.catalog.create("group", {"name": "made", "members": ["made/*", "MiniMax-M3"]})
+    harness.catalog.create_key("tuned", "read")
+    saved = await session.post("/console/key/edit", {"name": "tuned", "revision": "1", "scope": "read",
+                                                    "rate_limit": "20/s", "policy": '{"groups": ["made"]}'})
+    assert saved.status_code == 303, saved.text
+    key = harness.catalog.get_key("tuned")
+    assert key.rate_limit == "20/s" and key.policy.document() == {"groups": ["made"], "patterns": []} and key.revision == 2
+    page = await session.client.get(saved.headers["location"])
+    assert "Key saved." in page.text
+    assert re.search(r"The Models API lists 1 entry\s+for this key", page.text), re.findall(r"lists[^<]*", page.text)
+    stale_key = await session.post("/console/key/edit", {"name": "tuned", "revision": "1", "scope": "admin",
+                                                        "rate_limit": "", "policy": "{}"})
+    assert stale_key.status_code == 409 and "Not saved:" in alert_of(stale_key)
+    assert harness.catalog.get_key("tuned").scope.value == "read"
+    unknown_group = await session.post("/console/key/edit", {"name": "tuned", "revision": "2", "scope": "read",
+                                                            "rate_limit": "", "policy": '{"groups": ["nope"]}'})
+    assert unknown_group.status_code == 400 and "nope" in alert_of(unknown_group)
