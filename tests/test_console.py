@@ -305,3 +305,30 @@ def test_a_cross_site_page_cannot_post_with_the_session(console: Console, contex
     page.wait_for_url(re.compile(r"/console/sign-in"))
     page.goto(console.base + "/console/keys")  # typed in: the session is still there
     assert page.get_by_role("heading", name="API keys").count() == 1
+
+
+def test_sessions_across_workers_and_replicas(console: Console, start_server) -> None:  # type: ignore[no-untyped-def]
+    """A session made on one server holds on another on the same database (two workers of its own), and
+    signing out on the first ends it on every worker of the second."""
+    replica = start_server(console.db_url, "--workers", "2")
+    with httpx.Client(base_url=console.base) as here, httpx.Client(base_url=replica.base_url) as there:
+        assert here.post("/console/sign-in", data={"key": console.admin_key}).status_code == 303
+        there.cookies = here.cookies
+        answers = [there.get("/console/keys") for _ in range(20)]  # spread over both workers
+        assert {a.status_code for a in answers} == {200}
+        csrf = re.search(r'name="csrf" value="([^"]+)"', answers[0].text).group(1)
+        created = there.post("/console/keys/new", data={"csrf": csrf, "name": "made-on-a-replica"})
+        assert created.status_code == 201
+        assert here.post("/console/sign-out", data={"csrf": csrf}).status_code == 303
+        there.cookies = httpx.Cookies({"modeldex_console": answers[0].request.headers["cookie"].split("=", 1)[1]})
+        assert {there.get("/console/keys").status_code for _ in range(20)} == {303}
+        refused = there.post("/console/keys/new", data={"csrf": csrf, "name": "after-sign-out"})
+        assert refused.status_code == 401
+    assert console.api("/v1/admin/keys/after-sign-out", console.admin_key).status_code == 404
+
+
+def test_serve_no_console_turns_it_off(console: Console, start_server) -> None:  # type: ignore[no-untyped-def]
+    off = start_server(console.db_url, "--no-console")
+    answer = off.get("/console/sign-in")
+    assert answer.status_code == 404 and answer.json()["error"]["message"] == "Invalid URL (GET /console/sign-in)"
+    assert off.get("/v1/models", console.read_key).status_code == 200
