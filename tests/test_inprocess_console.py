@@ -544,3 +544,12 @@ async def test_create_delete_export_and_key_settings(harness: Harness, session: 
     unknown_group = await session.post("/console/key/edit", {"name": "tuned", "revision": "2", "scope": "read",
                                                             "rate_limit": "", "policy": '{"groups": ["nope"]}'})
     assert unknown_group.status_code == 400 and "nope" in alert_of(unknown_group)
+
+
+async def test_the_models_page_follows_new_aliases(harness: Harness, session: Session) -> None:
+    harness.catalog.create("model", {"id": "aliased-later"})
+    before = await session.client.get("/console/models", params={"q": "aliased-later", "alias": "yes"})
+    assert "0 models" in before.text
+    harness.catalog.create("alias", {"id": "nickname", "target": "aliased-later"})  # the models stay the same
+    after = await session.client.get("/console/models", params={"q": "aliased-later", "alias": "yes"})
+    assert "1 model," in after.text and "<td>nickname</td>" in after.text

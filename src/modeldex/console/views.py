@@ -76,14 +76,16 @@ class IndexCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._for: object = None
+        self._for: tuple[object, object] = (None, None)
         self._index: ModelIndex | None = None
 
     def get(self, served: Any) -> ModelIndex:
+        """The index of `served`'s models and aliases (a version that changed neither shares the last one)."""
         with self._lock:
-            if self._for is not served.models or self._index is None:
+            models, aliases = self._for
+            if self._index is None or models is not served.models or aliases is not served.aliases:
                 self._index = ModelIndex(served.models, served.aliases)
-                self._for = served.models
+                self._for = (served.models, served.aliases)
             return self._index
 
 
