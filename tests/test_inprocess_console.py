@@ -553,3 +553,17 @@ async def test_the_models_page_follows_new_aliases(harness: Harness, session: Se
     harness.catalog.create("alias", {"id": "nickname", "target": "aliased-later"})  # the models stay the same
     after = await session.client.get("/console/models", params={"q": "aliased-later", "alias": "yes"})
     assert "1 model," in after.text and "<td>nickname</td>" in after.text
+
+
+async def test_the_change_feed_pages_past_a_large_version(harness: Harness, session: Session) -> None:
+    harness.catalog.apply({"models": [{"id": f"many/{n:02d}"} for n in range(60)]})  # one version, 60 entries
+    version = harness.catalog.version()
+    harness.catalog.create("model", {"id": "after-many"})
+    first = await session.client.get("/console/changes")
+    assert "model after-many" in first.text and first.text.count(f"version {version} ·") == 49
+    assert f"Version {version} changed more entities than this page shows" in first.text
+    older = re.search(r'href="(/console/changes\?before=\d+)"', first.text).group(1)  # type: ignore[union-attr]
+    assert older == f"/console/changes?before={version}"
+    second = await session.client.get(older)
+    shown = [int(v) for v in re.findall(r"version (\d+) ·", second.text)]
+    assert shown and max(shown) < version

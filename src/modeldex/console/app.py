@@ -471,13 +471,17 @@ class Console:
     # --- changes, catalog files -------------------------------------------------------------------------
 
     async def changes(self, request: Request, context: Context) -> Response:
+        """The feed, newest first, 50 entries a page; the next page starts below the oldest version shown (the
+        rest of a version with more entries than a page holds, a large file applied, is left out, and said)."""
         raw = request.query_params.get("before", "")
         before = int(raw) if raw.isdigit() else None
         entries = await run_in_threadpool(context.catalog.history, 51, before)
         version = await run_in_threadpool(context.catalog.version)
-        older = entries[49].version + 1 if len(entries) > 50 else None
+        older = entries[49].version if len(entries) > 50 and entries[49].version > 1 else None
+        cut = entries[49].version if len(entries) > 50 and entries[50].version == entries[49].version else None
         shown = [(c, views.field_changes(c.before, c.after)) for c in entries[:50]]
-        return self.page(request, "changes.html", context=context, entries=shown, version=version, older=older)
+        return self.page(request, "changes.html", context=context, entries=shown, version=version, older=older,
+                         cut=cut)
 
     async def export(self, request: Request, context: Context) -> Response:
         text = await run_in_threadpool(lambda: dump_yaml(context.catalog.export()))
