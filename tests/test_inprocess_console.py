@@ -567,3 +567,15 @@ async def test_the_change_feed_pages_past_a_large_version(harness: Harness, sess
     second = await session.client.get(older)
     shown = [int(v) for v in re.findall(r"version (\d+) ·", second.text)]
     assert shown and max(shown) < version
+
+
+async def test_a_form_over_the_body_limit_is_refused_in_words(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, max_body_bytes=4096)
+    try:
+        session = await signed_in(harness, harness.key("admin", "admin"))
+        answer = await session.post("/console/apply", {"action": "preview", "file": "models: []\n" + "#" * 5000})
+        await session.client.aclose()
+        assert answer.status_code == 413
+        assert alert_of(answer).startswith("The form is larger than the server takes (4,096 bytes")
+    finally:
+        harness.stop()

@@ -187,9 +187,12 @@ class Console:
         return None
 
     @staticmethod
-    async def form(request: Request) -> dict[str, str] | None:
+    def form_limit(request: Request) -> int:
+        return min(MAX_FORM_BYTES, getattr(request.app.state, "max_body_bytes", MAX_FORM_BYTES))
+
+    async def form(self, request: Request) -> dict[str, str] | None:
         """The posted form (URL-encoded), or None when it is too large."""
-        limit = min(MAX_FORM_BYTES, getattr(request.app.state, "max_body_bytes", MAX_FORM_BYTES))
+        limit = self.form_limit(request)
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             return None
@@ -228,7 +231,10 @@ class Console:
                     return self.problem(request, 403, f"Refused: {refused}.", context)
                 form = await self.form(request)
                 if form is None:
-                    return self.problem(request, 413, "The form is too large.", context)
+                    return self.problem(request, 413, "The form is larger than the server takes "
+                                        f"({self.form_limit(request):,} bytes, "
+                                        "serve --max-body-bytes); apply a file that large with `modeldex catalog "
+                                        "apply`.", context)
                 if not csrf_matches(record, form.get("csrf")):
                     return self.problem(request, 403, "Refused: the form did not carry this session's security "
                                         "token (CSRF). Reload the page and try again.", context)
