@@ -154,6 +154,7 @@ def test_second_edit_from_a_stale_page_is_refused(console: Console, context) -> 
     url = console.base + "/console/model?id=" + quote("bulk/model-00042", safe="")
     first.goto(url)
     second.goto(url)
+    first.bring_to_front()  # a page in the background has its frames throttled: clicks there wait seconds
     fields = first.get_by_label(re.compile("Fields"))
     fields.fill(fields.input_value().replace('"owned_by": "owner-0"', '"owned_by": "first-editor"'))
     first.get_by_role("button", name="Save").click()
@@ -162,6 +163,7 @@ def test_second_edit_from_a_stale_page_is_refused(console: Console, context) -> 
     served = wait_until(lambda: console.api("/v1/models/bulk/model-00042").json().get("owned_by") == "first-editor",
                         1.0)
     assert served is not None, "the console's change was not served within 1 s"
+    second.bring_to_front()
     fields = second.get_by_label(re.compile("Fields"))
     fields.fill(fields.input_value().replace('"owned_by": "owner-0"', '"owned_by": "second-editor"'))
     second.get_by_role("button", name="Save").click()
@@ -256,12 +258,6 @@ def test_upstream_health_poll_now_and_traffic(console: Console, context) -> None
     try:
         httpx.post(console.base + "/v1/admin/upstreams", headers=admin, json={
             "name": "fake", "base_url": f"http://127.0.0.1:{upstream.port}/v1", "prefix": "fake/"}).raise_for_status()
-        # The server's poller finds the new upstream's model; then three completions through the gateway.
-        assert wait_until(lambda: console.api("/v1/models/fake/served-by-fake").status_code == 200, 5.0) is not None
-        for _ in range(3):
-            answer = httpx.post(console.base + "/v1/chat/completions", json={"model": "fake/served-by-fake",
-                                "messages": []}, headers={"Authorization": f"Bearer {console.read_key}"}, timeout=10)
-            assert answer.status_code == 200, answer.text
         page = sign_in(context, console)
         page.get_by_role("link", name="Upstreams", exact=True).click()
         for _ in range(3):  # a few polls, for the chart
@@ -270,6 +266,11 @@ def test_upstream_health_poll_now_and_traffic(console: Console, context) -> None
         assert page.locator("svg.chart circle").count() == 1
         page.get_by_role("link", name="1 model", exact=True).click()
         assert page.get_by_role("link", name="fake/served-by-fake").count() == 1
+        # Three completions through the gateway, for the traffic page.
+        for _ in range(3):
+            answer = httpx.post(console.base + "/v1/chat/completions", json={"model": "fake/served-by-fake",
+                                "messages": []}, headers={"Authorization": f"Bearer {console.read_key}"}, timeout=10)
+            assert answer.status_code == 200, answer.text
         page.goto(console.base + "/console/upstreams")
         assert page.get_by_text("Last success").count() == 1
         screenshot(page, "upstreams")
