@@ -83,6 +83,33 @@ def context(browser):  # type: ignore[no-untyped-def]
     context.close()
 
 
+@pytest.fixture(scope="module")
+def admin_session(browser, console: Console) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    """One sign-in shared by the tests that are not about signing in: its cookie, as the browser stored it."""
+    context = browser.new_context()
+    try:
+        sign_in(context, console)
+        return context.storage_state()
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def signed(browser, admin_session):  # type: ignore[no-untyped-def]
+    """A new browser context (its own tabs) holding the shared session's cookie."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, storage_state=admin_session)
+    context.set_default_timeout(5000)
+    yield context
+    context.close()
+
+
+def open_page(context, console: Console, path: str = "/console/models"):  # type: ignore[no-untyped-def]
+    page = context.new_page()
+    page.goto(console.base + path)
+    assert page.url == console.base + path, "not signed in"
+    return page
+
+
 def sign_in(context, console: Console, key: str | None = None):  # type: ignore[no-untyped-def]
     page = context.new_page()
     page.goto(console.base + "/console")
@@ -122,9 +149,9 @@ def test_sign_in_and_search_10000_models(console: Console, context) -> None:  # 
     screenshot(page, "model")
 
 
-def test_key_secret_shown_once_then_revoked(console: Console, context) -> None:  # type: ignore[no-untyped-def]
-    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=console.base)
-    page = sign_in(context, console)
+def test_key_secret_shown_once_then_revoked(console: Console, signed) -> None:  # type: ignore[no-untyped-def]
+    signed.grant_permissions(["clipboard-read", "clipboard-write"], origin=console.base)
+    page = open_page(signed, console)
     page.get_by_role("link", name="Keys", exact=True).click()
     page.get_by_label("Name").fill("from-console")
     page.get_by_role("button", name="Create key").click()
@@ -148,9 +175,9 @@ def test_key_secret_shown_once_then_revoked(console: Console, context) -> None: 
     assert wait_until(lambda: console.api("/v1/models", secret).status_code == 401, 1.0) is not None
 
 
-def test_second_edit_from_a_stale_page_is_refused(console: Console, context) -> None:  # type: ignore[no-untyped-def]
-    first = sign_in(context, console)
-    second = context.new_page()
+def test_second_edit_from_a_stale_page_is_refused(console: Console, signed) -> None:  # type: ignore[no-untyped-def]
+    first = open_page(signed, console)
+    second = signed.new_page()
     url = console.base + "/console/model?id=" + quote("bulk/model-00042", safe="")
     first.goto(url)
     second.goto(url)
@@ -176,8 +203,8 @@ def test_second_edit_from_a_stale_page_is_refused(console: Console, context) -> 
     assert console.api("/v1/models/bulk/model-00042").json()["owned_by"] == "first-editor"
 
 
-def test_apply_a_catalog_file_after_its_preview(console: Console, context) -> None:  # type: ignore[no-untyped-def]
-    page = sign_in(context, console)
+def test_apply_a_catalog_file_after_its_preview(console: Console, signed) -> None:  # type: ignore[no-untyped-def]
+    page = open_page(signed, console)
     page.get_by_role("link", name="Changes", exact=True).click()
     page.get_by_role("link", name="Apply a catalog file").click()
     page.get_by_label(re.compile("Catalog file")).fill(
@@ -195,13 +222,13 @@ def test_apply_a_catalog_file_after_its_preview(console: Console, context) -> No
     screenshot(page, "changes")
 
 
-def test_html_in_ids_and_metadata_is_text(console: Console, context) -> None:  # type: ignore[no-untyped-def]
+def test_html_in_ids_and_metadata_is_text(console: Console, signed) -> None:  # type: ignore[no-untyped-def]
     in_id = "evil<img/src=x/onerror=window.pwned=1>"  # ids have no spaces
     in_name = "<script>window.pwned=2</script>"
     in_description = '<img src=x onerror="window.pwned=3">'
     httpx.post(console.base + "/v1/admin/models", headers={"Authorization": f"Bearer {console.admin_key}"},
                json={"id": in_id, "name": in_name, "description": in_description}).raise_for_status()
-    page = sign_in(context, console)
+    page = open_page(signed, console)
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     for path, shown in (("/console/models?q=evil", (in_id, in_name)),
@@ -217,10 +244,10 @@ def test_html_in_ids_and_metadata_is_text(console: Console, context) -> None:  #
     assert dialogs == []
 
 
-def test_phone_width_and_keyboard(console: Console, browser) -> None:  # type: ignore[no-untyped-def]
-    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+def test_phone_width_and_keyboard(console: Console, browser, admin_session) -> None:  # type: ignore[no-untyped-def]
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, storage_state=admin_session)
     try:
-        page = sign_in(phone, console)
+        page = open_page(phone, console)
         for path in ("/console/models", "/console/model?id=bulk%2Fmodel-00001", "/console/keys", "/console/key?name=admin",
                      "/console/upstreams", "/console/traffic", "/console/changes", "/console/apply"):
             page.goto(console.base + path)
@@ -252,13 +279,13 @@ def test_sign_out_ends_the_session(console: Console, context) -> None:  # type: 
     assert console.api("/v1/admin/keys/after-sign-out", console.admin_key).status_code == 404
 
 
-def test_upstream_health_poll_now_and_traffic(console: Console, context) -> None:  # type: ignore[no-untyped-def]
+def test_upstream_health_poll_now_and_traffic(console: Console, signed) -> None:  # type: ignore[no-untyped-def]
     upstream = FakeUpstream([{"id": "served-by-fake", "object": "model", "owned_by": "fake"}])
     admin = {"Authorization": f"Bearer {console.admin_key}"}
     try:
         httpx.post(console.base + "/v1/admin/upstreams", headers=admin, json={
             "name": "fake", "base_url": f"http://127.0.0.1:{upstream.port}/v1", "prefix": "fake/"}).raise_for_status()
-        page = sign_in(context, console)
+        page = open_page(signed, console)
         page.get_by_role("link", name="Upstreams", exact=True).click()
         for _ in range(3):  # a few polls, for the chart
             page.get_by_role("button", name="Poll fake now").click()
@@ -284,13 +311,13 @@ def test_upstream_health_poll_now_and_traffic(console: Console, context) -> None
         upstream.close()
 
 
-def test_a_cross_site_page_cannot_post_with_the_session(console: Console, context) -> None:  # type: ignore[no-untyped-def]
+def test_a_cross_site_page_cannot_post_with_the_session(console: Console, signed) -> None:  # type: ignore[no-untyped-def]
     """Another site's page that posts a form to the console, in the browser of a signed-in admin: the browser
     leaves the SameSite=Strict cookie out, so the post reaches the console without a session."""
-    page = sign_in(context, console)
+    page = open_page(signed, console)
     csrf = page.locator("input[name=csrf]").first.get_attribute("value")  # even with the right token
     attacker = "http://attacker.example/"
-    context.route(attacker, lambda route: route.fulfill(content_type="text/html", body=(
+    signed.route(attacker, lambda route: route.fulfill(content_type="text/html", body=(
         f'<form method="post" action="{console.base}/console/keys/new">'
         f'<input name="csrf" value="{csrf}"><input name="name" value="planted"></form>'
         "<script>document.forms[0].submit()</script>")))
@@ -299,7 +326,7 @@ def test_a_cross_site_page_cannot_post_with_the_session(console: Console, contex
     assert "Your session has ended" in page.inner_text("main")
     assert console.api("/v1/admin/keys/planted", console.admin_key).status_code == 404
     # Strict, not Lax: even a plain link from another site arrives without the session.
-    context.route(attacker + "link", lambda route: route.fulfill(
+    signed.route(attacker + "link", lambda route: route.fulfill(
         content_type="text/html", body=f'<a href="{console.base}/console/keys">keys</a>'))
     page.goto(attacker + "link")
     page.get_by_role("link", name="keys").click()
