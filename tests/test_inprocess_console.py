@@ -579,3 +579,17 @@ async def test_a_form_over_the_body_limit_is_refused_in_words(tmp_path: Path) ->
         assert alert_of(answer).startswith("The form is larger than the server takes (4,096 bytes")
     finally:
         harness.stop()
+
+
+async def test_signing_in_again_ends_the_session_it_replaces(harness: Harness) -> None:
+    session = await signed_in(harness, harness.admin)  # type: ignore[attr-defined]
+    try:
+        first = session.client.cookies["modeldex_console"]
+        again = await session.client.post("/console/sign-in", data={"key": harness.admin})  # type: ignore[attr-defined]
+        assert again.status_code == 303 and session.client.cookies["modeldex_console"] != first
+        async with harness.client() as old:
+            old.cookies.set("modeldex_console", first, path="/console")
+            assert (await old.get("/console/keys")).status_code == 303
+        assert (await session.client.get("/console/keys")).status_code == 200
+    finally:
+        await session.client.aclose()

@@ -280,6 +280,7 @@ class Console:
         if not caller.is_admin:
             return self.page(request, "sign_in.html", 403, next=target,
                              error=f"Not signed in: {caller.name} is a read key; the console needs an admin key.")
+        await run_in_threadpool(self.sessions.end, request.cookies.get(COOKIE))  # the one this replaces, if any
         secret, _record = await run_in_threadpool(self.sessions.start, caller, token)
         return self.redirect(target, {"set-cookie": self._cookie(request, secret)})
 
