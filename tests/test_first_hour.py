@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -116,8 +117,10 @@ def test_unsupported_and_malformed_database_urls_are_one_line(tmp_path: Path) ->
 KEEP_TWO = "models:\n  - id: MiniMax-M3\n    owned_by: minimax\n  - id: MiniMax-M2\n    owned_by: minimax\n"
 
 
-def on_a_terminal(db_url: str, args: list[str], answer: str) -> tuple[int, str]:
-    """`modeldex ARGS` with a terminal for stdin and output (a pty), typing `answer`: its status and output."""
+def on_a_terminal(db_url: str, args: list[str], answer: str, before_answering: Callable[[], object] | None = None
+                  ) -> tuple[int, str]:
+    """`modeldex ARGS` with a terminal for stdin and output (a pty), typing `answer` (after calling
+    `before_answering`, if given): its status and output."""
     import pty
     import select
 
@@ -139,6 +142,8 @@ def on_a_terminal(db_url: str, args: list[str], answer: str) -> tuple[int, str]:
                 break
             output += chunk
             if not typed and b"[y/N]" in output:
+                if before_answering is not None:
+                    before_answering()
                 os.write(controller, answer.encode() + b"\n")
                 typed = True
         return process.wait(timeout=30), output.decode(errors="replace").replace("\r\n", "\n")
@@ -163,6 +168,14 @@ def test_a_prune_that_removes_is_asked_on_a_terminal_and_refused_without_one(sql
     status, output = on_a_terminal(sqlite_url, ["catalog", "apply", str(path), "--prune"], "n")
     assert status == 1 and "- model MiniMax-M3.1-Flash-Preview\n" in output and "remove these 7 entries? [y/N]" in output
     assert run_cli(sqlite_url, "catalog", "export").stdout == before
+
+    # Another operator adds a model while the question is on the screen: the prune would now remove it
+    # too, which was not shown, so nothing is applied.
+    status, output = on_a_terminal(sqlite_url, ["catalog", "apply", str(path), "--prune"], "y",
+                                   lambda: run_cli(sqlite_url, "models", "add", "late/model", "--owned-by", "ops"))
+    assert status == 1 and "the catalog changed since the preview" in output, output
+    assert "late/model" in run_cli(sqlite_url, "models", "list").stdout
+    run_cli(sqlite_url, "models", "remove", "late/model")
 
     status, output = on_a_terminal(sqlite_url, ["catalog", "apply", str(path), "--prune"], "y")
     assert status == 0 and "applied 7 change(s)" in output, output

@@ -73,3 +73,30 @@ async def test_a_lone_surrogate_in_a_field_is_a_400_not_a_500(harness: Harness, 
                        ("/v1/admin/models", b'{"id": "ok", "\\ud800": 1}')):
         response = await harness.request("POST", path, admin, content=body, headers={"content-type": "application/json"})
         error_of(response, 400, "invalid_json")  # refused as it is read: nothing is echoed
+
+
+async def test_an_apply_confirmed_from_a_preview_applies_only_what_the_preview_showed(harness: Harness,
+                                                                                      admin: str) -> None:
+    file = b'{"models": [{"id": "plan/one", "owned_by": "ops"}]}'
+    preview = await harness.request("POST", "/v1/admin/catalog/apply?prune=true&dry_run=true", admin, content=file)
+    assert preview.status_code == 200
+    shown = preview.json()
+    assert shown["dry_run"] is True and {"op": "create", "entity": "model", "id": "plan/one", "fields": []} \
+        in shown["changes"]
+    # Someone adds a model between the preview and the apply: the prune would now delete it too.
+    created = await harness.request("POST", "/v1/admin/models", admin, json={"id": "plan/late", "owned_by": "ops"})
+    assert created.status_code == 201
+    before = (await harness.request("GET", "/v1/admin/catalog", admin)).content
+    refused = await harness.request("POST", f"/v1/admin/catalog/apply?prune=true&expected_plan={shown['plan']}",
+                                    admin, content=file)
+    assert "preview it again" in error_of(refused, 412, "plan_changed")["message"]
+    assert (await harness.request("GET", "/v1/admin/catalog", admin)).content == before  # nothing applied
+    # Previewed again, the new plan applies.
+    again = (await harness.request("POST", "/v1/admin/catalog/apply?prune=true&dry_run=true", admin,
+                                   content=file)).json()
+    assert again["plan"] != shown["plan"]
+    assert {"op": "delete", "entity": "model", "id": "plan/late", "fields": []} in again["changes"]
+    applied = await harness.request("POST", f"/v1/admin/catalog/apply?prune=true&expected_plan={again['plan']}",
+                                    admin, content=file)
+    assert applied.status_code == 200 and applied.json()["plan"] == again["plan"]
+    assert applied.json()["changes"] == again["changes"]

@@ -11,8 +11,6 @@ import pytest
 
 from .conftest import cli_env, create_key, run_cli
 
-pytestmark = pytest.mark.cli_process  # each run a new interpreter, exactly as a user runs the command
-
 
 def command_lines(pid: int) -> str:
     """The command lines of the process and its children, as ps shows them to anyone."""
@@ -48,6 +46,7 @@ def test_the_cli_reads_the_admin_key_from_a_file(sqlite_url: str, start_server, 
         assert admin not in result.stdout + result.stderr
 
 
+@pytest.mark.cli_process  # a new interpreter: its command line is what ps shows (a fork has the fork server's)
 def test_serve_reads_the_metrics_token_from_a_file(sqlite_url: str, start_server, tmp_path: Path) -> None:
     token = "metrics-" + os.urandom(12).hex()
     token_file = tmp_path / "metrics-token"

@@ -21,7 +21,7 @@ from modeldex.api.admin_base import (
     read_body,
     with_revision,
 )
-from modeldex.catalog.catalog_file import dump_yaml, parse_catalog_file
+from modeldex.catalog.catalog_file import dump_yaml, parse_catalog_file, plan_digest
 from modeldex.catalog.changes import MAX_VERSION
 from modeldex.catalog.errors import InvalidInput
 from modeldex.catalog.kinds import KINDS
@@ -144,10 +144,12 @@ class AdminRoutes:
         if not body.strip():  # not taken as an empty file: with ?prune that would delete everything
             raise InvalidInput("file", "file: the request body is empty; send a catalog file ({} for an empty one)")
         prune, dry_run = _flag(request, "prune"), _flag(request, "dry_run")
+        expected_plan = request.query_params.get("expected_plan")  # a preview's "plan": apply only that
 
         def apply() -> bytes:
-            version, planned = catalog.apply(parse_catalog_file(body), prune, dry_run)
-            return orjson.dumps({"version": version, "dry_run": dry_run, "changes": [p.document() for p in planned]})
+            version, planned = catalog.apply(parse_catalog_file(body), prune, dry_run, expected_plan)
+            return orjson.dumps({"version": version, "dry_run": dry_run, "plan": plan_digest(planned),
+                                 "changes": [p.document() for p in planned]})
 
         return raw_json_response(await run_in_threadpool(apply))
 

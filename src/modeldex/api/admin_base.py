@@ -26,6 +26,7 @@ from modeldex.catalog.errors import (
     Conflict,
     InvalidInput,
     NotFound,
+    PlanChanged,
     PreconditionFailed,
     StoreUnavailable,
 )
@@ -62,6 +63,8 @@ def domain_error(exc: CatalogError) -> ApiError:
         return ApiError(409, str(exc), code="already_exists")
     if isinstance(exc, PreconditionFailed):
         return ApiError(412, str(exc), code="precondition_failed")
+    if isinstance(exc, PlanChanged):
+        return ApiError(412, str(exc), code="plan_changed")
     if isinstance(exc, Conflict):
         return ApiError(409, str(exc), code="conflict")
     return ApiError(400, str(exc))

@@ -27,7 +27,8 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     403: ("Forbidden", "The key lacks the scope the operation needs."),
     404: ("NotFound", "No such model (or one the key may not see)."),
     409: ("Conflict", "It exists already, or others still refer to it."),
-    412: ("PreconditionFailed", "`If-Match` names a revision that is no longer the current one."),
+    412: ("PreconditionFailed", ("`If-Match` names a revision that is no longer the current one (or "
+          "`expected_plan` a plan that no longer holds).")),
     413: ("PayloadTooLarge", "The request body is larger than the server takes."),
     429: ("TooManyRequests", "The key's rate limit (or the address's allowance of failed keys) is used up."),
     431: ("HeadersTooLarge", "The request's headers are larger than the server takes."),
@@ -221,8 +222,10 @@ CATALOG_FILE: Schema = {
 }
 APPLIED: Schema = {
     "type": "object",
-    "required": ["version", "dry_run", "changes"],
+    "required": ["version", "dry_run", "plan", "changes"],
     "properties": {"version": {"type": "integer"}, "dry_run": {"type": "boolean"},
+                   "plan": {"type": "string", "description": "A digest of these changes: pass it back as "
+                            "`expected_plan` to apply exactly what a dry run showed."},
                    "changes": {"type": "array", "items": {"type": "object"}}},
 }
 ROUTE_ROW: Schema = {
@@ -281,9 +284,11 @@ def _admin_paths(components: dict[str, Schema]) -> dict[str, Any]:
         "/v1/admin/catalog/apply": {"post": _operation(
             "adminApplyCatalog", "Apply a catalog file", _answers(
                 _ok("The changes made (or, on a dry run, those that would be).", _ref("CatalogApplied")),
-                400, 409, 413, *ADMIN_ERRORS),
+                400, 409, 412, 413, *ADMIN_ERRORS),
             parameters=[_query("prune", FLAG, "Also delete what the file does not name."),
-                        _query("dry_run", FLAG, "Report the changes without making them.")],
+                        _query("dry_run", FLAG, "Report the changes without making them."),
+                        _query("expected_plan", {"type": "string"}, "A dry run's `plan`: apply only if the "
+                               "changes are still those (else 412 `plan_changed`, nothing applied).")],
             body={JSON: {"schema": _ref("CatalogFile")}, "application/yaml": {"schema": _ref("CatalogFile")}},
             description="Makes the catalog match the file, atomically: all of it or nothing.")},
         "/v1/admin/keys": {

@@ -10,6 +10,7 @@ operator's.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,13 @@ class PlannedChange:
 
     def document(self) -> dict[str, Any]:
         return {"op": self.op, "entity": self.kind, "id": self.key, "fields": list(self.fields)}
+
+
+def plan_digest(planned: list[PlannedChange]) -> str:
+    """A short digest of a plan: what a preview shows, so that the apply it confirms can insist on the
+    same changes (Catalog.apply's `expected_plan`)."""
+    text = "\n".join(change.line() for change in planned)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def export_document(models: list[Model], aliases: list[Alias], groups: list[Group],

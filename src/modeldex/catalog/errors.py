@@ -49,6 +49,15 @@ class PreconditionFailed(CatalogError):
         self.current = current
 
 
+class PlanChanged(CatalogError):
+    """A catalog file applied on the strength of a preview would now make other changes than those shown
+    (someone, or a discovery poll, wrote in between): nothing is applied."""
+
+    def __init__(self) -> None:
+        super().__init__("the catalog changed since the preview: applying the file now would make other changes "
+                         "than those shown; preview it again")
+
+
 class StoreError(Exception):
     """The catalog's storage cannot be used as it is (unreachable, wrong schema version, ...)."""
 

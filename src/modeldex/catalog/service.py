@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from modeldex.catalog import writes
 from modeldex.catalog.callers import Scope
-from modeldex.catalog.catalog_file import PlannedChange, apply_document, export_document
+from modeldex.catalog.catalog_file import PlannedChange, apply_document, export_document, plan_digest
 from modeldex.catalog.changes import MAX_VERSION, Change
 from modeldex.catalog.entities import DISCOVERY_FIELDS, Entity, Model, Route, parse
-from modeldex.catalog.errors import InvalidInput, NotFound
+from modeldex.catalog.errors import InvalidInput, NotFound, PlanChanged
 from modeldex.catalog.integrity import check_policy
 from modeldex.catalog.keys import ApiKey, new_key, parse_scope, validate_key_name
 from modeldex.catalog.kinds import kind_named
@@ -209,11 +209,15 @@ class Catalog:
         return export_document([m for m in state.models if m.source is None], list(state.aliases),
                                list(state.groups), state.upstreams, state.issuers)
 
-    def apply(self, document: Any, prune: bool = False, dry_run: bool = False) -> tuple[int, list[PlannedChange]]:
+    def apply(self, document: Any, prune: bool = False, dry_run: bool = False,
+              expected_plan: str | None = None) -> tuple[int, list[PlannedChange]]:
         """Make the catalog match `document` atomically. Returns (version, changes); a dry run commits
-        nothing and reports the version as it is."""
+        nothing and reports the version as it is. With `expected_plan` (a preview's `plan_digest`), the
+        changes must be the ones the preview showed, or nothing is applied (PlanChanged)."""
         with self._write(dry_run=dry_run) as writer:
             planned = apply_document(writer, document, prune)
+            if expected_plan is not None and plan_digest(planned) != expected_plan:
+                raise PlanChanged()
             version = writer.version if planned and not dry_run else writer.version - 1
         return version, planned
 

@@ -16,6 +16,7 @@ import httpx
 import orjson
 from sqlalchemy.engine import make_url
 
+from modeldex.catalog.catalog_file import plan_digest
 from modeldex.catalog.errors import CatalogError
 from modeldex.catalog.kinds import kind_named
 from modeldex.catalog.repository import UNCHANGED
@@ -50,7 +51,8 @@ class Backend(Protocol):
     def explain(self, name: str, model_id: str) -> dict[str, Any]: ...
     def changes(self, since: int, limit: int) -> dict[str, Any]: ...
     def export(self) -> dict[str, Any]: ...
-    def apply(self, document: Any, prune: bool, dry_run: bool) -> dict[str, Any]: ...
+    def apply(self, document: Any, prune: bool, dry_run: bool, expected_plan: str | None = None
+              ) -> dict[str, Any]: ...
     def list_upstreams(self) -> list[dict[str, Any]]: ...
     def sync_upstream(self, name: str) -> dict[str, Any]: ...
     def routes(self) -> list[dict[str, Any]]: ...
@@ -136,9 +138,11 @@ class LocalBackend:
     def export(self) -> dict[str, Any]:
         return self.catalog.export()
 
-    def apply(self, document: Any, prune: bool, dry_run: bool) -> dict[str, Any]:
-        version, planned = self.catalog.apply(document, prune=prune, dry_run=dry_run)
-        return {"version": version, "dry_run": dry_run, "changes": [p.document() for p in planned]}
+    def apply(self, document: Any, prune: bool, dry_run: bool, expected_plan: str | None = None
+              ) -> dict[str, Any]:
+        version, planned = self.catalog.apply(document, prune=prune, dry_run=dry_run, expected_plan=expected_plan)
+        return {"version": version, "dry_run": dry_run, "plan": plan_digest(planned),
+                "changes": [p.document() for p in planned]}
 
     def list_upstreams(self) -> list[dict[str, Any]]:
         return upstream_reports(self.store.all_revisions(Upstream), self.store, time.time())
@@ -259,8 +263,11 @@ class HttpBackend:
     def export(self) -> dict[str, Any]:
         return self._call("GET", "/v1/admin/catalog")
 
-    def apply(self, document: Any, prune: bool, dry_run: bool) -> dict[str, Any]:
+    def apply(self, document: Any, prune: bool, dry_run: bool, expected_plan: str | None = None
+              ) -> dict[str, Any]:
         params = {"prune": str(prune).lower(), "dry_run": str(dry_run).lower()}
+        if expected_plan is not None:
+            params["expected_plan"] = expected_plan
         return self._call("POST", "/v1/admin/catalog/apply", params=params, content=orjson.dumps(document))
 
     def list_upstreams(self) -> list[dict[str, Any]]:

@@ -57,15 +57,17 @@ def _load(file: BinaryIO) -> Any:
 MAX_NAMED = 3  # removals a refusal names before "..."
 
 
-def _confirm_prune(backend: Backend, document: Any, yes: bool, force: bool, can_ask: bool) -> None:
+def _confirm_prune(backend: Backend, document: Any, yes: bool, force: bool, can_ask: bool) -> str | None:
     """A prune that removes anything is shown and asked about on a terminal (`--yes` in scripts; without
     either it is refused); one that would leave no model at all also needs `--force`.
 
-    The plan is a dry run: a write made between it and the apply (another operator) is not in it."""
-    planned = backend.apply(document, True, True)["changes"]
+    Returns the plan shown (a dry run's digest) for the apply to insist on: a write made in between
+    (another operator, a discovery poll) that changes what the file would do refuses the apply."""
+    preview = backend.apply(document, True, True)
+    planned = preview["changes"]
     removed = [c for c in planned if c["op"] == "delete"]
     if not removed:
-        return
+        return None
     gone_models = {c["id"] for c in removed if c["entity"] == "model"}
     gone_upstreams = {c["id"] for c in removed if c["entity"] == "upstream"}
     left = [m for m in backend.entries("model") if m["id"] not in gone_models and m.get("source") not in gone_upstreams]
@@ -75,7 +77,7 @@ def _confirm_prune(backend: Backend, document: Any, yes: bool, force: bool, can_
         raise click.ClickException(f"refusing a prune that leaves the catalog without models ({len(removed)} "
                                    "removal(s)); pass --force if that is what you want")
     if yes:
-        return
+        return None
     if not can_ask:
         named = ", ".join(line.removeprefix("- ") for line in lines[:MAX_NAMED])
         more = f", and {len(lines) - MAX_NAMED} more" if len(lines) > MAX_NAMED else ""
@@ -85,6 +87,7 @@ def _confirm_prune(backend: Backend, document: Any, yes: bool, force: bool, can_
         click.echo(line, err=True)
     click.confirm(f"remove {'this entry' if len(removed) == 1 else f'these {len(removed)} entries'}?",
                   abort=True, err=True)
+    return str(preview["plan"])
 
 
 @catalog.command("apply")
@@ -101,10 +104,11 @@ def apply(file: BinaryIO, prune: bool, dry_run: bool, yes: bool, force: bool, da
     """Make the catalog match FILE (YAML; `-` reads stdin): all of it, or nothing if any entry is invalid."""
     document = _load(file)
     with open_backend(database_url, url, api_key) as backend:
+        shown = None
         if prune and not dry_run:
             can_ask = file is not sys.stdin.buffer and sys.stdin.isatty()
-            _confirm_prune(backend, document, yes, force, can_ask)
-        result = backend.apply(document, prune, dry_run)
+            shown = _confirm_prune(backend, document, yes, force, can_ask)
+        result = backend.apply(document, prune, dry_run, shown)
     for change in result["changes"]:
         click.echo(PlannedChange(change["op"], change["entity"], change["id"], tuple(change["fields"])).line())
     count = len(result["changes"])

@@ -9,8 +9,6 @@ text wherever they appear.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,9 +25,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from modeldex.catalog.callers import Caller
-from modeldex.catalog.catalog_file import dump_yaml, parse_catalog_file
+from modeldex.catalog.catalog_file import PlannedChange, dump_yaml, parse_catalog_file, plan_digest
 from modeldex.catalog.entities import DISCOVERY_FIELDS, Alias, Model
-from modeldex.catalog.errors import CatalogError, NotFound, PreconditionFailed, StoreUnavailable
+from modeldex.catalog.errors import CatalogError, NotFound, PlanChanged, PreconditionFailed, StoreUnavailable
 from modeldex.catalog.keys import KeyTable
 from modeldex.catalog.policy import AccessPolicy
 from modeldex.catalog.service import Catalog
@@ -499,34 +497,36 @@ class Console:
         return self.page(request, "apply.html", context=context, text="", prune=False)
 
     async def apply(self, request: Request, context: Context) -> Response:
-        """Preview (a dry run) or apply a catalog file. Applying re-checks the preview: if the plan is not
-        the one the operator saw (the catalog changed meanwhile), nothing is applied and the new plan shown."""
+        """Preview (a dry run) or apply a catalog file. Applying insists on the plan the preview showed
+        (`Catalog.apply`'s `expected_plan`, checked in the same write): if the catalog changed meanwhile so
+        that the file would now do something else, nothing is applied and the new plan is shown."""
         form = context.form
         text, prune = form.get("file", ""), form.get("prune") == "yes"
         if not text.strip():
             return self.page(request, "apply.html", 400, context, text=text, prune=prune,
                              error="Paste a catalog file first ({} for an empty one).")
 
-        def plan(dry_run: bool) -> tuple[int, list[Any]]:
-            return context.catalog.apply(parse_catalog_file(text.encode()), prune, dry_run)
+        def plan(dry_run: bool, expected: str | None = None) -> tuple[int, list[PlannedChange]]:
+            return context.catalog.apply(parse_catalog_file(text.encode()), prune, dry_run, expected)
 
         try:
+            if form.get("action") == "apply":
+                try:
+                    version, planned = await run_in_threadpool(plan, False, form.get("digest", ""))
+                except PlanChanged:
+                    version, planned = await run_in_threadpool(plan, True)
+                    return self.page(request, "apply.html", 409, context, text=text, prune=prune, planned=planned,
+                                     digest=plan_digest(planned), version=version,
+                                     error="Not applied: the catalog changed since your preview. Check the new "
+                                     "preview below, then apply again.")
+                return self.page(request, "apply.html", context=context, text="", prune=False, applied=planned,
+                                 version=version)
             version, planned = await run_in_threadpool(plan, True)
-            digest = _digest(planned)
-            if form.get("action") != "apply":
-                return self.page(request, "apply.html", context=context, text=text, prune=prune, planned=planned,
-                                 digest=digest, version=version)
-            if not hmac.compare_digest(digest, form.get("digest", "")):
-                return self.page(request, "apply.html", 409, context, text=text, prune=prune, planned=planned,
-                                 digest=digest, version=version,
-                                 error="Not applied: the catalog changed since your preview. Check the new "
-                                 "preview below, then apply again.")
-            version, planned = await run_in_threadpool(plan, False)
         except CatalogError as exc:
             return self.page(request, "apply.html", 400, context, text=text, prune=prune,
                              error=f"Not applied: {exc}")
-        return self.page(request, "apply.html", context=context, text="", prune=False, applied=planned,
-                         version=version)
+        return self.page(request, "apply.html", context=context, text=text, prune=prune, planned=planned,
+                         digest=plan_digest(planned), version=version)
 
     # --- the rest ---------------------------------------------------------------------------------------
 
@@ -597,10 +597,6 @@ def _json_object(text: str) -> dict[str, Any] | str:
     except orjson.JSONDecodeError as exc:
         return f"not valid JSON ({exc})"
     return value if isinstance(value, dict) else "must be a JSON object ({...})"
-
-
-def _digest(planned: list[Any]) -> str:
-    return hashlib.sha256(orjson.dumps([p.document() for p in planned])).hexdigest()
 
 
 def _routes(model: Model, upstreams: Mapping[str, Any]) -> list[dict[str, Any]]:
