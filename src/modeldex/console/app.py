@@ -135,8 +135,7 @@ class Console:
         self.templates = Environment(loader=PackageLoader("modeldex.console", "templates"), autoescape=True,
                                      trim_blocks=True, lstrip_blocks=True)
         self.templates.filters["when"] = views.when
-        self.templates.filters["pretty"] = lambda value: orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
-        self.templates.globals["done_messages"] = DONE
+        self.templates.filters["pretty"] = views.pretty
         self.static = {path.name: path.read_bytes() for path in _STATIC.iterdir() if path.suffix in _STATIC_TYPES}
 
     # --- plumbing: pages, sessions, forms ---------------------------------------------------------------
