@@ -29,12 +29,15 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
 
 def served_operations(harness: Harness) -> set[tuple[str, str]]:
     """(path, method) for every route: the side app's (as OpenAPI writes its paths: `{key:path}` is
-    `{key}`), the Models routes and the inference routes. HEAD is GET's, as HTTP has it."""
+    `{key}`), the Models routes and the inference routes. HEAD is GET's, as HTTP has it. The web console's
+    pages (/console) are HTML for browsers, not API: docs/console.md documents them."""
     side = harness.app.side_app
     assert isinstance(side, Starlette)
     operations = set()
     for route in side.routes:
         assert isinstance(route, Route), route
+        if route.path == "/console" or route.path.startswith("/console/"):
+            continue
         path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)
         operations |= {(path, method) for method in route.methods or () if method != "HEAD"}
     operations |= {(LIST_PATH, method) for method in LIST_METHODS if method != "HEAD"}

@@ -1,5 +1,6 @@
 """Installing without a clone (issue 14): the built wheel, installed into a new virtual environment, serves.
-That proves the package data is in it: the Alembic migrations, the seed catalog, the OpenAPI document.
+That proves the package data is in it: the Alembic migrations, the seed catalog, the OpenAPI document, the
+web console's templates and static files.
 
 The new environment gets its dependencies from this test's environment through a `.pth` file rather than
 from an index (quick, and offline). `venv --system-site-packages` would not do: run from a virtual
@@ -73,6 +74,10 @@ def test_the_built_wheel_installs_and_serves(tmp_path: Path) -> None:
         spec = httpx.get(f"{base}/openapi.json", timeout=10)
         assert spec.status_code == 200 and "retrieveModel" in spec.text
         assert httpx.get(f"{base}/readyz", timeout=10).json()["status"] == "ready"
+        # The web console's templates and static files.
+        sign_in = httpx.get(f"{base}/console/sign-in", timeout=10)
+        assert sign_in.status_code == 200 and "Sign in to the console" in sign_in.text
+        assert "navigator.clipboard" in httpx.get(f"{base}/console/static/console.js", timeout=10).text
     finally:
         server.terminate()
         try:

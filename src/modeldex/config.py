@@ -105,6 +105,8 @@ class ServerSettings:
     # provider's set still verifies tokens), and at most once per jwks_min_refresh for unknown `kid`s.
     jwks_max_age: float = 300.0
     jwks_min_refresh: float = 10.0
+    console: bool = True  # the web console at /console
+    tls: bool = False  # served over TLS: the console's cookie is marked Secure
 
     def to_env(self) -> dict[str, str]:
         env = {}

@@ -21,7 +21,7 @@ from modeldex.api.admin_base import (
     read_body,
     with_revision,
 )
-from modeldex.catalog.catalog_file import dump_yaml, load_yaml, plan_digest
+from modeldex.catalog.catalog_file import dump_yaml, parse_catalog_file, plan_digest
 from modeldex.catalog.changes import MAX_VERSION
 from modeldex.catalog.errors import InvalidInput
 from modeldex.catalog.kinds import KINDS
@@ -171,15 +171,6 @@ class AdminRoutes:
                                            "PATCH": partial(self.update_entity, kind.name),
                                            "DELETE": partial(self.delete_entity, kind.name)}
         return table
-
-
-def parse_catalog_file(body: bytes) -> object:
-    """A catalog file's document: JSON parsed as such (orjson, milliseconds), anything else as YAML (a
-    superset of JSON, so the document is the same)."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return load_yaml(body.decode("utf-8", errors="replace"))
 
 
 def _optional_str(data: dict[str, Any], field: str) -> str | None:

@@ -16,6 +16,8 @@ import random
 import time
 from typing import Any
 
+from starlette.routing import BaseRoute
+
 from modeldex.api import errors, paths
 from modeldex.api.admin import AdminRoutes
 from modeldex.api.admin_base import AdminEndpoints, merged
@@ -48,7 +50,7 @@ from modeldex.catalog.retention import parse_retention
 from modeldex.catalog.seed import seed_models
 from modeldex.catalog.service import Catalog
 from modeldex.config import ServerSettings
-from modeldex.discovery.health import DiscoveryStore
+from modeldex.console.app import Console, ConsoleStore, RateLimited, SignInRefused
 from modeldex.discovery.poller import Poller
 from modeldex.gateway.client import Timeouts, UpstreamClient
 from modeldex.gateway.downstream import AsgiDownstream, Downstream, RsgiDownstream
@@ -61,6 +63,7 @@ from modeldex.ops import metrics
 from modeldex.ops.access_log import AccessLog
 from modeldex.ops.compaction import Compactor
 from modeldex.ops.ratelimit import Buckets, FailOpen, MemoryBuckets, RateLimiter, RedisBuckets
+from modeldex.ops.traffic import SharedTraffic, Traffic, TrafficReport, report
 
 log = logging.getLogger("modeldex.server")
 _ROUTE_LABELS = {"/healthz": "health", "/readyz": "ready", "/openapi.json": "openapi", "/metrics": "metrics"}
@@ -93,6 +96,8 @@ class RequestIds:
 def route_label(path: str) -> str:
     if path.startswith("/v1/admin/"):
         return "admin"
+    if path == "/console" or path.startswith("/console/"):
+        return "console"
     return _ROUTE_LABELS.get(path, "other")
 
 
@@ -143,7 +148,7 @@ class AsgiHeaders:
 
 
 class ModeldexApp:
-    def __init__(self, settings: ServerSettings, store: DiscoveryStore | None = None) -> None:
+    def __init__(self, settings: ServerSettings, store: ConsoleStore | None = None) -> None:
         self.settings = settings
         self._store = store
         self.live: LiveCatalog[RenderedCatalog] | None = None
@@ -167,6 +172,8 @@ class ModeldexApp:
             unknown_kid_interval=settings.jwks_min_refresh))
         self.callers = Callers(self.limiter, other_credentials=(self.tokens,))
         self.access_log = AccessLog(json=settings.log_format == "json") if settings.access_log else None
+        self.traffic = Traffic()  # inference requests over the last hour, for the console
+        self.shared_traffic: SharedTraffic | None = None
         self.request_ids = RequestIds()
         self._max_header_bytes = settings.max_header_bytes
         self.side_app: ASGIApp = build_side_app()  # until start(): health and the OpenAPI document only
@@ -201,13 +208,20 @@ class ModeldexApp:
         self.shared_health = SharedHealth(self.route_health, directory) if directory else None
         if self.shared_health is not None:
             self.shared_health.start()
+        self.shared_traffic = SharedTraffic(self.traffic, directory) if directory else None
+        if self.shared_traffic is not None:
+            self.shared_traffic.start()
         inference_health = self.shared_health.report if self.shared_health is not None else self.route_health.report
         forwarder = Forwarder(self.upstream_client, self.route_health, attempts=self.settings.upstream_attempts)
         self.inference = InferenceRoutes(self.live, self.callers, forwarder, self.settings.max_inference_body_bytes)
         endpoints = AdminEndpoints(self.live, self.callers, self.catalog_for)
         admin = endpoints.routes(merged(upstream_routes(store, inference_health), route_table(),
                                         identity_routes(self.tokens), AdminRoutes().table()))
-        routes = [metrics_route(self.live, self.callers, self.settings), *admin]
+        routes: list[BaseRoute] = [metrics_route(self.live, self.callers, self.settings), *admin]
+        if self.settings.console:
+            routes += Console(self.live, self._console_caller, self.catalog_for, store, tls=self.settings.tls,
+                              gateway_health=inference_health, traffic=self.traffic_report,
+                              charge=self._console_charge).routes()
         rate_limits = self.shared_buckets.check if self.shared_buckets is not None else None
         self.side_app = build_side_app(routes, self.live, self.settings, rate_limits, self.callers)
         log.info("serving catalog version %d (%d models)", self.live.version, len(self.live.current.models))
@@ -216,6 +230,30 @@ class ModeldexApp:
         """The catalog service acting for `caller`; after a write, this worker serves it at once."""
         assert self._store is not None
         return Catalog(self._store, actor=caller.actor, after_write=self._refresh)
+
+    async def _console_caller(self, token: str, client: str) -> Caller:
+        """Who a credential given to the console's sign-in stands for: the same resolution as every route,
+        failed attempts counted against the address alike."""
+        assert self.live is not None
+        try:
+            return await self.callers.caller(self.live.current.keys, f"Bearer {token}", client)
+        except errors.ApiError as exc:
+            raise SignInRefused(exc.message) from None
+
+    async def _console_charge(self, caller: Caller) -> None:
+        """A console page counts against the signed-in key's rate limit, as its admin API calls do."""
+        if self.callers.limited(caller):
+            try:
+                await self.callers.charge(caller)
+            except errors.ApiError as exc:
+                raise RateLimited(exc.message) from None
+
+    def traffic_report(self) -> TrafficReport:
+        """Inference traffic over the last hour, every worker's added up."""
+        if self.shared_traffic is not None:
+            rows, workers = self.shared_traffic.rows()
+            return report(rows, workers=workers)
+        return report(self.traffic.snapshot())
 
     def _refresh(self) -> None:
         if self.live is not None:
@@ -239,6 +277,8 @@ class ModeldexApp:
         self.tokens.close()
         if self.shared_health is not None:
             self.shared_health.stop()
+        if self.shared_traffic is not None:
+            self.shared_traffic.stop()
         if self.poller is not None:
             self.poller.stop()
         if self.compactor is not None:
@@ -315,8 +355,11 @@ class ModeldexApp:
                             client: str) -> None:
         elapsed = time.perf_counter() - started
         metrics.observe(label, served.status, elapsed)
+        outcome = served.outcome
+        self.traffic.record(served.model, served.caller, served.status,
+                            outcome.prompt_tokens if outcome is not None else None,
+                            outcome.completion_tokens if outcome is not None else None)
         if self.access_log is not None:
-            outcome = served.outcome
             fields: dict[str, object] = {"model": served.model}
             if outcome is not None:
                 first_byte = None if outcome.first_byte_ms is None else round(outcome.first_byte_ms, 2)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import yaml
 
 from modeldex.catalog import writes
@@ -247,3 +248,12 @@ def _labelled(exc: CatalogError, label: str) -> CatalogError:
     if isinstance(exc, InvalidInput):
         return InvalidInput(exc.field, f"{label}: {exc.message}")
     return Conflict(f"{label}: {exc}")
+
+
+def parse_catalog_file(body: bytes) -> object:
+    """A catalog file's document: JSON parsed as such (orjson, milliseconds), anything else as YAML (a
+    superset of JSON, so the document is the same)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return load_yaml(body.decode("utf-8", errors="replace"))

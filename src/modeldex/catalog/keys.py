@@ -156,6 +156,11 @@ class KeyTable:
             return None
         return entry[1] if verify(token, entry[0]) else None
 
+    def caller_by_lookup(self, lookup_id: str) -> Caller | None:
+        """The caller of the active key with that lookup id (a console session made with it), if any."""
+        entry = self._by_lookup.get(lookup_id)
+        return None if entry is None else entry[1]
+
     def __len__(self) -> int:
         return len(self._by_lookup)
 

@@ -109,6 +109,11 @@ class CatalogStore(CatalogReader, Protocol):
         """Changes with a version above `since`, oldest first."""
         ...
 
+    def history(self, limit: int, before: int | None = None, entity: str | None = None,
+                entity_id: str | None = None) -> list[Change]:
+        """The last `limit` changes (at versions below `before`; of one entity if given), newest first."""
+        ...
+
     def subscribe(self, on_change: Callable[[], None]) -> Callable[[], None]:
         """Call `on_change` soon after any process commits a change, where the database can say so
         (PostgreSQL's LISTEN/NOTIFY); returns a function that stops it. A no-op elsewhere."""

@@ -236,6 +236,12 @@ class Catalog:
             raise InvalidInput("limit", f"limit: must be between 1 and {MAX_VERSION}")
         return self.store.changes(since, limit)
 
+    def history(self, limit: int = 50, before: int | None = None, entity: str | None = None,
+                key: str | None = None) -> list[Change]:
+        """The last changes (below version `before`; of one entity, given as the feed names it: "model",
+        "key", ... and its key), newest first, as far as the feed is kept."""
+        return self.store.history(limit, before, entity, key)
+
     def version(self) -> int:
         return self.store.current_version()
 

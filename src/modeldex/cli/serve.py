@@ -204,6 +204,8 @@ def _check_port_free(host: str, port: int) -> None:
               envvar="MODELDEX_JWKS_MIN_REFRESH",
               help="A token with an unknown key id fetches its issuer's key set again at most once per this "
               "many seconds.")
+@click.option("--console/--no-console", default=True, show_default=True, envvar="MODELDEX_CONSOLE",
+              help="Serve the web console at /console (admin keys sign in).")
 @database_url_option
 @handle_errors
 def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval: float, access_log: bool, log_format: str,
@@ -214,7 +216,7 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
           change_retention: str | None, shutdown_timeout: int, upstream_connect_timeout: float,
           upstream_first_byte_timeout: float, upstream_idle_timeout: float, upstream_total_timeout: float,
           upstream_attempts: int, max_inference_body_bytes: int, jwks_max_age: float, jwks_min_refresh: float,
-          backlog: int, max_connections: int, header_timeout: float, database_timeout: float,
+          backlog: int, max_connections: int, header_timeout: float, database_timeout: float, console: bool,
           database_url: str | None) -> None:
     """Serve the OpenAI-compatible Models API."""
     from granian.constants import Interfaces, Loops
@@ -240,7 +242,8 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
         upstream_first_byte_timeout=upstream_first_byte_timeout, upstream_idle_timeout=upstream_idle_timeout,
         upstream_total_timeout=upstream_total_timeout, upstream_attempts=upstream_attempts,
         max_inference_body_bytes=max_inference_body_bytes, jwks_max_age=jwks_max_age,
-        jwks_min_refresh=jwks_min_refresh, database_timeout=database_timeout,
+        jwks_min_refresh=jwks_min_refresh, database_timeout=database_timeout, console=console,
+        tls=bool(ssl_certfile),
     )
     os.environ.update(settings.to_env())
     _raise_open_files_limit(max_connections + 1024)  # per process: each worker holds its own connections

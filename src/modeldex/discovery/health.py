@@ -29,6 +29,8 @@ class UpstreamHealth:
     shadowed: tuple[dict[str, str], ...] = field(default_factory=tuple)
     next_poll_at: float | None = None
     polling_by: str | None = None  # the process holding the poll lease, while one does
+    # The last polls, oldest first: (at, latency in ms or None, succeeded). Not in document(): the console's.
+    latency_history: tuple[tuple[float, float | None, bool], ...] = field(default_factory=tuple, compare=False)
 
     def document(self) -> dict[str, Any]:
         return {

@@ -131,4 +131,22 @@ upstream_health = Table(
     Column("lease_until", Float, nullable=True),
     # A salted fingerprint of the key the last poll sent (discovery/credentials.py), never the key.
     Column("credential", String(200), nullable=True),
+    # The last polls, oldest first, as [[at, latency_ms or null, ok], ...]: the console's latency chart.
+    Column("latency_history", JSON, nullable=True),
+)
+
+# Web console sessions (console/sessions.py): the SHA-256 of the cookie's secret, never the secret; what
+# the session acts as (an API key's lookup id, or a token's subject); revoked by deleting the row, so
+# signing out holds on every worker and replica.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("csrf", String(64), nullable=False),
+    Column("credential", String(32), nullable=False),
+    Column("subject", String(256), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("rate_limit", String(32), nullable=True),  # a token's (an API key's comes from the key table)
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),
 )

@@ -55,6 +55,7 @@ from modeldex.store.schema import (
     api_keys,
     catalog_state,
     changes,
+    console_sessions,
     groups,
     issuers,
     models,
@@ -62,6 +63,7 @@ from modeldex.store.schema import (
     upstreams,
 )
 
+LATENCY_HISTORY = 60  # polls kept per upstream for the console's latency chart
 DEFAULT_TIMEOUT_S = 5.0  # `serve --database-timeout`: connect, statement, lock and pool waits
 NOTIFY_CHANNEL = "modeldex_catalog"
 log = logging.getLogger("modeldex.store")
@@ -227,7 +229,13 @@ def _health_from_row(row: Any, now: float) -> UpstreamHealth:
         last_error_at=row.last_error_at, latency_ms=row.latency_ms, model_count=int(row.model_count or 0),
         failing_since=row.failing_since, shadowed=tuple(row.shadowed or ()), next_poll_at=row.next_poll_at,
         polling_by=row.lease_owner if leased else None,
+        latency_history=tuple(tuple(point) for point in row.latency_history or ()),
     )
+
+
+def _change_from_row(r: Any) -> Change:
+    return Change(version=int(r.version), at=r.at, actor=r.actor, entity=r.entity, id=r.entity_id, op=r.op,
+                  before=r.before, after=r.after)
 
 
 def _key_from_row(row: Any) -> ApiKey:
@@ -645,11 +653,20 @@ class SqlStore:
     def changes(self, since: int, limit: int) -> list[Change]:
         query = select(changes).where(changes.c.version > since).order_by(changes.c.seq).limit(limit)
         with self.engine.connect() as conn:
-            return [
-                Change(version=int(r.version), at=r.at, actor=r.actor, entity=r.entity, id=r.entity_id, op=r.op,
-                       before=r.before, after=r.after)
-                for r in conn.execute(query)
-            ]
+            return [_change_from_row(r) for r in conn.execute(query)]
+
+    @_translated
+    def history(self, limit: int, before: int | None = None, entity: str | None = None,
+                entity_id: str | None = None) -> list[Change]:
+        query = select(changes).order_by(changes.c.seq.desc()).limit(limit)
+        if before is not None:
+            query = query.where(changes.c.version < before)
+        if entity is not None:
+            query = query.where(changes.c.entity == entity)
+        if entity_id is not None:
+            query = query.where(changes.c.entity_id == entity_id)
+        with self.engine.connect() as conn:
+            return [_change_from_row(r) for r in conn.execute(query)]
 
     # --- upstream health and poll leases (outside the catalog: no version, no change feed) ---------------
 
@@ -700,6 +717,10 @@ class SqlStore:
         if credential is not None:
             values["credential"] = credential
         with self._writer.begin() as conn:
+            history = conn.execute(select(upstream_health.c.latency_history)
+                                   .where(upstream_health.c.name == name)).scalar_one_or_none() or []
+            point = [health.last_attempt_at, health.latency_ms, health.failing_since is None]
+            values["latency_history"] = [*history, point][-LATENCY_HISTORY:]
             conn.execute(update(upstream_health).where(upstream_health.c.name == name).values(**values))
             conn.execute(update(upstream_health)
                          .where(upstream_health.c.name == name, upstream_health.c.lease_owner == owner)
@@ -717,6 +738,31 @@ class SqlStore:
         if names:
             with self._writer.begin() as conn:
                 conn.execute(update(upstream_health).where(upstream_health.c.name.in_(names)).values(next_poll_at=None))
+
+    # --- web console sessions (console/sessions.py): outside the catalog, like health ------------------
+
+    @_translated
+    def create_session(self, record: dict[str, Any]) -> None:
+        with self._writer.begin() as conn:
+            conn.execute(insert(console_sessions).values(**record))
+
+    @_translated
+    def find_session(self, id_hash: str, now: float) -> dict[str, Any] | None:
+        query = select(console_sessions).where(console_sessions.c.id_hash == id_hash,
+                                               console_sessions.c.expires_at > now)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else dict(row._mapping)
+
+    @_translated
+    def end_session(self, id_hash: str) -> None:
+        with self._writer.begin() as conn:
+            conn.execute(delete(console_sessions).where(console_sessions.c.id_hash == id_hash))
+
+    @_translated
+    def purge_sessions(self, now: float) -> int:
+        with self._writer.begin() as conn:
+            return int(conn.execute(delete(console_sessions).where(console_sessions.c.expires_at <= now)).rowcount)
 
     def subscribe(self, on_change: Callable[[], None]) -> Callable[[], None]:
         if not self._notifies:
