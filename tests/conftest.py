@@ -502,7 +502,7 @@ PEER_FIXTURES = {"litellm", "team_b"}  # servers modeldex polls over the network
 # module starting last while the other workers idle.
 LONGEST_MODULES = ["test_openapi", "test_discovery_hostile", "test_discovery", "test_flood", "test_first_hour",
                    "test_replicas", "test_operations", "test_gateway_litellm", "test_admin_api", "test_admin_load",
-                   "test_cli", "test_identity"]
+                   "test_cli", "test_identity", "test_console", "test_discovery_credentials"]
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects by these markers
