@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import compileall
 import ctypes
+import importlib
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -55,6 +57,17 @@ def pytest_configure(config: pytest.Config) -> None:
     PYTHONDONTWRITEBYTECODE set, each would, without saving the result). Under xdist the controller does it."""
     if not hasattr(config, "workerinput"):
         compileall.compile_dir(Path(modeldex.__file__).parent, quiet=1)
+
+
+class LazyModule:
+    """A module imported on first use rather than at collection, when every xdist worker imports every test
+    module: `anthropic`'s SDK alone takes 2.8 s of CPU to import (its pydantic types)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(importlib.import_module(self._name), attribute)
 
 
 def cli_env(db_url: str, **extra: str) -> dict[str, str]:

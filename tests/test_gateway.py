@@ -13,14 +13,19 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import anthropic
 import httpx
 import openai
 import pytest
 
-from .conftest import Server, create_key, run_cli, wait_until
+from .conftest import LazyModule, Server, create_key, run_cli, wait_until
 from .fake_upstream import FakeUpstream
+
+if TYPE_CHECKING:
+    import anthropic
+else:
+    anthropic = LazyModule("anthropic")  # imported by the tests that use it, not at collection
 
 UPSTREAM_KEY = "sk-upstream-secret-4f9d2c7a1b"
 SECOND_KEY = "sk-second-secret-8e1f3a5b7c"

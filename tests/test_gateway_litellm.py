@@ -4,14 +4,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import anthropic
 import openai
 import pytest
 
-from .conftest import Server, create_key, run_cli
+from .conftest import LazyModule, Server, create_key, run_cli
 from .litellm_proxy import LiteLLMProxy
 from .postgres import free_port
+
+if TYPE_CHECKING:
+    import anthropic
+else:
+    anthropic = LazyModule("anthropic")  # imported by the tests that use it, not at collection
 
 pytestmark = pytest.mark.peer  # LiteLLM's proxies are processes of their own
 
