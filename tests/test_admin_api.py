@@ -15,7 +15,8 @@ from .conftest import Deployment, create_key, run_cli, wait_until
 
 def call(deployment: Deployment, method: str, path: str, key: str | None = None, **kwargs) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key or deployment.admin_key}", **kwargs.pop("headers", {})}
-    return httpx.request(method, deployment.server.base_url + path, headers=headers, timeout=10, **kwargs)
+    return deployment.server.http.request(method, deployment.server.base_url + path, headers=headers, timeout=10,
+                                          **kwargs)
 
 
 def error_of(response: httpx.Response, status: int) -> dict:

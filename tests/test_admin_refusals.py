@@ -16,7 +16,8 @@ MAX_VERSION = 2**63 - 1
 
 def call(deployment: Deployment, method: str, path: str, **kwargs) -> httpx.Response:
     headers = {"Authorization": f"Bearer {deployment.admin_key}"}
-    return httpx.request(method, deployment.server.base_url + path, headers=headers, timeout=30, **kwargs)
+    return deployment.server.http.request(method, deployment.server.base_url + path, headers=headers, timeout=30,
+                                          **kwargs)
 
 
 def error_of(response: httpx.Response, status: int, param: str | None) -> dict:

@@ -22,7 +22,8 @@ OUT_OF_BOUNDS = {
 
 
 def admin_call(server, key: str, method: str, path: str, **kwargs) -> httpx.Response:  # type: ignore[no-untyped-def]
-    return httpx.request(method, server.base_url + path, headers={"Authorization": f"Bearer {key}"}, timeout=10,
+    return server.http.request(method, server.base_url + path, headers={"Authorization": f"Bearer {key}"},
+                               timeout=10,
                          **kwargs)
 
 

@@ -6,7 +6,7 @@ import concurrent.futures
 
 import httpx
 
-from .conftest import create_key, run_cli, wait_until
+from .conftest import create_key, run_cli, status_on_a_new_connection, wait_until
 
 BOUND = 1.0
 
@@ -40,7 +40,7 @@ def test_every_worker_serves_a_change_within_a_second(db_url: str, start_server)
     def statuses() -> set[int]:
         # Fresh connections spread requests over both workers.
         def one(_: int) -> int:
-            return httpx.get(target, headers=headers, timeout=5).status_code
+            return status_on_a_new_connection(target, headers)
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             return set(pool.map(one, range(24)))
 

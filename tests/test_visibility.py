@@ -29,9 +29,9 @@ EXPECTED = {
 
 
 def admin(deployment: Deployment, method: str, path: str, **kwargs) -> httpx.Response:
-    return httpx.request(method, deployment.server.base_url + path, timeout=10,
-                         headers={"Authorization": f"Bearer {deployment.admin_key}", **kwargs.pop("headers", {})},
-                         **kwargs)
+    return deployment.server.http.request(
+        method, deployment.server.base_url + path, timeout=10,
+        headers={"Authorization": f"Bearer {deployment.admin_key}", **kwargs.pop("headers", {})}, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import cli_env, create_key, free_port, wait_until
+from .conftest import cli_env, create_key, free_port, status_on_a_new_connection, wait_until
 
 
 def children(pid: int) -> set[int]:
@@ -44,7 +44,7 @@ def test_a_killed_worker_is_respawned_and_the_server_keeps_serving(sqlite_url: s
     statuses = []
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:  # new clients, each on a new connection
-        statuses.append(httpx.get(server.base_url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code)
+        statuses.append(status_on_a_new_connection(server.base_url + "/v1/models", {"Authorization": f"Bearer {key}"}))
         time.sleep(0.02)
     server.http = httpx.Client(timeout=10)
     assert server.process.poll() is None, f"the server exited:\n{server.log()}"
