@@ -30,6 +30,14 @@ def children(pid: int) -> set[int]:
     return found
 
 
+def _dead(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat[stat.rindex(")") + 2] in "ZX"
+
+
 def test_a_killed_worker_is_respawned_and_the_server_keeps_serving(sqlite_url: str, start_server) -> None:
     key = create_key(sqlite_url, "reader")
     admin = create_key(sqlite_url, "admin", "admin")
@@ -41,6 +49,9 @@ def test_a_killed_worker_is_respawned_and_the_server_keeps_serving(sqlite_url: s
     assert wait_until(lambda: glob.glob(gauges), 5) is not None  # the worker reported its gauges
     os.kill(victim, signal.SIGKILL)
     server.http.close()  # its connections may have been the dead worker's: those are lost with it
+    # A connection the worker accepted while it was being killed is lost with it (reset): count from when
+    # it is dead (gone, or a zombie until the server reaps it).
+    assert wait_until(lambda: _dead(victim), 5) is not None
     statuses = []
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:  # new clients, each on a new connection
