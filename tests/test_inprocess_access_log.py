@@ -60,3 +60,17 @@ def test_json_lines_escape_what_readers_take_for_line_breaks() -> None:
     assert "\u2028" not in line and "\x85" not in line
     record = orjson.loads(line)
     assert record["path"] == "/v1/models/a\u2028b\x85" and record["status"] == 404 and record["key"] is None
+
+
+@pytest.mark.parametrize("json", [False, True])
+def test_an_inference_line_escapes_the_model_a_request_body_named(json: bool) -> None:
+    stream = io.StringIO()
+    log = AccessLog(json=json, stream=stream, interval=3600)
+    log.record_inference("rid-1", "/v1/chat/completions", 404, 1.0, "reader", "10.0.0.1",
+                         {"model": "gpt\nforged 200 key=admin\u2028", "upstream": None})
+    (line,) = lines_of(log, stream)
+    assert "\u2028" not in line
+    if json:
+        assert orjson.loads(line)["model"] == "gpt\nforged 200 key=admin\u2028"
+    else:
+        assert line.endswith(" model=gpt\\x0aforged 200 key=admin\\u2028 upstream=-")

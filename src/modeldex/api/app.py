@@ -408,6 +408,8 @@ class ModeldexApp:
         try:
             with stop_signals_kept(loop):
                 self.start()
+            if self.access_log is not None:
+                self.access_log.format_on(loop)
         except Exception:
             log.exception("startup failed")
             raise
