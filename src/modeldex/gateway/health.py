@@ -9,21 +9,16 @@ the worker answering the admin request merges the others' files with its own liv
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from modeldex.ops import metrics
-from modeldex.ops.processes import alive
+from modeldex.ops.processes import WorkerShare
 
 BASE_COOLDOWN_S = 1.0
 MAX_COOLDOWN_S = 30.0
 MAX_RETRY_AFTER_S = 300.0
-SHARE_INTERVAL_S = 1.0
 _FILE_PREFIX = "inference-health-"
 
 
@@ -113,53 +108,14 @@ def _float(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-class SharedHealth:
-    """This worker's RouteHealth, written to `directory` (the server's per-run metrics directory) at most
-    once a second by a daemon thread, and read back merged with the other workers' files."""
+class SharedHealth(WorkerShare):
+    """This worker's RouteHealth, shared with the others through the server's per-run directory."""
 
     def __init__(self, health: RouteHealth, directory: str | os.PathLike[str], worker: int | None = None) -> None:
+        super().__init__(directory, _FILE_PREFIX, health.report, lambda: health.changes,
+                         "modeldex-inference-health", worker)
         self.health = health
-        self.directory = Path(directory)
-        # Named by the worker's process id: a file whose process is gone is left out of the figures.
-        self.path = self.directory / f"{_FILE_PREFIX}{os.getpid() if worker is None else worker}.json"
-        self._written = 0
-        self._stop = threading.Event()
-
-    def start(self) -> None:
-        threading.Thread(target=self._run, name="modeldex-inference-health", daemon=True).start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        with contextlib.suppress(OSError):
-            self.path.unlink()
-
-    def _run(self) -> None:
-        while not self._stop.wait(SHARE_INTERVAL_S):
-            self.write()
-
-    def write(self) -> None:
-        changes = self.health.changes
-        if changes == self._written:
-            return
-        temporary = self.path.with_suffix(".tmp")
-        try:
-            temporary.write_text(json.dumps(self.health.report()))
-            os.replace(temporary, self.path)  # readers see the old file or the new one, never half of one
-            self._written = changes
-        except OSError:
-            pass  # the directory went away (the server stopping): the next round tries again
 
     def report(self) -> dict[str, dict[str, object]]:
         """Every live worker's figures merged: this one's as they are now, the others' as last written."""
-        reports = [self.health.report()]
-        for path in self.directory.glob(f"{_FILE_PREFIX}*.json"):
-            if path == self.path:
-                continue
-            pid = path.stem.removeprefix(_FILE_PREFIX)
-            if not pid.isdigit() or not alive(int(pid)):
-                continue  # a worker that was replaced: its figures went with it
-            with contextlib.suppress(OSError, ValueError):
-                reports.append(json.loads(path.read_text()))
-        return merge(reports)
-
-
+        return merge([self.health.report(), *self.others()])

@@ -6,20 +6,16 @@ from zero."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from modeldex.ops.processes import alive
+from modeldex.ops.processes import WorkerShare
 
 WINDOW_MINUTES = 60
-SHARE_INTERVAL_S = 1.0
 _FILE_PREFIX = "traffic-"
 # Per minute: (model, key) -> [requests, errors, prompt tokens, completion tokens].
 Counts = dict[tuple[str, str], list[int]]
@@ -93,50 +89,17 @@ def report(rows: Iterable[list[Any]], now: float | None = None, workers: int = 1
     return result
 
 
-class SharedTraffic:
-    """This worker's Traffic, written to `directory` at most once a second by a daemon thread, and read
-    back added to the other live workers' files."""
+class SharedTraffic(WorkerShare):
+    """This worker's Traffic, shared with the others through the server's per-run directory."""
 
     def __init__(self, traffic: Traffic, directory: str | os.PathLike[str], worker: int | None = None) -> None:
+        super().__init__(directory, _FILE_PREFIX, traffic.snapshot, lambda: traffic.changes, "modeldex-traffic",
+                         worker)
         self.traffic = traffic
-        self.directory = Path(directory)
-        # Named by the worker's process id: a file whose process is gone is left out of the figures.
-        self.path = self.directory / f"{_FILE_PREFIX}{os.getpid() if worker is None else worker}.json"
-        self._written = 0
-        self._stop = threading.Event()
-
-    def start(self) -> None:
-        threading.Thread(target=self._run, name="modeldex-traffic", daemon=True).start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        with contextlib.suppress(OSError):
-            self.path.unlink()
-
-    def _run(self) -> None:
-        while not self._stop.wait(SHARE_INTERVAL_S):
-            self.write()
-
-    def write(self) -> None:
-        changes = self.traffic.changes
-        if changes == self._written:
-            return
-        temporary = self.path.with_suffix(".tmp")
-        try:
-            temporary.write_text(json.dumps(self.traffic.snapshot()))
-            os.replace(temporary, self.path)
-            self._written = changes
-        except OSError:
-            pass  # the directory went away (the server stopping)
 
     def rows(self) -> tuple[list[list[Any]], int]:
         """Every live worker's rows (this one's as they are now), and how many workers they came from."""
-        rows, workers = self.traffic.snapshot(), 1
-        for path in self.directory.glob(f"{_FILE_PREFIX}*.json"):
-            pid = path.stem.removeprefix(_FILE_PREFIX)
-            if path == self.path or not pid.isdigit() or not alive(int(pid)):
-                continue
-            with contextlib.suppress(OSError, ValueError):
-                rows += json.loads(path.read_text())
-                workers += 1
-        return rows, workers
+        rows, others = self.traffic.snapshot(), self.others()
+        for other in others:
+            rows += other
+        return rows, 1 + len(others)
