@@ -213,7 +213,7 @@ def test_apply_a_catalog_file_after_its_preview(console: Console, signed) -> Non
     page.get_by_text("+ model applied/from-console").wait_for()
     assert console.api("/v1/models/applied/from-console").status_code == 404  # a preview changes nothing
     screenshot(page, "apply-preview")
-    page.get_by_role("button", name="Apply these 1 change").click()
+    page.get_by_role("button", name="Apply this change").click()
     page.get_by_text(re.compile(r"Applied 1 change; catalog version \d+")).wait_for()
     served = wait_until(lambda: console.api("/v1/models/applied/from-console").status_code == 200, 1.0)
     assert served is not None, "the applied file was not served within 1 s"
