@@ -69,21 +69,16 @@ class _Stamps(dict[int, str]):
         return stamp
 
 
-def _stamp(now: float) -> str:
-    """A time stamp as _Stamps writes it, for the few lines made off the request path."""
-    millisecond = int(now * 1000)
-    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(millisecond // 1000))},{millisecond % 1000:03d}"
-
-
 class AccessLog:
     def __init__(self, json: bool = False, stream: TextIO | None = None, interval: float = 0.2) -> None:
         self.json = json
         self._stream = stream or sys.stderr
         self._interval = interval
         self._records: deque[str | JsonRecord] = deque()
-        self._inference: deque[tuple[float, str, str, int, float, str | None, str | None, dict[str, object]]] = deque()
+        self._inference: deque[tuple[float, str, str, str, int, float, str | None, str | None,
+                                     dict[str, object]]] = deque()
         self._lock = threading.Lock()
-        self._stamps = _Stamps()  # used on the request path only (the flusher's own lines stamp at record time)
+        self._stamps = _Stamps()  # used where records are made: on the event loop
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -106,12 +101,14 @@ class AccessLog:
                          client: str | None, fields: dict[str, object]) -> None:
         """An inference request's line: the common fields, and what the gateway did (model asked, upstream
         and its model id, time to first byte, tokens)."""
-        self._inference.append((time.time(), request_id, path, status, duration_ms, key_name, client, fields))
+        now = time.time()
+        self._inference.append((now, self._stamps[int(now * 1000)], request_id, path, status, duration_ms, key_name,
+                                client, fields))
 
     def _inference_lines(self) -> list[str]:
         lines = []
         for _ in range(len(self._inference)):
-            now, request_id, path, status, duration_ms, key_name, client, fields = self._inference.popleft()
+            now, stamp, request_id, path, status, duration_ms, key_name, client, fields = self._inference.popleft()
             if self.json:
                 lines.append(orjson.dumps({
                     "ts": now, "level": "info", "logger": LOGGER, "request_id": request_id, "method": "POST",
@@ -119,22 +116,26 @@ class AccessLog:
                     "duration_ms": round(duration_ms, 3), "key": key_name, "client": client, **fields}).decode())
             else:
                 extra = " ".join(f"{name}={'-' if value is None else value}" for name, value in fields.items())
-                lines.append(_TEXT_LINE % (_stamp(now), request_id, "POST", path, status,
+                lines.append(_TEXT_LINE % (stamp, request_id, "POST", path, status,
                                            duration_ms, key_name or "-", client or "-") + " " + extra)
         return lines
 
     def _json_lines(self, records: list[JsonRecord]) -> list[str]:
-        lines = [orjson.dumps({
+        return [orjson.dumps({
             "ts": now, "level": "info", "logger": LOGGER, "request_id": request_id, "method": method,
             "path": path[:MAX_PATH], "route": route, "status": status, "duration_ms": round(duration_ms, 3),
             "key": key_name, "client": client,
         }).decode() for now, request_id, method, path, route, status, duration_ms, key_name, client in records]
-        # orjson escapes C0 controls; C1 ones (U+0085 is a line break to many readers, U+009B starts a
-        # terminal escape) and U+2028/U+2029 are valid JSON as they are, so escape them too. isascii() is
-        # O(1) for a str: nothing for ordinary lines.
-        return [line if line.isascii() else line.translate(_JSON_ESCAPES) for line in lines]
 
-    def _text_block(self, lines: list[str]) -> str:
+    @staticmethod
+    def _json_block(lines: list[str]) -> str:
+        """The batch's lines, each ended by a newline. orjson escapes C0 controls; C1 ones (U+0085 is a line
+        break to many readers, U+009B starts a terminal escape) and U+2028/U+2029 are valid JSON as they
+        are, so they are escaped here. isascii() is O(1) for a str: nothing for ordinary lines."""
+        return "".join((line if line.isascii() else line.translate(_JSON_ESCAPES)) + "\n" for line in lines)
+
+    @staticmethod
+    def _text_block(lines: list[str]) -> str:
         """The batch's lines, each ended by a newline. Clean when ASCII (isascii() is O(1) for a str) and its
         only control characters are the newlines between lines: a path, forwarded address or caller's name
         cannot then start a line or repaint a terminal (0.05 µs a line, against 0.33 checking each). Else
@@ -150,18 +151,13 @@ class AccessLog:
         """Every record so far, formatted (and taken off the queues)."""
         with self._lock:  # one formatter at a time (the loop or the thread, and close())
             records, pending = self._records, len(self._records)
-            text = ""
-            if pending:
-                batch = [records.popleft() for _ in range(pending)]
-                if self.json:
-                    text = "".join(line + "\n" for line in self._json_lines(cast("list[JsonRecord]", batch)))
-                else:
-                    text = self._text_block(cast("list[str]", batch))
-            if self._inference:  # their model field comes from the request's body: checked the same way
-                lines = self._inference_lines()
-                text += (self._text_block(lines) if not self.json else
-                         "".join((line if line.isascii() else line.translate(_JSON_ESCAPES)) + "\n" for line in lines))
-            return text
+            batch = [records.popleft() for _ in range(pending)]
+            lines = self._json_lines(cast("list[JsonRecord]", batch)) if self.json else cast("list[str]", batch)
+            # Inference lines' model field comes from the request's body: checked the same way.
+            lines += self._inference_lines()
+            if not lines:
+                return ""
+            return self._json_block(lines) if self.json else self._text_block(lines)
 
     def _write(self, text: str) -> None:
         self._stream.write(text)
@@ -174,9 +170,8 @@ class AccessLog:
             self._write(text)
 
     def format_on(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Format on the server's event loop every `interval`, leaving the thread only the write (which may
-        block, on a pipe to a slow reader). Formatting on the thread made the two take turns at the GIL
-        (the log cost 3–6 µs of CPU a request in bench/run.sh, for ~1 µs of work measured in-process)."""
+        """Join and check batches on the server's event loop every `interval`, where the records are made,
+        leaving the thread only the write (which may block, on a pipe to a slow reader)."""
         self._loop = loop
         self._tick_handle = loop.call_later(self._interval, self._tick)
 
