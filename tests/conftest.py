@@ -120,15 +120,18 @@ class CliForkServer:
         line, self.pending = self.pending.split(b"\n", 1)
         return json.loads(line)
 
+    def _fork(self, request: dict[str, Any]) -> int:
+        """Send one request (the lock held); the pid of the process it forked."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(request).encode() + b"\n")
+        return int(self._reply(10)["pid"])
+
     def run(self, args: tuple[str, ...], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "modeldex", *args]
         with self.lock:
             self.runs += 1
             stdout, stderr = self.tmp / f"{self.runs}.out", self.tmp / f"{self.runs}.err"
-            request = {"args": list(args), "env": env, "stdout": str(stdout), "stderr": str(stderr)}
-            assert self.process.stdin is not None
-            self.process.stdin.write(json.dumps(request).encode() + b"\n")
-            pid = self._reply(10)["pid"]
+            pid = self._fork({"args": list(args), "env": env, "stdout": str(stdout), "stderr": str(stderr)})
             try:
                 returncode = self._reply(timeout)["returncode"]
             except TimeoutError:
@@ -145,11 +148,8 @@ class CliForkServer:
         its own; this test process is its parent once the fork server's middle process exits."""
         _become_subreaper()
         with self.lock:
-            request = {"args": list(args), "env": env, "stdout": str(log_path), "stderr": str(log_path),
-                       "detach": True}
-            assert self.process.stdin is not None
-            self.process.stdin.write(json.dumps(request).encode() + b"\n")
-            pid = self._reply(10)["pid"]
+            pid = self._fork({"args": list(args), "env": env, "stdout": str(log_path), "stderr": str(log_path),
+                              "detach": True})
         return ForkedProcess(pid, [sys.executable, "-m", "modeldex", *args])
 
     def close(self) -> None:
@@ -228,13 +228,19 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     _FORK_SERVER.clear()
 
 
-def _fresh_process(args: tuple[str, ...]) -> bool:
-    """Whether this CLI run gets a new interpreter, as a user's does: in tests marked `cli_process` (what a
-    process shows of itself, such as its command line), for `serve` through run_cli (its output is read
-    whole), and everywhere with MODELDEX_TEST_CLI_FORKSERVER=0."""
-    if os.environ.get("MODELDEX_TEST_CLI_FORKSERVER") == "0" or (args and args[0] == "serve"):
+def _fresh_interpreters() -> bool:
+    """Whether this test runs modeldex in new interpreters, as a user does, rather than forked from the fork
+    server: when marked `cli_process` (what a process shows of itself, such as its command line), and
+    everywhere with MODELDEX_TEST_CLI_FORKSERVER=0."""
+    if os.environ.get("MODELDEX_TEST_CLI_FORKSERVER") == "0":
         return True
     return bool(_CURRENT_ITEM) and _CURRENT_ITEM[0].get_closest_marker("cli_process") is not None
+
+
+def _fresh_process(args: tuple[str, ...]) -> bool:
+    """Whether this CLI run gets a new interpreter: as above, and for `serve` through run_cli (its output is
+    read whole; Server forks its servers)."""
+    return bool(args and args[0] == "serve") or _fresh_interpreters()
 
 
 def _fork_server() -> CliForkServer:
@@ -286,7 +292,7 @@ class Server:
         self.http = httpx.Client(timeout=10)
         args = ("serve", "--port", str(self.port), *extra_args)
         self.process: subprocess.Popen[bytes] | ForkedProcess
-        if self.forked() and not _fresh_process(()):
+        if self.forked() and not _fresh_interpreters():
             # Forked from the fork server: ~0.5 s of CPU less a start than a new interpreter, for ~130
             # servers a suite run.
             self.process = _fork_server().start(args, self.environment(db_url), log_path)
@@ -541,8 +547,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     `peer` when it uses an upstream server. Then order the modules longest first (LONGEST_MODULES; the sort
     is stable, so each module's tests keep their order)."""
     rank = {name: index for index, name in enumerate(LONGEST_MODULES)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py"),
-                                         len(rank)))
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
     for item in items:
         if _uses_postgres(item):
             item.add_marker(pytest.mark.postgres)
