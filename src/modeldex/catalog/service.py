@@ -22,7 +22,7 @@ from modeldex.catalog.limits import parse_limit
 from modeldex.catalog.policy import ALL_MODELS, AccessPolicy, Decision, Visibility
 from modeldex.catalog.repository import UNCHANGED, Unchanged
 from modeldex.catalog.retention import Compacted, Retention
-from modeldex.catalog.upstreams import Upstream
+from modeldex.catalog.upstreams import Upstream, model_routes
 
 if TYPE_CHECKING:
     from modeldex.catalog.repository import CatalogStore, CatalogWriter
@@ -105,15 +105,12 @@ class Catalog:
 
     def routes(self) -> list[dict[str, Any]]:
         """Every model's routes, and each discovered model's implicit one (to the upstream that listed it)."""
-        prefixes = {upstream.name: upstream.prefix or "" for upstream in self.store.all(Upstream)}
+        upstreams = {upstream.name: upstream for upstream in self.store.all(Upstream)}
         rows: list[dict[str, Any]] = []
         for model in self.store.all(Model):
-            if model.routes:
-                rows += [{"model": model.id, "upstream": route.upstream, "upstream_model": route.model or model.id,
-                          "weight": route.weight} for route in model.routes]
-            elif model.source is not None:
-                rows.append({"model": model.id, "upstream": model.source, "discovered": True,
-                             "upstream_model": model.id.removeprefix(prefixes.get(model.source, ""))})
+            for upstream, upstream_model, weight in model_routes(model, upstreams):
+                row: dict[str, Any] = {"model": model.id, "upstream": upstream, "upstream_model": upstream_model}
+                rows.append({**row, "weight": weight} if weight is not None else {**row, "discovered": True})
         return sorted(rows, key=lambda row: (row["model"], row["upstream"]))
 
     def add_route(self, model_id: str, upstream: str, upstream_model: str | None = None, weight: int = 1

@@ -15,6 +15,7 @@ The rules for the models an upstream contributes ("discovered" models, with `sou
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
@@ -177,3 +178,16 @@ def remove_discovered(writer: CatalogWriter, upstream: Upstream, only_excluded: 
         writer.delete(Model, model.id)
         removed.append(model.id)
     return removed
+
+
+def model_routes(model: Model, upstreams: Mapping[str, Upstream]) -> list[tuple[str, str, int | None]]:
+    """Where inference for `model` goes, as (upstream, that upstream's id for it, weight): its routes, or,
+    for a discovered model without any, the upstream that listed it (its id without that upstream's
+    prefix; weight None). Empty when neither."""
+    if model.routes:
+        return [(route.upstream, route.model or model.id, route.weight) for route in model.routes]
+    if model.source is not None:
+        upstream = upstreams.get(model.source)
+        prefix = (upstream.prefix or "") if upstream is not None else ""
+        return [(model.source, model.id.removeprefix(prefix), None)]
+    return []

@@ -31,7 +31,7 @@ from modeldex.catalog.errors import CatalogError, NotFound, PlanChanged, Precond
 from modeldex.catalog.keys import KeyTable
 from modeldex.catalog.policy import AccessPolicy
 from modeldex.catalog.service import Catalog
-from modeldex.catalog.upstreams import Upstream
+from modeldex.catalog.upstreams import Upstream, model_routes
 from modeldex.console import views
 from modeldex.console.sessions import COOKIE, SessionRecord, Sessions, SessionStore, csrf_matches
 from modeldex.discovery.health import DiscoveryStore
@@ -598,17 +598,11 @@ def _json_object(text: str) -> dict[str, Any] | str:
     return value if isinstance(value, dict) else "must be a JSON object ({...})"
 
 
-def _routes(model: Model, upstreams: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Where inference for `model` goes: its routes, or the upstream that listed it (as `Catalog.routes`)."""
-    if model.routes:
-        return [{"upstream": r.upstream, "upstream_model": r.model or model.id, "weight": r.weight}
-                for r in model.routes]
-    if model.source is not None:
-        upstream = upstreams.get(model.source)
-        prefix = (upstream.prefix or "") if upstream is not None else ""
-        return [{"upstream": model.source, "upstream_model": model.id.removeprefix(prefix), "weight": None,
-                 "discovered": True}]
-    return []
+def _routes(model: Model, upstreams: Mapping[str, Upstream]) -> list[dict[str, Any]]:
+    """Where inference for `model` goes (the domain's model_routes, as the page shows them)."""
+    return [{"upstream": upstream, "upstream_model": upstream_model, "weight": weight,
+             **({"discovered": True} if weight is None else {})}
+            for upstream, upstream_model, weight in model_routes(model, upstreams)]
 
 
 def _page_links(request: Request, page: views.Page) -> dict[str, str | None]:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from modeldex.catalog.entities import Alias, Model
-from modeldex.catalog.upstreams import Upstream
+from modeldex.catalog.upstreams import Upstream, model_routes
 from modeldex.gateway.health import RouteHealth
 
 
@@ -71,15 +71,11 @@ class RoutingTable:
         model = self._models.get(alias.target if alias is not None else model_id)
         if model is None:
             raise NoRoute(f"The model `{model_id}` has no route: it is not in the catalog.", "no_route")
-        if model.routes:
-            wanted = [(route.upstream, route.model or model.id, route.weight) for route in model.routes]
-        elif model.source is not None:
-            upstream = self._upstreams.get(model.source)
-            prefix = (upstream.prefix or "") if upstream is not None else ""
-            wanted = [(model.source, model.id.removeprefix(prefix), 1)]
-        elif model.id in self._builtin_models:
+        wanted = [(name, upstream_model, weight or 1)
+                  for name, upstream_model, weight in model_routes(model, self._upstreams)]
+        if not wanted and model.id in self._builtin_models:
             wanted = [(self._builtin_models[model.id], model.id, 1)]
-        else:
+        if not wanted:
             raise NoRoute(f"The model `{model_id}` has no route to an upstream: an operator can add one with "
                           f"`modeldex routes add {model.id} UPSTREAM`.", "no_route")
         usable: list[Target] = []
