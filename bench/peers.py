@@ -20,7 +20,8 @@ MASTER_KEY = "sk-bench-litellm-master-0000"
 UNUSED_UPSTREAM = "http://127.0.0.1:9/v1"  # discard port on loopback: nothing is listening, nothing is sent
 
 
-TESTS_VENV = Path(__file__).resolve().parent.parent / ".venv-litellm"  # the suite's (tests/litellm_proxy.py)
+# The suite's (tests/litellm_proxy.py), in the user's cache.
+TESTS_VENV = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modeldex-tests" / "litellm-1.108.7"
 
 
 def ensure_litellm() -> Path:

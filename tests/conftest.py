@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import compileall
-import ctypes
 import http.client
 import importlib
-import json
 import os
 import re
-import select
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,6 +29,7 @@ from modeldex.store import migrate, open_store
 from modeldex.store.sql import create_store_engine
 
 from . import postgres, redis_server
+from .forks import ForkedProcess, ForkServer
 from .postgres import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,125 +88,7 @@ def cli_env(db_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-class CliForkServer:
-    """tests/cli_forkserver.py for this test process: runs `modeldex ARGS` as a process forked from one that
-    has imported modeldex already, instead of a new interpreter each time (see that file)."""
-
-    def __init__(self) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="modeldex-cli-"))
-        self.lock = threading.Lock()
-        self.runs = 0
-        self.pending = b""
-        with open(self.tmp / "forkserver.log", "wb") as log:
-            self.process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("cli_forkserver.py"))],
-                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, bufsize=0)
-
-    def _reply(self, timeout: float) -> dict:
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.pending:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([self.process.stdout], [], [], remaining)[0]:
-                raise TimeoutError
-            chunk = os.read(self.process.stdout.fileno(), 65536)
-            if not chunk:
-                raise AssertionError(f"the CLI fork server died:\n{(self.tmp / 'forkserver.log').read_text()}")
-            self.pending += chunk
-        line, self.pending = self.pending.split(b"\n", 1)
-        return json.loads(line)
-
-    def _fork(self, request: dict[str, Any]) -> int:
-        """Send one request (the lock held); the pid of the process it forked."""
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(request).encode() + b"\n")
-        return int(self._reply(10)["pid"])
-
-    def run(self, args: tuple[str, ...], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "modeldex", *args]
-        with self.lock:
-            self.runs += 1
-            stdout, stderr = self.tmp / f"{self.runs}.out", self.tmp / f"{self.runs}.err"
-            pid = self._fork({"args": list(args), "env": env, "stdout": str(stdout), "stderr": str(stderr)})
-            try:
-                returncode = self._reply(timeout)["returncode"]
-            except TimeoutError:
-                os.kill(pid, signal.SIGKILL)
-                self._reply(10)
-                raise subprocess.TimeoutExpired(command, timeout) from None
-            result = subprocess.CompletedProcess(command, returncode, stdout.read_text(), stderr.read_text())
-            stdout.unlink()
-            stderr.unlink()
-        return result
-
-    def start(self, args: tuple[str, ...], env: dict[str, str], log_path: Path) -> ForkedProcess:
-        """`modeldex ARGS` (a server) forked and left running, both streams to `log_path`, in a session of
-        its own; this test process is its parent once the fork server's middle process exits."""
-        _become_subreaper()
-        with self.lock:
-            pid = self._fork({"args": list(args), "env": env, "stdout": str(log_path), "stderr": str(log_path),
-                              "detach": True})
-        return ForkedProcess(pid, [sys.executable, "-m", "modeldex", *args])
-
-    def close(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-_SUBREAPER: list[bool] = []
-
-
-def _become_subreaper() -> None:
-    """Make this process the parent of orphaned descendants (prctl PR_SET_CHILD_SUBREAPER), so that it can
-    wait for a server the fork server forked twice."""
-    if not _SUBREAPER:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
-        _SUBREAPER.append(True)
-
-
-class ForkedProcess:
-    """What Server needs of a Popen, for a server forked by the fork server: this process waits for it."""
-
-    def __init__(self, pid: int, args: list[str]) -> None:
-        self.pid = pid
-        self.args = args
-        self.returncode: int | None = None
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(self.args, timeout or 0)
-            time.sleep(0.01)
-        assert self.returncode is not None
-        return self.returncode
-
-    def send_signal(self, signum: int) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, signum)
-
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-
-
-_FORK_SERVER: list[CliForkServer] = []
+_FORK_SERVER: list[ForkServer] = []
 _CURRENT_ITEM: list[pytest.Item] = []
 
 
@@ -243,9 +120,11 @@ def _fresh_process(args: tuple[str, ...]) -> bool:
     return bool(args and args[0] == "serve") or _fresh_interpreters()
 
 
-def _fork_server() -> CliForkServer:
+def _fork_server() -> ForkServer:
     if not _FORK_SERVER:
-        _FORK_SERVER.append(CliForkServer())
+        # What `python -m modeldex` imports, what `serve` imports, and what a run on PostgreSQL imports when it
+        # connects.
+        _FORK_SERVER.append(ForkServer(sys.executable, "modeldex", "granian", "psycopg", "modeldex.cli.main"))
     return _FORK_SERVER[0]
 
 

@@ -1,13 +1,17 @@
 """LiteLLM's proxy, from PyPI, as a real OpenAI-compatible upstream that no one here wrote.
 
-It pins many packages of its own, so it lives in a venv of its own (`.venv-litellm/` beside the repo's
-`.venv/`, git-ignored), made on first use. Its models point at a dummy api_base on 127.0.0.1 (listing
-models never calls them), and everything that would fetch from the internet at start-up is pointed at
-127.0.0.1 or switched to the copy in the package.
+It pins many packages of its own, so it lives in a venv of its own, made on first use in the user's cache
+(`~/.cache/modeldex-tests/litellm-VERSION/`, as pre-commit keeps its tools): installing it takes about a
+minute of CPU, which each new clone of the repository would otherwise pay again. Each test process starts
+it from a fork server (tests/forkserver.py) that has imported LiteLLM's proxy once: the import takes ~7 s
+of CPU, and the suite starts the proxy seven times (four proxies, three restarts after an outage). Its
+models point at a dummy api_base on 127.0.0.1 (listing models never calls them), and everything that would
+fetch from the internet at start-up is pointed at 127.0.0.1 or switched to the copy in the package.
 """
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
 import shutil
@@ -21,9 +25,11 @@ from typing import Any
 import httpx
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV = ROOT / ".venv-litellm"
-REQUIREMENT = "litellm[proxy]==1.108.7"
+from .forks import ForkedProcess, ForkServer
+
+VERSION = "1.108.7"
+REQUIREMENT = f"litellm[proxy]=={VERSION}"
+VENV = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modeldex-tests" / f"litellm-{VERSION}"
 _MARKER = VENV / ".modeldex-installed"
 _NOWHERE = "http://127.0.0.1:9/unused"
 OFFLINE_ENV = {
@@ -42,8 +48,9 @@ OFFLINE_ENV = {
 
 
 def ensure_installed() -> Path:
-    """The `litellm` command of the project's LiteLLM venv, installing it first if needed (a minute)."""
-    with open(ROOT / ".venv-litellm.lock", "w") as lock:
+    """The Python of the LiteLLM venv, installing it first if needed (a minute)."""
+    VENV.parent.mkdir(parents=True, exist_ok=True)
+    with open(VENV.with_name(VENV.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (_MARKER.exists() and _MARKER.read_text() == REQUIREMENT):
             shutil.rmtree(VENV, ignore_errors=True)
@@ -53,28 +60,37 @@ def ensure_installed() -> Path:
             if result.returncode != 0:
                 raise RuntimeError(f"installing {REQUIREMENT} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
             _MARKER.write_text(REQUIREMENT)
-    return VENV / "bin" / "litellm"
+    return VENV / "bin" / "python"
+
+
+_FORK_SERVER: list[ForkServer] = []
+
+
+def _fork_server() -> ForkServer:
+    """This test process's fork server for `litellm` (python -m litellm.proxy.proxy_cli, as its script runs)."""
+    if not _FORK_SERVER:
+        _FORK_SERVER.append(ForkServer(ensure_installed(), "litellm.proxy.proxy_cli", "litellm.proxy.proxy_server",
+                                       env={**os.environ, **OFFLINE_ENV}))
+        atexit.register(_FORK_SERVER[0].close)
+    return _FORK_SERVER[0]
 
 
 class LiteLLMProxy:
     """`litellm --config` on a fixed port, which survives stop() and start() (outage, then recovery)."""
 
     def __init__(self, workdir: Path, port: int, models: list[dict[str, Any]], master_key: str) -> None:
-        self.command = ensure_installed()
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}/v1"
         self.master_key = master_key
         self.config = workdir / "litellm.yaml"
         self.config.write_text(yaml.safe_dump({"model_list": models, "general_settings": {"master_key": master_key}}))
         self.log_path = workdir / "litellm.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: ForkedProcess | None = None
 
     def start(self, timeout: float = 120) -> None:
-        env = {**os.environ, **OFFLINE_ENV}
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [str(self.command), "--config", str(self.config), "--host", "127.0.0.1", "--port", str(self.port)],
-                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.process = _fork_server().start(
+            ("--config", str(self.config), "--host", "127.0.0.1", "--port", str(self.port)),
+            {**os.environ, **OFFLINE_ENV}, self.log_path, append=True)
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=1) as http:  # one client for the polls: making one costs ~20 ms of CPU
             while time.monotonic() < deadline:

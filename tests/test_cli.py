@@ -13,7 +13,7 @@ from modeldex.store.sql import create_store_engine
 
 from .conftest import SEED_IDS, cli_env, dump_database, execute_sql, run_cli
 
-# Runs are forked from tests/cli_forkserver.py (`python -m modeldex` at top level in a fresh fork: 0.05 s of
+# Runs are forked from tests/forkserver.py (`python -m modeldex` at top level in a fresh fork: 0.05 s of
 # CPU a run against 0.7 s for a new interpreter; this file took 104 s of the suite's 877 s with new ones);
 # test_the_installed_command_runs_as_a_user_runs_it runs the installed `modeldex` script in new processes.
 

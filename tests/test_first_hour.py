@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .conftest import cli_env, create_key, execute_sql, run_cli, wait_until
 
-# CLI runs are forked from tests/cli_forkserver.py, as in tests/test_cli.py (which also runs the installed
+# CLI runs are forked from tests/forkserver.py, as in tests/test_cli.py (which also runs the installed
 # script in new processes); `serve` always starts a new one.
 
 

@@ -1,36 +1,38 @@
-"""A fork server for `modeldex` CLI runs: `python -m modeldex ARGS` without paying for the interpreter start
-and the imports (~0.7 s of CPU a run, about half the suite's CPU when every run paid it).
+"""A fork server: `python -m MODULE ARGS` without paying for the interpreter start and the imports each time.
 
-It imports what `python -m modeldex` imports, once, then reads requests (one JSON object a line: args, env,
+Run as `python tests/forkserver.py MODULE [PRELOAD...]` (by tests/forks.py). It imports the PRELOAD modules
+once (what MODULE imports before it does its work), then reads requests (one JSON object a line: args, env,
 stdout and stderr file paths) and forks a child per request. The child takes the request's environment,
-stdin from /dev/null and the two files as stdout and stderr, leaves the loop and runs the `modeldex`
-module as `python -m` does, at top level, and exits the way a fresh process exits (the status SystemExit
-or an uncaught exception and its traceback give, non-daemon threads joined, atexit handlers run, output
-flushed); the server reports its exit status. A request with `detach` (`serve`) is forked twice and
-answered with the pid at once; its exit status goes to the test process (tests/conftest.py's ForkedProcess).
-Nothing of a run survives into the next one: each child is a fresh copy of the server, which never runs
-modeldex code itself. Everything modeldex reads from the environment it reads when a command runs, not at
-import (tests/conftest.py's run_cli says where fresh processes are used instead).
+stdin from /dev/null and the two files as stdout and stderr, leaves the loop and runs MODULE as `python -m`
+does, at top level, and exits the way a fresh process exits (the status SystemExit or an uncaught exception
+and its traceback give, non-daemon threads joined, atexit handlers run, output flushed); the server reports
+its exit status. A request with `detach` (a server) is forked twice and answered with the pid at once; its
+exit status goes to the test process (tests/forks.py's ForkedProcess). Nothing of a run survives into the
+next one: each child is a fresh copy of the server, which never runs MODULE's code itself.
 
-Started by tests/conftest.py as `python tests/cli_forkserver.py` from the directory the tests run in.
+Two use it: `modeldex` (~0.7 s of CPU a run saved, about half the suite's CPU when every CLI run and server
+paid it; everything modeldex reads from the environment it reads when a command runs, not at import), and
+LiteLLM's proxy (importing it takes ~7 s of CPU, paid once per test process instead of at every start and
+restart; it reads its LITELLM_LOCAL_* switches at import, so they are in the fork server's environment).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 
 
-def _serve() -> dict:
+def _serve(preload: list[str]) -> dict:
     """In the server: answer requests until stdin closes (then exit). Returns only in a forked child."""
     sys.path[0] = os.getcwd()  # as `python -m` has it (not this file's directory)
-    import granian  # noqa: F401  (what `serve` imports)
-    import psycopg  # noqa: F401  (what a run on PostgreSQL imports when it connects)
-
-    import modeldex.cli.main  # noqa: F401  (what `python -m modeldex` imports)
+    for module in preload:
+        importlib.import_module(module)
 
     requests, replies = sys.stdin.buffer, sys.stdout.buffer
+    replies.write(b'{"ready": true}\n')
+    replies.flush()
     for line in requests:
         request = json.loads(line)
         if request.get("detach"):
@@ -66,27 +68,29 @@ def _serve() -> dict:
     sys.exit(0)
 
 
-_request = _serve()
+_module, *_preload = sys.argv[1:]
+_request = _serve(_preload)
 # Only a forked child gets here: become the command's process.
 os.environ.clear()
 os.environ.update(_request["env"])
 _stdin = os.open(os.devnull, os.O_RDONLY)
-_stdout = os.open(_request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+_stdout = os.open(_request["stdout"], os.O_WRONLY | os.O_CREAT | (os.O_APPEND if _request.get("append") else os.O_TRUNC),
+                  0o600)
 # A server's log takes both streams on one file description (as Popen's stderr=STDOUT).
 _stderr = (os.dup(_stdout) if _request["stderr"] == _request["stdout"]
            else os.open(_request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
 for _fd, _target in ((_stdin, 0), (_stdout, 1), (_stderr, 2)):
     os.dup2(_fd, _target)
     os.close(_fd)
-sys.argv = ["modeldex", *_request["args"]]
-del _request, _stdin, _stdout, _stderr, _fd, _target
+sys.argv = [_module.rpartition(".")[2], *_request["args"]]
+del _request, _preload, _stdin, _stdout, _stderr, _fd, _target
 
 import atexit  # noqa: E402
 import runpy  # noqa: E402
 import threading  # noqa: E402
 
 try:
-    runpy.run_module("modeldex", run_name="__main__", alter_sys=True)
+    runpy.run_module(_module, run_name="__main__", alter_sys=True)
     _code = 0
 except SystemExit as _exit:
     # As the interpreter treats SystemExit: None is 0, an int is the status, anything else is printed (1).
