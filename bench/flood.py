@@ -39,6 +39,7 @@ class Flood:
     def __init__(self, host: str, port: int, address: str, count: int, mode: str) -> None:
         self.host, self.port, self.address, self.count, self.mode = host, port, address, count, mode
         self.open = 0
+        self.peak = 0  # the most open at once since the last reset_peak()
         self.connects = 0
         self.drops = 0
         self.failures = 0
@@ -47,6 +48,9 @@ class Flood:
 
     def start(self) -> None:
         self._thread.start()
+
+    def reset_peak(self) -> None:
+        self.peak = self.open
 
     def stop(self) -> None:
         self._stop.set()
@@ -70,6 +74,7 @@ class Flood:
                 continue
             self.connects += 1
             self.open += 1
+            self.peak = max(self.peak, self.open)
             try:
                 if self.mode == "partial":
                     writer.write(b"GET /v1/models HTTP/1.1\r\nHost: flood\r\n")
@@ -162,6 +167,7 @@ def main() -> int:
         flood.start()
         time.sleep(args.settle)
         held = flood.open
+        flood.reset_peak()
         started = time.monotonic()
         ok, latencies = normal_client(base, key, args.requests, args.timeout)
         took = time.monotonic() - started
@@ -174,7 +180,8 @@ def main() -> int:
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else float("nan")
     print(f"flood: {args.connections} {args.mode} connections from {args.flood_address} ({held} open when the "
-          f"client started; {flood.connects} connects, {flood.drops} dropped by the server, {flood.failures} refused)")
+          f"client started, up to {flood.peak} while it ran; {flood.connects} connects, {flood.drops} dropped by "
+          f"the server, {flood.failures} refused)")
     print(f"normal client: {ok}/{args.requests} answered 200 ({rate:.1f} %) in {took:.1f} s; "
           f"p99 {p99 * 1000:.0f} ms")
     passed = rate >= args.min_success

@@ -25,13 +25,15 @@ def test_a_flood_from_one_address_does_not_lock_out_others(sqlite_url: str, star
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    held = int(re.search(r"\((\d+) open when the client started", result.stdout).group(1))  # type: ignore[union-attr]
+    # The flood was really there: 2,000 connections open at once while the client ran.
+    held = int(re.search(r"up to (\d+) while it ran", result.stdout).group(1))  # type: ignore[union-attr]
     if mode == "idle":
-        assert held >= 1900, result.stdout  # the flood was really there
+        assert held >= 1900, result.stdout
     else:
-        # The header timeout drops half-sent connections and the flooder opens them again: the flood was
-        # there when all 2,000 were open at the start, or (on a loaded machine, where opening them takes
-        # longer than the timeout) when they were opened again and again during the run.
+        # The header timeout drops half-sent connections 2 s after they open, and the flooder opens them
+        # again at once: counted at one instant, the flood can be between two rounds (1378 and 1812 of 2,000
+        # open when the client started, seen on a loaded machine), hence the most open at once during the
+        # run; or, where opening them takes longer than the timeout, opened again and again during the run.
         connects = int(re.search(r"(\d+) connects", result.stdout).group(1))  # type: ignore[union-attr]
         assert held >= 1900 or connects >= 5 * 2000, result.stdout
         assert not re.search(r"\b0 dropped by the server", result.stdout), result.stdout  # the header timeout
