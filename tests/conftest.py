@@ -63,6 +63,8 @@ class LazyModule:
         self._name = name
 
     def __getattr__(self, attribute: str) -> Any:
+        if attribute.startswith("_"):  # what pytest's collection asks of every name in a module (_mock_name, ...)
+            raise AttributeError(attribute)
         return getattr(importlib.import_module(self._name), attribute)
 
 
