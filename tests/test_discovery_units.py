@@ -3,6 +3,7 @@ reading metadata out of answers, the rules a sync applies to the catalog, and th
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -335,3 +336,48 @@ def test_a_key_no_header_can_carry_fails_the_poll_cleanly(store: SqlStore, fake:
     health = store.upstream_health(time.time())["odd"]
     assert health.last_error == result.error and (not value.strip() or value.strip() not in health.last_error)
     assert store.claim_upstream("odd", new_owner(), time.time(), 60, force=True)  # the lease was given back
+
+
+def test_a_stopping_poller_lets_a_poll_finish_writing_its_answer(store: SqlStore, fake: FakeUpstream,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A poll writes the models, then the health and the key's fingerprint. A server stopped between the two
+    kept the models and lost the fingerprint (seen under load: a restart with a rotated key then did not
+    poll at once). stop() waits for a poll that is writing."""
+    from modeldex.discovery.poller import Poller
+
+    Catalog(store).create("upstream", {"name": "slow", "base_url": fake.base_url, "api_key_env": "SLOW_KEY"})
+    monkeypatch.setenv("SLOW_KEY", SECRET)
+    writing, go_on = threading.Event(), threading.Event()
+    finish_upstream = store.finish_upstream
+
+    def held_finish_upstream(*args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        writing.set()
+        go_on.wait(10)
+        finish_upstream(*args, **kwargs)
+
+    monkeypatch.setattr(store, "finish_upstream", held_finish_upstream)
+    poller = Poller(store, tick=0.05)
+    poller.start()
+    assert writing.wait(10), "the poll did not come"
+    assert "llama-3" in {model.id for model in store.all(Model)}  # the models are in; the fingerprint is next
+    stopping = threading.Thread(target=poller.stop)
+    stopping.start()
+    stopping.join(0.3)
+    assert stopping.is_alive(), "stop() did not wait for the poll's second write"
+    go_on.set()
+    stopping.join(10)
+    assert not stopping.is_alive()
+    assert store.upstream_credentials()["slow"] is not None
+    assert store.claim_upstream("slow", "another", time.time(), 60, force=True)  # the lease was given back
+
+
+def test_an_answer_that_comes_after_stop_is_not_written(store: SqlStore, fake: FakeUpstream) -> None:
+    from modeldex.discovery.sync import new_owner, poll_once
+
+    upstream = Catalog(store).create("upstream", {"name": "late", "base_url": fake.base_url})[0]
+    owner = new_owner()
+    assert store.claim_upstream("late", owner, time.time(), 60, force=True)
+    result = poll_once(store, upstream, owner, recording=lambda: contextlib.nullcontext(False))
+    assert not result.ok and fake.requests == 1
+    assert "llama-3" not in {model.id for model in store.all(Model)}
+    assert store.upstream_credentials()["late"] is None

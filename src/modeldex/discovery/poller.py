@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from modeldex.catalog.errors import StoreError
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from modeldex.discovery.health import DiscoveryStore
 
 TICK_S = 1.0
+RECORD_WAIT_S = 5.0  # the most a stopping worker waits for a poll to finish writing its answer
 MAX_PARALLEL_POLLS = 4
 log = logging.getLogger("modeldex.discovery")
 
@@ -44,15 +45,34 @@ class Poller:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="modeldex-poller", daemon=True)
         self._store_trouble = False
+        self._recorders = 0  # polls writing their answer now
+        self._recorded = threading.Condition()
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
         # Polls in flight are daemon threads: a stalled upstream never holds up shutdown, and the lease
-        # such a poll holds expires by itself.
+        # such a poll holds expires by itself. A poll writing its answer is waited for (milliseconds), so that
+        # its models, health and key fingerprint are all recorded; one that has not begun to write never will.
         self._stop.set()
         self._thread.join(timeout=5)
+        with self._recorded:
+            self._recorded.wait_for(lambda: self._recorders == 0, timeout=RECORD_WAIT_S)
+
+    @contextlib.contextmanager
+    def _recording(self) -> Iterator[bool]:
+        """Around a poll's writes: whether it may write (not once stopping), and stop() waits for it."""
+        with self._recorded:
+            allowed = not self._stop.is_set()
+            self._recorders += allowed
+        try:
+            yield allowed
+        finally:
+            if allowed:
+                with self._recorded:
+                    self._recorders -= 1
+                    self._recorded.notify_all()
 
     def _run(self) -> None:
         try:
@@ -100,7 +120,9 @@ class Poller:
 
     def _poll(self, upstream: Upstream) -> None:
         try:
-            result = poll_once(self._store, upstream, self.owner)
+            result = poll_once(self._store, upstream, self.owner, recording=self._recording)
+            if self._stop.is_set() and not result.ok:
+                return
             changes = result.changes
             if not result.ok:  # a warning when it starts failing, not at every poll while it does
                 first = result.health.failing_since == result.health.last_attempt_at

@@ -14,7 +14,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -121,9 +122,14 @@ class SyncResult:
         }
 
 
-def poll_once(store: DiscoveryStore, upstream: Upstream, owner: str,
-              environ: Mapping[str, str] = os.environ) -> SyncResult:
-    """Poll `upstream` (the caller holds its lease), apply the outcome, record health, release the lease."""
+def poll_once(store: DiscoveryStore, upstream: Upstream, owner: str, environ: Mapping[str, str] = os.environ,
+              recording: Callable[[], AbstractContextManager[bool]] = lambda: nullcontext(True)) -> SyncResult:
+    """Poll `upstream` (the caller holds its lease), apply the outcome, record health, release the lease.
+
+    The answer is recorded inside `recording()`, unless it yields False (a server stopping: the lease then
+    expires, as when a worker dies mid-poll). The models and then the health and key fingerprint are two
+    writes: a server that stopped between them kept the models and lost the fingerprint, so a restart with a
+    rotated key did not poll at once; the poller waits for what is inside before it stops."""
     now = time.time()
     api_key: str | None = None
     discovered: list[Model] | None = None
@@ -139,6 +145,15 @@ def poll_once(store: DiscoveryStore, upstream: Upstream, owner: str,
     except Exception as exc:  # a bug must still end in a recorded failure and a released lease
         log.exception("polling upstream %s failed unexpectedly", upstream.name)
         error = f"unexpected error while polling ({type(exc).__name__}); see the server log"
+    with recording() as allowed:
+        if not allowed:
+            return SyncResult(upstream.name, False, "not recorded: the server is stopping", latency_ms,
+                              Changes(), UpstreamHealth())
+        return _record(store, upstream, owner, environ, now, discovered, error, latency_ms)
+
+
+def _record(store: DiscoveryStore, upstream: Upstream, owner: str, environ: Mapping[str, str], now: float,
+            discovered: list[Model] | None, error: str | None, latency_ms: float | None) -> SyncResult:
     previous = store.upstream_health(now).get(upstream.name, UpstreamHealth())
     changes = Changes(model_count=previous.model_count)
     health = previous
