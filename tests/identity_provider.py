@@ -1,7 +1,9 @@
 """A real OpenID Connect provider for the tests: panva's `oidc-provider` from npm (the library behind
 many Node identity servers), run by `tests/idp/server.mjs` with Node.
 
-It lives in `.node-oidc/` beside the repo's `.venv/` (git-ignored), installed on first use. The tests
+It is installed on first use into the user's cache (`~/.cache/modeldex-tests/oidc-provider-VERSION/`, shared by
+every clone, as the LiteLLM venv is), and run from `.node-oidc/` beside the repo's `.venv/` (git-ignored),
+whose `node_modules` links there. The tests
 hold its private keys (they generate them and hand them to it), so they can both get tokens the proper
 way (the client_credentials grant) and forge the ones an attacker would send. Restarting it with other
 keys on the same port is a key rotation.
@@ -32,8 +34,10 @@ from .postgres import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / ".node-oidc"
-PACKAGE = "oidc-provider@9.6.0"
-_MARKER = NODE_DIR / ".modeldex-installed"
+VERSION = "9.6.0"
+PACKAGE = f"oidc-provider@{VERSION}"
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modeldex-tests" / f"oidc-provider-{VERSION}"
+_MARKER = CACHE_DIR / ".modeldex-installed"
 SCRIPT = Path(__file__).resolve().parent / "idp" / "server.mjs"
 AUDIENCE = "https://modeldex.test"
 SECRET = "client-secret-" + "x" * 32
@@ -44,17 +48,28 @@ def ensure_installed() -> Path:
     missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
     if missing:
         raise RuntimeError(f"the identity provider tests need Node.js 20+ and npm ({' and '.join(missing)} not found)")
-    NODE_DIR.mkdir(exist_ok=True)
-    with open(ROOT / ".node-oidc.lock", "w") as lock:
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR.with_name(CACHE_DIR.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (_MARKER.exists() and _MARKER.read_text() == PACKAGE):
-            (NODE_DIR / "package.json").write_text('{"name": "modeldex-test-idp", "private": true}\n')
+            (CACHE_DIR / "package.json").write_text('{"name": "modeldex-test-idp", "private": true}\n')
             result = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent", PACKAGE],
-                                    cwd=NODE_DIR, capture_output=True, text=True, timeout=600)
+                                    cwd=CACHE_DIR, capture_output=True, text=True, timeout=600)
             if result.returncode != 0:
                 raise RuntimeError(f"npm install {PACKAGE} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
             _MARKER.write_text(PACKAGE)
-        # ES modules resolve packages from the script's own folder: the script runs from there.
+    NODE_DIR.mkdir(exist_ok=True)
+    with open(ROOT / ".node-oidc.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        # ES modules resolve packages from the script's own folder: the script runs from there, beside a link
+        # to the installed packages.
+        modules, target = NODE_DIR / "node_modules", CACHE_DIR / "node_modules"
+        if not (modules.is_symlink() and modules.readlink() == target):
+            if modules.is_symlink():
+                modules.unlink()
+            else:  # absent, or installed in the folder itself by an earlier version of this file
+                shutil.rmtree(modules, ignore_errors=True)
+            modules.symlink_to(target)
         shutil.copyfile(SCRIPT, NODE_DIR / "server.mjs")
     return NODE_DIR
 
