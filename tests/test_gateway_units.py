@@ -178,3 +178,37 @@ def test_gateway_metrics_are_added_up_per_label_set_at_flush() -> None:
     added = [bucket.get() - was for bucket, was in zip(latency._buckets, before[4], strict=True)]
     bounds = list(latency._upper_bounds)
     assert added[bounds.index(0.005)] == 5 and added[bounds.index(30.0)] == 5 and sum(added) == 10
+
+
+def test_an_idle_upstream_connection_is_not_reused_once_the_upstream_may_have_closed_it() -> None:
+    """uvicorn (vLLM, LiteLLM) closes an idle connection after 5 s; a request sent on it as it closes fails
+    with nothing answered (a 502 seen against LiteLLM). The gateway does not reuse one idle for 4 s or more."""
+    import asyncio
+    import contextlib
+
+    from modeldex.gateway.client import KEEPALIVE_S, Timeouts, UpstreamClient
+
+    async def scenario() -> int:
+        connections = 0
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                while await reader.readuntil(b"\r\n\r\n"):  # GETs: a request is one header block
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}")
+                    await writer.drain()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = UpstreamClient(Timeouts())
+        for pause in (0.0, 0.5, KEEPALIVE_S + 0.3):  # the second request reuses the connection, the third not
+            await asyncio.sleep(pause)
+            async with client.session().get(f"http://127.0.0.1:{port}/v1/models") as response:
+                assert response.status == 200 and await response.read() == b"{}"
+        await client.session().close()
+        server.close()
+        return connections
+
+    assert KEEPALIVE_S < 5
+    assert asyncio.run(scenario()) == 2

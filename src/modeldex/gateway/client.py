@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
+KEEPALIVE_S = 4.0  # below the 5 s after which uvicorn and Node close an idle connection (see session())
+
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
@@ -36,8 +38,12 @@ class UpstreamClient:
         """The session of the running loop, made on first use (a granian worker has one loop)."""
         loop = asyncio.get_running_loop()
         if self._session is None or self._loop is not loop or self._session.closed:
+            # Idle connections are not reused after 4 s: uvicorn (vLLM, LiteLLM, SGLang) and Node close theirs
+            # after 5 s, and a request sent on one as the upstream closes it fails with nothing answered
+            # (ServerDisconnectedError, a 502: seen against LiteLLM in the suite). undici keeps 4 s for the same
+            # reason; a new connection costs a handshake only after 4 s of quiet.
             connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0,
-                                             keepalive_timeout=30, ttl_dns_cache=300)
+                                             keepalive_timeout=KEEPALIVE_S, ttl_dns_cache=300)
             # Our own timeouts are per phase (forward.py); the session's only bounds the connect.
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeouts.connect,
                                             connect=self.timeouts.connect)
