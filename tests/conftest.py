@@ -116,12 +116,6 @@ def _fresh_interpreters() -> bool:
     return bool(_CURRENT_ITEM) and _CURRENT_ITEM[0].get_closest_marker("cli_process") is not None
 
 
-def _fresh_process(args: tuple[str, ...]) -> bool:
-    """Whether this CLI run gets a new interpreter: as above, and for `serve` through run_cli (its output is
-    read whole; Server forks its servers)."""
-    return bool(args and args[0] == "serve") or _fresh_interpreters()
-
-
 # What `python -m modeldex` imports; what `serve` imports; what a run on PostgreSQL imports when it connects;
 # the libraries a server's worker imports (its app: 0.19 s of CPU a worker, and a forked server took
 # 0.47 s of CPU to answer with one worker, 1.03 s with two; 0.20 s and 0.38 s with them here); what a
@@ -140,7 +134,7 @@ def _fork_server() -> ForkServer:
 
 def run_cli(db_url: str, *args: str, check: bool = True, env: dict[str, str] | None = None
             ) -> subprocess.CompletedProcess[str]:
-    if _fresh_process(args):
+    if _fresh_interpreters():
         result = subprocess.run(
             [sys.executable, "-m", "modeldex", *args],
             env=env or cli_env(db_url),
