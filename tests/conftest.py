@@ -423,6 +423,25 @@ LONGEST_MODULES = ["test_openapi", "test_discovery_hostile", "test_discovery", "
                    "test_cli", "test_identity", "test_console", "test_discovery_credentials"]
 
 
+# The modules that start LiteLLM's proxy run on one worker, one after another: each test process that starts
+# it imports LiteLLM once (~7 s of CPU, in its fork server: tests/litellm_proxy.py).
+LITELLM_MODULES = {"test_discovery", "test_gateway_litellm", "test_check"}
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile` (a module to a worker), with LITELLM_MODULES as one unit."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class LiteLLMOnOneWorker(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = super()._split_scope(nodeid)
+            return "litellm" if Path(module).stem in LITELLM_MODULES else module
+
+    return LiteLLMOnOneWorker(config, log)
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects by these markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark what a test needs: `postgres` when it is parametrized on the PostgreSQL backend (the tests that
