@@ -28,7 +28,7 @@ from modeldex.catalog.service import Catalog
 from modeldex.store import migrate, open_store
 from modeldex.store.sql import create_store_engine
 
-from . import postgres, redis_server
+from . import forks, postgres, redis_server
 from .forks import ForkedProcess, ForkServer
 from .postgres import free_port
 
@@ -90,7 +90,6 @@ def cli_env(db_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-_FORK_SERVER: list[ForkServer] = []
 _CURRENT_ITEM: list[pytest.Item] = []
 
 
@@ -102,9 +101,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):  #
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    for server in _FORK_SERVER:
-        server.close()
-    _FORK_SERVER.clear()
+    forks.close_all()
 
 
 def _fresh_interpreters() -> bool:
@@ -127,9 +124,7 @@ FORK_SERVER_PRELOAD = ("modeldex.cli.main", "granian", "psycopg", "aiohttp", "ji
 
 
 def _fork_server() -> ForkServer:
-    if not _FORK_SERVER:
-        _FORK_SERVER.append(ForkServer(sys.executable, "modeldex", *FORK_SERVER_PRELOAD))
-    return _FORK_SERVER[0]
+    return forks.fork_server("modeldex", lambda: ForkServer(sys.executable, "modeldex", *FORK_SERVER_PRELOAD))
 
 
 def run_cli(db_url: str, *args: str, check: bool = True, env: dict[str, str] | None = None

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,21 @@ class ForkServer:
             self.process.kill()
             self.process.wait()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+_FORK_SERVERS: dict[str, ForkServer] = {}
+
+
+def fork_server(name: str, make: Callable[[], ForkServer]) -> ForkServer:
+    """This test process's fork server called `name`, made on first use; close_all() stops every one."""
+    if name not in _FORK_SERVERS:
+        _FORK_SERVERS[name] = make()
+    return _FORK_SERVERS[name]
+
+
+def close_all() -> None:
+    while _FORK_SERVERS:
+        _FORK_SERVERS.popitem()[1].close()
 
 
 _SUBREAPER: list[bool] = []

@@ -74,16 +74,15 @@ _request = _serve(_preload)
 os.environ.clear()
 os.environ.update(_request["env"])
 _stdin = os.open(os.devnull, os.O_RDONLY)
-_stdout = os.open(_request["stdout"], os.O_WRONLY | os.O_CREAT | (os.O_APPEND if _request.get("append") else os.O_TRUNC),
-                  0o600)
+_flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if _request.get("append") else os.O_TRUNC)
+_stdout = os.open(_request["stdout"], _flags, 0o600)
 # A server's log takes both streams on one file description (as Popen's stderr=STDOUT).
-_stderr = (os.dup(_stdout) if _request["stderr"] == _request["stdout"]
-           else os.open(_request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+_stderr = os.dup(_stdout) if _request["stderr"] == _request["stdout"] else os.open(_request["stderr"], _flags, 0o600)
 for _fd, _target in ((_stdin, 0), (_stdout, 1), (_stderr, 2)):
     os.dup2(_fd, _target)
     os.close(_fd)
 sys.argv = [_module.rpartition(".")[2], *_request["args"]]
-del _request, _preload, _stdin, _stdout, _stderr, _fd, _target
+del _request, _preload, _flags, _stdin, _stdout, _stderr, _fd, _target
 
 import atexit  # noqa: E402
 import runpy  # noqa: E402

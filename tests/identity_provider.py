@@ -31,13 +31,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from .postgres import free_port
+from .tool_cache import CACHE, install_once, run_installer
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / ".node-oidc"
 VERSION = "9.6.0"
 PACKAGE = f"oidc-provider@{VERSION}"
-CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modeldex-tests" / f"oidc-provider-{VERSION}"
-_MARKER = CACHE_DIR / ".modeldex-installed"
+CACHE_DIR = CACHE / f"oidc-provider-{VERSION}"
 SCRIPT = Path(__file__).resolve().parent / "idp" / "server.mjs"
 AUDIENCE = "https://modeldex.test"
 SECRET = "client-secret-" + "x" * 32
@@ -48,16 +48,14 @@ def ensure_installed() -> Path:
     missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
     if missing:
         raise RuntimeError(f"the identity provider tests need Node.js 20+ and npm ({' and '.join(missing)} not found)")
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(CACHE_DIR.with_name(CACHE_DIR.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (_MARKER.exists() and _MARKER.read_text() == PACKAGE):
-            (CACHE_DIR / "package.json").write_text('{"name": "modeldex-test-idp", "private": true}\n')
-            result = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent", PACKAGE],
-                                    cwd=CACHE_DIR, capture_output=True, text=True, timeout=600)
-            if result.returncode != 0:
-                raise RuntimeError(f"npm install {PACKAGE} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
-            _MARKER.write_text(PACKAGE)
+
+    def install() -> None:
+        CACHE_DIR.mkdir(exist_ok=True)
+        (CACHE_DIR / "package.json").write_text('{"name": "modeldex-test-idp", "private": true}\n')
+        run_installer(["npm", "install", "--no-audit", "--no-fund", "--silent", PACKAGE], PACKAGE, timeout=600,
+                      cwd=CACHE_DIR)
+
+    install_once(CACHE_DIR, PACKAGE, install)
     NODE_DIR.mkdir(exist_ok=True)
     with open(ROOT / ".node-oidc.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

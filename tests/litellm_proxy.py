@@ -11,8 +11,6 @@ fetch from the internet at start-up is pointed at 127.0.0.1 or switched to the c
 
 from __future__ import annotations
 
-import atexit
-import fcntl
 import os
 import shutil
 import signal
@@ -25,12 +23,12 @@ from typing import Any
 import httpx
 import yaml
 
-from .forks import ForkedProcess, ForkServer
+from .forks import ForkedProcess, ForkServer, fork_server
+from .tool_cache import CACHE, install_once, run_installer
 
 VERSION = "1.108.7"
 REQUIREMENT = f"litellm[proxy]=={VERSION}"
-VENV = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modeldex-tests" / f"litellm-{VERSION}"
-_MARKER = VENV / ".modeldex-installed"
+VENV = CACHE / f"litellm-{VERSION}"
 _NOWHERE = "http://127.0.0.1:9/unused"
 OFFLINE_ENV = {
     "LITELLM_LOCAL_MODEL_COST_MAP": "True",
@@ -49,30 +47,20 @@ OFFLINE_ENV = {
 
 def ensure_installed() -> Path:
     """The Python of the LiteLLM venv, installing it first if needed (a minute)."""
-    VENV.parent.mkdir(parents=True, exist_ok=True)
-    with open(VENV.with_name(VENV.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (_MARKER.exists() and _MARKER.read_text() == REQUIREMENT):
-            shutil.rmtree(VENV, ignore_errors=True)
-            subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, timeout=120)
-            result = subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", REQUIREMENT],
-                                    capture_output=True, text=True, timeout=900)
-            if result.returncode != 0:
-                raise RuntimeError(f"installing {REQUIREMENT} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
-            _MARKER.write_text(REQUIREMENT)
+
+    def install() -> None:
+        shutil.rmtree(VENV, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, timeout=120)
+        run_installer([str(VENV / "bin" / "pip"), "install", "-q", REQUIREMENT], REQUIREMENT, timeout=900)
+
+    install_once(VENV, REQUIREMENT, install)
     return VENV / "bin" / "python"
-
-
-_FORK_SERVER: list[ForkServer] = []
 
 
 def _fork_server() -> ForkServer:
     """This test process's fork server for `litellm` (python -m litellm.proxy.proxy_cli, as its script runs)."""
-    if not _FORK_SERVER:
-        _FORK_SERVER.append(ForkServer(ensure_installed(), "litellm.proxy.proxy_cli", "litellm.proxy.proxy_server",
-                                       env={**os.environ, **OFFLINE_ENV}))
-        atexit.register(_FORK_SERVER[0].close)
-    return _FORK_SERVER[0]
+    return fork_server("litellm", lambda: ForkServer(ensure_installed(), "litellm.proxy.proxy_cli",
+                                                     "litellm.proxy.proxy_server", env={**os.environ, **OFFLINE_ENV}))
 
 
 class LiteLLMProxy:

@@ -65,7 +65,8 @@ class Poller:
         """Around a poll's writes: whether it may write (not once stopping), and stop() waits for it."""
         with self._recorded:
             allowed = not self._stop.is_set()
-            self._recorders += allowed
+            if allowed:
+                self._recorders += 1
         try:
             yield allowed
         finally:
