@@ -3,6 +3,8 @@ the order routes are tried in, cutting a stream at event boundaries, and routes 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import random
 from pathlib import Path
@@ -13,6 +15,7 @@ from modeldex.catalog.entities import Alias, Model, new_model, parse
 from modeldex.catalog.errors import CatalogError, InvalidInput
 from modeldex.catalog.service import Catalog
 from modeldex.catalog.upstreams import Upstream
+from modeldex.gateway.client import KEEPALIVE_S, Timeouts, UpstreamClient
 from modeldex.gateway.errors import redact, stream_error_event
 from modeldex.gateway.forward import Outcome, _take_usage, _whole_events
 from modeldex.gateway.health import RouteHealth
@@ -183,11 +186,6 @@ def test_gateway_metrics_are_added_up_per_label_set_at_flush() -> None:
 def test_an_idle_upstream_connection_is_not_reused_once_the_upstream_may_have_closed_it() -> None:
     """uvicorn (vLLM, LiteLLM) closes an idle connection after 5 s; a request sent on it as it closes fails
     with nothing answered (a 502 seen against LiteLLM). The gateway does not reuse one idle for 4 s or more."""
-    import asyncio
-    import contextlib
-
-    from modeldex.gateway.client import KEEPALIVE_S, Timeouts, UpstreamClient
-
     async def scenario() -> int:
         connections = 0
 
