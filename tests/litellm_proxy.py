@@ -17,8 +17,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import yaml
@@ -26,6 +27,7 @@ import yaml
 from .forks import ForkedProcess, ForkServer, fork_server
 from .tool_cache import CACHE, install_once, run_installer
 
+T = TypeVar("T")
 VERSION = "1.108.7"
 REQUIREMENT = f"litellm[proxy]=={VERSION}"
 VENV = CACHE / f"litellm-{VERSION}"
@@ -43,6 +45,10 @@ OFFLINE_ENV = {
     "LITELLM_LOG": "ERROR",
     "NO_PROXY": "127.0.0.1,localhost",
 }
+# LiteLLM's own defect: now and then its auth step leaves a context variable in another context than it
+# set it in, and the request gets a bare 500 (seen once in a suite run, on a POST /v1/messages; not in 112
+# requests to one proxy alone). Its log then holds this traceback line, from litellm/_internal_context.py.
+KNOWN_FAILURE = b"LookupError: <ContextVar name='service_target'"
 
 
 def ensure_installed() -> Path:
@@ -101,6 +107,19 @@ class LiteLLMProxy:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+    def past_known_failure(self, call: Callable[[], T]) -> T:
+        """`call()`, tried once more only when it failed and LiteLLM's log shows its known defect
+        (`KNOWN_FAILURE`) meanwhile: any other failure, modeldex's included, is raised as it is."""
+        logged = self.log_path.stat().st_size if self.log_path.exists() else 0
+        try:
+            return call()
+        except Exception:
+            with open(self.log_path, "rb") as log:
+                log.seek(logged)
+                if KNOWN_FAILURE not in log.read():
+                    raise
+        return call()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""

@@ -19,6 +19,7 @@ from modeldex.conformance.checks import envelope_problem
 from modeldex.conformance.probe import api_base, model_path
 
 from .conftest import Server, create_key, run_cli
+from .debian_packages import ensure_package
 from .litellm_proxy import LiteLLMProxy
 from .postgres import free_port
 
@@ -88,11 +89,7 @@ def test_litellm_shows_its_known_failures(litellm: LiteLLMProxy) -> None:
 
 def _nginx() -> str:
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
-    if found is None:  # as bench/run.sh does: Debian's package
-        subprocess.run(["apt-get", "install", "-y", "-qq", "nginx"], check=True, capture_output=True, timeout=600,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        found = "/usr/sbin/nginx"
-    return found
+    return found or str(ensure_package(Path("/usr/sbin/nginx"), "nginx"))  # as bench/run.sh does: Debian's
 
 
 @pytest.fixture
