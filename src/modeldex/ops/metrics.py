@@ -52,33 +52,52 @@ class _Tallies:
     """Per-worker request counts, flushed into prometheus_client about once a second.
 
     A sample in multiprocess mode costs ~8 µs (locks, mmap writes): a fifth of the whole hot path. A
-    request only appends its route, status and duration (~0.1 µs; counting under a lock was 0.67 µs,
-    measured); the flush tallies them, and a scrape is at most a second behind (and never behind for the
-    worker that answers it: it flushes first).
+    request only appends its duration to the list of its route and status (~0.06 µs); the flush counts and
+    buckets each list at once (~0.1 µs a request, against 0.27 when it took (route, status, duration)
+    tuples one by one off a deque: measured, 100,000 requests), and a scrape is at most a second behind
+    (and never behind for the worker that answers it: it flushes first).
+
+    No lock on the request path: the event loop only appends, and the flusher (a thread, or a scrape)
+    takes the first n items of a list and then deletes those n, each one C call under the GIL, so a
+    duration appended meanwhile stays for the next flush.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # one flusher at a time
         self._bounds = LATENCY._upper_bounds  # the histogram's own buckets, +Inf last
-        self._pending: collections.deque[tuple[str, int, float]] = collections.deque()
+        self._durations: dict[tuple[str, int], list[float]] = {}
 
     def observe(self, route: str, status: int, seconds: float) -> None:
-        self._pending.append((route, status, seconds))  # atomic: no lock on the request path
+        durations = self._durations.get((route, status))
+        if durations is None:
+            durations = self._durations.setdefault((route, status), [])
+        durations.append(seconds)
 
     def flush(self) -> None:
+        bounds = self._bounds
+        counts: dict[tuple[str, int], int] = {}
+        sums: dict[str, float] = collections.defaultdict(float)
+        buckets: dict[str, list[int]] = {}
         with self._lock:
-            pending, bounds = self._pending, self._bounds
-            counts: collections.Counter[tuple[str, int]] = collections.Counter()
-            buckets: dict[str, list[int]] = {}
-            sums: dict[str, float] = collections.defaultdict(float)
-            for _ in range(len(pending)):
-                route, status, seconds = pending.popleft()
-                counts[(route, status)] += 1
-                sums[route] += seconds
+            for (route, status), durations in list(self._durations.items()):
+                taken = len(durations)
+                if not taken:
+                    continue
+                batch = durations[:taken]
+                del durations[:taken]
+                counts[(route, status)] = taken
+                sums[route] += sum(batch)
                 per_bucket = buckets.get(route)
                 if per_bucket is None:
                     per_bucket = buckets[route] = [0] * len(bounds)
-                per_bucket[bisect.bisect_left(bounds, seconds)] += 1
+                batch.sort()  # then one bisection per bucket, not one per request
+                below = 0
+                for index, bound in enumerate(bounds):
+                    upto = bisect.bisect_right(batch, bound)  # bucket `index` holds durations <= its bound
+                    per_bucket[index] += upto - below
+                    below = upto
+                    if below == taken:
+                        break
         for (route, status), count in counts.items():
             REQUESTS.labels(route, str(status)).inc(count)
         for route, per_bucket in buckets.items():
