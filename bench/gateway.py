@@ -116,7 +116,7 @@ def main() -> None:
     key = cli("keys", "create", "bench", "--database-url", url).split()[0]
     log = open(work / "server.log", "wb")  # noqa: SIM115
     server = subprocess.Popen([modeldex_binary(), "serve", "--port", str(modeldex_port), "--database-url", url],
-                              env=clean_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                              env=clean_env(), stdout=log, stderr=subprocess.STDOUT, process_group=0)  # procs.py: why
     try:
         time.sleep(3)
         direct = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
