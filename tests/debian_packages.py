@@ -13,6 +13,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from .tool_cache import run_installer
+
 _LOCK = Path(__file__).resolve().parent.parent / ".debian-install.lock"
 # Wait for a dpkg run that is not ours (unattended upgrades) rather than fail at once.
 _APT = ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-q"]
@@ -27,10 +29,10 @@ def ensure_package(program: Path, package: str) -> Path:
         if os.geteuid() != 0 or shutil.which("apt-get") is None:
             raise RuntimeError(f"the tests need {program}: run `apt-get install -y {package}` as root")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        result = subprocess.run([*_APT, package], capture_output=True, text=True, timeout=900, env=env)
-        if result.returncode != 0:  # package lists missing or stale: fetch them, then try again
+        if subprocess.run([*_APT, package], capture_output=True, timeout=900, env=env).returncode != 0:
+            # Package lists missing or stale: fetch them, then try again.
             subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=900, env=env)
-            result = subprocess.run([*_APT, package], capture_output=True, text=True, timeout=900, env=env)
-        if result.returncode != 0 or not program.exists():
-            raise RuntimeError(f"installing {package} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+            run_installer([*_APT, package], package, timeout=900, env=env)
+        if not program.exists():
+            raise RuntimeError(f"installing {package} did not provide {program}")
         return program

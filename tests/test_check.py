@@ -88,8 +88,8 @@ def test_litellm_shows_its_known_failures(litellm: LiteLLMProxy) -> None:
 
 
 def _nginx() -> str:
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
-    return found or str(ensure_package(Path("/usr/sbin/nginx"), "nginx"))  # as bench/run.sh does: Debian's
+    # Debian's package, as bench/run.sh installs it; its binary is in /usr/sbin, which a PATH may lack.
+    return shutil.which("nginx") or str(ensure_package(Path("/usr/sbin/nginx"), "nginx"))
 
 
 @pytest.fixture

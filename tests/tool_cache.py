@@ -25,8 +25,9 @@ def install_once(folder: Path, what: str, install: Callable[[], None]) -> None:
             marker.write_text(what)
 
 
-def run_installer(command: list[str], what: str, timeout: float, cwd: Path | None = None) -> None:
+def run_installer(command: list[str], what: str, timeout: float, cwd: Path | None = None,
+                  env: dict[str, str] | None = None) -> None:
     """Run an installer; if it fails, the error says what failed and ends with what it printed."""
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"installing {what} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
