@@ -1,7 +1,7 @@
 """Server processes for the benchmark: free ports, start and always stop, wait until ready, measure RSS.
 
-Every server runs in its own process group (in the benchmark's session) so that stopping it also stops its workers, and every one
-started is stopped at exit (normal, exception, Ctrl-C or SIGTERM): a benchmark must not leave servers
+Every server runs in its own process group, in the benchmark's session, so that stopping it also stops its
+workers, and every one started is stopped at exit (normal, exception, Ctrl-C or SIGTERM): a benchmark must not leave servers
 behind on a shared machine.
 """
 
@@ -47,12 +47,9 @@ class Server:
         self.log_path = log_path
         self.started_at = time.perf_counter()
         with open(log_path, "ab") as log:
-            # A process group of its own (stopping it stops its workers), in the benchmark's session: with
-            # Linux's scheduler autogroups (on by default), a session of its own is a scheduling group of its
-            # own, which gets an equal share of the CPUs against wrk's. A server squeezed into that share ran
-            # its Rust and Python threads on one core: the ceiling then took 16–18 µs of CPU a request instead
-            # of 14, and modeldex's ratio to it read 0.83–0.92 where, started beside wrk as from a shell (and
-            # as the architecture issue measured), it is 0.76–0.80 (retrieve, 2 cores, 2026-12-01).
+            # A process group of its own (stopping it stops its workers), not a session of its own: with
+            # scheduler autogroups, a session is a scheduling group with an equal share of the CPUs against
+            # wrk's, which flattered modeldex's ratio to the ceiling (bench/README.md has the figures).
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             env=env, cwd=cwd, process_group=0)
         _running.append(self)
