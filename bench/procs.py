@@ -1,8 +1,8 @@
 """Server processes for the benchmark: free ports, start and always stop, wait until ready, measure RSS.
 
 Every server runs in its own process group, in the benchmark's session, so that stopping it also stops its
-workers, and every one started is stopped at exit (normal, exception, Ctrl-C or SIGTERM): a benchmark must not leave servers
-behind on a shared machine.
+workers, and every one started is stopped at exit (normal, exception, Ctrl-C or SIGTERM): a benchmark must
+not leave servers behind on a shared machine.
 """
 
 from __future__ import annotations
