@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 
 import orjson
 import pytest
@@ -32,20 +33,38 @@ def lines_of(log: AccessLog, stream: io.StringIO) -> list[str]:
 def test_a_text_line_a_record_with_client_fields_escaped(path: str, shown: str) -> None:
     stream = io.StringIO()
     log = AccessLog(stream=stream, interval=3600)
-    log.record("rid-1", "GET", "/v1/models", "list", 200, 1.5, "reader", "10.0.0.1")
-    log.record("rid-2", "GET", path, "retrieve", 404, 0.25, None, "10.0.0.2\r\n")
-    log.record("rid-3", "GET", "/v1/models", "list", 200, 2, "ops\tteam", None)
+    log.record("rid-1", "GET", "/v1/models", "list", 200, 10.0, 10.0015, "reader", "10.0.0.1")
+    log.record("rid-2", "GET", path, "retrieve", 404, 10.0, 10.00025, None, "10.0.0.2\r\n")
+    log.record("rid-3", "GET", "/v1/models", "list", 200, 10.0, 10.002, "ops\tteam", None)
     first, second, third = lines_of(log, stream)
     assert LINE.fullmatch(first).groups() == ("rid-1", "GET", "/v1/models", "200", "1.50", "reader", "10.0.0.1")
     assert second.endswith(f" rid-2 GET {shown} 404 0.25ms key=- client=10.0.0.2\\x0d\\x0a")
     assert third.endswith(" rid-3 GET /v1/models 200 2.00ms key=ops\\x09team client=-")
 
 
+def test_a_duration_and_a_time_stamp_read_as_the_logging_module_writes_them() -> None:
+    """Durations come from a table up to 50 ms and are formatted beyond; the stamp is the wall clock of the
+    moment the request was answered, read off the request clock."""
+    stream = io.StringIO()
+    log = AccessLog(stream=stream, interval=3600)
+    durations_ms = [hundredths / 100 + offset for hundredths in range(0, 5200, 7) for offset in (0.003, 0.007)]
+    for duration_ms in durations_ms:
+        log.record("rid", "GET", "/v1/models", "list", 200, 10.0, 10.0 + duration_ms / 1000, "k", "c")
+    now = time.perf_counter()
+    log.record("rid-now", "GET", "/v1/models", "list", 200, now, now, "k", "c")
+    log.record("rid-odd", "GET", "/v1/models", "list", 799, now, now, "k", "c")
+    *lines, current, odd = lines_of(log, stream)
+    assert [LINE.fullmatch(line).group(5) for line in lines] == [f"{ms:.2f}" for ms in durations_ms]
+    stamp = time.mktime(time.strptime(current[:19], "%Y-%m-%d %H:%M:%S")) + int(current[20:23]) / 1000
+    assert abs(stamp - time.time()) < 5
+    assert " rid-odd GET /v1/models 799 0.00ms " in odd
+
+
 def test_a_long_path_is_cut_and_a_big_batch_keeps_every_record_in_order() -> None:
     stream = io.StringIO()
     log = AccessLog(stream=stream, interval=3600)
     for n in range(5000):
-        log.record(f"rid-{n}", "GET", "/v1/models/" + "x" * 1000, "retrieve", 404, 0.1, "k", "c")
+        log.record(f"rid-{n}", "GET", "/v1/models/" + "x" * 1000, "retrieve", 404, 10.0, 10.0001, "k", "c")
     lines = lines_of(log, stream)
     assert len(lines) == 5000
     assert [line.split()[4] for line in lines] == [f"rid-{n}" for n in range(5000)]
@@ -55,7 +74,7 @@ def test_a_long_path_is_cut_and_a_big_batch_keeps_every_record_in_order() -> Non
 def test_json_lines_escape_what_readers_take_for_line_breaks() -> None:
     stream = io.StringIO()
     log = AccessLog(json=True, stream=stream, interval=3600)
-    log.record("rid-1", "GET", "/v1/models/a\u2028b\x85", "retrieve", 404, 0.5, None, "10.0.0.1")
+    log.record("rid-1", "GET", "/v1/models/a\u2028b\x85", "retrieve", 404, 10.0, 10.0005, None, "10.0.0.1")
     (line,) = lines_of(log, stream)
     assert "\u2028" not in line and "\x85" not in line
     record = orjson.loads(line)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import time
 from typing import Any
 
@@ -73,24 +72,21 @@ OwnAnswer = LabelledAnswer
 
 
 class RequestIds:
-    """OpenAI's shape, `req_` and 32 hex digits: a random prefix per process and 64 random bits per
-    request from a generator seeded by the OS, so ids are unique and say nothing about traffic, without a
-    system call per request. The bits are drawn 4,096 ids at a time and sliced off a hex string (0.1 µs
-    an id instead of 0.35, measured)."""
+    """OpenAI's shape, `req_` and 32 hex digits of the OS's randomness: ids are unique and say nothing about
+    traffic. They are made 4,096 at a time in three C calls (random bytes, hex with a separator, one
+    replace and a split), so a request takes one off a list: 550 instructions, against 2,500 slicing a
+    random pool and adding a prefix per request (callgrind)."""
 
     _BATCH = 4096
 
     def __init__(self) -> None:
-        self._prefix = "req_" + os.urandom(8).hex()
-        self._bits = random.Random(os.urandom(32)).getrandbits
-        self._pool, self._next = "", 0
+        self._ids: list[str] = []
 
-    def __call__(self) -> str:
-        start = self._next
-        if start >= len(self._pool):
-            self._pool, start = f"{self._bits(64 * self._BATCH):0{16 * self._BATCH}x}", 0
-        self._next = start + 16
-        return self._prefix + self._pool[start:start + 16]
+    def take(self) -> str:
+        ids = self._ids
+        if not ids:
+            ids.extend(("req_" + os.urandom(16 * self._BATCH).hex(" ", 16).replace(" ", " req_")).split(" "))
+        return ids.pop()
 
 
 def route_label(path: str) -> str:
@@ -174,7 +170,7 @@ class ModeldexApp:
         self.access_log = AccessLog(json=settings.log_format == "json") if settings.access_log else None
         self.traffic = Traffic()  # inference requests over the last hour, for the console
         self.shared_traffic: SharedTraffic | None = None
-        self.request_ids = RequestIds()
+        self.request_ids = RequestIds().take
         self._max_header_bytes = settings.max_header_bytes
         self.side_app: ASGIApp = build_side_app()  # until start(): health and the OpenAPI document only
         # Off by default: browsers get no cross-origin access unless configured.
@@ -397,10 +393,10 @@ class ModeldexApp:
 
     def _finished(self, request_id: str, method: str, path: str, label: str, status: int, started: float,
                   caller_name: str | None, client: str) -> None:
-        elapsed = time.perf_counter() - started
-        metrics.observe(label, status, elapsed)
+        ended = time.perf_counter()
+        metrics.observe(label, status, ended - started)
         if self.access_log is not None:
-            self.access_log.record(request_id, method, path, label, status, elapsed * 1000, caller_name, client)
+            self.access_log.record(request_id, method, path, label, status, started, ended, caller_name, client)
 
     # --- RSGI: granian calls these -------------------------------------------------------------------
 
