@@ -29,35 +29,18 @@ from pathlib import Path
 from typing import Any
 
 from ceiling import constant_app, serve
+from in_worker import SCENARIOS, WARMUP_REQUESTS, drive, prepare
 
 HOST = "127.0.0.1"
 
 PROFILE_HEADER = "x-profile"
 OUT_ENV = "HOTPATH_PROFILE_OUT"
 LOOPS_ENV = "HOTPATH_PROFILE_LOOPS"
-RETRIEVE_ID = "MiniMax-M2.7"
-SCENARIOS = {  # name: (path, which key)
-    "retrieve": (f"/v1/models/{RETRIEVE_ID}", "read"),
-    "list": ("/v1/models", "read"),
-    "unknown": ("/v1/models/no-such-model", "read"),
-    "bad_key": (f"/v1/models/{RETRIEVE_ID}", "bad"),
-}
 OWN = "modeldex's own: app.__rsgi__() minus the ceiling's"
 OWN_NO_LOG = "modeldex's own, as with --no-access-log"
 WHOLE = "app.__rsgi__(), whole"
 CEILING_WHOLE = "the ceiling's __rsgi__(), whole (its answer call repeated: granian ignores it)"
 ANSWER_CALL = "  protocol.response_bytes() alone, repeated"
-WARMUP_REQUESTS = 3000  # enough for the interpreter's specialisation and every lazy cache
-
-
-def drive(coroutine: Any) -> Any:
-    """Run a coroutine that never suspends (the hot path's promise) to its result."""
-    try:
-        coroutine.send(None)
-    except StopIteration as done:
-        return done.value
-    coroutine.close()
-    raise RuntimeError("the coroutine suspended")
 
 
 def best_ns(fn: Callable[[], object], loops: int, repeat: int) -> float:
@@ -236,21 +219,12 @@ def main(argv: list[str]) -> int:
         return 0
 
     # Here, not at the top: granian's workers import this module, and procs sets signal handlers.
-    from modeldex.config import ServerSettings
-    from modeldex_server import clean_env, create_key, make_catalog
     from procs import Server, free_port, http_ok, stop_all
 
     workdir = Path(tempfile.mkdtemp(prefix="modeldex-profile-"))
     try:
-        url = make_catalog(workdir / "catalog")
-        read = create_key(url, "profile-read")
-        keys = {"read": read, "bad": read[:-8] + ("0" * 8 if not read.endswith("0" * 8) else "1" * 8)}
-        # serve's defaults but for the failure limit, as in the benchmark (or the 401s turn into 429s).
-        settings = ServerSettings(database_url=url, auth_failure_limit="off")
-        (workdir / "metrics").mkdir()
-        env = {**clean_env(), **settings.to_env(), "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
-               OUT_ENV: str(workdir), LOOPS_ENV: f"{args.loops},{args.repeat}",
-               "PYTHONPATH": str(Path(__file__).resolve().parent)}
+        keys, env = prepare(workdir, "profile-read")
+        env.update({OUT_ENV: str(workdir), LOOPS_ENV: f"{args.loops},{args.repeat}"})
         port = free_port()
         server = Server("modeldex, profiled", [sys.executable, __file__, "--serve", str(port)],
                         workdir / "server.log", env=env, cwd=Path(__file__).resolve().parent)

@@ -37,30 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from ceiling import constant_app, load_answer, serve
+from in_worker import SCENARIOS, WARMUP_REQUESTS, drive, prepare
 
 HOST = "127.0.0.1"
 HEADER = "x-instructions"
 DIR_ENV = "INSTRUCTIONS_DIR"  # where the worker and this script leave each other files
 REQUESTS_ENV = "INSTRUCTIONS_REQUESTS"
-WARMUP = 3000  # enough for the interpreter's specialisation and every lazy cache
 CLOCK_STEP = 7.5e-6  # seconds per reading of the request clock during the counted loop
-SCENARIOS = {  # name: (path, which key)
-    "retrieve": ("/v1/models/MiniMax-M2.7", "read"),
-    "list": ("/v1/models", "read"),
-    "unknown": ("/v1/models/no-such-model", "read"),
-    "bad_key": ("/v1/models/MiniMax-M2.7", "bad"),
-}
 TARGETS = ("modeldex", "modeldex --no-access-log", "ceiling")
-
-
-def drive(coroutine: Any) -> None:
-    """Run a coroutine that never suspends (the hot path's promise) to its end."""
-    try:
-        coroutine.send(None)
-    except StopIteration:
-        return
-    coroutine.close()
-    raise RuntimeError("the coroutine suspended")
 
 
 class Counted:
@@ -92,7 +76,7 @@ class Counted:
             self.app.access_log = None  # what --no-access-log makes: no AccessLog object
         clock = time.perf_counter
         try:
-            for _ in range(WARMUP):
+            for _ in range(WARMUP_REQUESTS):
                 drive(app.__rsgi__(scope, protocol))
             start, readings = clock(), itertools.count()
             time.perf_counter = lambda: start + next(readings) * CLOCK_STEP
@@ -171,23 +155,14 @@ def main(argv: list[str]) -> int:
         return 2
 
     # Here, not at the top: granian's workers import this module, and procs sets signal handlers.
-    from modeldex.config import ServerSettings
-    from modeldex_server import clean_env, create_key, make_catalog
     from procs import Server, free_port, http_ok, stop_all
 
     workdir = Path(tempfile.mkdtemp(prefix="modeldex-instructions-"))
     try:
-        url = make_catalog(workdir / "catalog")
-        read = create_key(url, "instructions-read")
-        keys = {"read": read, "bad": read[:-8] + ("0" * 8 if not read.endswith("0" * 8) else "1" * 8)}
-        # serve's defaults but for the failure limit, as in the benchmark (or the 401s turn into 429s).
-        settings = ServerSettings(database_url=url, auth_failure_limit="off")
-        (workdir / "metrics").mkdir()
+        keys, env = prepare(workdir, "instructions-read")
         dump_dir = workdir / "dumps"
         dump_dir.mkdir()
-        env = {**clean_env(), **settings.to_env(), "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
-               DIR_ENV: str(workdir), REQUESTS_ENV: str(args.requests),
-               "PYTHONPATH": str(Path(__file__).resolve().parent)}
+        env.update({DIR_ENV: str(workdir), REQUESTS_ENV: str(args.requests)})
         port = free_port()
         argv_server = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--instr-atstart=no",
                        "--separate-threads=yes", f"--callgrind-out-file={dump_dir}/callgrind.%p",
