@@ -5,8 +5,8 @@ objects.
 
     bench/instructions.py [--requests 5000]
 
-On the machine of 2026-12-01, where wrk's req/s varied by 20–50 % from run to run, the same count twice
-differed by 0.3 % at most. It starts one granian worker under callgrind, instrumentation off, and
+On the machine of 2026-12-01, where wrk's req/s varied by 20–50 % from run to run, counts of the same code
+differed by up to 3 % (four runs). It starts one granian worker under callgrind, instrumentation off, and
 asks it each scenario once with `x-instructions: <target>`; on that request the worker runs the target
 --requests times on the request's own objects (granian ignores every answer after the first), between
 a file it writes and one it waits for, while this script switches the counting on and off around them
