@@ -15,6 +15,7 @@ import os
 import time
 from typing import Any
 
+import anyio.to_thread
 from starlette.routing import BaseRoute
 
 from modeldex.api import errors, paths
@@ -410,6 +411,11 @@ class ModeldexApp:
                 self.start()
             if self.access_log is not None:
                 self.access_log.format_on(loop)
+            if not loop.is_running():
+                # The admin routes run their store calls in anyio's worker threads; the first call imports
+                # anyio's asyncio backend and starts a thread. Done here, not on the first write: that took
+                # 0.46 s on an idle 2-core machine and 3 s under load, longer than replicas may take to agree.
+                loop.run_until_complete(anyio.to_thread.run_sync(int))
         except Exception:
             log.exception("startup failed")
             raise
