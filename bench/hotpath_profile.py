@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ceiling import constant_app, serve
-from in_worker import SCENARIOS, WARMUP_REQUESTS, drive, prepare
+from in_worker import SCENARIOS, WARMUP_REQUESTS, Measuring, drive, prepare
 
 HOST = "127.0.0.1"
 
@@ -160,25 +160,12 @@ def _raises(fn: Callable[[], object]) -> None:
     raise RuntimeError("expected an error")
 
 
-class Profiled:
+class Profiled(Measuring):
     """modeldex's app, and the timing of its pieces on a request that asks for it."""
 
-    def __init__(self) -> None:
-        from modeldex.api.app import create_app as modeldex_app
+    header = PROFILE_HEADER
 
-        self.app = modeldex_app()
-
-    def __rsgi_init__(self, loop: Any) -> None:
-        self.app.__rsgi_init__(loop)
-
-    def __rsgi_del__(self, loop: Any) -> None:
-        self.app.__rsgi_del__(loop)
-
-    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
-        scenario = scope.headers.get(PROFILE_HEADER)
-        if scenario is None:
-            await self.app.__rsgi__(scope, protocol)
-            return
+    def measure(self, scope: Any, protocol: Any, scenario: str) -> None:
         drive(self.app.__rsgi__(scope, protocol))  # the real answer, first
         loops, repeat = (int(n) for n in os.environ[LOOPS_ENV].split(","))
         empty = best_ns(lambda: None, loops, repeat)

@@ -27,6 +27,34 @@ def drive(coroutine: Any) -> Any:
     raise RuntimeError("the coroutine suspended")
 
 
+class Measuring:
+    """modeldex's app, as granian's worker serves it, except a request carrying `header`: that one goes to
+    `measure(scope, protocol, header value)`, on the request's own objects."""
+
+    header = ""
+
+    def __init__(self) -> None:
+        from modeldex.api.app import create_app
+
+        self.app = create_app()
+
+    def __rsgi_init__(self, loop: Any) -> None:
+        self.app.__rsgi_init__(loop)
+
+    def __rsgi_del__(self, loop: Any) -> None:
+        self.app.__rsgi_del__(loop)
+
+    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
+        value = scope.headers.get(self.header)
+        if value is None:
+            await self.app.__rsgi__(scope, protocol)
+        else:
+            self.measure(scope, protocol, value)
+
+    def measure(self, scope: Any, protocol: Any, value: str) -> None:
+        raise NotImplementedError
+
+
 def prepare(workdir: Path, key_name: str) -> tuple[dict[str, str], dict[str, str]]:
     """A fresh default catalog in `workdir`, a read key and a wrong one ({"read": ..., "bad": ...}), and
     the environment of a worker serving it with serve's defaults but for the failure limit, as in the

@@ -22,7 +22,6 @@ measures the whole.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import json
 import os
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ceiling import constant_app, load_answer, serve
-from in_worker import SCENARIOS, WARMUP_REQUESTS, drive, prepare
+from in_worker import SCENARIOS, WARMUP_REQUESTS, Measuring, drive, prepare
 
 HOST = "127.0.0.1"
 HEADER = "x-instructions"
@@ -47,27 +46,17 @@ CLOCK_STEP = 7.5e-6  # seconds per reading of the request clock during the count
 TARGETS = ("modeldex", "modeldex --no-access-log", "ceiling")
 
 
-class Counted:
+class Counted(Measuring):
     """modeldex's app; a request carrying HEADER runs a target in a loop, between two files."""
 
-    def __init__(self) -> None:
-        from modeldex.api.app import create_app
+    header = HEADER
 
-        self.app = create_app()
+    def __init__(self) -> None:
+        super().__init__()
         self.directory = Path(os.environ[DIR_ENV])
         self.requests = int(os.environ[REQUESTS_ENV])
 
-    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.app.__rsgi_init__(loop)
-
-    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.app.__rsgi_del__(loop)
-
-    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
-        target = scope.headers.get(HEADER)
-        if target is None:
-            await self.app.__rsgi__(scope, protocol)
-            return
+    def measure(self, scope: Any, protocol: Any, target: str) -> None:
         app: Any = self.app
         access_log = self.app.access_log
         if target == "ceiling":
