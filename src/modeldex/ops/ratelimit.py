@@ -275,9 +275,8 @@ class RateLimiter:
         self.default_limit = default_limit
         self.auth_failure_limit = auth_failure_limit
         # Addresses that failed here lately: only they need their bucket checked, so the common case (no
-        # failures) costs a dict lookup, not a bucket (or Redis) round trip. Emptied, never replaced: the
-        # Models hot path keeps a reference and looks addresses up in place.
-        self.failed_recently: dict[str, float] = {}
+        # failures) costs a dict lookup, not a bucket (or Redis) round trip.
+        self._failed_recently: dict[str, float] = {}
 
     def limits(self, key_limit: str | None) -> bool:
         """Whether requests with a key of this limit are counted at all (unlimited keys skip the bucket)."""
@@ -285,7 +284,7 @@ class RateLimiter:
 
     def suspect(self, address: str) -> bool:
         """Whether the address failed to authenticate lately, so its allowance must be checked."""
-        return bool(self.failed_recently) and address in self.failed_recently
+        return bool(self._failed_recently) and address in self._failed_recently
 
     async def for_caller(self, caller: Caller) -> Verdict | None:
         """Take one request from the caller's bucket; None when the caller is unlimited."""
@@ -300,18 +299,18 @@ class RateLimiter:
     async def address_blocked(self, address: str) -> Verdict | None:
         """A verdict that refuses the address if it used up its failed authentications, else None."""
         limit = self.auth_failure_limit
-        failed_at = self.failed_recently.get(address)
+        failed_at = self._failed_recently.get(address)
         if limit is None or failed_at is None:
             return None
         if time.monotonic() - failed_at > limit.period:
-            del self.failed_recently[address]
+            del self._failed_recently[address]
             return None
         verdict = await self.buckets.peek("auth:" + address, limit)
         return None if verdict.allowed else verdict
 
     async def record_auth_failure(self, address: str) -> None:
         if self.auth_failure_limit is not None:
-            if len(self.failed_recently) > 100_000:
-                self.failed_recently.clear()
-            self.failed_recently[address] = time.monotonic()
+            if len(self._failed_recently) > 100_000:
+                self._failed_recently.clear()
+            self._failed_recently[address] = time.monotonic()
             await self.buckets.take("auth:" + address, self.auth_failure_limit)
