@@ -6,13 +6,14 @@ objects.
     bench/instructions.py [--requests 5000]
 
 On the machine of 2026-12-01, where wrk's req/s varied by 20–50 % from run to run, counts of the same code
-differed by up to 3 % (four runs). It starts one granian worker under callgrind, instrumentation off, and
-asks it each scenario once with `x-instructions: <target>`; on that request the worker runs the target
---requests times on the request's own objects (granian ignores every answer after the first), between
-a file it writes and one it waits for, while this script switches the counting on and off around them
-(`callgrind_control`). Only the worker's event-loop thread is counted. The request clock advances by
-7.5 µs a read during the loop, as at ~65,000 requests a second, so that the access log makes a time stamp
-per millisecond as it does under load, not one per request as it would at valgrind's pace.
+differed by up to 6 % for the ceiling's handler and 1 % for modeldex (four runs). It starts one granian
+worker under callgrind, instrumentation off, and asks it each scenario once with `x-instructions: <target>`;
+on that request the worker runs the target --requests times on the request's own objects (granian ignores
+every answer after the first), between a file it writes and one it waits for, while this script switches the
+counting on and off around them (`callgrind_control`). Only the worker's event-loop thread is counted. The
+request clock advances by 7.5 µs a read during the loop, as at ~65,000 requests a second, so that the access
+log makes a time stamp per millisecond as it does under load, not one per request as it would at valgrind's
+pace.
 
 It counts instructions, not cycles: cache misses, the other threads (granian's I/O thread, the log's
 writer) and the access log's batches (joined every 0.2 s on the loop) are not in it. bench/run.sh
