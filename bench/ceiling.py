@@ -62,6 +62,7 @@ def serve(target: str, host: str, port: int, workers: int) -> None:
         address=host,
         port=port,
         interface=Interfaces.RSGI,
+        websockets=False,
         loop=Loops.uvloop,
         workers=workers,
         log_dictconfig=logging_config("INFO", "text"),

@@ -264,7 +264,8 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
         factory=True,
         address=host,
         port=port,
-        interface=Interfaces.RSGI,  # one call per answer: see api/bridge.py
+        interface=Interfaces.RSGI,  # one call per answer: see api/asgi_bridge.py
+        websockets=False,  # modeldex serves none: an upgrade request is a plain request, and the app need not ask
         loop=Loops.uvloop,
         workers=workers,
         log_dictconfig=logging_config(log_level.upper(), log_format),
