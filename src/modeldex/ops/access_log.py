@@ -40,7 +40,7 @@ _LEVEL_AND_LOGGER = f" INFO {LOGGER}: "
 # request is formatted. `%.2f` alone is 2,000 instructions: a quarter of what a line cost.
 _TABULATED = 5000
 _DURATIONS = tuple(f"{hundredths / 100:.2f}" for hundredths in range(_TABULATED))
-_STATUSES = tuple(str(status) for status in range(600))
+_STATUSES = tuple(str(status) for status in range(1000))  # a status has three digits (RFC 9110)
 # A JSON record: time, request id, method, path, route, status, duration in ms, key, client.
 JsonRecord = tuple[float, str, str, str, str, int, float, "str | None", "str | None"]
 
@@ -107,13 +107,13 @@ class AccessLog:
                      ended: float, key_name: str | None, client: str | None) -> None:
         if ended >= self._stamp_until:
             self._restamp(ended)
-        hundredths = int((ended - started) * 100000.0 + 0.5)
-        duration = _DURATIONS[hundredths] if hundredths < _TABULATED else f"{(ended - started) * 1000:.2f}"
-        if len(path) > MAX_PATH:
-            path = path[:MAX_PATH]
-        self._records.append(f"{self._stamp}{_LEVEL_AND_LOGGER}{request_id} {method} {path} "
-                             f"{_STATUSES[status] if status < 600 else status} {duration}ms "
-                             f"key={key_name or '-'} client={client or '-'}")
+        try:  # no comparisons: a try costs nothing until it catches (a request over 50 ms)
+            duration = _DURATIONS[int((ended - started) * 100000.0 + 0.5)]
+        except IndexError:
+            duration = f"{(ended - started) * 1000:.2f}"
+        # A slice as long as the path is the path itself, without a copy.
+        self._records.append(f"{self._stamp}{_LEVEL_AND_LOGGER}{request_id} {method} {path[:MAX_PATH]} "
+                             f"{_STATUSES[status]} {duration}ms key={key_name or '-'} client={client or '-'}")
 
     def _restamp(self, ended: float) -> None:
         """The stamp of the millisecond `ended` (request clock) falls in, and when that millisecond ends."""

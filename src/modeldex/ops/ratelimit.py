@@ -17,6 +17,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -277,14 +278,14 @@ class RateLimiter:
         # Addresses that failed here lately: only they need their bucket checked, so the common case (no
         # failures) costs a dict lookup, not a bucket (or Redis) round trip.
         self._failed_recently: dict[str, float] = {}
+        # Whether an address failed to authenticate lately, so its allowance must be checked. Asked on every
+        # Models request: the dict's own `in`, a C call with no Python frame (~400 instructions less than
+        # a method; callgrind). The dict is only ever changed in place.
+        self.suspect: Callable[[str], bool] = self._failed_recently.__contains__
 
     def limits(self, key_limit: str | None) -> bool:
         """Whether requests with a key of this limit are counted at all (unlimited keys skip the bucket)."""
         return key_limit is not None or self.default_limit is not None
-
-    def suspect(self, address: str) -> bool:
-        """Whether the address failed to authenticate lately, so its allowance must be checked."""
-        return bool(self._failed_recently) and address in self._failed_recently
 
     async def for_caller(self, caller: Caller) -> Verdict | None:
         """Take one request from the caller's bucket; None when the caller is unlimited."""
