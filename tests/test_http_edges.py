@@ -133,6 +133,16 @@ def test_wrong_method_on_a_framework_route_is_405_too(deployment: Deployment) ->
     assert "GET" in response.headers["allow"]
 
 
+def test_a_websocket_upgrade_is_answered_as_a_plain_request(deployment: Deployment) -> None:
+    """modeldex serves no websockets: granian runs with them off, so an upgrade request gets the route's
+    ordinary answer, not a 101, a hang or an empty reply."""
+    upgrade = [(b"Upgrade", b"websocket"), (b"Sec-WebSocket-Key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+               (b"Sec-WebSocket-Version", b"13")]
+    response = get(deployment, "/v1/models/MiniMax-M2.7", headers=upgrade)
+    assert response.status == 200 and response.json()["id"] == "MiniMax-M2.7"
+    assert_envelope(get(deployment, "/v1/models", key=None, headers=upgrade), 401)
+
+
 def test_head_answers_headers_only(deployment: Deployment) -> None:
     response = get(deployment, "/v1/models", method="HEAD")
     assert response.status == 200

@@ -279,8 +279,8 @@ class RateLimiter:
         # failures) costs a dict lookup, not a bucket (or Redis) round trip.
         self._failed_recently: dict[str, float] = {}
         # Whether an address failed to authenticate lately, so its allowance must be checked. Asked on every
-        # Models request: the dict's own `in`, a C call with no Python frame (~400 instructions less than
-        # a method; callgrind). The dict is only ever changed in place.
+        # Models request: the dict's own `in`, a C call with no Python frame (with the request ids' C iterator,
+        # 430 instructions a request less than two methods; callgrind). The dict is only changed in place.
         self.suspect: Callable[[str], bool] = self._failed_recently.__contains__
 
     def limits(self, key_limit: str | None) -> bool:
