@@ -39,8 +39,9 @@ _LEVEL_AND_LOGGER = f" INFO {LOGGER}: "
 # Durations as `%.2f` writes them, by hundredths of a millisecond, up to 50 ms (0.3 MB a worker); a longer
 # request is formatted. `%.2f` alone is 2,000 instructions: a quarter of what a line cost.
 _TABULATED = 5000
-_DURATIONS = tuple(f"{hundredths / 100:.2f}" for hundredths in range(_TABULATED))
-_STATUSES = tuple(str(status) for status in range(1000))  # a status has three digits (RFC 9110)
+# Table entries carry the text around them, so the line has fewer pieces to join (~300 instructions less).
+_DURATIONS = tuple(f"{hundredths / 100:.2f}ms key=" for hundredths in range(_TABULATED))
+_STATUSES = tuple(f"{status} " for status in range(1000))  # a status has three digits (RFC 9110)
 # A JSON record: time, request id, method, path, route, status, duration in ms, key, client.
 JsonRecord = tuple[float, str, str, str, str, int, float, "str | None", "str | None"]
 
@@ -91,7 +92,8 @@ class AccessLog:
         # Wall-clock time minus the request clock (time.perf_counter()), refreshed with every batch: a line's
         # time stamp comes from the time its request was timed with, not from a clock read of its own.
         self._wall_offset = time.time() - time.perf_counter()
-        # The current millisecond's stamp, and the request-clock time at which the next one starts.
+        # The current millisecond's stamp, the level and logger after it, and the request-clock time at which
+        # the next millisecond starts.
         self._stamp, self._stamp_until = "", 0.0
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -110,16 +112,17 @@ class AccessLog:
         try:  # no comparisons: a try costs nothing until it catches (a request over 50 ms)
             duration = _DURATIONS[int((ended - started) * 100000.0 + 0.5)]
         except IndexError:
-            duration = f"{(ended - started) * 1000:.2f}"
-        # A slice as long as the path is the path itself, without a copy.
-        self._records.append(f"{self._stamp}{_LEVEL_AND_LOGGER}{request_id} {method} {path[:MAX_PATH]} "
-                             f"{_STATUSES[status]} {duration}ms key={key_name or '-'} client={client or '-'}")
+            duration = f"{(ended - started) * 1000:.2f}ms key="
+        # A slice as long as the path is the path itself, without a copy. Each table entry ends with the text
+        # that follows it in the line.
+        self._records.append(f"{self._stamp}{request_id} {method} {path[:MAX_PATH]} {_STATUSES[status]}{duration}"
+                             f"{key_name or '-'} client={client or '-'}")
 
     def _restamp(self, ended: float) -> None:
         """The stamp of the millisecond `ended` (request clock) falls in, and when that millisecond ends."""
         offset = self._wall_offset
         millisecond = int((ended + offset) * 1000)
-        self._stamp = self._stamps[millisecond]
+        self._stamp = self._stamps[millisecond] + _LEVEL_AND_LOGGER
         self._stamp_until = (millisecond + 1) / 1000 - offset
 
     def _record_json(self, request_id: str, method: str, path: str, route: str, status: int, started: float,
