@@ -71,6 +71,28 @@ def test_revisions_guard_updates(store: SqlStore) -> None:
     assert found is not None and found[1] == 2 and found[0].members == ("MiniMax-M3",)  # type: ignore[attr-defined]
 
 
+def test_a_unit_that_read_a_kind_whole_sees_its_own_writes_as_the_database_does(store: SqlStore) -> None:
+    """A write unit answers lookups of a kind it has read whole from that read, kept current by its own
+    creates, updates and deletes: what it sees must be what the database holds."""
+    with store.write("t") as w:
+        assert len(w.all(Model)) == 9 and w.get(Model, "fresh") is None
+        w.create(new_model("fresh"))
+        assert w.get_revision(Model, "fresh") == (new_model("fresh"), 1)
+        with pytest.raises(AlreadyExists):
+            w.create(new_model("fresh"))
+        changed = new_model("fresh").model_copy(update={"owned_by": "someone"})
+        assert w.update(changed, if_match=1) == 2
+        w.delete(Model, "MiniMax-M2")
+        assert w.get(Model, "MiniMax-M2") is None
+        with pytest.raises(NotFound):
+            w.delete(Model, "MiniMax-M2")
+        seen = sorted((m.id, r) for m, r in w.all_revisions(Model))
+    with store.write("t") as w:  # a new unit reads the database itself
+        assert sorted((m.id, r) for m, r in w.all_revisions(Model)) == seen
+        assert w.get_revision(Model, "fresh") == (changed, 2)
+    assert ("fresh", 2) in seen and "MiniMax-M2" not in {model_id for model_id, _ in seen}
+
+
 def test_state_holds_active_keys_aliases_and_groups(store: SqlStore) -> None:
     with store.write("t") as w:
         w.insert_key(new_key("live", Scope.READ)[0])

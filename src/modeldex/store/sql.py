@@ -341,6 +341,11 @@ class SqlWriter:
         self.actor = actor
         self.dry_run = dry_run
         self.changed = False
+        # The rows of each kind this unit has read whole (`all`, `all_revisions`), by key, kept current by its
+        # own writes: writers are serialized (the version row), and no other statement touches these tables,
+        # so a later lookup or full read of that kind needs no query. Applying a catalog file reads every kind
+        # first, then checked each entry with two lookups: 2 of the 4 statements it ran a model.
+        self._read_whole: dict[type[Entity], dict[str, tuple[Any, int]]] = {}
 
     def _record(self, entity: str, key: str, op: str, before: dict[str, Any] | None,
                 after: dict[str, Any] | None) -> None:
@@ -356,6 +361,9 @@ class SqlWriter:
     def get_revision(self, entity_type: type[E], key: str) -> tuple[E, int] | None:
         if "\x00" in key:  # no entity has one (the domain refuses NUL), and PostgreSQL cannot even compare it
             return None
+        known = self._read_whole.get(entity_type)
+        if known is not None:
+            return known.get(key)
         table = _TABLES[entity_type]
         row = self.conn.execute(table.select_by_key, {"key": key}).first()
         return None if row is None else (table.from_row(row), int(row.revision))
@@ -365,12 +373,25 @@ class SqlWriter:
         return None if found is None else found[0]
 
     def all_revisions(self, entity_type: type[E]) -> list[tuple[E, int]]:
-        table = _TABLES[entity_type]
-        return [(table.from_row(row), int(row.revision)) for row in self.conn.execute(select(*table.columns))]
+        known = self._read_whole.get(entity_type)
+        if known is None:
+            table = _TABLES[entity_type]
+            rows = [(table.from_row(row), int(row.revision)) for row in self.conn.execute(select(*table.columns))]
+            known = self._read_whole[entity_type] = {table.kind.key_of(entity): (entity, revision)
+                                                     for entity, revision in rows}
+        return list(known.values())
 
     def all(self, entity_type: type[E]) -> list[E]:
-        table = _TABLES[entity_type]
-        return [table.from_row(row) for row in self.conn.execute(select(*table.columns))]
+        return [entity for entity, _revision in self.all_revisions(entity_type)]
+
+    def _remember(self, entity_type: type[Entity], key: str, found: tuple[Entity, int] | None) -> None:
+        """Keep a kind read whole current after this unit's write of `key` (None: deleted)."""
+        known = self._read_whole.get(entity_type)
+        if known is not None:
+            if found is None:
+                known.pop(key, None)
+            else:
+                known[key] = found
 
     def create(self, entity: Entity) -> int:
         table = _TABLES[type(entity)]
@@ -378,6 +399,7 @@ class SqlWriter:
         if self.get_revision(type(entity), key) is not None:
             raise AlreadyExists(kind, key)
         self.conn.execute(table.insert_row, {**table.to_row(entity), "revision": 1})
+        self._remember(type(entity), key, (entity, 1))
         self._record(kind, key, "create", None, entity.document())
         return 1
 
@@ -397,6 +419,7 @@ class SqlWriter:
         if before == entity:
             return revision
         self.conn.execute(table.update_by_key, {**table.to_row(entity), "revision": revision + 1, "match_key": key})
+        self._remember(type(entity), key, (entity, revision + 1))
         self._record(table.kind.name, key, "update", before.document(), entity.document())
         return revision + 1
 
@@ -404,6 +427,7 @@ class SqlWriter:
         table = _TABLES[entity_type]
         before, _revision = self._current(entity_type, key, if_match)
         self.conn.execute(table.delete_by_key, {"key": key})
+        self._remember(entity_type, key, None)
         self._record(table.kind.name, key, "delete", before.document(), None)
 
     def get_key(self, name: str) -> ApiKey | None:
