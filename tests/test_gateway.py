@@ -190,6 +190,16 @@ def test_embeddings_and_audio_upload(gw: tuple[Setup, Server]) -> None:
     upload = setup.first.posts[1][2]
     assert b'name="model"\r\n\r\nupstream-chat-v1\r\n' in upload and b"RIFF0000WAVE" in upload
     assert b"chat-model" not in upload
+    # A second model field is refused, not forwarded: an upstream's form parser may read the other one (the
+    # one the key's policy was not checked against).
+    for second in ("model", "Model"):
+        response = server.http.post(server.base_url + "/v1/audio/transcriptions",
+                                    headers={"Authorization": f"Bearer {setup.reader}"},
+                                    files=[("model", (None, b"chat-model")), (second, (None, b"other-model")),
+                                           ("file", ("a.wav", b"RIFF0000WAVE"))])
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["message"] == "The model field appears more than once; send it once."
+    assert len(setup.first.posts) == 2
 
 
 def test_a_discovered_model_goes_to_the_upstream_that_listed_it(gw: tuple[Setup, Server]) -> None:

@@ -47,6 +47,17 @@ def test_the_model_of_a_multipart_upload_is_found_and_rewritten_in_place() -> No
         parse_multipart(body, "application/json")
 
 
+@pytest.mark.parametrize("second", ['name="model"', 'name="Model"', "name=model", 'name="model"; filename="m.txt"'])
+def test_a_multipart_upload_naming_model_twice_is_refused(second: str) -> None:
+    """Form parsers differ on which of two `model` fields they keep (Starlette's the last): forwarding such a
+    body would let the upstream serve a model other than the one the key's policy was checked against."""
+    body, content_type = multipart([("model", b"allowed", None), ("file", b"RIFF", "a.wav")])
+    body = body.replace(b"--b0undary--", f"--b0undary\r\nContent-Disposition: form-data; {second}\r\n\r\n"
+                        "hidden\r\n--b0undary--".encode())
+    with pytest.raises(BadRequest, match="more than once"):
+        parse_multipart(body, content_type)
+
+
 @pytest.mark.parametrize("body", [b"{nope", b"[1]", b'{"model": 3}', b'{"model": ""}', b"{}"])
 def test_a_json_body_without_a_model_string_is_refused(body: bytes) -> None:
     with pytest.raises(BadRequest):

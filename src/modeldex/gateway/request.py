@@ -26,7 +26,8 @@ PASSED_RESPONSE_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
 PASSED_RESPONSE_HEADERS = frozenset({"content-type", "content-encoding", "openai-processing-ms", "retry-after", "retry-after-ms"})
 
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
-_MODEL_FIELD = re.compile(rb'name="model"', re.IGNORECASE)
+# A part's field name (not `filename`): quoted, or bare as some parsers also accept it.
+_FIELD_NAME = re.compile(rb'(?<![a-z0-9_*-])name\s*=\s*(?:"([^"]*)"|([^;\s]*))', re.IGNORECASE)
 
 
 class BadRequest(Exception):
@@ -84,11 +85,16 @@ def parse_json(body: bytes) -> Parsed:
 
 
 def parse_multipart(body: bytes, content_type: str | None) -> Parsed:
-    """The `model` form field of a multipart/form-data body, found without reading any file part."""
+    """The `model` form field of a multipart/form-data body. Every part's headers are read (never a file's
+    contents), and a body naming `model` in more than one part is refused: an upstream's form parser may
+    take another of them than the one checked here (Starlette's takes the last), which would let a key
+    call a model its policy hides."""
     match = _BOUNDARY.search(content_type or "")
     if not (content_type or "").lower().startswith("multipart/form-data") or match is None:
         raise BadRequest("This endpoint takes multipart/form-data with a model field.", param=None)
     delimiter = b"--" + match.group(1).encode("latin-1")
+    found: tuple[int, int] | None = None
+    named_model = 0
     position = body.find(delimiter)
     while position != -1:
         head_start = position + len(delimiter) + 2  # past CRLF
@@ -99,16 +105,25 @@ def parse_multipart(body: bytes, content_type: str | None) -> Parsed:
         following = body.find(b"\r\n" + delimiter, value_start)
         if following == -1:
             break
-        if _MODEL_FIELD.search(body, head_start, head_end) and b"filename=" not in body[head_start:head_end]:
-            try:
-                model = body[value_start:following].decode()
-            except UnicodeDecodeError:
-                raise BadRequest("The model field is not UTF-8.") from None
-            if not model:
-                break
-            return Parsed(model, False, _multipart=(value_start, following), _raw=body)
+        head = body[head_start:head_end]
+        names = [quoted or bare for quoted, bare in _FIELD_NAME.findall(head)]
+        if any(name.lower() == b"model" for name in names):
+            named_model += 1
+            if names == [b"model"] and b"filename" not in head.lower():
+                found = (value_start, following)
         position = following + 2
-    raise BadRequest("You must provide a model parameter.")
+    if named_model > 1:
+        raise BadRequest("The model field appears more than once; send it once.")
+    if found is None or named_model != 1:
+        raise BadRequest("You must provide a model parameter.")
+    start, end = found
+    try:
+        model = body[start:end].decode()
+    except UnicodeDecodeError:
+        raise BadRequest("The model field is not UTF-8.") from None
+    if not model:
+        raise BadRequest("You must provide a model parameter.")
+    return Parsed(model, False, _multipart=found, _raw=body)
 
 
 def upstream_headers(headers: list[tuple[str, str]], request_id: str, protocol: str, api_key: str | None
