@@ -77,7 +77,13 @@ def test_models_list_add_remove(db_url: str) -> None:
             "--created", "1721692800")
     rows = run_cli(db_url, "models", "list").stdout.splitlines()
     assert "meta-llama/Llama-3.1-8B-Instruct  meta      1721692800 (2024-07-23)" in rows
+    # `created` past year 9999 is accepted (any timestamp below 2**53, as the API takes it): listed as the
+    # number alone, where it once ended the listing with a traceback.
+    run_cli(db_url, "models", "add", "far-future", "--created", "253402300800")
+    rows = run_cli(db_url, "models", "list").stdout.splitlines()
+    assert rows[1].split() == ["far-future", "system", "253402300800"]
     run_cli(db_url, "models", "remove", "meta-llama/Llama-3.1-8B-Instruct")
+    run_cli(db_url, "models", "remove", "far-future")
     assert "meta-llama" not in run_cli(db_url, "models", "list").stdout
 
 

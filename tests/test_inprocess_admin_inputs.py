@@ -100,3 +100,19 @@ async def test_an_apply_confirmed_from_a_preview_applies_only_what_the_preview_s
                                     admin, content=file)
     assert applied.status_code == 200 and applied.json()["plan"] == again["plan"]
     assert applied.json()["changes"] == again["changes"]
+
+
+async def test_a_rename_or_a_null_for_an_unknown_field_is_refused(harness: Harness, admin: str) -> None:
+    """A key's name cannot change, as no entity's key can; `{"field": null}` removes a field, and one the
+    entity does not have is a typo (the CLI's `--clear context_lenght`), refused as unknown like any value."""
+    harness.key("renamed-not", "read")
+    harness.catalog.create("model", {"id": "typo-target", "context_length": 8})
+    version = harness.store.current_version()
+    response = await harness.request("PATCH", "/v1/admin/keys/renamed-not", admin, json={"name": "other"})
+    assert error_of(response, 400, "invalid_value")["message"] == "name: cannot be changed (delete and create instead)"
+    same = await harness.request("PATCH", "/v1/admin/keys/renamed-not", admin, json={"name": "renamed-not"})
+    assert same.status_code == 200
+    response = await harness.request("PATCH", "/v1/admin/models/typo-target", admin, json={"context_lenght": None})
+    error = error_of(response, 400, "invalid_value")
+    assert (error["param"], error["message"]) == ("context_lenght", "context_lenght: unknown field")
+    assert harness.store.current_version() == version

@@ -187,3 +187,25 @@ def test_an_id_that_is_not_a_string_is_refused_and_changes_nothing(store: SqlSto
         assert raised.value.field == "models[0].id" and "must be a string" in raised.value.message
     assert store.current_version() == version
     assert store.get(Model, "hello") is None
+
+
+def test_a_key_given_twice_is_refused_and_a_bare_date_is_its_text(store: SqlStore) -> None:
+    """PyYAML keeps the last of two equal keys: a second `models:` would replace the first, and --prune
+    then delete what the first listed. A date written bare, as people write dates, stays the text."""
+    from modeldex.catalog.catalog_file import load_yaml
+
+    catalog = Catalog(store)
+    version = store.current_version()
+    for text, line in (("models:\n  - id: a\nmodels:\n  - id: b\n", 3),
+                       ("models:\n  - id: a\n    context_length: 1\n    context_length: 2\n", 4)):
+        with pytest.raises(InvalidInput) as raised:
+            catalog.apply(load_yaml(text), prune=True)
+        assert raised.value.message.startswith(f"file: not valid YAML at line {line}, column ")
+        assert "appears twice in one mapping" in raised.value.message
+    assert store.current_version() == version
+    # A merge key's fields may be overridden: that is what it is for.
+    merged = load_yaml("base: &b {owned_by: x, context_length: 5}\nmodels:\n  - {<<: *b, id: a, context_length: 9}\n")
+    assert merged["models"] == [{"owned_by": "x", "context_length": 9, "id": "a"}]
+    catalog.apply(load_yaml(f"models:\n{''.join(f'  - id: {i}{chr(10)}' for i in SEED_IDS)}"
+                            "  - id: dated\n    shutdown_date: 2099-06-30\n"))
+    assert store.get(Model, "dated").shutdown_date == "2099-06-30"

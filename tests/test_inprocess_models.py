@@ -243,6 +243,33 @@ async def test_delete_needs_an_admin_key_then_the_model_is_gone(deployment: Depl
     assert error["param"] == "model"
 
 
+async def test_a_delete_answers_for_the_model_as_get_shows_it(deployment: Deployment) -> None:
+    """DELETE /v1/models/{id} agrees with GET: an alias is refused (deleting would not remove what GET shows),
+    a model the admin key's policy hides or one shut down is not there, and If-Match names the revision."""
+    harness = deployment.harness
+    error = error_of(await deployment.request("DELETE", "/v1/models/aliased-latest", key="admin"), 409, "conflict")
+    assert error["message"] == ("'aliased-latest' is an alias of 'aliased': delete the alias (DELETE "
+                                "/v1/admin/aliases/aliased-latest) or the model 'aliased'")
+    harness.catalog.create("model", {"id": "narrow-hidden", "owned_by": "acme"})
+    harness.catalog.create("model", {"id": "shut-down", "owned_by": "acme", "shutdown_date": "2020-01-01"})
+    narrow_admin = harness.key("narrow-admin", "admin", policy={"patterns": ["meta/*"]})
+    for model_id, key in (("narrow-hidden", narrow_admin), ("shut-down", "admin")):
+        seen = error_of(await deployment.request("GET", f"/v1/models/{model_id}", key=key), 404, "model_not_found")
+        refused = error_of(await deployment.request("DELETE", f"/v1/models/{model_id}", key=key), 404,
+                           "model_not_found")
+        assert refused == seen
+    _, revision = harness.catalog.get("model", "narrow-hidden")
+    stale = await deployment.request("DELETE", "/v1/models/narrow-hidden", key="admin",
+                                     headers={"If-Match": f'"{revision + 1}"'})
+    assert "changed since you read it" in error_of(stale, 412, "precondition_failed")["message"]
+    assert (await deployment.request("GET", "/v1/models/narrow-hidden")).status_code == 200  # nothing deleted
+    current = await deployment.request("DELETE", "/v1/models/narrow-hidden", key="admin",
+                                       headers={"If-Match": f'"{revision}"'})
+    assert current.json() == {"id": "narrow-hidden", "object": "model", "deleted": True}
+    for model_id in ("aliased-latest", "aliased", "shut-down"):  # the refusals changed nothing
+        assert harness.catalog.get("model" if model_id != "aliased-latest" else "alias", model_id)
+
+
 async def test_deleting_a_model_aliases_point_to_is_409(deployment: Deployment) -> None:
     error = error_of(await deployment.request("DELETE", "/v1/models/aliased", key="admin"), 409, "conflict")
     assert "aliased-latest" in error["message"]

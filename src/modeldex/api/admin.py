@@ -95,6 +95,8 @@ class AdminRoutes:
         if unknown:
             raise InvalidInput(unknown[0], f"{unknown[0]}: unknown field (a key's scope, policy and rate_limit "
                                "can change)")
+        if "name" in data and data["name"] != request.path_params["name"]:  # as for every other kind
+            raise InvalidInput("name", "name: cannot be changed (delete and create instead)")
         rate_limit = _optional_str(data, "rate_limit") if "rate_limit" in data else UNCHANGED
         key = await run_in_threadpool(catalog.update_key, request.path_params["name"], data.get("scope"),
                                       data.get("policy"), if_match(request), rate_limit)

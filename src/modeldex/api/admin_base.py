@@ -72,7 +72,12 @@ def domain_error(exc: CatalogError) -> ApiError:
 
 def if_match(request: Request) -> int | None:
     """The revision an `If-Match` header names (None when absent or `*`); unreadable ones never match."""
-    value = request.headers.get("if-match")
+    return revision_matched(request.headers.get("if-match"))
+
+
+def revision_matched(value: str | None) -> int | None:
+    """The revision an `If-Match` value names (None when absent or `*`); an unreadable one is -1, which no
+    revision is."""
     if value is None or value.strip() == "*":
         return None
     tag = value.strip().removeprefix("W/").strip('"')

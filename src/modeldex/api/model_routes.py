@@ -15,11 +15,12 @@ from typing import Protocol
 from urllib.parse import parse_qsl
 
 from modeldex.api import errors
+from modeldex.api.admin_base import revision_matched
 from modeldex.api.callers import Callers
 from modeldex.api.errors import ApiError
 from modeldex.api.render import RenderedCatalog, deleted_object
 from modeldex.catalog.callers import Caller
-from modeldex.catalog.errors import Conflict, NotFound, StoreUnavailable
+from modeldex.catalog.errors import Conflict, NotFound, PreconditionFailed, StoreUnavailable
 from modeldex.catalog.live import LiveCatalog
 from modeldex.catalog.service import Catalog
 
@@ -225,7 +226,7 @@ class ModelRoutes:
                 limit_headers = await self.callers.charge(caller)
             if method == "DELETE":
                 assert route[1] is not None
-                return await self._delete(caller, route[1], request_id, limit_headers)
+                return await self._delete(rendered, caller, route[1], headers, request_id, limit_headers)
             return self._read(rendered, caller, route, query, headers, request_id, limit_headers)
         except ApiError as error:
             return error_answer(error, request_id, limit_headers, key_name)
@@ -268,13 +269,26 @@ class ModelRoutes:
             body = self._not_found_bodies[model_id] = errors.model_not_found(model_id).body()
         return 404, [JSON, ("x-request-id", request_id), *limit_headers], body, caller_name
 
-    async def _delete(self, caller: Caller, model_id: str, request_id: str, limit_headers: Headers) -> Answer:
+    async def _delete(self, rendered: RenderedCatalog, caller: Caller, model_id: str, headers: HeaderLookup,
+                      request_id: str, limit_headers: Headers) -> Answer:
+        """Delete a model the caller sees, as GET shows it: one its policy hides, or shut down, is not there
+        (404, as GET says); an alias is refused (409: GET shows the model it names, which this would not
+        delete). `If-Match` names the model's revision (the admin API's ETag): a stale one is 412."""
         if not caller.is_admin:
             raise errors.insufficient_scope("deleting a model")
+        if rendered.view(caller.policy).bodies.get(model_id) is None:
+            raise errors.model_not_found(model_id)
+        alias = rendered.aliases.get(model_id)
+        if alias is not None:
+            raise ApiError(409, f"'{model_id}' is an alias of '{alias.target}': delete the alias (DELETE "
+                           f"/v1/admin/aliases/{model_id}) or the model '{alias.target}'", code="conflict")
+        revision = revision_matched(headers.get("if-match"))
         try:  # the service refreshes this worker's copy after the write: read-your-writes
-            await asyncio.to_thread(self.catalog_for(caller).delete, "model", model_id)
+            await asyncio.to_thread(self.catalog_for(caller).delete, "model", model_id, revision)
         except NotFound:
             raise errors.model_not_found(model_id) from None
+        except PreconditionFailed as exc:
+            raise ApiError(412, str(exc), code="precondition_failed") from None
         except Conflict as exc:
             raise ApiError(409, str(exc), code="conflict") from None
         except StoreUnavailable:

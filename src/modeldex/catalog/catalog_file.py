@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 import yaml
@@ -67,7 +67,33 @@ def export_document(models: list[Model], aliases: list[Alias], groups: list[Grou
 
 # libyaml's parser and emitter when PyYAML has them: a 2.6 MB file of 50,000 models took 20 s to parse
 # with the pure-Python loader (measured), several times longer than with libyaml.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+class _Loader(_SAFE_LOADER):  # type: ignore[misc,valid-type]
+    """The safe loader, stricter where a catalog file could mean something other than it says: a key
+    given twice in one mapping is an error (PyYAML keeps the last, so a second `models:` would silently
+    replace the first, and `--prune` delete what it listed), and a bare date stays the text it reads as
+    (`shutdown_date: 2027-06-30`, as one writes it; YAML would make it a date object)."""
+
+    yaml_implicit_resolvers: ClassVar[dict[Any, list[tuple[str, Any]]]] = {
+        first: [(tag, pattern) for tag, pattern in resolvers if tag != _TIMESTAMP]
+        for first, resolvers in _SAFE_LOADER.yaml_implicit_resolvers.items()}
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _value in node.value:  # before merge keys (`<<`) are flattened in: those may be overridden
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE:
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {key_node.value!r} appears twice in one mapping", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)  # type: ignore[no-any-return]
+
+
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 # A file's data, with every alias expanded, may be at most this many times larger than the file (plus a
 # margin for small files): anchors for shared fields are fine, an exponential "billion laughs" is not.
@@ -100,7 +126,7 @@ def load_yaml(text: str) -> Any:
     """The document in `text` (YAML, so JSON too), refused when its aliases expand it out of proportion."""
     try:
         with collector_paused():
-            document = yaml.load(text, Loader=_LOADER)  # a safe loader: CSafeLoader or SafeLoader
+            document = yaml.load(text, Loader=_Loader)  # a safe loader: CSafeLoader or SafeLoader
     except yaml.YAMLError as exc:
         if "maximum nesting depth" in str(exc):  # libyaml's limit (1,000)
             raise InvalidInput("file", "file: nested too deeply to be a catalog file") from None

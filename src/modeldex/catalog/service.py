@@ -92,7 +92,10 @@ class Catalog:
                 raise NotFound(kind, key)
             # Editing a discovered model makes it the operator's: discovery leaves it alone from then on.
             document = {k: v for k, v in current.document().items() if k not in DISCOVERY_FIELDS}
-            merged = {k: v for k, v in {**document, **fields}.items() if v is not None}
+            # A null for a field the entity does not have is kept, so that parse() refuses it as unknown
+            # (a typo in `--clear` must not succeed, changing nothing).
+            known = entity_kind.type.model_fields
+            merged = {k: v for k, v in {**document, **fields}.items() if v is not None or k not in known}
             entity = parse(entity_kind.type, merged)
             revision, _removed = writes.replace(writer, entity, if_match)
             return entity, revision

@@ -50,8 +50,13 @@ def metadata_fields(options: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def _day(timestamp: int) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d")
+def _created(timestamp: int) -> str:
+    """`created` and its UTC day; the number alone past year 9999, which a date cannot show (the API
+    accepts any timestamp below 2**53)."""
+    try:
+        return f"{timestamp} ({dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime('%Y-%m-%d')})"
+    except (ValueError, OverflowError, OSError):
+        return str(timestamp)
 
 
 @click.group()
@@ -71,7 +76,7 @@ def list_models(database_url: str | None, url: str | None, api_key: str | None) 
         note = f"  shutdown {m['shutdown_date']}" if m.get("shutdown_date") else ""
         if m.get("source"):
             note += f"  from upstream {m['source']}" + (" (stale)" if m.get("stale_since") else "")
-        rows.append((m["id"], m["owned_by"], f"{m['created']} ({_day(m['created'])}){note}"))
+        rows.append((m["id"], m["owned_by"], f"{_created(m['created'])}{note}"))
     print_table(rows)
 
 
