@@ -200,7 +200,7 @@ class FakeUpstream:
             h._send(200, json.dumps(_completion(model, h.path)).encode(),
                     headers={"x-ratelimit-remaining-requests": "99", "openai-processing-ms": "7",
                              "x-internal-secret": "not for clients", "set-cookie": "session=upstream-only"})
-        elif mode in ("stream", "close-mid-stream", "stall-mid-stream"):
+        elif mode in ("stream", "close-mid-stream", "close-between-events", "stall-mid-stream"):
             h.send_response(200)
             h.send_header("content-type", "text/event-stream")
             h.send_header("transfer-encoding", "chunked")
@@ -211,6 +211,10 @@ class FakeUpstream:
                 if mode == "close-mid-stream" and index == 2:
                     h.wfile.write(b"%x\r\n%s\r\n" % (10, b'data: {"ch'))
                     h.wfile.flush()
+                    h.close_connection = True
+                    h.connection.shutdown(2)
+                    return
+                if mode == "close-between-events" and index == 2:  # whole events, then no end of the body
                     h.close_connection = True
                     h.connection.shutdown(2)
                     return
@@ -237,6 +241,13 @@ class FakeUpstream:
                     headers={"retry-after": self.retry_after, "x-ratelimit-remaining-requests": "0"})
         elif mode == "huge-error":  # an error page far larger than any error message
             h._send(500, b"<html>" + b"x" * (2 * 1024 * 1024) + b"</html>", "text/html")
+        elif mode == "html-error":  # a proxy's page in front of the upstream, asking to come back later
+            h._send(503, b"<html><body><h1>503 Service Unavailable</h1>nginx</body></html>", "text/html",
+                    headers={"retry-after": "3"})
+        elif mode == "traceback-500":  # a framework's plain-text error page
+            h._send(500, b'Internal Server Error\nTraceback (most recent call last):\n  File "app.py"', "text/plain")
+        elif mode == "not-json":  # a 200 that says it is JSON and is not
+            h._send(200, b'{"id": "chatcmpl-1", "object": "chat.compl')
         elif mode == "huge":
             h._send(200, json.dumps({**_completion(model, h.path), "padding": "x" * TEN_MB}).encode())
         elif mode == "echo-key":  # a bad request whose message repeats the credentials it came with

@@ -325,6 +325,18 @@ def test_upstream_errors_come_back_with_the_sdk_error_classes(gw: tuple[Setup, S
     with pytest.raises(openai.InternalServerError) as huge:
         client.chat.completions.create(model="chat-model", messages=messages)
     assert huge.value.status_code == 502 and huge.value.code == "upstream_error"
+    # Error pages that are not JSON come back in the envelope, with the upstream's status and retry-after,
+    # never its text (a traceback, a proxy's HTML); a 200 that is not the JSON it claims is a 502.
+    for mode, status in (("html-error", 503), ("traceback-500", 500), ("not-json", 502)):
+        setup.first.chat_mode = mode
+        with pytest.raises(openai.InternalServerError) as wrapped:
+            client.chat.completions.create(model="chat-model", messages=messages)
+        assert (wrapped.value.status_code, wrapped.value.code) == (status, "upstream_error"), mode
+        assert wrapped.value.response.headers["content-type"] == "application/json", mode
+        assert "Traceback" not in wrapped.value.response.text and "<html>" not in wrapped.value.response.text
+        assert set(wrapped.value.response.json()["error"]) == {"message", "type", "param", "code"}
+        if mode == "html-error":
+            assert wrapped.value.response.headers["retry-after"] == "3"
     setup.first.chat_mode = "stall"
     with pytest.raises(openai.InternalServerError) as stalled:
         client.chat.completions.create(model="chat-model", messages=messages)
@@ -386,6 +398,16 @@ def test_a_stream_cut_short_ends_with_an_error_event(gw: tuple[Setup, Server]) -
                 received.append(chunk.choices[0].delta.content)
         assert received == ["t0 ", "t1 "], mode
         assert "upstream" in str(caught.value.message), mode
+    # The answer ends with its error event: it once stayed open until a garbage collection freed granian's
+    # stream (5-35 s), so a client reading to the end (curl, a plain SSE reader) hung.
+    setup.first.chat_mode = "close-between-events"
+    started = time.monotonic()
+    with httpx.Client(timeout=30) as http, http.stream(
+            "POST", server.base_url + "/v1/chat/completions", headers={"Authorization": f"Bearer {setup.reader}"},
+            json={"model": "chat-model", "messages": [], "stream": True}) as response:
+        events = [line for line in response.iter_lines() if line]
+    assert events[-1].startswith('data: {"error":') and len(events) == 3
+    assert time.monotonic() - started < 3
     assert setup.first.disconnected.wait(2)  # the stalled upstream's connection was closed, not pooled
 
 

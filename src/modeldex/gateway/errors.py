@@ -61,6 +61,14 @@ def bad_answer(upstream: str, reason: str) -> GatewayError:
                         "upstream_error")
 
 
+def upstream_status(upstream: str, status: int, headers: Headers) -> GatewayError:
+    """An upstream's error answer that is not JSON (an HTML page from a proxy in front of it, a
+    framework's plain-text traceback): its status, in the envelope, without its text."""
+    return GatewayError(status, f"The upstream `{upstream}` answered HTTP {status} with a body that is not an "
+                        "API error (not passed on).", "upstream_error",
+                        type="server_error" if status >= 500 else "invalid_request_error", headers=headers)
+
+
 def upstream_refused(upstream: str, status: int) -> GatewayError:
     return GatewayError(502, f"The upstream `{upstream}` refused modeldex's credentials (HTTP {status}): an "
                         "operator should check the key in its api_key_env variable.", "upstream_auth_failed")

@@ -31,6 +31,7 @@ MAX_ERROR_BODY = 1 << 20  # an upstream's error answer is read whole (to redact 
 MAX_WHOLE_BODY = 8 << 20  # answers with a length up to this are read and answered in one call
 OVERHEAD_HEADER = "x-modeldex-overhead-duration-ms"
 SSE = "text/event-stream"
+JSON_TYPE = "application/json"
 USAGE_STREAMS = ("/v1/chat/completions", "/v1/completions")
 _USAGE_MARKS = (b'"usage":{', b'"usage": {')
 WATCH_DELAY_S = 0.01  # see Forwarder.forward
@@ -79,12 +80,21 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def _usage(body: bytes, outcome: Outcome) -> None:
-    """Token counts from an answer's `usage` (OpenAI's prompt/completion or input/output names)."""
+def _json_object(body: bytes) -> bool:
+    """Whether `body` is a JSON object (an error answer in some API's envelope)."""
+    try:
+        return isinstance(orjson.loads(body), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _usage(body: bytes, outcome: Outcome) -> bool:
+    """Token counts from an answer's `usage` (OpenAI's prompt/completion or input/output names); False
+    when the body is not JSON at all."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return
+        return False
     usage = document.get("usage") if isinstance(document, dict) else None
     if isinstance(usage, dict):
         prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
@@ -93,6 +103,7 @@ def _usage(body: bytes, outcome: Outcome) -> None:
             outcome.prompt_tokens = prompt
         if isinstance(completion, int):
             outcome.completion_tokens = completion
+    return True
 
 
 def _take_usage(events: bytes, outcome: Outcome, drop: bool) -> bytes:
@@ -321,10 +332,19 @@ class Forwarder:
                 await self._answer_error(call, downstream, outcome, error)
                 return
             if status >= 400:
+                if not _json_object(body):  # a proxy's HTML page, a framework's text traceback: not passed on
+                    kept = [(name, value) for name, value in passed_back(response.headers)
+                            if name not in ("content-type", "content-encoding")]  # retry-after, rate limits
+                    await self._answer_error(call, downstream, outcome,
+                                             errors.upstream_status(target.upstream, status, kept))
+                    outcome.error = f"upstream HTTP {status}"
+                    return
                 body = redact(body, target.api_key)
                 outcome.error = f"upstream HTTP {status}"
-            elif status == 200:
-                _usage(body, outcome)
+            elif status == 200 and content_type.startswith(JSON_TYPE) and not _usage(body, outcome):
+                await self._answer_error(call, downstream, outcome,
+                                         errors.bad_answer(target.upstream, "its body is not valid JSON"))
+                return
             outcome.overhead_ms += (time.perf_counter() - received) * 1000
             headers.append((OVERHEAD_HEADER, f"{outcome.overhead_ms:.3f}"))
             outcome.status = status
