@@ -142,6 +142,10 @@ def test_streams_are_cut_at_event_boundaries_and_usage_taken() -> None:
     assert (outcome.prompt_tokens, outcome.completion_tokens) == (4, 2)
     assert _take_usage(events, Outcome(), drop=False) is events
     assert stream_error_event("anthropic", "gone", "upstream_error").startswith(b"event: error\ndata: ")
+    # Anthropic's stream error carries the type and code its error answers do (a timeout is timeout_error).
+    for code, kind in (("upstream_timeout", "timeout_error"), ("upstream_error", "api_error")):
+        event = json.loads(stream_error_event("anthropic", "gone", code).split(b"data: ", 1)[1])
+        assert event == {"type": "error", "error": {"type": kind, "message": "gone", "details": {"error_code": code}}}
     assert json.loads(stream_error_event("openai", "gone", "upstream_error")[6:])["error"]["code"] == "upstream_error"
 
 

@@ -158,3 +158,25 @@ async def test_a_stream_longer_than_the_total_timeout_ends_with_its_error_event(
     error = json.loads(events[-1])["error"]
     assert error["code"] == "upstream_timeout" and "total timeout" in error["message"], error
     assert time.monotonic() - started >= 0.6
+
+
+async def test_a_wait_for_the_first_byte_names_the_timeout_that_ended_it(fresh: Served) -> None:
+    """A stalled upstream's 504 says which bound ran out: the first-byte timeout, or the request's total
+    one when that is the shorter."""
+    from modeldex.gateway.client import Timeouts
+
+    client = fresh.harness.app.upstream_client
+    kept = client.timeouts
+    fresh.fake.chat_mode = "stall"
+    try:
+        for first_byte, total, phase in ((0.3, 30.0, "no answer before the first-byte timeout"),
+                                         (30.0, 0.3, "the request's total timeout ran out before an answer")):
+            client.timeouts = Timeouts(connect=kept.connect, first_byte=first_byte, idle=kept.idle, total=total)
+            response = await fresh.harness.request("POST", "/v1/chat/completions", fresh.read,
+                                                   json={"model": "in-chat", "messages": []})
+            assert response.status_code == 504
+            assert response.json()["error"]["message"] == f"The upstream `fake` did not answer in time ({phase}).", \
+                response.text
+    finally:
+        client.timeouts = kept
+        fresh.fake.chat_mode = "ok"

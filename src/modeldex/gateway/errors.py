@@ -77,8 +77,10 @@ def upstream_refused(upstream: str, status: int) -> GatewayError:
 def stream_error_event(protocol: str, message: str, code: str) -> bytes:
     """The event that ends a stream cut short: OpenAI's SDK raises on a `data:` object with `error`,
     Anthropic's on an `error` event."""
-    if protocol == "anthropic":
-        data = orjson.dumps({"type": "error", "error": {"type": "api_error", "message": message}})
+    if protocol == "anthropic":  # the same type and details as the error answers (anthropic_error_body)
+        kind = "timeout_error" if code == "upstream_timeout" else "api_error"
+        data = orjson.dumps({"type": "error", "error": {"type": kind, "message": message,
+                                                         "details": {"error_code": code}}})
         return b"event: error\ndata: " + data + b"\n\n"
     data = orjson.dumps({"error": {"message": message, "type": "server_error", "param": None, "code": code}})
     return b"data: " + data + b"\n\n"

@@ -240,11 +240,14 @@ class Forwarder:
             headers = upstream_headers(call.client_headers, call.request_id, call.endpoint.protocol,
                                        target.api_key)
             sent = time.perf_counter()
+            first_byte_bound = timeouts.first_byte < deadline - loop.time()  # which timeout can end the wait
             try:
                 async with asyncio.timeout(min(timeouts.first_byte, max(0.0, deadline - loop.time()))):
                     response = await session.post(url, data=body, headers=headers, allow_redirects=False)
             except TimeoutError:
-                failure = errors.timed_out(target.upstream, "no answer before the first-byte timeout")
+                failure = errors.timed_out(target.upstream, "no answer before the first-byte timeout"
+                                           if first_byte_bound else "the request's total timeout ran out before "
+                                           "an answer")
                 self.health.failed(target.upstream, "timeout before the first byte")
                 continue
             except (aiohttp.ClientError, OSError) as exc:
