@@ -246,6 +246,22 @@ class FakeUpstream:
                     headers={"retry-after": "3"})
         elif mode == "traceback-500":  # a framework's plain-text error page
             h._send(500, b'Internal Server Error\nTraceback (most recent call last):\n  File "app.py"', "text/plain")
+        elif mode in ("chunked", "chunked-cut"):  # a completion without a length; cut: the connection closes midway
+            document = json.dumps(_completion(model, h.path)).encode()
+            h.send_response(200)
+            h.send_header("content-type", "application/json")
+            h.send_header("transfer-encoding", "chunked")
+            h.end_headers()
+            half = len(document) // 2
+            for part in (document[:half], document[half:]):
+                h.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                h.wfile.flush()
+                if mode == "chunked-cut":
+                    h.close_connection = True
+                    h.connection.shutdown(2)
+                    return
+            h.wfile.write(b"0\r\n\r\n")
+            h.wfile.flush()
         elif mode == "not-json":  # a 200 that says it is JSON and is not
             h._send(200, b'{"id": "chatcmpl-1", "object": "chat.compl')
         elif mode == "huge":

@@ -327,7 +327,9 @@ def test_upstream_errors_come_back_with_the_sdk_error_classes(gw: tuple[Setup, S
     assert huge.value.status_code == 502 and huge.value.code == "upstream_error"
     # Error pages that are not JSON come back in the envelope, with the upstream's status and retry-after,
     # never its text (a traceback, a proxy's HTML); a 200 that is not the JSON it claims is a 502.
-    for mode, status in (("html-error", 503), ("traceback-500", 500), ("not-json", 502)):
+    setup.first.chat_mode = "chunked"  # a completion without a declared length is passed on whole
+    assert client.chat.completions.create(model="chat-model", messages=messages).model == "upstream-chat-v1"
+    for mode, status in (("html-error", 503), ("traceback-500", 500), ("not-json", 502), ("chunked-cut", 502)):
         setup.first.chat_mode = mode
         with pytest.raises(openai.InternalServerError) as wrapped:
             client.chat.completions.create(model="chat-model", messages=messages)

@@ -291,23 +291,31 @@ class Forwarder:
         await downstream.answer(status, [("x-request-id", call.request_id), *headers, *call.answer_headers], body)
 
     async def _read_all(self, upstream: str, response: aiohttp.ClientResponse, limit: int, deadline: float) -> bytes:
+        body, whole = await self._read_up_to(response, limit, deadline)
+        if not whole:
+            raise errors.bad_answer(upstream, f"the answer is larger than {limit} bytes")
+        return body
+
+    async def _read_up_to(self, response: aiohttp.ClientResponse, limit: int, deadline: float
+                          ) -> tuple[bytes, bool]:
+        """The answer's body, and True; or, once it is past `limit` bytes, what has come so far, and False."""
         loop = asyncio.get_running_loop()
         idle = self.client.timeouts.idle
         length = response.content_length
         if length is not None and length <= limit:  # one read under one timer (a completion's usual case)
             async with asyncio.timeout(min(idle, max(0.0, deadline - loop.time()))):
-                return await response.read()
+                return await response.read(), True
         chunks: list[bytes] = []
         size = 0
         while True:
             async with asyncio.timeout(min(idle, max(0.0, deadline - loop.time()))):
                 chunk = await response.content.readany()
             if not chunk:
-                return b"".join(chunks)
+                return b"".join(chunks), True
+            chunks.append(chunk)
             size += len(chunk)
             if size > limit:
-                raise errors.bad_answer(upstream, f"the answer is larger than {limit} bytes")
-            chunks.append(chunk)
+                return b"".join(chunks), False
 
     async def _relay(self, call: Call, target: Target, response: aiohttp.ClientResponse, downstream: Downstream,
                      outcome: Outcome, deadline: float, received: float) -> None:
@@ -319,10 +327,17 @@ class Forwarder:
         headers = [("x-request-id", call.request_id), *passed_back(response.headers), *call.answer_headers]
         content_type = response.headers.get("content-type", "")
         length = response.content_length
-        if status >= 400 or (not content_type.startswith(SSE) and length is not None and length <= MAX_WHOLE_BODY):
+        sse = content_type.startswith(SSE)
+        # A JSON answer to a request that did not ask for a stream is read whole even when its length is not
+        # declared (chunked), up to MAX_WHOLE_BODY: an upstream that breaks off is then a 502, not a 200 with
+        # half a document (granian can only end a chunked answer cleanly). Past that it streams on.
+        chunked_json = (length is None and not call.parsed.stream and content_type.startswith(JSON_TYPE))
+        if status >= 400 or (not sse and length is not None and length <= MAX_WHOLE_BODY) or chunked_json:
             try:
-                body = await self._read_all(target.upstream, response,
-                                            MAX_ERROR_BODY if status >= 400 else MAX_WHOLE_BODY, deadline)
+                if status >= 400:
+                    body, whole = await self._read_all(target.upstream, response, MAX_ERROR_BODY, deadline), True
+                else:
+                    body, whole = await self._read_up_to(response, MAX_WHOLE_BODY, deadline)
             except TimeoutError:
                 await self._answer_error(call, downstream, outcome,
                                          errors.timed_out(target.upstream, "the answer stalled"))
@@ -333,6 +348,10 @@ class Forwarder:
                 return
             except GatewayError as error:  # an error answer too large to pass on
                 await self._answer_error(call, downstream, outcome, error)
+                return
+            if status < 400 and not whole:
+                await self._stream(call, target, response, downstream, outcome, deadline, received, headers, sse,
+                                   first=body)
                 return
             if status >= 400:
                 if not _json_object(body):  # a proxy's HTML page, a framework's text traceback: not passed on
@@ -354,12 +373,13 @@ class Forwarder:
             outcome.first_byte_ms = (time.perf_counter() - call.started) * 1000
             await downstream.answer(status, headers, body)
             return
-        await self._stream(call, target, response, downstream, outcome, deadline, received, headers,
-                           content_type.startswith(SSE))
+        await self._stream(call, target, response, downstream, outcome, deadline, received, headers, sse)
 
     async def _stream(self, call: Call, target: Target, response: aiohttp.ClientResponse, downstream: Downstream,
-                      outcome: Outcome, deadline: float, received: float, headers: Headers, sse: bool) -> None:
-        """Pass the answer on chunk by chunk, as each arrives; a stream cut short ends with an error event."""
+                      outcome: Outcome, deadline: float, received: float, headers: Headers, sse: bool,
+                      first: bytes = b"") -> None:
+        """Pass the answer on chunk by chunk, as each arrives (after `first`, what was read of it already);
+        a stream cut short ends with an error event."""
         loop = asyncio.get_running_loop()
         idle = self.client.timeouts.idle
         if sse:
@@ -368,6 +388,9 @@ class Forwarder:
         headers.append((OVERHEAD_HEADER, f"{outcome.overhead_ms:.3f}"))
         outcome.status = response.status
         await downstream.start(response.status, headers)
+        if first:
+            outcome.first_byte_ms = (time.perf_counter() - call.started) * 1000
+            await downstream.send(first)
         pending = b""  # an event's start whose end has not come yet (SSE): sent once it is whole
         problem: tuple[str, str] | None = None
         timer = _ReadTimer(loop, idle, deadline)
