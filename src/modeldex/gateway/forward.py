@@ -363,7 +363,7 @@ class Forwarder:
                     return
                 body = redact(body, target.api_key)
                 outcome.error = f"upstream HTTP {status}"
-            elif status == 200 and content_type.startswith(JSON_TYPE) and not _usage(body, outcome):
+            elif status == 200 and not _usage(body, outcome) and content_type.startswith(JSON_TYPE):
                 await self._answer_error(call, downstream, outcome,
                                          errors.bad_answer(target.upstream, "its body is not valid JSON"))
                 return
