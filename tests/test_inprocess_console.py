@@ -311,14 +311,14 @@ def test_sessions_and_latency_history_in_both_databases(db_url: str) -> None:
         keys = KeyTable(store.list_keys())
         sessions = Sessions(store)
         cookie, record = sessions.start(keys.caller(secret), secret, now=1000.0)  # type: ignore[arg-type]
-        found = sessions.find(cookie, keys, (), 1001.0)
+        found = sessions.find(cookie, keys, 1001.0)
         assert found is not None and found[0] == record and found[1].name == "admin"
-        assert sessions.find(cookie + "x", keys, (), 1001.0) is None
-        assert sessions.find(cookie, keys, (), record.expires_at + 1) is None  # expired
+        assert sessions.find(cookie + "x", keys, 1001.0) is None
+        assert sessions.find(cookie, keys, record.expires_at + 1) is None  # expired
         sessions.end(cookie)
-        assert sessions.find(cookie, keys, (), 1001.0) is None
+        assert sessions.find(cookie, keys, 1001.0) is None
         stale, _ = sessions.start(keys.caller(secret), secret, now=1000.0)  # type: ignore[arg-type]
-        assert store.purge_sessions(1000.0 + MAX_AGE_S + 1) == 1 and sessions.find(stale, keys, (), 1001.0) is None
+        assert store.purge_sessions(1000.0 + MAX_AGE_S + 1) == 1 and sessions.find(stale, keys, 1001.0) is None
 
         catalog.create("upstream", {"name": "up", "base_url": "http://127.0.0.1:9/v1"})
         for n in range(LATENCY_HISTORY + 3):
@@ -463,13 +463,27 @@ async def test_an_identity_providers_admin_token_signs_in_until_it_expires(tmp_p
     try:
         refused = await harness.request("POST", "/console/sign-in", data={"key": token([], 300)})
         assert refused.status_code == 403 and "corp:ada is a read key" in refused.text
-        session = await signed_in(harness, token(["ops"], 300))
+        ada = token(["ops"], 300)
+        session = await signed_in(harness, ada)
         try:
             created = await session.post("/console/keys/new", {"name": "made-by-ada"})
             assert created.status_code == 201
             assert harness.catalog.changes()[-1].actor == "jwt:corp:ada"
             stored = dump_database(harness.url)
             assert "'jwt', 'corp:ada', 'corp:ada', '100/m'" in stored  # the issuer's limit, not none
+            assert ada not in stored and ada.split(".")[2] not in stored  # the token is kept sealed only
+            # Each request resolves the token again, as the API does: no longer admin, the session is over.
+            harness.catalog.update("issuer", "corp", {"admin_value": "others"})
+            assert (await session.client.get("/console/keys")).status_code == 303
+            harness.catalog.update("issuer", "corp", {"admin_value": "ops"})
+            assert (await session.client.get("/console/keys")).status_code == 200  # its token is admin again
+            # Its signing key no longer the issuer's: over as well.
+            other_pem = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+                Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+            harness.catalog.update("issuer", "corp", {"public_key": other_pem})
+            assert (await session.client.get("/console/keys")).status_code == 303
+            harness.catalog.update("issuer", "corp", {"public_key": pem})
+            assert (await session.client.get("/console/keys")).status_code == 200
             harness.catalog.delete("issuer", "corp")
             assert (await session.client.get("/console/keys")).status_code == 303  # its issuer is gone
         finally:

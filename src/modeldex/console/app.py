@@ -167,8 +167,18 @@ class Console:
         secret = request.cookies.get(COOKIE)
         if not secret:
             return None
-        served = self.live.current
-        return await run_in_threadpool(self.sessions.find, secret, served.keys, served.issuers)
+        found = await run_in_threadpool(self.sessions.find, secret, self.live.current.keys)
+        if found is None:
+            return None
+        record, caller = found
+        if isinstance(caller, str):  # a token's session: resolved as every request with the token is
+            try:
+                caller = await self.authenticate(caller, request.scope.get("modeldex.client", "unknown"))
+            except SignInRefused:
+                return None
+            if not caller.is_admin:
+                return None
+        return record, caller
 
     @staticmethod
     def cross_site(request: Request) -> str | None:

@@ -21,7 +21,7 @@ from modeldex.catalog.errors import StoreError
 if TYPE_CHECKING:
     from alembic.config import Config
 
-SCHEMA_REVISION = "0008"  # the newest file in migrations/versions/
+SCHEMA_REVISION = "0009"  # the newest file in migrations/versions/
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 

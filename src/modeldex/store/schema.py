@@ -149,4 +149,5 @@ console_sessions = Table(
     Column("rate_limit", String(32), nullable=True),  # a token's (an API key's comes from the key table)
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False, index=True),
+    Column("sealed_token", Text, nullable=True),  # a token session's token, sealed (console/sessions.py)
 )
