@@ -152,6 +152,26 @@ async def test_a_preflight_asking_for_another_header_is_400(on: Served) -> None:
     assert "x-custom-thing" in error["message"] and "authorization" not in error["message"]
 
 
+async def test_a_preflight_for_what_the_official_sdks_send_is_allowed(on: Served) -> None:
+    """The OpenAI and Anthropic SDKs in a browser send `x-stainless-*` headers describing themselves with
+    every request, and Anthropic's its version and key headers: allowed, and named in the answer."""
+    sent = ("authorization, content-type, x-stainless-os, x-stainless-lang, x-stainless-retry-count, "
+            "x-stainless-timeout, anthropic-version, anthropic-dangerous-direct-browser-access, x-api-key")
+    response = await on.request("OPTIONS", "/v1/chat/completions", headers={
+        **PREFLIGHT, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": sent})
+    assert response.status_code == 200, response.text
+    allowed = {h.strip() for h in response.headers["access-control-allow-headers"].split(",")}
+    assert {h.strip() for h in sent.split(",")} <= allowed
+
+
+async def test_an_answer_to_no_or_another_origin_still_varies_by_origin(on: Served, anywhere: Served) -> None:
+    """A shared cache must not hand an answer made without CORS headers to an allowed origin."""
+    for headers in ({}, {"Origin": EVIL}):
+        response = await on.request("GET", "/openapi.json", headers=headers)
+        assert response.status_code == 200 and "Origin" in response.headers.get_list("vary"), headers
+    assert "Origin" not in (await anywhere.request("GET", "/openapi.json")).headers.get_list("vary")
+
+
 async def test_a_preflight_asking_for_another_method_is_400(on: Served) -> None:
     response = await on.request("OPTIONS", "/v1/models", headers={**PREFLIGHT, "Access-Control-Request-Method": "PUT"})
     error = error_of(response, 400, "cors_not_allowed")

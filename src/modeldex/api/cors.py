@@ -13,12 +13,18 @@ from typing import Protocol
 from modeldex.api.errors import ApiError
 
 ALLOW_METHODS = ("GET", "HEAD", "POST", "PATCH", "DELETE")
-ALLOW_HEADERS = ("authorization", "content-type", "if-match", "if-none-match")
+# What modeldex reads, and what the official SDKs send from a browser (the OpenAI and Anthropic SDKs, made
+# by Stainless, add `x-stainless-*` headers describing themselves to every request, and their own).
+ALLOW_HEADERS = ("authorization", "content-type", "if-match", "if-none-match", "x-api-key", "anthropic-version",
+                 "anthropic-beta", "anthropic-dangerous-direct-browser-access", "openai-organization",
+                 "openai-project", "openai-beta", "idempotency-key")
+ALLOW_HEADER_PREFIXES = ("x-stainless-",)
 # Headers any request may carry without asking (the Fetch standard's CORS-safelisted ones).
 _SAFELISTED = ("accept", "accept-language", "content-language", "content-type")
 EXPOSE_HEADERS = ("x-request-id", "etag", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
                   "x-ratelimit-reset-requests", "retry-after", "retry-after-ms")
 MAX_AGE_S = 600
+_VARY = ("vary", "Origin")
 
 Headers = list[tuple[str, str]]
 
@@ -43,16 +49,21 @@ class Cors:
         if self._any:
             return [("access-control-allow-origin", "*")]
         if origin in self._origins:  # the answer differs by origin: shared caches must keep them apart
-            return [("access-control-allow-origin", origin), ("vary", "Origin")]
+            return [("access-control-allow-origin", origin), _VARY]
         return []
 
     def response_headers(self, headers: HeaderLookup) -> Headers:
-        """What an actual (not preflight) response adds: nothing unless the request's origin is allowed."""
+        """What an actual (not preflight) response adds: CORS headers when the request's origin is allowed;
+        otherwise, unless every origin is, only `Vary: Origin`, so that a shared cache does not hand this
+        answer, without them, to an allowed origin."""
         origin = headers.get("origin")
-        if origin is None:
-            return []
-        allowed = self._allow_origin(origin)
-        return [*allowed, self._expose] if allowed else []
+        allowed = self._allow_origin(origin) if origin is not None else []
+        if allowed:
+            return [*allowed, self._expose]
+        return [] if self._any else [_VARY]
+
+    def _header_allowed(self, name: str) -> bool:
+        return name in self._allowed_headers or name.startswith(ALLOW_HEADER_PREFIXES)
 
     @staticmethod
     def is_preflight(method: str, headers: HeaderLookup) -> bool:
@@ -72,10 +83,14 @@ class Cors:
             problem = f"The origin {origin[:128]!r} is not allowed to call this server."
         elif method not in ALLOW_METHODS:
             problem = f"The method {method[:16]!r} is not allowed for cross-origin requests."
-        elif not requested <= self._allowed_headers:
-            refused = ", ".join(sorted(requested - self._allowed_headers))[:256]
+        elif not all(self._header_allowed(name) for name in requested):
+            refused = ", ".join(sorted(name for name in requested if not self._header_allowed(name)))[:256]
             problem = f"These headers are not allowed for cross-origin requests: {refused}."
         if problem is not None:
             error = ApiError(400, problem, code="cors_not_allowed")
             return 400, [("content-type", "application/json"), *allow_origin, *self._preflight_headers], error.body()
-        return 200, [("content-type", "text/plain; charset=utf-8"), *allow_origin, *self._preflight_headers], b"OK"
+        preflight = self._preflight_headers
+        if not requested <= self._allowed_headers:  # `x-stainless-*` ones: named as asked (no wildcards here)
+            allow_headers = ("access-control-allow-headers", ", ".join(sorted(self._allowed_headers | requested)))
+            preflight = [preflight[0], allow_headers, *preflight[2:]]
+        return 200, [("content-type", "text/plain; charset=utf-8"), *allow_origin, *preflight], b"OK"
