@@ -90,6 +90,18 @@ async def test_a_key_with_a_limit_answers_openai_headers_then_429(limited: Limit
     assert len(responses[3].headers.get_list("x-ratelimit-limit-requests")) == 1
 
 
+async def test_a_new_key_with_a_revoked_keys_name_starts_with_a_full_bucket(limited: Limited) -> None:
+    harness = limited.harness
+    first = harness.key("once-a-minute", rate_limit="1/m")
+    async with harness.client() as client:
+        assert [(await client.get("/v1/models", headers=bearer(first))).status_code for _ in range(2)] == [200, 429]
+        harness.catalog.revoke_key("once-a-minute")
+        again = harness.key("once-a-minute", rate_limit="1/m")
+        response = await client.get("/v1/models", headers=bearer(again))
+    assert response.status_code == 200, response.text  # not the revoked key's empty bucket
+    assert response.headers["x-ratelimit-remaining-requests"] == "0"
+
+
 async def test_limit_headers_ride_on_every_answer_of_a_limited_key(limited: Limited) -> None:
     key = limited.harness.key("ten-a-minute", rate_limit="10/m")
     admin = limited.harness.key("limited-admin", "admin", rate_limit="10/m")

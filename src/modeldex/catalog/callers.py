@@ -46,6 +46,9 @@ class Caller:
     # stands, as far as anything but the catalog goes (whatever is remembered per caller is forgotten with
     # the catalog version anyway). None: it stands as long as the catalog version (an API key).
     still_valid: Callable[[], bool] | None = field(default=None, compare=False, repr=False)
+    # Which credential of that name it is (an API key's lookup id, never a secret): a key made with a revoked
+    # key's name draws from a bucket of its own, not from the one the revoked key emptied.
+    instance: str | None = field(default=None, compare=False, repr=False)
     exempt: bool = field(init=False)  # its own limit is "unlimited": never counted, whatever the default
 
     def __post_init__(self) -> None:
@@ -63,7 +66,7 @@ class Caller:
     @property
     def bucket(self) -> str:
         """The rate-limit bucket it draws from (its limit is appended, so a changed limit starts afresh)."""
-        return self.actor
+        return self.actor if self.instance is None else f"{self.actor}@{self.instance}"
 
 
 class Credentials(Protocol):

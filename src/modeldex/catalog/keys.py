@@ -59,7 +59,7 @@ class ApiKey:
         return self.scope is Scope.ADMIN
 
     def caller(self) -> Caller:
-        return Caller(self.name, self.scope, self.policy, self.rate_limit)
+        return Caller(self.name, self.scope, self.policy, self.rate_limit, instance=self.lookup_id)
 
     def document(self) -> dict[str, object]:
         """The key as the admin API and the change feed show it: never the secret, nor its hash."""
@@ -140,7 +140,8 @@ class KeyTable:
         for key in keys:
             if key.active:
                 policy = self._policies.setdefault(key.policy, key.policy)
-                self._by_lookup[key.lookup_id] = (key, Caller(key.name, key.scope, policy, key.rate_limit))
+                self._by_lookup[key.lookup_id] = (key, Caller(key.name, key.scope, policy, key.rate_limit,
+                                                              instance=key.lookup_id))
         self.policies = frozenset(self._policies)
 
     def holds(self, policy: AccessPolicy) -> bool:
