@@ -80,7 +80,12 @@ def test_globs_apply_to_the_upstreams_own_ids() -> None:
     u = upstream(prefix="team/", include=["llama-*", "qwen-*"], exclude=["*-base"])
     assert [u.yields(i) for i in ("llama-3", "qwen-2", "llama-3-base", "mistral")] == [True, True, False, False]
     assert u.catalog_id("llama-3") == "team/llama-3"
-    assert u.still_yields("team/llama-3") and not u.still_yields("llama-3") and not u.still_yields("team/mistral")
+    assert u.still_yields("team/llama-3", u) and not u.still_yields("team/mistral", u)
+    # Under another prefix, or none, a model discovered under the old one is not what the upstream yields
+    # now (its id would differ): it leaves at once, as with a narrower filter.
+    unprefixed, other = upstream(include=["llama-*"]), upstream(prefix="lab/", include=["llama-*"])
+    assert not unprefixed.still_yields("team/llama-3", u) and not other.still_yields("team/llama-3", u)
+    assert unprefixed.still_yields("llama-3", unprefixed) and u.still_yields("team/llama-3", unprefixed) is False
 
 
 # --- fetch: what a misbehaving upstream gets ---------------------------------------------------------
@@ -242,6 +247,14 @@ def test_narrowing_or_removing_an_upstream_removes_its_models_at_once(store: Sql
     sync(store, up, ["keep-1", "drop-1"], now=1000)
     catalog.update("upstream", "up", {"exclude": ["drop-*"]})
     assert ids_from(store, "up") == {"keep-1": None}
+    # A prefix given, then taken away: the ids under the old prefix leave at once each time.
+    catalog.update("upstream", "up", {"prefix": "team/"})
+    assert ids_from(store, "up") == {}
+    sync(store, Upstream.model_validate({**up.document(), "prefix": "team/", "exclude": ["drop-*"]}),
+         ["keep-1"], now=1100)
+    assert ids_from(store, "up") == {"team/keep-1": None}
+    catalog.update("upstream", "up", {"prefix": None})
+    assert ids_from(store, "up") == {}
     catalog.delete("upstream", "up")
     assert ids_from(store, "up") == {} and store.get(Model, "MiniMax-M3") is not None
 

@@ -154,22 +154,24 @@ class Upstream(Entity):
     def catalog_id(self, upstream_id: str) -> str:
         return (self.prefix or "") + upstream_id
 
-    def still_yields(self, catalog_id: str) -> bool:
-        """Whether a model this upstream discovered could still come from it under these settings."""
-        prefix = self.prefix or ""
-        return catalog_id.startswith(prefix) and self.yields(catalog_id[len(prefix):])
+    def still_yields(self, catalog_id: str, before: Upstream) -> bool:
+        """Whether a model this upstream discovered under the settings `before` would come from it, with the
+        same id, under these (its upstream id is the catalog id without the prefix it had then)."""
+        upstream_id = catalog_id.removeprefix(before.prefix or "")
+        return self.catalog_id(upstream_id) == catalog_id and self.yields(upstream_id)
 
 
 def discovered_by(writer: CatalogWriter, name: str) -> list[Model]:
     return [m for m in writer.all(Model) if m.source == name]
 
 
-def remove_discovered(writer: CatalogWriter, upstream: Upstream, only_excluded: bool) -> list[str]:
-    """Remove the models `upstream` discovered (all, or those its settings no longer yield), in the write
-    unit: removing or narrowing an upstream takes effect at once, not after the grace period."""
+def remove_discovered(writer: CatalogWriter, upstream: Upstream, before: Upstream | None = None) -> list[str]:
+    """Remove the models `upstream` discovered: all of them, or, given its settings `before` a change, those
+    its new settings no longer yield (another prefix, narrower filters). In the write unit: removing or
+    changing an upstream takes effect at once, not after the grace period."""
     removed = []
     for model in discovered_by(writer, upstream.name):
-        if only_excluded and upstream.still_yields(model.id):
+        if before is not None and upstream.still_yields(model.id, before):
             continue
         try:
             check_model_removal(writer, model.id)

@@ -47,8 +47,9 @@ def replace(writer: CatalogWriter, entity: Entity, if_match: int | None = None) 
     """Store `entity` over the one of the same key; returns its revision and the ids of the models that
     left with it (an upstream's discovered models its new settings exclude leave at once)."""
     check(writer, entity)
+    before = writer.get(Upstream, entity.name) if isinstance(entity, Upstream) else None
     revision = writer.update(entity, if_match)
-    removed = remove_discovered(writer, entity, only_excluded=True) if isinstance(entity, Upstream) else []
+    removed = remove_discovered(writer, entity, before) if isinstance(entity, Upstream) and before else []
     return revision, removed
 
 
@@ -63,6 +64,6 @@ def remove(writer: CatalogWriter, entity_type: type[Entity], key: str, if_match:
         current = writer.get(Upstream, key)
         if current is not None:
             check_upstream_removal(writer, key)
-            removed = remove_discovered(writer, current, only_excluded=False)
+            removed = remove_discovered(writer, current)
     writer.delete(entity_type, key, if_match)
     return removed
