@@ -87,6 +87,18 @@ def test_models_list_add_remove(db_url: str) -> None:
     assert "meta-llama" not in run_cli(db_url, "models", "list").stdout
 
 
+def test_the_command_line_wins_over_the_environment_in_where_to_work(db_url: str) -> None:
+    """MODELDEX_URL set in a shell must not send a write meant for `--database-url` to a server (it did,
+    silently); `--url` and `--database-url` both given is refused."""
+    env = {**cli_env(db_url), "MODELDEX_URL": "http://127.0.0.1:9", "MODELDEX_API_KEY": "sk-mdx-unused"}
+    run_cli(db_url, "models", "add", "here-not-there", "--database-url", db_url, env=env)
+    assert "here-not-there" in run_cli(db_url, "models", "list").stdout
+    both = run_cli(db_url, "models", "remove", "here-not-there", "--database-url", db_url, "--url",
+                   "http://127.0.0.1:9", check=False)
+    assert both.returncode == 2 and "give --url or --database-url, not both" in both.stderr
+    run_cli(db_url, "models", "remove", "here-not-there")
+
+
 def test_models_errors_change_nothing(db_url: str) -> None:
     before = run_cli(db_url, "models", "list").stdout
     cases = {

@@ -7,6 +7,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -394,3 +395,27 @@ def test_an_answer_that_comes_after_stop_is_not_written(store: SqlStore, fake: F
     assert not result.ok and fake.requests == 1
     assert "llama-3" not in {model.id for model in store.all(Model)}
     assert store.upstream_credentials()["late"] is None
+
+
+def test_the_cli_clears_an_upstreams_filters_and_refuses_a_prefix_no_id_can_take(tmp_path: Path) -> None:
+    """`--clear include|exclude` empties the list (it failed: "cannot be removed"); a prefix that makes every
+    id invalid (`../`, `a//`) is refused when it is set, not at every poll."""
+    from click.testing import CliRunner
+
+    from modeldex.cli.main import cli
+
+    url = f"sqlite:///{tmp_path}/cli.db"
+    runner = CliRunner()
+
+    def run(*args: str) -> tuple[int, str]:
+        result = runner.invoke(cli, [*args, "--database-url", url])
+        return result.exit_code, result.output
+
+    assert run("upstreams", "add", "u", "--base-url", "http://127.0.0.1:9/v1", "--include", "llama-*",
+               "--exclude", "*-base")[0] == 0
+    assert run("upstreams", "update", "u", "--clear", "exclude", "--clear", "include")[0] == 0
+    stored = open_store(url).get(Upstream, "u")
+    assert stored is not None and (stored.include, stored.exclude) == ((), ())
+    for prefix in ("../", "./", "/", "a//", "x/./"):
+        code, output = run("upstreams", "update", "u", "--prefix", prefix)
+        assert code == 1 and "prefix" in output, (prefix, output)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from modeldex.catalog.entities import Alias, Entity, Group, Model
+from modeldex.catalog.entities import Alias, Entity, Group, Model, model_id_problem
 from modeldex.catalog.errors import InvalidInput
 from modeldex.catalog.integrity import check_alias, check_model, check_model_removal, check_upstream_removal
 from modeldex.catalog.issuers import Issuer
@@ -23,6 +23,13 @@ def check(writer: CatalogWriter, entity: Entity) -> None:
         check_routes(writer, entity)
     elif isinstance(entity, Alias):
         check_alias(writer, entity)
+    elif isinstance(entity, Upstream) and entity.prefix is not None:
+        # Here, where settings are written, not in the entity: a stored upstream with such a prefix must
+        # still load (its polls fail, saying why).
+        problem = model_id_problem(entity.prefix + "m")  # how every id it discovers would start
+        if problem is not None:
+            raise InvalidInput("prefix", f"prefix: no model id can start with {entity.prefix!r}: "
+                               f"{problem.removeprefix('model id ')}")
     elif isinstance(entity, Issuer) and entity.default_group is not None \
             and writer.get(Group, entity.default_group) is None:
         raise InvalidInput("default_group", f"default_group: group {entity.default_group!r} does not exist "

@@ -83,6 +83,16 @@ def backend_options(command: F) -> F:
     @functools.wraps(command)
     def with_key_file(*args: Any, api_key_file: str | None = None, **kwargs: Any) -> Any:
         kwargs["api_key"] = secret_option(kwargs.get("api_key"), api_key_file, "--api-key")
+        if kwargs.get("url") and kwargs.get("database_url"):
+            # What the command line says wins over the environment (MODELDEX_URL set in a shell must not
+            # send `--database-url other.db` writes to a server); both on the command line is a mistake.
+            context = click.get_current_context()
+            from_line = {name for name in ("url", "database_url")
+                         if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
+            if from_line == {"url", "database_url"}:
+                raise click.UsageError("give --url or --database-url, not both")
+            if from_line == {"database_url"}:
+                kwargs["url"] = None
         return command(*args, **kwargs)
 
     return database_url_option(url_option(api_key_option(api_key_file_option(with_key_file))))  # type: ignore[return-value]

@@ -131,7 +131,9 @@ def update(name: str, base_url: str | None, cleared: tuple[str, ...], database_u
            url: str | None, api_key: str | None, **options: Any) -> None:
     """Change upstream NAME; models its new settings exclude leave at once, the rest at the next poll."""
     fields = _fields({**options, "base_url": base_url})
-    fields.update(dict.fromkeys(cleared))
+    # A list's empty value is [], which the entity keeps; null would mean "remove the field", which a
+    # field with a default refuses ("cannot be removed").
+    fields.update({field: [] if field in ("include", "exclude") else None for field in cleared})
     if not fields:
         raise click.UsageError("nothing to change: give at least one option")
     with open_backend(database_url, url, api_key) as backend:
