@@ -198,6 +198,9 @@ def sync_now(store: DiscoveryStore, name: str, owner: str | None = None, wait_s:
     upstream = store.get(Upstream, name)
     if upstream is None:
         raise NotFound("upstream", name)
+    if upstream.routing_only:  # polling it would report a model list it never had
+        raise Conflict(f"upstream {name!r} is routing only: it is never polled (its models are the ones "
+                       "routed to it)")
     owner = owner or new_owner()
     lease = lease_seconds(upstream.timeout)
     deadline = time.monotonic() + (lease if wait_s is None else wait_s)
