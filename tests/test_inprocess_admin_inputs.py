@@ -116,3 +116,24 @@ async def test_a_rename_or_a_null_for_an_unknown_field_is_refused(harness: Harne
     error = error_of(response, 400, "invalid_value")
     assert (error["param"], error["message"]) == ("context_lenght", "context_lenght: unknown field")
     assert harness.store.current_version() == version
+
+
+async def test_if_match_may_list_revisions(harness: Harness, admin: str) -> None:
+    """RFC 9110 allows a list: the write goes ahead when the current revision is among them. A tag that is
+    no revision matches none, and the 412 says so (it said "not -1")."""
+    harness.catalog.create("model", {"id": "listed-etags"})
+    path = "/v1/admin/models/listed-etags"
+    stale = await harness.request("PATCH", path, admin, json={"context_length": 9}, headers={"If-Match": '"7", "8"'})
+    assert "is at revision 1, not 7" in error_of(stale, 412, "precondition_failed")["message"]
+    garbled = await harness.request("PATCH", path, admin, json={"context_length": 9}, headers={"If-Match": '"abc"'})
+    assert error_of(garbled, 412, "precondition_failed")["message"] == (
+        "model 'listed-etags' is at revision 1; If-Match names no revision (send the ETag, e.g. \"1\")")
+    assert harness.catalog.get("model", "listed-etags")[1] == 1  # neither changed it
+    listed = await harness.request("PATCH", path, admin, json={"context_length": 9},
+                                   headers={"If-Match": '"5", W/"1", "abc"'})
+    assert listed.status_code == 200 and listed.json()["revision"] == 2
+    harness.key("listed-key", "read")
+    revoked = await harness.request("DELETE", "/v1/admin/keys/listed-key", admin, headers={"If-Match": '"9", "1"'})
+    assert revoked.status_code == 200, revoked.text
+    gone = await harness.request("DELETE", "/v1/models/listed-etags", admin, headers={"If-Match": '"1", "2"'})
+    assert gone.json() == {"id": "listed-etags", "object": "model", "deleted": True}

@@ -54,13 +54,15 @@ class AdminRoutes:
     async def update_entity(self, kind: str, request: Request, catalog: Catalog) -> Response:
         data = await json_body(request)
         data.pop("revision", None)
-        entity, revision = await run_in_threadpool(
-            catalog.update, kind, request.path_params["key"], data, if_match(request))
+        key = request.path_params["key"]
+        condition = await if_match(request, lambda: catalog.get(kind, key)[1])
+        entity, revision = await run_in_threadpool(catalog.update, kind, key, data, condition)
         return json_response(with_revision(entity.document(), revision), etag=revision)
 
     async def delete_entity(self, kind: str, request: Request, catalog: Catalog) -> Response:
         key = request.path_params["key"]
-        await run_in_threadpool(catalog.delete, kind, key, if_match(request))
+        condition = await if_match(request, lambda: catalog.get(kind, key)[1])
+        await run_in_threadpool(catalog.delete, kind, key, condition)
         return json_response({"id": key, "object": kind, "deleted": True})
 
     # --- keys ----------------------------------------------------------------------------------------
@@ -98,13 +100,16 @@ class AdminRoutes:
         if "name" in data and data["name"] != request.path_params["name"]:  # as for every other kind
             raise InvalidInput("name", "name: cannot be changed (delete and create instead)")
         rate_limit = _optional_str(data, "rate_limit") if "rate_limit" in data else UNCHANGED
-        key = await run_in_threadpool(catalog.update_key, request.path_params["name"], data.get("scope"),
-                                      data.get("policy"), if_match(request), rate_limit)
+        name = request.path_params["name"]
+        condition = await if_match(request, lambda: catalog.get_key(name).revision)
+        key = await run_in_threadpool(catalog.update_key, name, data.get("scope"), data.get("policy"), condition,
+                                      rate_limit)
         return json_response(with_revision(key.document(), key.revision), etag=key.revision)
 
     async def revoke_key(self, request: Request, catalog: Catalog) -> Response:
         name = request.path_params["name"]
-        await run_in_threadpool(catalog.revoke_key, name, if_match(request))
+        condition = await if_match(request, lambda: catalog.get_key(name).revision)
+        await run_in_threadpool(catalog.revoke_key, name, condition)
         return json_response({"id": name, "object": "key", "deleted": True})
 
     async def explain(self, request: Request, catalog: Catalog) -> Response:

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -70,21 +71,38 @@ def domain_error(exc: CatalogError) -> ApiError:
     return ApiError(400, str(exc))
 
 
-def if_match(request: Request) -> int | None:
-    """The revision an `If-Match` header names (None when absent or `*`); unreadable ones never match."""
-    return revision_matched(request.headers.get("if-match"))
+NO_REVISION = -1  # what an If-Match naming no revision is taken as: no entity is ever at it
 
 
-def revision_matched(value: str | None) -> int | None:
-    """The revision an `If-Match` value names (None when absent or `*`); an unreadable one is -1, which no
-    revision is."""
+def revisions_named(value: str | None) -> tuple[int, ...] | None:
+    """The revisions an `If-Match` value names, in order (RFC 9110 allows a list); None when absent or `*`.
+    A tag that is not a revision names none."""
     if value is None or value.strip() == "*":
         return None
-    tag = value.strip().removeprefix("W/").strip('"')
-    try:
-        return int(tag)
-    except ValueError:
-        return -1
+    named = []
+    for tag in value.split(","):
+        tag = tag.strip().removeprefix("W/").strip('"')
+        if tag.isascii() and tag.isdigit():
+            named.append(int(tag))
+    return tuple(named)
+
+
+async def precondition(value: str | None, current: Callable[[], int]) -> int | None:
+    """The revision a write is made conditional on, from an `If-Match` value: the one it names; of several,
+    the current one (`current()`, read first) when it is among them: the write then checks it still is."""
+    named = revisions_named(value)
+    if named is None:
+        return None
+    if len(named) > 1:
+        revision = await run_in_threadpool(current)
+        if revision in named:
+            return revision
+    return named[0] if named else NO_REVISION
+
+
+async def if_match(request: Request, current: Callable[[], int]) -> int | None:
+    """`precondition` for the request's `If-Match` header."""
+    return await precondition(request.headers.get("if-match"), current)
 
 
 async def read_body(request: Request) -> bytes:

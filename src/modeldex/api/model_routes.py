@@ -15,7 +15,7 @@ from typing import Protocol
 from urllib.parse import parse_qsl
 
 from modeldex.api import errors
-from modeldex.api.admin_base import revision_matched
+from modeldex.api.admin_base import precondition
 from modeldex.api.callers import Callers
 from modeldex.api.errors import ApiError
 from modeldex.api.render import RenderedCatalog, deleted_object
@@ -282,9 +282,10 @@ class ModelRoutes:
         if alias is not None:
             raise ApiError(409, f"'{model_id}' is an alias of '{alias.target}': delete the alias (DELETE "
                            f"/v1/admin/aliases/{model_id}) or the model '{alias.target}'", code="conflict")
-        revision = revision_matched(headers.get("if-match"))
+        catalog = self.catalog_for(caller)
         try:  # the service refreshes this worker's copy after the write: read-your-writes
-            await asyncio.to_thread(self.catalog_for(caller).delete, "model", model_id, revision)
+            revision = await precondition(headers.get("if-match"), lambda: catalog.get("model", model_id)[1])
+            await asyncio.to_thread(catalog.delete, "model", model_id, revision)
         except NotFound:
             raise errors.model_not_found(model_id) from None
         except PreconditionFailed as exc:

@@ -42,8 +42,9 @@ class PreconditionFailed(CatalogError):
 
     def __init__(self, kind: str, key: str, expected: int, current: int) -> None:
         super().__init__(
-            f"{kind} {key!r} is at revision {current}, not {expected}: it changed since you read it"
-        )
+            f"{kind} {key!r} is at revision {current}, not {expected}: it changed since you read it" if expected >= 0
+            else f"{kind} {key!r} is at revision {current}; If-Match names no revision (send the ETag, e.g. "
+                 f'"{current}")')
         self.kind = kind
         self.key = key
         self.current = current
