@@ -406,14 +406,19 @@ async def test_the_traffic_page_counts_inference_requests(tmp_path: Path, monkey
         upstream.chat_mode = "5xx"
         await harness.request("POST", "/v1/chat/completions", reader, json={"model": "routed<b>", "messages": []})
         await harness.request("POST", "/v1/chat/completions", "sk-mdx-wrong", json={"model": "x", "messages": []})
+        for n in range(3):  # names of no model are a client's strings: counted under one name, never kept
+            await harness.request("POST", "/v1/chat/completions", reader,
+                                  json={"model": f"made-up-{n}-" + "x" * 10_000, "messages": []})
         session = await signed_in(harness, harness.key("admin", "admin"))
         page = await session.client.get("/console/traffic")
         await session.client.aclose()
         await harness.app.upstream_client.close()
         assert page.status_code == 200
-        assert "Last hour: 5 inference requests, 2 errors" in page.text
+        assert "Last hour: 8 inference requests, 5 errors" in page.text
         assert re.search(r'routed&lt;b&gt;</a></td>\s*<td>4</td><td>1</td>', page.text), page.text
-        assert re.search(r'traffic-reader</a></td>\s*<td>4</td><td>1</td>', page.text)
+        assert re.search(r'\(unknown model\)</td>\s*<td>3</td><td>3</td>', page.text), page.text
+        assert "made-up-" not in page.text and len(page.text) < 50_000
+        assert re.search(r'traffic-reader</a></td>\s*<td>7</td><td>4</td>', page.text)
         assert "<td>(no key)</td>" in page.text and page.text.count('class="bar"') == 1
     finally:
         harness.stop()

@@ -62,10 +62,10 @@ from modeldex.gateway.health import RouteHealth, SharedHealth
 from modeldex.identity.credentials import IssuerTokens, Snapshot
 from modeldex.identity.keysets import KeySets
 from modeldex.ops import metrics
-from modeldex.ops.access_log import AccessLog
+from modeldex.ops.access_log import MAX_PATH, AccessLog
 from modeldex.ops.compaction import Compactor
 from modeldex.ops.ratelimit import Buckets, FailOpen, MemoryBuckets, RateLimiter, RedisBuckets
-from modeldex.ops.traffic import SharedTraffic, Traffic, TrafficReport, report
+from modeldex.ops.traffic import UNKNOWN_MODEL, SharedTraffic, Traffic, TrafficReport, report
 
 log = logging.getLogger("modeldex.server")
 _ROUTE_LABELS = {"/healthz": "health", "/readyz": "ready", "/openapi.json": "openapi", "/metrics": "metrics"}
@@ -356,11 +356,17 @@ class ModeldexApp:
         elapsed = time.perf_counter() - started
         metrics.observe(label, served.status, elapsed)
         outcome = served.outcome
-        self.traffic.record(served.model, served.caller, served.status,
+        model = served.model
+        if model is not None and outcome is None and self.live is not None \
+                and model not in self.live.current.models and model not in self.live.current.aliases:
+            # Refused before it reached an upstream, naming no model of the catalog: a client's string, of
+            # any length and number (a million 1 MB names held for the hour, seen), counted under one name.
+            model = UNKNOWN_MODEL
+        self.traffic.record(model, served.caller, served.status,
                             outcome.prompt_tokens if outcome is not None else None,
                             outcome.completion_tokens if outcome is not None else None)
         if self.access_log is not None:
-            fields: dict[str, object] = {"model": served.model}
+            fields: dict[str, object] = {"model": served.model[:MAX_PATH] if served.model else None}
             if outcome is not None:
                 first_byte = None if outcome.first_byte_ms is None else round(outcome.first_byte_ms, 2)
                 fields.update(upstream=outcome.upstream, upstream_model=outcome.upstream_model,

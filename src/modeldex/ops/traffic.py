@@ -21,6 +21,10 @@ _FILE_PREFIX = "traffic-"
 Counts = dict[tuple[str, str], list[int]]
 
 
+# What a request naming no model of the catalog is counted under (with a space: no model id can be it).
+UNKNOWN_MODEL = "(unknown model)"
+
+
 class Traffic:
     def __init__(self) -> None:
         self._lock = threading.Lock()
