@@ -125,9 +125,26 @@ async def test_a_wrong_key_is_refused_and_counted(harness: Harness) -> None:
         assert "sk-mdx-wrong" not in answer.text  # masked, as the API masks it
     blocked = await harness.request("POST", "/console/sign-in", address=address,
                                     data={"key": harness.admin})  # type: ignore[attr-defined]
-    assert blocked.status_code == 401 and "Too many requests with invalid API keys" in blocked.text
+    # The API's answer at this point: 429 with when to come back (it was a 401 without).
+    assert blocked.status_code == 429 and "Too many requests with invalid API keys" in blocked.text
+    assert int(blocked.headers["retry-after"]) > 0
     empty = await harness.request("POST", "/console/sign-in", data={"key": "  "})
     assert empty.status_code == 400 and "Enter an admin API key" in empty.text
+
+
+async def test_odd_numbers_and_a_next_with_a_line_break_are_handled(harness: Harness, session: Session) -> None:
+    """'²' passes isdigit() and not int(), 2**63 does not fit the database: both were 500 pages. A `next`
+    holding CR/LF gave a redirect without a Location (a blank page)."""
+    harness.catalog.create("model", {"id": "odd-numbers"})
+    for raw in ("²", "9223372036854775808"):
+        changes = await session.client.get("/console/changes", params={"before": raw})
+        assert changes.status_code == 200, raw
+        edited = await session.post("/console/model/edit", {"id": "odd-numbers", "revision": raw, "name": "n"})
+        assert edited.status_code < 500, (raw, edited.status_code)
+    async with harness.client() as client:
+        answer = await client.post("/console/sign-in", data={
+            "key": harness.admin, "next": "/console/models\r\nX-Injected: y"})  # type: ignore[attr-defined]
+    assert answer.status_code == 303 and answer.headers["location"] == "/console/models"
 
 
 async def test_a_change_without_the_csrf_token_is_refused(harness: Harness, session: Session) -> None:

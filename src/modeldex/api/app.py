@@ -233,7 +233,7 @@ class ModeldexApp:
         try:
             return await self.callers.caller(self.live.current.keys, f"Bearer {token}", client)
         except errors.ApiError as exc:
-            raise SignInRefused(exc.message) from None
+            raise SignInRefused(exc.message, exc.status, exc.headers) from None
 
     async def _console_charge(self, caller: Caller) -> None:
         """A console page counts against the signed-in key's rate limit, as its admin API calls do."""

@@ -60,7 +60,13 @@ DONE = {
 
 
 class SignInRefused(Exception):
-    """The credential was not accepted; the message says why (never the credential)."""
+    """The credential was not accepted; the message says why (never the credential), `status` and `headers`
+    are the API's for it (429 and Retry-After once the address used up its failed attempts)."""
+
+    def __init__(self, message: str, status: int = 401, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers
 
 
 class RateLimited(Exception):
@@ -201,7 +207,7 @@ class Console:
         """The posted form (URL-encoded), or None when it is too large."""
         limit = self.form_limit(request)
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
             return None
         chunks, size = [], 0
         async for chunk in request.stream():
@@ -282,7 +288,9 @@ class Console:
         try:
             caller = await self.authenticate(token, request.scope.get("modeldex.client", "unknown"))
         except SignInRefused as exc:
-            return self.page(request, "sign_in.html", 401, error=f"Not signed in: {exc}", next=target)
+            page = self.page(request, "sign_in.html", exc.status, error=f"Not signed in: {exc}", next=target)
+            page.headers.update(dict(exc.headers))
+            return page
         request.scope["modeldex.key"] = caller.name
         if not caller.is_admin:
             return self.page(request, "sign_in.html", 403, next=target,
@@ -487,8 +495,7 @@ class Console:
     async def changes(self, request: Request, context: Context) -> Response:
         """The feed, newest first, 50 entries a page; the next page starts below the oldest version shown (the
         rest of a version with more entries than a page holds, a large file applied, is left out, and said)."""
-        raw = request.query_params.get("before", "")
-        before = int(raw) if raw.isdigit() else None
+        before = _natural(request.query_params.get("before"))
         entries = await run_in_threadpool(context.catalog.history, 51, before)
         version = await run_in_threadpool(context.catalog.version)
         older = entries[49].version if len(entries) > 50 and entries[49].version > 1 else None
@@ -589,14 +596,22 @@ class Console:
 
 def _safe_next(target: str | None) -> str:
     """Where to go after signing in: a console page, never another site."""
-    if target and target.startswith(f"{PREFIX}/") and not target.startswith("//") and "\\" not in target:
+    if target and target.startswith(f"{PREFIX}/") and not target.startswith("//") and "\\" not in target \
+            and target.isprintable():  # no CR or LF: a Location header cannot carry them (it was left out)
         return target
     return f"{PREFIX}/models"
 
 
+def _natural(raw: str | None) -> int | None:
+    """`raw` as a count or revision (ASCII digits, below 2**63, what the database stores), else None:
+    `isdigit()` alone takes '²', which int() refuses, and any length."""
+    if raw and raw.isascii() and raw.isdigit() and len(raw) < 19:
+        return int(raw)
+    return None
+
+
 def _revision(form: Mapping[str, str]) -> int | None:
-    raw = form.get("revision", "")
-    return int(raw) if raw.isdigit() else None
+    return _natural(form.get("revision"))
 
 
 def _json_object(text: str) -> dict[str, Any] | str:
