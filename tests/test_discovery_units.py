@@ -419,6 +419,9 @@ def test_the_cli_clears_an_upstreams_filters_and_refuses_a_prefix_no_id_can_take
     assert run("upstreams", "add", "routed", "--base-url", "http://127.0.0.1:9/v1", "--routing-only")[0] == 0
     code, output = run("upstreams", "sync-now", "routed")
     assert code == 1 and "routing only: it is never polled" in output  # it reported "synced: 0 models"
+    for reserved in ("operator", "upstream"):  # the console's Source filter means these two otherwise
+        code, output = run("upstreams", "add", reserved, "--base-url", "http://127.0.0.1:9/v1")
+        assert code == 1 and "is reserved" in output, output
     for prefix in ("../", "./", "/", "a//", "x/./"):
         code, output = run("upstreams", "update", "u", "--prefix", prefix)
         assert code == 1 and "prefix" in output, (prefix, output)

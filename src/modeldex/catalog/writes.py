@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from modeldex.catalog.repository import CatalogWriter
 
 
+# The console's Source filter uses these words for "defined by an operator" and "from any upstream".
+RESERVED_UPSTREAM_NAMES = frozenset({"operator", "upstream"})
+
+
 def check(writer: CatalogWriter, entity: Entity) -> None:
     """The rules between `entity` and the rest of the catalog, as it would be written."""
     if isinstance(entity, Model):
@@ -23,11 +27,13 @@ def check(writer: CatalogWriter, entity: Entity) -> None:
         check_routes(writer, entity)
     elif isinstance(entity, Alias):
         check_alias(writer, entity)
-    elif isinstance(entity, Upstream) and entity.prefix is not None:
-        # Here, where settings are written, not in the entity: a stored upstream with such a prefix must
-        # still load (its polls fail, saying why).
-        problem = model_id_problem(entity.prefix + "m")  # how every id it discovers would start
-        if problem is not None:
+    elif isinstance(entity, Upstream):
+        # Here, where settings are written, not in the entity: a stored upstream must still load.
+        if entity.name in RESERVED_UPSTREAM_NAMES:
+            raise InvalidInput("name", f"name: {entity.name!r} is reserved (it names where models come from: "
+                               "defined by an operator, or by any upstream)")
+        problem = model_id_problem(entity.prefix + "m") if entity.prefix is not None else None
+        if problem is not None:  # how every id it discovers would start; its polls would all fail
             raise InvalidInput("prefix", f"prefix: no model id can start with {entity.prefix!r}: "
                                f"{problem.removeprefix('model id ')}")
     elif isinstance(entity, Issuer) and entity.default_group is not None \
