@@ -39,11 +39,7 @@ class Cors:
         self._origins = frozenset(origins)
         self._allowed_headers = frozenset(ALLOW_HEADERS + _SAFELISTED)
         self._expose = ("access-control-expose-headers", ", ".join(EXPOSE_HEADERS))
-        self._preflight_headers: Headers = [
-            ("access-control-allow-methods", ", ".join(ALLOW_METHODS)),
-            ("access-control-allow-headers", ", ".join(sorted(self._allowed_headers))),
-            ("access-control-max-age", str(MAX_AGE_S)),
-        ]
+        self._preflight_headers = self._preflight_allowing(self._allowed_headers)
 
     def _allow_origin(self, origin: str) -> Headers:
         if self._any:
@@ -61,6 +57,12 @@ class Cors:
         if allowed:
             return [*allowed, self._expose]
         return [] if self._any else [_VARY]
+
+    @staticmethod
+    def _preflight_allowing(names: frozenset[str]) -> Headers:
+        return [("access-control-allow-methods", ", ".join(ALLOW_METHODS)),
+                ("access-control-allow-headers", ", ".join(sorted(names))),
+                ("access-control-max-age", str(MAX_AGE_S))]
 
     def _header_allowed(self, name: str) -> bool:
         return name in self._allowed_headers or name.startswith(ALLOW_HEADER_PREFIXES)
@@ -89,8 +91,7 @@ class Cors:
         if problem is not None:
             error = ApiError(400, problem, code="cors_not_allowed")
             return 400, [("content-type", "application/json"), *allow_origin, *self._preflight_headers], error.body()
-        preflight = self._preflight_headers
-        if not requested <= self._allowed_headers:  # `x-stainless-*` ones: named as asked (no wildcards here)
-            allow_headers = ("access-control-allow-headers", ", ".join(sorted(self._allowed_headers | requested)))
-            preflight = [preflight[0], allow_headers, *preflight[2:]]
+        # Headers allowed by prefix (`x-stainless-*`) are named as asked: the answer has no wildcards.
+        preflight = self._preflight_headers if requested <= self._allowed_headers \
+            else self._preflight_allowing(self._allowed_headers | requested)
         return 200, [("content-type", "text/plain; charset=utf-8"), *allow_origin, *preflight], b"OK"

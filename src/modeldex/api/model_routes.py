@@ -15,7 +15,7 @@ from typing import Protocol
 from urllib.parse import parse_qsl
 
 from modeldex.api import errors
-from modeldex.api.admin_base import precondition
+from modeldex.api.admin_base import domain_error, precondition
 from modeldex.api.callers import Callers
 from modeldex.api.errors import ApiError
 from modeldex.api.render import RenderedCatalog, deleted_object
@@ -288,10 +288,8 @@ class ModelRoutes:
             await asyncio.to_thread(catalog.delete, "model", model_id, revision)
         except NotFound:
             raise errors.model_not_found(model_id) from None
-        except PreconditionFailed as exc:
-            raise ApiError(412, str(exc), code="precondition_failed") from None
-        except Conflict as exc:
-            raise ApiError(409, str(exc), code="conflict") from None
+        except (PreconditionFailed, Conflict) as exc:  # 412 and 409, as the admin API answers them
+            raise domain_error(exc) from None
         except StoreUnavailable:
             raise errors.store_unavailable() from None
         return 200, [JSON, ("x-request-id", request_id), *limit_headers], deleted_object(model_id), caller.name

@@ -77,10 +77,8 @@ def upstream_refused(upstream: str, status: int) -> GatewayError:
 def stream_error_event(protocol: str, message: str, code: str) -> bytes:
     """The event that ends a stream cut short: OpenAI's SDK raises on a `data:` object with `error`,
     Anthropic's on an `error` event."""
-    if protocol == "anthropic":  # the same type and details as the error answers (anthropic_error_body)
-        kind = "timeout_error" if code == "upstream_timeout" else "api_error"
-        data = orjson.dumps({"type": "error", "error": {"type": kind, "message": message,
-                                                         "details": {"error_code": code}}})
+    if protocol == "anthropic":  # the envelope of its error answers: a timeout's status is 504's, else 502's
+        data = anthropic_error_body(504 if code == "upstream_timeout" else 502, message, code, None)
         return b"event: error\ndata: " + data + b"\n\n"
     data = orjson.dumps({"error": {"message": message, "type": "server_error", "param": None, "code": code}})
     return b"data: " + data + b"\n\n"

@@ -290,12 +290,6 @@ class Forwarder:
         outcome.status = status
         await downstream.answer(status, [("x-request-id", call.request_id), *headers, *call.answer_headers], body)
 
-    async def _read_all(self, upstream: str, response: aiohttp.ClientResponse, limit: int, deadline: float) -> bytes:
-        body, whole = await self._read_up_to(response, limit, deadline)
-        if not whole:
-            raise errors.bad_answer(upstream, f"the answer is larger than {limit} bytes")
-        return body
-
     async def _read_up_to(self, response: aiohttp.ClientResponse, limit: int, deadline: float
                           ) -> tuple[bytes, bool]:
         """The answer's body, and True; or, once it is past `limit` bytes, what has come so far, and False."""
@@ -333,11 +327,9 @@ class Forwarder:
         # half a document (granian can only end a chunked answer cleanly). Past that it streams on.
         chunked_json = (length is None and not call.parsed.stream and content_type.startswith(JSON_TYPE))
         if status >= 400 or (not sse and length is not None and length <= MAX_WHOLE_BODY) or chunked_json:
+            limit = MAX_ERROR_BODY if status >= 400 else MAX_WHOLE_BODY
             try:
-                if status >= 400:
-                    body, whole = await self._read_all(target.upstream, response, MAX_ERROR_BODY, deadline), True
-                else:
-                    body, whole = await self._read_up_to(response, MAX_WHOLE_BODY, deadline)
+                body, whole = await self._read_up_to(response, limit, deadline)
             except TimeoutError:
                 await self._answer_error(call, downstream, outcome,
                                          errors.timed_out(target.upstream, "the answer stalled"))
@@ -346,12 +338,13 @@ class Forwarder:
                 await self._answer_error(call, downstream, outcome,
                                          errors.bad_answer(target.upstream, "the connection closed mid-answer"))
                 return
-            except GatewayError as error:  # an error answer too large to pass on
-                await self._answer_error(call, downstream, outcome, error)
-                return
-            if status < 400 and not whole:
-                await self._stream(call, target, response, downstream, outcome, deadline, received, headers, sse,
-                                   first=body)
+            if not whole:
+                if status >= 400:  # an error answer too large to pass on
+                    await self._answer_error(call, downstream, outcome, errors.bad_answer(
+                        target.upstream, f"the answer is larger than {limit} bytes"))
+                else:
+                    await self._stream(call, target, response, downstream, outcome, deadline, received, headers,
+                                       sse, first=body)
                 return
             if status >= 400:
                 if not _json_object(body):  # a proxy's HTML page, a framework's text traceback: not passed on
