@@ -42,7 +42,8 @@ def test_hostile_answers_leave_the_catalog_unchanged(db_url: str, start_server, 
     client = server.client(admin)
     run_cli(db_url, "upstreams", "add", "shady", "--base-url", fake.base_url, "--timeout", "1s", "--interval", "1h")
     assert wait_until(lambda: {"good-1", "good-2"} <= set(listed(client)), 10) is not None
-    assert health_of(server, admin, "shady")["status"] == "ok"
+    # The first poll writes the models and then the health (two writes, see poll_once): wait for the second.
+    assert wait_until(lambda: health_of(server, admin, "shady")["status"] == "ok", 10) is not None
     before = server.get("/v1/models", admin).content
 
     for mode, error in HOSTILE:
