@@ -58,9 +58,6 @@ class ApiKey:
     def is_admin(self) -> bool:
         return self.scope is Scope.ADMIN
 
-    def caller(self) -> Caller:
-        return Caller(self.name, self.scope, self.policy, self.rate_limit, instance=self.lookup_id)
-
     def document(self) -> dict[str, object]:
         """The key as the admin API and the change feed show it: never the secret, nor its hash."""
         return {
