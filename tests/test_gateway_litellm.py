@@ -77,6 +77,26 @@ def test_chat_through_litellm_streamed_and_not(server: tuple[Server, str]) -> No
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello from A"
 
 
+def test_langchain_chat_model_through_litellm(server: tuple[Server, str]) -> None:
+    """LangChain's ChatOpenAI, pointed at modeldex with a modeldex key, as the README says it works: a call,
+    a stream, and a model the key cannot use as the openai SDK's error."""
+    from langchain_openai import ChatOpenAI
+
+    gateway, reader = server
+    chat = ChatOpenAI(model="team-chat", base_url=gateway.base_url + "/v1", api_key=reader,
+                      max_retries=0, timeout=30)
+    answer = chat.invoke("hi")
+    assert answer.content == "Hello from A"
+    assert answer.response_metadata["model_name"] and answer.usage_metadata is not None
+    streamed = "".join(str(chunk.content) for chunk in chat.stream("hi"))
+    assert streamed == "Hello from A"
+    unknown = ChatOpenAI(model="no-such-model", base_url=gateway.base_url + "/v1", api_key=reader,
+                         max_retries=0, timeout=30)
+    with pytest.raises(openai.NotFoundError) as refused:
+        unknown.invoke("hi")
+    assert refused.value.code == "model_not_found"
+
+
 def test_anthropic_messages_through_litellm(server: tuple[Server, str],
                                            proxies: tuple[LiteLLMProxy, LiteLLMProxy]) -> None:
     gateway, reader = server
