@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -110,3 +111,21 @@ def test_the_cli_works_through_a_running_server(db_url: str, tmp_path: Path, sta
     assert refused.returncode == 1 and "HTTP 403" in refused.stderr
     no_key = run_cli(db_url, "models", "list", "--url", server.base_url, check=False)
     assert no_key.returncode == 1 and "needs an admin key" in no_key.stderr
+    # What JSON cannot carry to the server is refused as the file is read, not a traceback.
+    binary = run_cli(db_url, "catalog", "apply", write(tmp_path, "models:\n  - {id: b, name: !!binary aGk=}\n",
+                                                       "binary.yaml"), *remote, check=False)
+    assert binary.returncode == 1 and "Traceback" not in binary.stderr
+    assert binary.stderr == (f"Error: {tmp_path}/binary.yaml: models[0].name: must be a string, number, "
+                             "true/false, null, list or mapping, not binary data (!!binary)\n")
+
+
+def test_a_json_file_is_read_as_json(db_url: str, tmp_path: Path) -> None:
+    """Python's json.dumps (and most JSON encoders) writes an emoji as a surrogate-pair escape, which YAML
+    refuses: the file was "not valid YAML". Of two equal keys the last counts, as in JSON."""
+    models = [{"id": "emoji", "owned_by": "acme", "description": "naïve 😀"}]
+    text = json.dumps({"models": models})[:-1] + ', "models": ' + json.dumps(models) + "}"
+    assert "\\ud83d\\ude00" in text
+    applied = run_cli(db_url, "catalog", "apply", write(tmp_path, text, "catalog.json"), check=False)
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout == "+ model emoji\n"
+    assert json.loads(run_cli(db_url, "models", "show", "emoji").stdout)["description"] == "naïve 😀"

@@ -137,3 +137,16 @@ async def test_if_match_may_list_revisions(harness: Harness, admin: str) -> None
     assert revoked.status_code == 200, revoked.text
     gone = await harness.request("DELETE", "/v1/models/listed-etags", admin, headers={"If-Match": '"1", "2"'})
     assert gone.json() == {"id": "listed-etags", "object": "model", "deleted": True}
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    (b"models:\n  - id: latin\n    description: caf\xe9\n", "file"),  # was stored as "caf\ufffd"
+    (b"models:\n  - id: bin\n    name: !!binary aGVsbG8=\n", "models[0].name"),  # was stored as "hello"
+    (b"1: x\nmodels: []\n", "file"),  # a key that is not text beside the sections: a 500
+])
+async def test_catalog_apply_refuses_what_json_cannot_say_and_changes_nothing(harness: Harness, admin: str,
+                                                                              body: bytes, param: str) -> None:
+    before = (await harness.request("GET", "/v1/admin/catalog", admin)).json()
+    response = await harness.request("POST", "/v1/admin/catalog/apply", admin, content=body)
+    assert error_of(response, 400, "invalid_value")["param"] == param
+    assert (await harness.request("GET", "/v1/admin/catalog", admin)).json() == before

@@ -209,3 +209,37 @@ def test_a_key_given_twice_is_refused_and_a_bare_date_is_its_text(store: SqlStor
     catalog.apply(load_yaml(f"models:\n{''.join(f'  - id: {i}{chr(10)}' for i in SEED_IDS)}"
                             "  - id: dated\n    shutdown_date: 2099-06-30\n"))
     assert store.get(Model, "dated").shutdown_date == "2099-06-30"
+
+
+@pytest.mark.parametrize(("text", "field", "message"), [
+    ("models:\n  - id: a\n    name: !!binary aGVsbG8=\n", "models[0].name", "not binary data (!!binary)"),
+    ("models:\n  - id: a\n    shutdown_date: !!timestamp 2027-01-01\n", "models[0].shutdown_date", "timestamp"),
+    ("groups:\n  - name: g\n    members: !!set {a, b}\n", "groups[0].members", "not a set (!!set)"),
+    ("models:\n  - id: a\n    1: 2\n", "models[0]", "a key must be text, not 1"),
+    ("1: x\nmodels: []\n", "file", "a key must be text, not 1"),  # was a TypeError sorting the sections
+    ("models:\n  - id: a\n    context_length: .nan\n", "models[0].context_length", "finite number"),
+    ("models:\n  - id: a\n    created: 99999999999999999999999\n", "models[0].created", "out of range"),
+])
+def test_values_json_cannot_hold_are_refused_as_the_file_is_read(text: str, field: str, message: str) -> None:
+    """A catalog file is the admin API's JSON in YAML: what JSON cannot hold failed with a traceback when
+    sent to a server (`apply --url`), and applied locally, `!!binary` became text."""
+    from modeldex.catalog.catalog_file import load_yaml, parse_catalog_file
+
+    for parse_text in (load_yaml, lambda t: parse_catalog_file(t.encode())):
+        with pytest.raises(InvalidInput) as raised:
+            parse_text(text)
+        assert raised.value.field == field and message in raised.value.message, raised.value.message
+    # Aliased parts are checked once, however often they repeat.
+    assert load_yaml("x: &x {owned_by: acme}\nmodels: [{id: a, meta: *x}, {id: b, meta: *x}]\n")
+
+
+def test_json_is_read_as_json_and_text_that_is_not_utf8_is_refused() -> None:
+    """JSON encoders write characters beyond U+FFFF as surrogate-pair escapes, which YAML refuses; of two
+    equal keys the last counts, as docs/cli.md says. Bytes that are not UTF-8 were read as U+FFFD."""
+    from modeldex.catalog.catalog_file import parse_catalog_file
+
+    body = b'{"models": [{"id": "e", "description": "\\ud83d\\ude00", "owned_by": "a", "owned_by": "b"}]}'
+    assert parse_catalog_file(body) == {"models": [{"id": "e", "description": "\U0001f600", "owned_by": "b"}]}
+    with pytest.raises(InvalidInput) as raised:
+        parse_catalog_file(b"models:\n  - id: a\n    description: caf\xe9\n")
+    assert raised.value.message.startswith("file: not UTF-8 text (byte 39 is 0xe9)")

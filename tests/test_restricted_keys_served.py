@@ -36,7 +36,7 @@ def test_catalog_inputs_that_were_silently_taken_are_refused(sqlite_url: str, st
     binary = tmp_path / "binary.yaml"
     binary.write_text("models:\n  - id: !!binary aGVsbG8=\n")
     refused = run_cli(sqlite_url, "catalog", "apply", str(binary), check=False)
-    assert refused.returncode == 1 and "models[0]: id must be a string" in refused.stderr
+    assert refused.returncode == 1 and "models[0].id: must be a string" in refused.stderr
     assert "Traceback" not in refused.stderr and refused.stderr.strip().count("\n") == 0
     server = start_server(sqlite_url)
     twin = admin_call(server.base_url, admin, "POST", "/v1/admin/models", json={"id": "cafe\u0301"})

@@ -10,7 +10,9 @@ operator's.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -134,7 +136,69 @@ def load_yaml(text: str) -> Any:
     except RecursionError:  # PyYAML builds nested collections recursively: `[[[[...` 1,000 deep
         raise InvalidInput("file", "file: nested too deeply to be a catalog file") from None
     check_expansion(document, MAX_EXPANSION * len(text) + EXPANSION_MARGIN)
+    check_json_values(document)
     return document
+
+
+# What YAML's safe loader makes beyond JSON's values, as a file would have written it.
+_NOT_JSON = {bytes: "binary data (!!binary)", set: "a set (!!set)", dt.date: "a timestamp (!!timestamp)",
+             dt.datetime: "a timestamp (!!timestamp)"}
+_MAX_INT = 2**63  # what a JSON body to the admin API can carry (and more than any field accepts)
+_CONTAINERS = frozenset({dict, list, tuple})  # tuple: what `!!omap` and `!!pairs` hold
+_PLAIN = frozenset({str, bool, type(None)})
+
+
+def check_json_values(document: Any) -> None:
+    """Refuse values JSON cannot hold (the file is the admin API's JSON shapes, in YAML): binary data, sets,
+    timestamps, keys that are not strings, numbers out of range. Otherwise the same file would mean one
+    thing applied here (`!!binary` taken as text) and fail as a request body (`--url`). Each container is
+    visited once, however often aliases repeat it; a path is spelled out only for an error."""
+    if type(document) not in _CONTAINERS:
+        _check_scalar(document, None)
+        return
+    seen: set[int] = set()
+    stack: list[tuple[Any, Any]] = [(document, None)]  # (container, where: None or (parent's where, key))
+    while stack:
+        node, where = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        is_dict = isinstance(node, dict)
+        for key, value in node.items() if is_dict else enumerate(node):
+            if is_dict and type(key) is not str:
+                place = _json_path(where)
+                raise InvalidInput(place, f"{place}: a key must be text, not {key!r} (quote it)")
+            kind = type(value)
+            if kind in _CONTAINERS:
+                stack.append((value, (where, key)))
+            elif kind not in _PLAIN:
+                _check_scalar(value, (where, key))
+
+
+def _check_scalar(value: Any, where: Any) -> None:
+    problem = None
+    kind = _NOT_JSON.get(type(value))
+    if kind is not None:
+        problem = f"must be a string, number, true/false, null, list or mapping, not {kind}"
+    elif isinstance(value, float) and not math.isfinite(value):
+        problem = f"must be a finite number, not {value}"
+    elif isinstance(value, int) and abs(value) >= _MAX_INT:
+        problem = f"the number {value} is out of range"
+    if problem is not None:
+        place = _json_path(where)
+        raise InvalidInput(place, f"{place}: {problem}")
+
+
+def _json_path(where: Any) -> str:
+    """`models[0].name` from (((None, "models"), 0), "name"); "file" for the document itself."""
+    keys = []
+    while where is not None:
+        where, key = where
+        keys.append(key)
+    path = ""
+    for key in reversed(keys):
+        path += f"[{key}]" if isinstance(key, int) else f".{key}" if path else key
+    return path or "file"
 
 
 def check_expansion(document: Any, limit: int) -> None:
@@ -186,7 +250,7 @@ def _entries(document: Any) -> dict[str, list[dict[str, Any]]]:
     if not isinstance(document, dict):
         raise InvalidInput("file", "file: a catalog file is a mapping with the sections models, aliases, "
                            "groups, upstreams, issuers")
-    unknown = sorted(set(document) - {kind.collection for kind in KINDS})
+    unknown = sorted(set(document) - {kind.collection for kind in KINDS}, key=str)
     if unknown:
         raise InvalidInput(unknown[0], f"{unknown[0]}: unknown section (expected models, aliases, groups, "
                            "upstreams, issuers)")
@@ -278,8 +342,16 @@ def _labelled(exc: CatalogError, label: str) -> CatalogError:
 
 def parse_catalog_file(body: bytes) -> object:
     """A catalog file's document: JSON parsed as such (orjson, milliseconds), anything else as YAML (a
-    superset of JSON, so the document is the same)."""
+    superset of JSON, so the document is the same; but YAML refuses the surrogate-pair escapes JSON encoders
+    write for characters beyond U+FFFF, such as emoji). Text that is not UTF-8 is refused, not patched
+    with U+FFFD."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
-        return load_yaml(body.decode("utf-8", errors="replace"))
+        pass
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("file", f"file: not UTF-8 text (byte {exc.start + 1} is 0x{body[exc.start]:02x}); "
+                           "a catalog file is YAML or JSON in UTF-8") from None
+    return load_yaml(text)

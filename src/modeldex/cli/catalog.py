@@ -8,7 +8,7 @@ from typing import Any, BinaryIO
 
 import click
 
-from modeldex.catalog.catalog_file import PlannedChange, dump_yaml, load_yaml
+from modeldex.catalog.catalog_file import PlannedChange, dump_yaml, parse_catalog_file
 from modeldex.catalog.errors import InvalidInput
 from modeldex.cli.backend import Backend
 from modeldex.cli.common import backend_options, handle_errors, open_backend, print_table
@@ -40,16 +40,16 @@ def export(output: str | None, database_url: str | None, url: str | None, api_ke
 
 
 def _load(file: BinaryIO) -> Any:
-    """The file's document; a file that is not UTF-8 YAML is one line naming it, where, and why."""
+    """The file's document; a file that is not UTF-8 YAML or JSON is one line naming it, where, and why."""
     name = "stdin" if file is sys.stdin.buffer or file.name == "<stdin>" else click.format_filename(file.name)
     data = file.read()
     try:
-        text = data.decode("utf-8")
+        data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise click.ClickException(f"{name}: not UTF-8 text (byte {exc.start + 1} is 0x{data[exc.start]:02x}); "
                                    "a catalog file is YAML in UTF-8") from None
     try:
-        return load_yaml(text)
+        return parse_catalog_file(data)  # JSON as JSON (YAML refuses some of JSON's escapes), else YAML
     except InvalidInput as exc:
         raise click.ClickException(f"{name}: {exc.message.removeprefix('file: ')}") from None
 
