@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from urllib.parse import urlsplit
 
 import click
+import httpx
 
 from modeldex.conformance import scorecard
-from modeldex.conformance.probe import Probe
+from modeldex.conformance.probe import Probe, api_base
 
 
 @click.command()
@@ -26,7 +28,19 @@ def check(url: str, api_key: str | None, model: str | None, writes: bool, as_jso
     Exit status 1 if any check fails."""
     if not url.startswith(("http://", "https://")):
         raise click.BadParameter("give an http:// or https:// URL", param_hint="URL")
-    probe = Probe(url, api_key or os.environ.get("OPENAI_API_KEY"), timeout=timeout)
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # urllib checks the port only when asked
+        httpx.URL(api_base(url))
+        if not parts.hostname:
+            raise ValueError("no host")
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise click.BadParameter(f"not a URL modeldex check can call ({exc})", param_hint="URL") from None
+    key = api_key or os.environ.get("OPENAI_API_KEY")
+    if key is not None and not (key.isascii() and key.isprintable()):  # it goes in a header; never repeated
+        raise click.BadParameter("holds characters no API key has: keys are printable ASCII",
+                                 param_hint="--api-key")
+    probe = Probe(url, key, timeout=timeout)
     try:
         results = scorecard.run(probe, model=model, writes=writes)
     finally:

@@ -52,9 +52,11 @@ def _summary(response: httpx.Response) -> str:
 
 
 def _json(response: httpx.Response) -> Any:
+    """The answer's JSON, or None when it is not JSON the checks can judge (nested past Python's recursion
+    limit included: `[[[[...` from a broken server is a finding, not a crash)."""
     try:
         return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return None
 
 
@@ -90,15 +92,17 @@ def _model_problem(item: Any) -> str | None:
 
 
 Check = Callable[[Context], Result]
-CHECKS: list[Check] = []
+CHECKS: list[tuple[str, Check]] = []  # (the name its result has, the check), in the order they run
 
 
-def check(function: Check) -> Check:
-    CHECKS.append(function)
-    return function
+def check(name: str) -> Callable[[Check], Check]:
+    def register(function: Check) -> Check:
+        CHECKS.append((name, function))
+        return function
+    return register
 
 
-@check
+@check("list shape")
 def list_shape(ctx: Context) -> Result:
     why = "every client starts here: the openai SDK's models.list(), LangChain, Open WebUI's model picker"
     sent = ctx.probe.describe("GET", "/models")
@@ -123,7 +127,7 @@ def list_shape(ctx: Context) -> Result:
     return Result("list shape", "pass", sent, f"200, {count}, each with id, object, created, owned_by", why)
 
 
-@check
+@check("list order is stable")
 def list_order(ctx: Context) -> Result:
     why = "model pickers and caches that compare lists see changes that are not there when the order moves"
     sent = ctx.probe.describe("GET", "/models", note=" (twice)")
@@ -131,13 +135,17 @@ def list_order(ctx: Context) -> Result:
         return Result("list order is stable", "skip", sent, "no list to compare", why)
     again = _json(ctx.probe.request("GET", "/models"))
     first = [item["id"] for item in ctx.listed]
-    second = [item.get("id") for item in again.get("data", [])] if isinstance(again, dict) else []
+    data = again.get("data") if isinstance(again, dict) else None
+    second = [item.get("id") if isinstance(item, dict) else None for item in data] if isinstance(data, list) else None
+    if second is None:
+        return Result("list order is stable", "fail", sent, "the second list is not {\"object\": \"list\", "
+                      "\"data\": [...]}", why)
     if first != second:
         return Result("list order is stable", "fail", sent, "two lists in a row differ in order or content", why)
     return Result("list order is stable", "pass", sent, "the same order twice", why)
 
 
-@check
+@check("every listed id retrieves")
 def retrieve_listed(ctx: Context) -> Result:
     why = ("the openai SDK's models.retrieve() sends '/' as %2F, curl sends it raw; ids with '/', ':' or '@' that "
            "list but 404 break both (LiteLLM #37271, Ollama #10139, #13715)")
@@ -150,20 +158,26 @@ def retrieve_listed(ctx: Context) -> Result:
         forms = [True] + ([False] if any(ch in item["id"] for ch in "/:@") else [])
         for encoded in forms:
             checked += 1
-            response = ctx.probe.request("GET", model_path(item["id"], encoded))
+            form = "encoded" if encoded else "raw"
+            try:
+                response = ctx.probe.request("GET", model_path(item["id"], encoded))
+            except httpx.InvalidURL as exc:  # raw, a control character or space: curl cannot send it either
+                failures.append(f"{item['id']!r} ({form}): cannot be sent in a URL ({exc})")
+                continue
             body = _json(response)
             same = isinstance(body, dict) and all(body.get(k) == item.get(k) for k in MODEL_FIELDS)
             if response.status_code != 200 or not same:
-                form = "encoded" if encoded else "raw"
                 failures.append(f"{item['id']!r} ({form}): {response.status_code}"
                                 + ("" if response.status_code != 200 else ", a different object"))
     if failures:
         shown = "; ".join(failures[:5]) + (f"; and {len(failures) - 5} more" if len(failures) > 5 else "")
         return Result("every listed id retrieves", "fail", sent, shown, why)
-    return Result("every listed id retrieves", "pass", sent, f"{checked} retrieves, each the listed object", why)
+    sampled = f" (the first {MAX_RETRIEVED} of {len(ctx.listed)} ids)" if len(ctx.listed) > MAX_RETRIEVED else ""
+    return Result("every listed id retrieves", "pass", sent, f"{checked} retrieves, each the listed object{sampled}",
+                  why)
 
 
-@check
+@check("401 without a key")
 def missing_key(ctx: Context) -> Result:
     why = "without a key the SDKs raise AuthenticationError only on a 401 in the envelope"
     sent = ctx.probe.describe("GET", "/models", key=None)
@@ -177,7 +191,7 @@ def missing_key(ctx: Context) -> Result:
     return Result("401 without a key", "pass", sent, "401 in the envelope, code null", why)
 
 
-@check
+@check("401 with a wrong key")
 def wrong_key(ctx: Context) -> Result:
     why = ("the SDKs map code invalid_api_key to AuthenticationError; a key echoed in full ends up in every "
            "client's logs")
@@ -195,7 +209,7 @@ def wrong_key(ctx: Context) -> Result:
     return Result("401 with a wrong key", "pass", sent, "401, code invalid_api_key, the key masked", why)
 
 
-@check
+@check("WWW-Authenticate on 401")
 def www_authenticate(ctx: Context) -> Result:
     why = "HTTP says a 401 names its scheme in WWW-Authenticate; generic HTTP clients and proxies look for it"
     sent = ctx.probe.describe("GET", "/models", key=None)
@@ -208,7 +222,7 @@ def www_authenticate(ctx: Context) -> Result:
     return Result("WWW-Authenticate on 401", "pass", sent, f"www-authenticate: {challenge}", why)
 
 
-@check
+@check("404 for an unknown model")
 def unknown_model(ctx: Context) -> Result:
     why = "the SDKs raise NotFoundError with .code model_not_found; agents use it to fall back to another model"
     missing = "modeldex-check-no-such-model-" + secrets.token_hex(4)
@@ -225,7 +239,7 @@ def unknown_model(ctx: Context) -> Result:
     return Result("404 for an unknown model", "pass", sent, f"404 model_not_found, param {error['param']!r}", why)
 
 
-@check
+@check("unknown route in the envelope")
 def unknown_route(ctx: Context) -> Result:
     why = "a framework's {\"detail\": ...} on an unknown path makes the SDKs raise errors without a message"
     path = "/modeldex-check-no-such-route"
@@ -237,7 +251,7 @@ def unknown_route(ctx: Context) -> Result:
     return Result("unknown route in the envelope", "pass", sent, "404 in the envelope", why)
 
 
-@check
+@check("wrong method in the envelope")
 def wrong_method(ctx: Context) -> Result:
     why = "a wrong method answered with HTML or a bare status leaves SDK users with no message to act on"
     sent = ctx.probe.describe("PUT", "/models")
@@ -248,7 +262,7 @@ def wrong_method(ctx: Context) -> Result:
     return Result("wrong method in the envelope", "pass", sent, f"{response.status_code} in the envelope", why)
 
 
-@check
+@check("x-request-id")
 def request_ids(ctx: Context) -> Result:
     why = "the openai SDK exposes x-request-id as ._request_id; support and logs join on it"
     sent = ctx.probe.describe("GET", "/models") + "; and an error"
@@ -262,7 +276,7 @@ def request_ids(ctx: Context) -> Result:
     return Result("x-request-id", "pass", sent, "a distinct x-request-id on each answer", why)
 
 
-@check
+@check("rate-limit headers")
 def rate_limit_headers(ctx: Context) -> Result:
     why = "the SDKs back off by x-ratelimit-* and retry-after; half a set misleads them"
     sent = ctx.probe.describe("GET", "/models")
@@ -276,7 +290,7 @@ def rate_limit_headers(ctx: Context) -> Result:
     return Result("rate-limit headers", "pass", sent, ", ".join(f"{n}: {response.headers[n]}" for n in present), why)
 
 
-@check
+@check("ETag and 304")
 def conditional_get(ctx: Context) -> Result:
     why = "with an ETag, clients that poll the list revalidate in one round trip instead of downloading it again"
     sent = ctx.probe.describe("GET", "/models", note=", then again with If-None-Match")
@@ -292,7 +306,7 @@ def conditional_get(ctx: Context) -> Result:
     return Result("ETag and 304", "pass", sent, f"ETag {etag}, then 304 with no body", why)
 
 
-@check
+@check("HEAD")
 def head(ctx: Context) -> Result:
     why = "monitors and proxies check endpoints with HEAD"
     sent = ctx.probe.describe("HEAD", "/models")
@@ -324,7 +338,7 @@ def _chat(ctx: Context, name: str, why: str, stream: bool) -> tuple[str, httpx.R
     return sent, response
 
 
-@check
+@check("chat completion")
 def chat_completion(ctx: Context) -> Result:
     name, why = "chat completion", "a server that lists models should let clients call them: every chat UI sends this next"
     sent, response = _chat(ctx, name, why, stream=False)
@@ -336,7 +350,7 @@ def chat_completion(ctx: Context) -> Result:
     return Result(name, "pass", sent, f"200 chat.completion from {answer.get('model')!r}", why)
 
 
-@check
+@check("chat completion, streamed")
 def chat_stream(ctx: Context) -> Result:
     name = "chat completion, streamed"
     why = "chat UIs stream: events must arrive as data: lines of chat.completion.chunk, ending with [DONE]"
@@ -357,11 +371,11 @@ def chat_stream(ctx: Context) -> Result:
 def _loads(text: str) -> Any:
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         return None
 
 
-@check
+@check("delete a model (--writes)")
 def delete_model(ctx: Context) -> Result:
     why = "DELETE /v1/models/ID is how OpenAI clients remove a fine-tuned model: {id, object, deleted}"
     throwaway = "modeldex-check-throwaway-" + secrets.token_hex(4)

@@ -18,13 +18,16 @@ def run(probe: Probe, model: str | None = None, writes: bool = False) -> list[Re
     fails with the reason; the others still run."""
     context = Context(probe, model=model, writes=writes)
     results = []
-    for check in CHECKS:
-        name = check.__name__.replace("_", " ")
+    for name, check in CHECKS:
         try:
             results.append(check(context))
         except httpx.HTTPError as exc:
             results.append(Result(name, "fail", f"{probe.base}", f"no answer: {type(exc).__name__}: {exc}",
                                   "a client gets no answer at all"))
+        except Exception as exc:  # an answer no check foresaw: reported, and the others still run
+            results.append(Result(name, "fail", f"{probe.base}", "an answer this check could not judge: "
+                                  f"{type(exc).__name__}: {exc}", "clients that expect OpenAI's shapes may "
+                                  "break on it too; if the answer looks right, this is modeldex check's bug"))
     return results
 
 
