@@ -240,15 +240,36 @@ class DeadWorkerSweeper:
         return iter(())
 
 
+_extra_lock = threading.Lock()
+_extra_registry: tuple[tuple[object, ...], CollectorRegistry] | None = None
+
+
+def _extra_collectors(multiprocess_mode: bool) -> CollectorRegistry:
+    """The scrape-time collectors (and, in multiprocess mode, every worker's samples) in one registry, made
+    again only when `add_collector` changed them. Made anew per scrape, each scrape had a new
+    UpstreamCollector: its "last read" was always empty, so while the database hung every scrape waited
+    its second, left a reader thread behind, and answered without any modeldex_upstream_* series."""
+    global _extra_registry
+    with _extra_lock:
+        registers = tuple(_extra.values())
+        made_for = (*registers, multiprocess_mode)
+        if _extra_registry is None or _extra_registry[0] != made_for:
+            registry = CollectorRegistry()
+            for register in registers:
+                register(registry)
+            if multiprocess_mode:
+                multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            _extra_registry = (made_for, registry)
+        return _extra_registry[1]
+
+
 def exposition() -> bytes:
     """The text a scrape gets: all workers' samples when in multiprocess mode, this process's otherwise."""
     flush()
-    extra = CollectorRegistry()  # made anew per scrape, so scrape-time collectors register once each
-    for register in _extra.values():
-        register(extra)
-    if os.environ.get(MULTIPROC_ENV):
+    multiprocess_mode = bool(os.environ.get(MULTIPROC_ENV))
+    extra = _extra_collectors(multiprocess_mode)
+    if multiprocess_mode:
         forget_dead_workers()
-        multiprocess.MultiProcessCollector(extra)  # type: ignore[no-untyped-call]
         return generate_latest(extra)
     from prometheus_client import REGISTRY  # one process (in-process tests): its own samples
 
