@@ -171,6 +171,16 @@ def test_a_database_from_a_newer_modeldex_is_refused(db_url: str, start_server) 
     assert "newer than this modeldex knows" in result.stderr
     served = run_cli(db_url, "serve", "--port", "1", check=False)
     assert served.returncode == 1 and "newer than this modeldex knows" in served.stderr
+    # `db current` says so too (not "needs upgrade" to an older revision), and `db upgrade` refuses in one line.
+    assert run_cli(db_url, "db", "current").stdout.strip() == (
+        f"f00d (newer than this modeldex, which knows up to {HEAD}: upgrade modeldex)")
+    before = dump_database(db_url)
+    upgraded = run_cli(db_url, "db", "upgrade", check=False)
+    assert upgraded.returncode == 1 and "Traceback" not in upgraded.stderr
+    assert upgraded.stderr == (
+        f"Error: the database schema is at revision f00d, newer than this modeldex knows (newest: {HEAD}): "
+        "upgrade modeldex, or point it at another database\n")
+    assert dump_database(db_url) == before
 
 
 def test_an_empty_postgres_database_waits_for_db_upgrade(empty_db_url: str) -> None:
@@ -190,6 +200,26 @@ def test_a_foreign_database_is_refused(tmp_path: Path) -> None:
         conn.execute("CREATE TABLE customers (id INTEGER)")
     result = run_cli(f"sqlite:///{path}", "models", "list", check=False)
     assert result.returncode == 1 and "no modeldex schema version" in result.stderr
+
+
+def test_db_upgrade_leaves_another_applications_database_alone(empty_db_url: str) -> None:
+    """A URL that names another application's database by mistake: `db upgrade` adds no table to it (then
+    every command would take it for a modeldex one)."""
+    execute_sql(empty_db_url, "CREATE TABLE customers (id INTEGER)")
+    assert run_cli(empty_db_url, "db", "current").stdout == (
+        "(none) (other tables, no modeldex schema: not a modeldex database)\n")
+    before = dump_database(empty_db_url)
+    result = run_cli(empty_db_url, "db", "upgrade", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr == (
+        "Error: the database has tables but no modeldex schema version; point MODELDEX_DATABASE_URL at an "
+        "empty database or a modeldex one\n")
+    assert dump_database(empty_db_url) == before
+    engine = create_store_engine(empty_db_url)
+    try:
+        assert migrate.current_revision(engine) is None
+    finally:
+        engine.dispose()
 
 
 def test_the_installed_command_runs_as_a_user_runs_it(sqlite_url: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import psycopg
 import pytest
 
 from . import postgres
-from .conftest import Server, create_key, report, upgrade_database, wait_until
+from .conftest import Server, create_key, report, run_cli, upgrade_database, wait_until
 
 TIMEOUT_S = 1  # the server's --database-timeout in this test
 BOUND_S = 8  # generous: a stale pooled connection's ping, then a new connection (libpq's 2 s minimum)
@@ -101,3 +102,20 @@ def test_a_frozen_database_answers_503_within_the_timeout(tmp_path: Path) -> Non
         if server is not None:
             server.stop()
         cluster.destroy()
+
+
+def test_schema_commands_give_up_on_a_server_that_never_answers() -> None:
+    """`db current` and `db upgrade` let statements run for an hour (a migration may rewrite a big table),
+    but connecting to a server that accepts and then says nothing (a hung PostgreSQL, a black-holing proxy)
+    ends like every other command's: an error in seconds, not an hour's wait."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel accepts connections; nothing ever answers on them
+        url = f"postgresql://modeldex@127.0.0.1:{silent.getsockname()[1]}/catalog"
+        for command in (("db", "current"), ("db", "upgrade")):
+            started = time.monotonic()
+            result = run_cli(url, *command, check=False)
+            took = time.monotonic() - started
+            assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+            assert result.stderr == "Error: database error: connection timeout expired\n", command
+            assert took < 30, (command, took)  # 5 s to connect, then give up: not the hour statements get

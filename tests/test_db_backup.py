@@ -3,15 +3,21 @@ serves it and writes go on; the copy serves as the catalog it was."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
+
+import pytest
 
 from modeldex.catalog.service import Catalog
 from modeldex.store import open_store
 
-from .conftest import create_key, run_cli
+from .conftest import cli_env, create_key, run_cli
 
 
 def test_a_backup_of_a_live_catalog_is_whole_and_serves(sqlite_url: str, tmp_path: Path, start_server) -> None:
@@ -81,3 +87,25 @@ def test_backup_refusals_are_one_line(sqlite_url: str, tmp_path: Path) -> None:
                        "postgresql://someone@127.0.0.1:1/nothing", check=False)
     assert postgres.returncode == 1 and "pg_dump" in postgres.stderr and len(postgres.stderr.splitlines()) == 1
     assert not list(tmp_path.glob(".*partial*")), "a refused backup left a partial file"
+
+
+def test_a_folder_the_backup_cannot_be_written_in_is_named_as_the_problem(sqlite_url: str, tmp_path: Path) -> None:
+    """The error names the target, not the catalog (which is fine): "backing up catalog.db failed: unable to
+    open database file" sent an operator to check the wrong file."""
+    run_cli(sqlite_url, "models", "list")
+    locked = tmp_path / "read-only"
+    locked.mkdir()
+    locked.chmod(0o555)
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # root writes anywhere: run the command without the capabilities that allow it
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root, and no setpriv to drop CAP_DAC_OVERRIDE")
+        caps = "-dac_override,-dac_read_search,-fowner"
+        as_user = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--"]
+    target = locked / "copy.db"
+    result = subprocess.run([*as_user, sys.executable, "-m", "modeldex", "db", "backup", str(target)],
+                            env=cli_env(sqlite_url), capture_output=True, text=True, timeout=60)
+    locked.chmod(0o755)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr == f"Error: cannot write the backup to {target}: unable to open database file\n"
+    assert list(locked.iterdir()) == []

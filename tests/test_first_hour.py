@@ -14,9 +14,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-from .conftest import cli_env, create_key, execute_sql, run_cli, wait_until
+from .conftest import cli_env, create_key, execute_sql, free_port, read_by_the_server, run_cli, wait_until
 
 # CLI runs are forked from tests/forkserver.py, as in tests/test_cli.py (which also runs the installed
 # script in new processes); `serve` always starts a new one.
@@ -61,6 +62,60 @@ def test_a_second_server_on_a_port_in_use_is_refused_unless_asked_to_share(sqlit
         except subprocess.TimeoutExpired:
             os.killpg(shared.pid, signal.SIGKILL)
             shared.wait()
+
+
+def test_serve_refuses_what_it_cannot_listen_with_in_one_line_and_changes_nothing(tmp_path: Path) -> None:
+    """TLS files that do not make a pair, trusted proxies that are no addresses, a metrics port that is the API's,
+    an address no server could share: one line before anything is created or "listening" said, never a
+    traceback from the server or a crash loop of its workers."""
+    url = f"sqlite:///{tmp_path}/catalog.db"
+    cert, key, other_key, encrypted = (tmp_path / name for name in ("cert.pem", "key.pem", "other.pem", "enc.pem"))
+    for certificate, private_key in ((cert, key), (tmp_path / "other-cert.pem", other_key)):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=x",
+                        "-keyout", str(private_key), "-out", str(certificate)], check=True, capture_output=True)
+    subprocess.run(["openssl", "rsa", "-in", str(key), "-aes256", "-passout", "pass:secret", "-out", str(encrypted)],
+                   check=True, capture_output=True)
+    (tmp_path / "garbage.pem").write_text("not a certificate\n")
+    port = str(free_port())
+    refusals = {
+        ("--ssl-certfile", str(cert), "--ssl-keyfile", str(other_key)):
+            f"Error: --ssl-keyfile {other_key} is not the key of the certificate in --ssl-certfile {cert}",
+        ("--ssl-certfile", str(tmp_path / "garbage.pem"), "--ssl-keyfile", str(key)):
+            f"Error: --ssl-certfile {tmp_path}/garbage.pem holds no PEM certificate",
+        ("--ssl-certfile", str(key), "--ssl-keyfile", str(cert)):
+            f"Error: --ssl-certfile {key} holds no PEM certificate",
+        ("--ssl-certfile", str(cert), "--ssl-keyfile", str(tmp_path / "garbage.pem")):
+            f"Error: --ssl-keyfile {tmp_path}/garbage.pem holds no PEM private key",
+        ("--ssl-certfile", str(cert), "--ssl-keyfile", str(encrypted)):
+            f"Error: --ssl-keyfile {encrypted} is encrypted: give an unencrypted key",
+    }
+    for args, expected in refusals.items():
+        assert one_line_error(run_cli(url, "serve", "--port", port, *args, check=False)) == expected, args
+    usage = {
+        ("--forwarded-allow-ips", "10.0.0.0/8,proxy.internal"): "Error: Invalid value for '--forwarded-allow-ips': "
+            "'proxy.internal' does not appear to be an IPv4 or IPv6 network (give addresses or CIDR ranges, "
+            "comma-separated, or '*')",
+        ("--metrics-port", port): "Error: --metrics-port must differ from --port: the API listens there",
+    }
+    for args, expected in usage.items():
+        result = run_cli(url, "serve", "--port", port, *args, check=False)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.splitlines()[-1] == expected
+    assert not (tmp_path / "catalog.db").exists(), "a refused server created its catalog"
+
+    # --reuse-port shares a port with servers that allow it, nothing else; an address that is not this
+    # machine's is refused with it too.
+    run_cli(url, "models", "list")
+    with socket.socket() as plain:
+        plain.bind(("127.0.0.1", 0))
+        plain.listen()
+        taken = plain.getsockname()[1]
+        line = one_line_error(run_cli(url, "serve", "--port", str(taken), "--reuse-port", check=False))
+        assert line == (f"Error: port {taken} on 127.0.0.1 is in use by a server that does not share it: "
+                        "--reuse-port shares a port only with servers that allow it")
+    line = one_line_error(run_cli(url, "serve", "--host", "192.0.2.1", "--port", port, "--reuse-port", check=False))
+    assert line == f"Error: cannot listen on 192.0.2.1:{port}: Cannot assign requested address"
+    assert run_cli(url, "keys", "list").stdout.splitlines()[1:] == [], "a refused server made a first key"
 
 
 # --- the database's path ------------------------------------------------------------------------------
@@ -109,6 +164,14 @@ def test_unsupported_and_malformed_database_urls_are_one_line(tmp_path: Path) ->
     missing = one_line_error(run_cli(f"sqlite:///{tmp_path}/absent.db", "db", "current", check=False))
     assert missing == f"Error: no database at {tmp_path}/absent.db"
     assert not (tmp_path / "absent.db").exists()
+    # A port that is no number: SQLAlchemy's parser raised ValueError, a traceback from every command.
+    bad_port = "postgresql://someone:hunter2@db.internal:5432x/catalog"
+    for command in (("models", "list"), ("db", "current"), ("db", "upgrade"), ("serve", "--port", "1")):
+        line = one_line_error(run_cli(bad_port, *command, check=False))
+        assert line == ("Error: not a database URL; expected sqlite:///path/catalog.db or "
+                        "postgresql://user@host/dbname"), command
+    line = one_line_error(run_cli(bad_port, "db", "backup", str(tmp_path / "copy.db"), check=False))
+    assert "hunter2" not in line and "someone:***@db.internal:5432x" in line and "pg_dump" in line
 
 
 # --- catalog apply --prune ----------------------------------------------------------------------------
@@ -276,11 +339,13 @@ def test_the_sdk_base_url_works_for_the_cli_and_metrics_say_which_key(sqlite_url
 DRAIN_RUNS = 6
 
 
-def _post_model(port: int, key: str, model_id: str, sent: threading.Event, answers: list[bytes]) -> None:
-    """POST a model on a socket of its own, set `sent` once the whole request is on its way (so the stop
-    cannot come before it, however loaded the machine), then read the answer until the server closes."""
+def _post_model(port: int, key: str, model_id: str, sent: threading.Event, answers: list[bytes],
+                client_ports: list[int]) -> None:
+    """POST a model on a socket of its own (its port in `client_ports`), set `sent` once the whole request is
+    on its way, then read the answer until the server closes."""
     body = json.dumps({"id": model_id, "owned_by": "test"}).encode()
     with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        client_ports.append(conn.getsockname()[1])
         conn.sendall(b"POST /v1/admin/models HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
                      b"Authorization: Bearer " + key.encode() + b"\r\nContent-Type: application/json\r\n"
                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
@@ -303,11 +368,18 @@ def test_sigterm_never_cuts_an_in_flight_request(sqlite_url: str, start_server) 
         blocker = sqlite3.connect(database, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")
         answers: list[bytes] = []
+        client_ports: list[int] = []
         sent = threading.Event()
-        request = threading.Thread(target=_post_model, args=(server.port, admin, f"drain-{run}", sent, answers))
+        request = threading.Thread(target=_post_model, args=(server.port, admin, f"drain-{run}", sent, answers,
+                                                             client_ports))
         request.start()
         assert sent.wait(10), f"run {run}: the request was not sent"
-        time.sleep(0.3)  # for the server to read it and wait on the database's write lock
+        # Sent is not enough: until the server has accepted the connection and read the request, the stop would
+        # come before it (a fixed 0.3 s for that is not always enough on a loaded machine). Wait for that, then a
+        # little for the request to reach the database's write lock and wait there.
+        read = partial(read_by_the_server, server.port, client_ports[0])
+        assert wait_until(read, 10) is not None, f"run {run}: the server did not read the request"
+        time.sleep(0.3)
         server.process.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         alive = server.process.poll() is None

@@ -3,6 +3,7 @@ in the log alone."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -82,6 +83,52 @@ def test_first_start_on_a_terminal_creates_and_shows_an_admin_key(db_url: str, t
         process.terminate()
         process.wait(timeout=15)
         os.close(primary)
+
+
+def test_the_first_key_and_the_address_are_valid_urls_on_ipv6(sqlite_url: str) -> None:
+    """`--host ::1`: the "Try it" command and the "listening on" line bracket the address, so the curl shown
+    works (`http://::1:8000` is no URL)."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    port = free_port()
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "modeldex", "serve", "--host", "::1", "--port", str(port)],
+        env=cli_env(sqlite_url), stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True,
+    )
+    os.close(secondary)
+    try:
+        output = _read_pty(primary, re.compile(r"Started worker"), 30)
+        match = KEY_PATTERN.search(output)
+        assert match, output
+        assert f"curl -H 'Authorization: Bearer {match.group(0)}' http://[::1]:{port}/v1/models" in output
+        assert f"listening on http://[::1]:{port}" in output
+        response = httpx.get(f"http://[::1]:{port}/v1/models", headers={"Authorization": f"Bearer {match.group(0)}"})
+        assert response.status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        os.close(primary)
+
+
+def test_json_logs_are_json_from_the_first_line(sqlite_url: str, start_server) -> None:
+    """--log-format json (the systemd unit's): serve's own notes (a new catalog, no keys yet, listening) are
+    JSON objects like the rest, so a log pipeline that parses every line as JSON loses none."""
+    server = start_server(sqlite_url, "--log-format", "json")
+    assert server.get("/healthz").status_code == 200
+    server.stop()
+    lines = [line for line in server.log().splitlines() if line.strip()]
+    entries = [json.loads(line) for line in lines]  # each line whole, or this raises
+    messages = [entry["message"] for entry in entries if entry["logger"] == "modeldex.serve"]
+    assert messages[0].startswith("modeldex: created a new catalog at ")
+    assert "modeldex keys create admin --scope admin" in messages[1]
+    assert "listening on http://127.0.0.1:" in messages[2]
+    assert {entry["level"] for entry in entries} <= {"info", "warning"}
 
 
 def test_first_start_without_a_terminal_only_says_how_to_make_a_key(db_url: str, start_server) -> None:

@@ -36,7 +36,7 @@ def sqlite_path(url: str) -> Path | None:
 
     try:
         parsed = make_url(url)
-    except ArgumentError:  # not a URL: the store says so when it opens it
+    except (ArgumentError, ValueError):  # not a URL (or a port that is no number): the store says so
         return None
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -75,14 +76,18 @@ def describe_database(url: str) -> str:
     return str(path) if path is not None else make_url(url).render_as_string(hide_password=True)
 
 
-def open_cli_store(database_url: str | None) -> SqlStore:
-    """The configured catalog, created and seeded on first use, which is said on stderr with the file's
+def _to_stderr(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def open_cli_store(database_url: str | None, say: Callable[[str], None] = _to_stderr) -> SqlStore:
+    """The configured catalog, created and seeded on first use, which is said (on stderr) with the file's
     absolute path: a mistyped or relative path otherwise makes a second catalog without a word."""
     url = resolve_database_url(database_url)
     seed = seed_models()
     store = open_store(url, seed=seed, create_dirs=is_default_database(url))
     if store.seeded_now:
-        click.echo(f"modeldex: created a new catalog at {describe_database(url)} ({len(seed)} models)", err=True)
+        say(f"modeldex: created a new catalog at {describe_database(url)} ({len(seed)} models)")
     return store
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -10,13 +11,13 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from modeldex.catalog.errors import CatalogError, InvalidInput, StoreError
 from modeldex.catalog.service import Catalog
 from modeldex.cli.backend import Backend, HttpBackend, LocalBackend, open_cli_store
 from modeldex.config import DATABASE_URL_ENV, is_default_database, resolve_database_url, sqlite_path
-from modeldex.store.sql import create_store_engine
+from modeldex.store.sql import DEFAULT_TIMEOUT_S, create_store_engine
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -108,8 +109,11 @@ def open_backend(database_url: str | None, url: str | None, api_key: str | None)
 
 
 def redact(url: str) -> str:
-    """A database URL as it may be printed: without its password."""
-    return make_url(url).render_as_string(hide_password=True)
+    """A database URL as it may be printed: without its password (even in one SQLAlchemy cannot parse)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 def fail(message: str) -> click.ClickException:
@@ -135,9 +139,10 @@ def handle_errors(command: F) -> F:
 
 
 @contextmanager
-def open_catalog(database_url: str | None) -> Iterator[Catalog]:
-    """The catalog at the given (or configured) URL, created and seeded on first use."""
-    store = open_cli_store(database_url)
+def open_catalog(database_url: str | None, say: Callable[[str], None] | None = None) -> Iterator[Catalog]:
+    """The catalog at the given (or configured) URL, created and seeded on first use (said on stderr, or
+    through `say`)."""
+    store = open_cli_store(database_url) if say is None else open_cli_store(database_url, say)
     try:
         yield Catalog(store)
     finally:
@@ -153,7 +158,8 @@ def open_engine(database_url: str | None, create: bool = False) -> Iterator[tupl
     path = sqlite_path(url)
     if path is not None and not path.exists() and not create:
         raise fail(f"no database at {path}")
-    engine = create_store_engine(url, timeout_s=SCHEMA_TIMEOUT_S, create_dirs=is_default_database(url))
+    engine = create_store_engine(url, timeout_s=SCHEMA_TIMEOUT_S, create_dirs=is_default_database(url),
+                                 connect_timeout_s=DEFAULT_TIMEOUT_S)
     if path is not None and not path.exists():
         click.echo(f"modeldex: creating a new database at {path}", err=True)
     try:

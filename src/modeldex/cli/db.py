@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import click
+from sqlalchemy import inspect
 
 from modeldex.catalog import retention
 from modeldex.cli.common import database_url_option, fail, handle_errors, open_catalog, open_engine, redact
@@ -25,6 +26,7 @@ def db() -> None:
 def upgrade(database_url: str | None) -> None:
     """Migrate the database to the schema this modeldex needs."""
     with open_engine(database_url, create=True) as (url, engine):
+        migrate.check_upgradable(engine)
         before = migrate.current_revision(engine)
         migrate.upgrade(engine)
         after = migrate.current_revision(engine)
@@ -38,9 +40,17 @@ def current(database_url: str | None) -> None:
     """Print the database's schema revision (and the one this modeldex needs)."""
     with open_engine(database_url) as (_url, engine):
         revision = migrate.current_revision(engine)
+        foreign = revision is None and bool(inspect(engine).get_table_names())
     head = migrate.head_revision()
-    state = "up to date" if revision == head else f"needs upgrade to {head}"
-    click.echo(f"{revision or '(empty)'} ({state})")
+    if revision == head:
+        state = "up to date"
+    elif foreign:
+        state = "other tables, no modeldex schema: not a modeldex database"
+    elif revision is None or revision in migrate.known_revisions():
+        state = f"needs upgrade to {head}"
+    else:
+        state = f"newer than this modeldex, which knows up to {head}: upgrade modeldex"
+    click.echo(f"{revision or ('(none)' if foreign else '(empty)')} ({state})")
 
 
 @db.command("compact")

@@ -8,6 +8,7 @@ import shutil
 import socket
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -33,20 +34,33 @@ def _terminal() -> object | None:
     return None
 
 
-def _first_key(catalog: Catalog, host: str, port: int, https: bool = False) -> None:
+def _to_stderr(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _as_json_log_line(message: str) -> None:
+    """`serve`'s own notes under --log-format json: objects like every other line of the log (a log pipeline
+    parses each line as JSON), not text among them."""
+    import logging
+
+    from modeldex.logs import JsonFormatter
+
+    record = logging.makeLogRecord({"name": "modeldex.serve", "levelname": "INFO", "msg": message})
+    click.echo(JsonFormatter().format(record), err=True)
+
+
+def _first_key(catalog: Catalog, host: str, port: int, https: bool = False,
+               say: Callable[[str], None] = _to_stderr) -> None:
     """On an empty key table, give the person at the terminal a key; a log file gets instructions only."""
     if catalog.has_active_keys():
         return
     terminal = _terminal()
     if terminal is None:
-        click.echo(
-            "modeldex: no API keys exist yet. Create one with:\n"
-            f"  modeldex keys create {FIRST_KEY_NAME} --scope admin",
-            err=True,
-        )
+        say("modeldex: no API keys exist yet. Create one with:\n"
+            f"  modeldex keys create {FIRST_KEY_NAME} --scope admin")
         return
     _record, secret = catalog.create_key(FIRST_KEY_NAME, "admin")
-    base = f"{'https' if https else 'http'}://{host}:{port}"
+    base = f"{'https' if https else 'http'}://{url_host(host)}:{port}"
     click.echo(
         "\n"
         f"  No API keys existed, so modeldex created an admin key named {FIRST_KEY_NAME!r}.\n"
@@ -88,11 +102,55 @@ def _check_redis_url(_ctx: click.Context, _param: click.Parameter, value: str | 
     return value
 
 
-def _check_port_free(host: str, port: int) -> None:
+def _check_tls(certfile: str, keyfile: str) -> None:
+    """Load the certificate and key as the server will, so a bad pair is one line here, before a first key is
+    made or "listening" said, not a traceback from the server. An encrypted key is refused rather than
+    asked for its passphrase (the server could not ask)."""
+    import ssl
+
+    def no_passphrase() -> str:
+        raise click.ClickException(f"--ssl-keyfile {keyfile} is encrypted: give an unencrypted key")
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        try:
+            context.load_verify_locations(cafile=certfile)  # the certificate alone: which file is wrong
+        except ssl.SSLError:
+            raise click.ClickException(f"--ssl-certfile {certfile} holds no PEM certificate") from None
+        try:
+            context.load_cert_chain(certfile, keyfile, password=no_passphrase)
+        except ssl.SSLError as exc:
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                raise click.ClickException(f"--ssl-keyfile {keyfile} is not the key of the certificate in "
+                                           f"--ssl-certfile {certfile}") from None
+            raise click.ClickException(f"--ssl-keyfile {keyfile} holds no PEM private key") from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot read --ssl-certfile {certfile} or --ssl-keyfile {keyfile}: "
+                                   f"{exc.strerror or exc}") from None
+
+
+def _check_forwarded_allow_ips(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """Refused here rather than by every worker as it starts (each one's traceback, then a crash loop)."""
+    from modeldex.api.client_address import parse_networks
+
+    try:
+        parse_networks(tuple(ip.strip() for ip in value.split(",") if ip.strip()))
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc} (give addresses or CIDR ranges, comma-separated, or '*')") from None
+    return value
+
+
+def url_host(host: str) -> str:
+    """A host as it goes in a URL: an IPv6 address in brackets (`http://[::1]:8000`)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _check_port_free(host: str, port: int, reuse_port: bool = False) -> None:
     """Refuse a port another server listens on. granian binds with SO_REUSEPORT, so a second server on the
     same port would start without a word and the kernel would share connections between the two (two
     catalogs, keys valid on one only). A test bind without SO_REUSEPORT fails on any listener there;
-    SO_REUSEADDR keeps a recently closed server's TIME_WAIT connections from counting."""
+    SO_REUSEADDR keeps a recently closed server's TIME_WAIT connections from counting. With `reuse_port`
+    the test bind shares the port as granian will: only an address it could not bind either is an error."""
     if port == 0:
         return
     try:
@@ -102,13 +160,18 @@ def _check_port_free(host: str, port: int) -> None:
     for family, kind, proto, _name, address in addresses:
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             try:
                 probe.bind(address)
             except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
+                if exc.errno == errno.EADDRINUSE and not reuse_port:
                     raise click.ClickException(
                         f"port {port} on {host} is in use (another modeldex?): stop that server, choose another "
                         "--port, or pass --reuse-port to share the port with it") from None
+                if exc.errno == errno.EADDRINUSE:
+                    raise click.ClickException(f"port {port} on {host} is in use by a server that does not share "
+                                               "it: --reuse-port shares a port only with servers that allow it") from None
                 raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
@@ -145,6 +208,7 @@ def _check_port_free(host: str, port: int) -> None:
 @click.option("--cors-origin", "cors_origins", multiple=True, envvar="MODELDEX_CORS_ORIGINS",
               help="Allow browser requests from this origin (repeatable; '*' for any). Default: CORS off.")
 @click.option("--forwarded-allow-ips", envvar="MODELDEX_FORWARDED_ALLOW_IPS", default="",
+              callback=_check_forwarded_allow_ips,
               help="Comma list of proxy addresses/CIDRs (or '*') whose X-Forwarded-For names the client.")
 @click.option("--max-header-bytes", type=click.IntRange(1024, 1 << 20), default=16 * 1024, show_default=True,
               help="Larger request headers get 431.")
@@ -224,12 +288,16 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
 
     if bool(ssl_certfile) != bool(ssl_keyfile):
         raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
+    if metrics_port is not None and metrics_port == port:
+        raise click.UsageError("--metrics-port must differ from --port: the API listens there")
+    if ssl_certfile and ssl_keyfile:
+        _check_tls(ssl_certfile, ssl_keyfile)
     metrics_token = secret_option(metrics_token, metrics_token_file, "--metrics-token")
     url = resolve_database_url(database_url)
-    with open_catalog(url) as catalog:  # creates (SQLite), checks the schema and seeds before any worker starts
-        if not reuse_port:
-            _check_port_free(host, port)  # before a first key is made for a server that will not start
-        _first_key(catalog, host, port, https=bool(ssl_certfile))
+    say = _as_json_log_line if log_format == "json" else _to_stderr
+    with open_catalog(url, say) as catalog:  # creates (SQLite), checks the schema and seeds before any worker starts
+        _check_port_free(host, port, reuse_port)  # before a first key is made for a server that will not start
+        _first_key(catalog, host, port, https=bool(ssl_certfile), say=say)
         model_count = catalog.count_models()
     settings = ServerSettings(
         database_url=url, refresh_interval=refresh_interval, access_log=access_log, log_format=log_format,
@@ -246,7 +314,7 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
         tls=bool(ssl_certfile),
     )
     os.environ.update(settings.to_env())
-    _raise_open_files_limit(max_connections + 1024)  # per process: each worker holds its own connections
+    _raise_open_files_limit(max_connections + 1024, say)  # per process: each worker holds its own connections
     # Each worker writes its metric samples here; any of them (or the metrics port) adds them up.
     metrics_dir = tempfile.mkdtemp(prefix="modeldex-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir
@@ -257,8 +325,7 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
             shutil.rmtree(metrics_dir, ignore_errors=True)
             raise
     scheme = "https" if ssl_certfile else "http"
-    click.echo(f"modeldex: {model_count} models from {redact(url)}; listening on {scheme}://{host}:{port}",
-               err=True)
+    say(f"modeldex: {model_count} models from {redact(url)}; listening on {scheme}://{url_host(host)}:{port}")
     server = _granian_server()(
         "modeldex.api.app:create_app",
         factory=True,
@@ -286,7 +353,7 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _raise_open_files_limit(wanted: int) -> None:
+def _raise_open_files_limit(wanted: int, say: Callable[[str], None] = _to_stderr) -> None:
     """Every connection is a file descriptor, and a common default soft limit is 1,024 per process: raise
     the soft limit towards the hard one (the workers inherit it), and say so if even that is short."""
     import resource
@@ -297,8 +364,7 @@ def _raise_open_files_limit(wanted: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         soft = target
     if soft != resource.RLIM_INFINITY and soft < wanted:
-        click.echo(f"modeldex: at most {soft} open files per process (ulimit -n); --max-connections is "
-                   "limited by it", err=True)
+        say(f"modeldex: at most {soft} open files per process (ulimit -n); --max-connections is limited by it")
 
 
 def _granian_server() -> type:
@@ -329,6 +395,9 @@ def _serve_metrics(host: str, port: int, database_url: str, database_timeout: fl
     from modeldex.ops.metrics import DeadWorkerSweeper, UpstreamCollector
     from modeldex.store import open_store
 
+    # Importing the metrics made this process gauge files of its own, never set: it is no worker, but while it
+    # lives its modeldex_store_up of 0 was every scrape's "lowest worker" (stuck at 0 with --metrics-port).
+    multiprocess.mark_process_dead(os.getpid(), os.environ[MULTIPROC_ENV])  # type: ignore[no-untyped-call]
     registry = CollectorRegistry()
     registry.register(DeadWorkerSweeper())
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

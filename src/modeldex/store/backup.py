@@ -31,6 +31,14 @@ def backup_sqlite(source: Path, target: Path) -> Backup:
         raise StoreError(f"cannot write the backup to {target}: {exc.strerror or exc}") from None
 
 
+def _new_file(partial: Path, target: Path) -> sqlite3.Connection:
+    """The copy's file, created now: a folder it cannot be written in is the target's fault, not the source's."""
+    try:
+        return sqlite3.connect(partial)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot write the backup to {target}: {exc}") from None
+
+
 def _backup(source: Path, target: Path) -> Backup:
     if not source.exists():
         raise StoreError(f"no database at {source}")
@@ -40,7 +48,7 @@ def _backup(source: Path, target: Path) -> Backup:
         raise StoreError(f"no folder {target.parent} for the backup")
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
-        with sqlite3.connect(source, timeout=5) as origin, sqlite3.connect(partial) as copy:
+        with sqlite3.connect(source, timeout=5) as origin, _new_file(partial, target) as copy:
             origin.backup(copy)  # all pages in one step: one snapshot, never restarted by a write
             if copy.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
                 raise StoreError("the copy does not pass SQLite's integrity check; nothing was written")

@@ -59,6 +59,38 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
+def known_revisions() -> set[str]:
+    """Every revision this modeldex has a migration for."""
+    from alembic.script import ScriptDirectory
+
+    return {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
+
+
+def _newer(current: str) -> StoreError:
+    return StoreError(
+        f"the database schema is at revision {current}, newer than this modeldex knows (newest: {head_revision()}): "
+        "upgrade modeldex, or point it at another database"
+    )
+
+
+def _foreign() -> StoreError:
+    return StoreError(
+        "the database has tables but no modeldex schema version; "
+        "point MODELDEX_DATABASE_URL at an empty database or a modeldex one"
+    )
+
+
+def check_upgradable(engine: Engine) -> None:
+    """Refuse what `db upgrade` must not touch: a schema from a newer modeldex (there is no migration to it,
+    nor back), or another application's tables (a mistyped URL must not add modeldex's tables to them)."""
+    current = current_revision(engine)
+    if current is None:
+        if inspect(engine).get_table_names():
+            raise _foreign()
+    elif current not in known_revisions():
+        raise _newer(current)
+
+
 def ensure_schema(engine: Engine, create_if_empty: bool) -> None:
     """Create a brand-new database if allowed; refuse one whose schema is not the one this code expects."""
     current = current_revision(engine)
@@ -67,10 +99,7 @@ def ensure_schema(engine: Engine, create_if_empty: bool) -> None:
     head = head_revision()
     if current is None:
         if inspect(engine).get_table_names():
-            raise StoreError(
-                "the database has tables but no modeldex schema version; "
-                "point MODELDEX_DATABASE_URL at an empty database or a modeldex one"
-            )
+            raise _foreign()
         if not create_if_empty:
             raise StoreError(
                 "the database has no modeldex schema yet: "
@@ -83,15 +112,9 @@ def ensure_schema(engine: Engine, create_if_empty: bool) -> None:
             if current_revision(engine) != head:
                 raise
         return
-    from alembic.script import ScriptDirectory
-
-    known = {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
-    if current in known:
+    if current in known_revisions():
         raise StoreError(
             f"the database schema is at revision {current}, this modeldex needs {head}: "
             "run `modeldex db upgrade` (with the same MODELDEX_DATABASE_URL) first"
         )
-    raise StoreError(
-        f"the database schema is at revision {current}, newer than this modeldex knows (newest: {head}): "
-        "upgrade modeldex, or point it at another database"
-    )
+    raise _newer(current)

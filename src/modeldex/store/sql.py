@@ -97,7 +97,7 @@ def postgres_connect_timeout(timeout_s: float) -> int:
     return max(2, math.ceil(timeout_s))
 
 
-def _bound_postgres(engine: Engine, timeout_s: float) -> None:
+def _bound_postgres(engine: Engine, timeout_s: float, connect_timeout_s: float) -> None:
     """Every wait on PostgreSQL ends within about `timeout_s`, even when the server hangs (frozen, or
     behind a stalled network path) instead of going away.
 
@@ -127,26 +127,29 @@ def _bound_postgres(engine: Engine, timeout_s: float) -> None:
     def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
         options = cparams.get("options", "")
         cparams["options"] = f"{options} -c statement_timeout={server_ms} -c lock_timeout={server_ms}".strip()
-        cparams.setdefault("connect_timeout", postgres_connect_timeout(timeout_s))
+        cparams.setdefault("connect_timeout", postgres_connect_timeout(connect_timeout_s))
         return BoundedConnection.connect(*cargs, **cparams)
 
 
 SUPPORTED_URLS = "sqlite:///path/catalog.db or postgresql://user@host/dbname"
 
 
-def create_store_engine(url: str, timeout_s: float = DEFAULT_TIMEOUT_S, create_dirs: bool = False) -> Engine:
+def create_store_engine(url: str, timeout_s: float = DEFAULT_TIMEOUT_S, create_dirs: bool = False,
+                        connect_timeout_s: float | None = None) -> Engine:
     """An engine on a SQLite file or a PostgreSQL database, whose waits on the database (connecting, a
     statement, a lock, a pooled connection) end within about `timeout_s`: reads are served from memory
     meanwhile, writes answer 503. A SQLite file's folder must exist unless `create_dirs`: a mistyped path is
-    an error, not a new, empty catalog somewhere unexpected."""
+    an error, not a new, empty catalog somewhere unexpected. `connect_timeout_s` bounds connecting to
+    PostgreSQL alone (default: `timeout_s`), for work whose statements may run long (a migration) but whose
+    server, if it does not answer at all, should be said so in seconds, not after an hour."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number (`host:5432x`)
         raise StoreError(f"not a database URL; expected {SUPPORTED_URLS}") from None
     if parsed.get_backend_name() in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
         engine = create_engine(parsed, pool_pre_ping=True, pool_timeout=timeout_s)
-        _bound_postgres(engine, timeout_s)
+        _bound_postgres(engine, timeout_s, timeout_s if connect_timeout_s is None else connect_timeout_s)
         return engine
     if parsed.get_backend_name() != "sqlite":
         raise StoreError(f"unsupported database {parsed.get_backend_name()!r}: modeldex keeps its catalog in "
