@@ -66,8 +66,8 @@ def test_a_second_server_on_a_port_in_use_is_refused_unless_asked_to_share(sqlit
 
 def test_serve_refuses_what_it_cannot_listen_with_in_one_line_and_changes_nothing(tmp_path: Path) -> None:
     """TLS files that do not make a pair, trusted proxies that are no addresses, a metrics port that is the API's,
-    an address no server could share: one line before anything is created or "listening" said, never a
-    traceback from the server or a crash loop of its workers."""
+    CORS origins no browser sends, an address no server could share: one line before anything is created or
+    "listening" said, never a traceback from the server or a crash loop of its workers."""
     url = f"sqlite:///{tmp_path}/catalog.db"
     cert, key, other_key, encrypted = (tmp_path / name for name in ("cert.pem", "key.pem", "other.pem", "enc.pem"))
     for certificate, private_key in ((cert, key), (tmp_path / "other-cert.pem", other_key)):
@@ -96,6 +96,14 @@ def test_serve_refuses_what_it_cannot_listen_with_in_one_line_and_changes_nothin
             "'proxy.internal' does not appear to be an IPv4 or IPv6 network (give addresses or CIDR ranges, "
             "comma-separated, or '*')",
         ("--metrics-port", port): "Error: --metrics-port must differ from --port: the API listens there",
+        # An origin is compared as the text browsers send: these were accepted and never matched.
+        ("--cors-origin", "https://ui.example/"): "Error: Invalid value for '--cors-origin': 'https://ui.example/' "
+            "would never match: browsers send it as 'https://ui.example' (no path, lower case, no default port)",
+        ("--cors-origin", "https://ok.example, HTTPS://UI.example:443"): "Error: Invalid value for "
+            "'--cors-origin': 'HTTPS://UI.example:443' would never match: browsers send it as 'https://ui.example' "
+            "(no path, lower case, no default port)",
+        ("--cors-origin", "ui.example"): "Error: Invalid value for '--cors-origin': 'ui.example' is not an origin: "
+            "give scheme://host[:port], as in 'https://ui.example', or '*'",
     }
     for args, expected in usage.items():
         result = run_cli(url, "serve", "--port", port, *args, check=False)

@@ -140,6 +140,33 @@ def _check_forwarded_allow_ips(_ctx: click.Context, _param: click.Parameter, val
     return value
 
 
+def _check_cors_origins(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """Each origin exactly as a browser sends it in `Origin`, which is compared as text: `https://ui.example/`
+    (a trailing slash), `HTTPS://UI.example` or `https://ui.example:443` would be accepted and never match."""
+    from urllib.parse import urlsplit
+
+    origins = tuple(piece.strip() for value in values for piece in value.split(",") if piece.strip())
+    for origin in origins:
+        if origin == "*":
+            continue
+        try:
+            parts = urlsplit(origin)
+            port = parts.port
+        except ValueError:
+            parts, port = None, None
+        if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise click.BadParameter(f"{origin!r} is not an origin: give scheme://host[:port], as in "
+                                     "'https://ui.example', or '*'")
+        scheme = parts.scheme.lower()
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        default_port = 443 if scheme == "https" else 80
+        canonical = f"{scheme}://{host}" + (f":{port}" if port is not None and port != default_port else "")
+        if origin != canonical:
+            raise click.BadParameter(f"{origin!r} would never match: browsers send it as {canonical!r} (no path, "
+                                     "lower case, no default port)")
+    return origins
+
+
 def url_host(host: str) -> str:
     """A host as it goes in a URL: an IPv6 address in brackets (`http://[::1]:8000`)."""
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
@@ -206,6 +233,7 @@ def _check_port_free(host: str, port: int, reuse_port: bool = False) -> None:
               help="Seconds to connect to or hear from Redis; past it (or if Redis is down) limits are "
               "counted in each process for a few seconds, and requests never fail or wait for Redis.")
 @click.option("--cors-origin", "cors_origins", multiple=True, envvar="MODELDEX_CORS_ORIGINS",
+              callback=_check_cors_origins,
               help="Allow browser requests from this origin (repeatable; '*' for any). Default: CORS off.")
 @click.option("--forwarded-allow-ips", envvar="MODELDEX_FORWARDED_ALLOW_IPS", default="",
               callback=_check_forwarded_allow_ips,
@@ -302,7 +330,7 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
     settings = ServerSettings(
         database_url=url, refresh_interval=refresh_interval, access_log=access_log, log_format=log_format,
         metadata=metadata, rate_limit=rate_limit, auth_failure_limit=auth_failure_limit, redis_url=redis_url,
-        redis_timeout=redis_timeout, cors_origins=tuple(o for origin in cors_origins for o in origin.split(",") if o),
+        redis_timeout=redis_timeout, cors_origins=cors_origins,
         forwarded_allow_ips=tuple(ip.strip() for ip in forwarded_allow_ips.split(",") if ip.strip()),
         max_header_bytes=max_header_bytes, max_body_bytes=max_body_bytes, metrics_token=metrics_token,
         public_metrics=public_metrics, change_retention=change_retention,
