@@ -4,7 +4,9 @@ validation, body limits and concurrency checks, and who may read /metrics."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
@@ -222,3 +224,26 @@ async def test_a_field_that_always_has_a_value_cannot_be_patched_away(side: Side
     assert (served["created"], served["owned_by"]) == (1700000000, "acme")
     removed = await side.request("PATCH", f"/v1/admin/models/{model_id}", side.admin, json={"description": None})
     assert removed.status_code == 200  # an optional field still can be
+
+
+async def test_readyz_names_no_sql_when_the_catalog_cannot_be_read(tmp_path: Path) -> None:
+    """A table gone from under a running server (a database swapped for an empty one): /readyz, which needs
+    no key, said the driver's message with its SQL text; it now says what failed, and the log has the rest."""
+    import sqlite3
+    import time
+
+    harness = Harness(tmp_path, refresh_interval=0.05)
+    try:
+        reader = harness.key("reader")
+        with sqlite3.connect(harness.url.removeprefix("sqlite:///")) as connection:
+            connection.execute("DROP TABLE catalog_state")
+        deadline = time.monotonic() + 10
+        while (response := await harness.request("GET", "/readyz")).status_code != 503:
+            assert time.monotonic() < deadline, "the server never noticed"
+            await anyio.sleep(0.05)
+        message = error_of(response, 503, "not_ready", type="server_error")["message"]
+        assert message == ("not ready: the catalog could not be read (OperationalError; see the server's log); "
+                           "serving the catalog from memory")
+        assert (await harness.request("GET", "/v1/models", reader)).status_code == 200  # from memory, still
+    finally:
+        harness.stop()

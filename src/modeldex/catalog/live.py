@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from modeldex.catalog.collector import collector_paused
+from modeldex.catalog.errors import StoreError
 from modeldex.catalog.incremental import CatalogDelta, apply_delta
 from modeldex.catalog.state import CatalogState
 
@@ -132,8 +133,13 @@ class LiveCatalog(Generic[View]):
                     log.warning("catalog store reachable again; serving version %d", self.version)
                 self.last_error = None
             except Exception as exc:  # keep serving the last view whatever the store does
+                # /readyz shows last_error to anyone: a store's own errors are written for that; anything else
+                # (a table gone from under the server: the driver's message and its SQL) goes to the log only.
+                said = str(exc) if isinstance(exc, StoreError) and str(exc) else \
+                    f"the catalog could not be read ({type(exc).__name__}; see the server's log)"
                 if self.last_error is None:
-                    log.warning("catalog refresh failed, serving version %d: %s", self.version, exc)
-                self.last_error = str(exc) or type(exc).__name__
+                    log.warning("catalog refresh failed, serving version %d: %s", self.version, exc,
+                                exc_info=not isinstance(exc, StoreError))
+                self.last_error = said
             if self._on_check is not None:
                 self._on_check()
