@@ -385,6 +385,25 @@ def wait_until(condition, timeout: float, interval: float = 0.02) -> float | Non
         time.sleep(interval)
 
 
+def read_by_the_server(server_port: int, client_port: int) -> bool:
+    """Whether the server listening on `server_port` has read all that the client at `client_port` sent it on
+    their connection (Linux's /proc/net/tcp: nothing left in the client's send queue nor in the server's
+    receive queue): a request sent is then in the server's hands, not waiting in the kernel for it to accept
+    the connection or read it, where a stop signal could still come first."""
+    client_sent = server_read = False
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] != "01":  # ESTABLISHED
+            continue
+        local, remote = (int(address.rsplit(":", 1)[1], 16) for address in fields[1:3])
+        send_queue, receive_queue = (int(queue, 16) for queue in fields[4].split(":"))
+        if (local, remote) == (client_port, server_port):
+            client_sent = send_queue == 0
+        elif (local, remote) == (server_port, client_port):
+            server_read = receive_queue == 0
+    return client_sent and server_read
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """The Redis the tests use, found like PostgreSQL: MODELDEX_TEST_REDIS_URL, else the one answering PING on

@@ -114,6 +114,9 @@ def test_two_upstreams_merge_through_the_sdk(db_url: str, start_server, litellm:
     expected = set(SEED_IDS) | LITELLM_IDS | TEAM_B_IDS
     # The servers' pollers pick new upstreams up within a second or two: no sync-now here.
     assert wait_until(lambda: set(listed(client)) == expected, 15) is not None, sorted(listed(client))
+    # A poll writes its models and then its health (two writes, see poll_once): wait for both health records.
+    assert wait_until(lambda: all(health_of(server, admin, name)["last_attempt_at"] is not None
+                                  for name in ("litellm", "team-b")), 15) is not None
 
     models = listed(client)
     assert {models[i].owned_by for i in LITELLM_IDS} == {"platform"}  # --owned-by overrides
@@ -210,7 +213,8 @@ def test_outage_grace_recovery_and_removal(db_url: str, start_server, litellm: L
         assert {c["id"] for c in feed if c["op"] == "delete" and c["actor"] == "upstream:litellm"} == LITELLM_IDS
         assert [(c["op"], c["actor"]) for c in feed if c["id"] == "team-b/doomed/model-1"] == [
             ("create", "upstream:team-b"), ("update", "upstream:team-b"), ("delete", "upstream:team-b")]
-        assert health_of(server, admin, "litellm")["model_count"] == 0
+        # The poll that removed them records its health in a second write (see poll_once): wait for it.
+        assert wait_until(lambda: health_of(server, admin, "litellm")["model_count"] == 0, 15) is not None
     finally:
         litellm.start()
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from modeldex.discovery import credentials
+from modeldex.store import open_store
 
 from .conftest import dump_database, run_cli, wait_until
 from .fake_upstream import FakeUpstream
@@ -21,6 +22,15 @@ def fake() -> Iterator[FakeUpstream]:
     upstream.close()
 
 
+def recorded_credential(db_url: str, upstream: str) -> str | None:
+    """The fingerprint of the key the last recorded poll of `upstream` sent, as stored."""
+    store = open_store(db_url)
+    try:
+        return store.upstream_credentials().get(upstream)
+    finally:
+        store.close()
+
+
 def test_a_server_started_with_a_new_key_polls_at_once(db_url: str, start_server, fake: FakeUpstream,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     old_key, new_key = f"sk-old-{secrets.token_hex(12)}", f"sk-new-{secrets.token_hex(12)}"
@@ -29,7 +39,7 @@ def test_a_server_started_with_a_new_key_polls_at_once(db_url: str, start_server
     monkeypatch.setenv("ROTATING_KEY", old_key)
     server = start_server(db_url)
     assert wait_until(lambda: fake.requests >= 1, 10) is not None, "the first poll did not come"
-    assert wait_until(lambda: "rotated-model" in run_cli(db_url, "models", "list").stdout, 5) is not None
+    assert wait_until(lambda: "rotated-model" in run_cli(db_url, "models", "list").stdout, 15) is not None
     server.stop()
 
     # The same key: not due for an hour, so a restarted server leaves the upstream alone.
@@ -40,10 +50,14 @@ def test_a_server_started_with_a_new_key_polls_at_once(db_url: str, start_server
     # A rotated key: the restarted server polls at once (its poller ticks every second), with the new key.
     monkeypatch.setenv("ROTATING_KEY", new_key)
     server = start_server(db_url)
-    waited = wait_until(lambda: fake.requests > 1, 5)
+    waited = wait_until(lambda: fake.requests > 1, 15)  # its interval is an hour
     assert waited is not None, "a restart with a new key did not poll before the interval"
     assert fake.authorizations[-1] == f"Bearer {new_key}"
     assert "credentials changed since the last poll: polling rotating now" in server.log()
+    # The poll records its answer, then the health and the key's fingerprint, after the upstream answered: a
+    # stop before it begins to record drops the answer (as a stopping server should). Wait for the fingerprint.
+    assert wait_until(lambda: credentials.matches(recorded_credential(db_url, "rotating"), new_key), 15,
+                      interval=0.1) is not None, "the poll with the new key was not recorded"
 
     # And then it waits its interval again: the fingerprint now is the new key's.
     server.stop()

@@ -4,9 +4,13 @@ second, off the request path (gateway/health.py)."""
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +20,9 @@ import pytest
 
 from modeldex.gateway.health import RouteHealth, SharedHealth
 
-from .conftest import Server, cli_env, create_key, run_cli
+from .conftest import Server, cli_env, create_key, run_cli, wait_until
 from .fake_upstream import FakeUpstream
+from .test_worker_faults import children
 
 
 def test_workers_figures_are_merged_and_a_gone_workers_are_left_out(tmp_path: Path) -> None:
@@ -62,6 +67,17 @@ def two_workers(tmp_path: Path) -> Iterator[tuple[Server, FakeUpstream, str, str
     upstream.close()
 
 
+def written_errors(server: Server, upstream: str) -> int:
+    """The errors of `upstream` the server's workers have written to its run directory (SharedHealth's files,
+    one a worker, named by its process id)."""
+    total = 0
+    for worker in children(server.process.pid):
+        for path in glob.glob(f"{tempfile.gettempdir()}/modeldex-metrics-*/inference-health-{worker}.json"):
+            with contextlib.suppress(OSError, ValueError):
+                total += json.loads(Path(path).read_text()).get(upstream, {}).get("errors", 0)
+    return total
+
+
 def test_the_admin_api_adds_up_every_workers_outcomes(two_workers: tuple[Server, FakeUpstream, str, str]) -> None:
     server, upstream, admin, reader = two_workers
     upstream.chat_mode = "5xx"
@@ -71,7 +87,9 @@ def test_the_admin_api_adds_up_every_workers_outcomes(two_workers: tuple[Server,
             answer = client.post(server.base_url + "/v1/chat/completions", json={"model": "m", "messages": []},
                                  headers={"Authorization": f"Bearer {reader}"})
             assert answer.status_code == 502
-    time.sleep(1.5)  # every worker has written its figures by now (once a second)
+    # Every worker writes its figures once a second, from a thread of its own (a loaded machine can delay it):
+    # wait until both workers' files in the server's run directory hold all the requests.
+    assert wait_until(lambda: written_errors(server, "up") == requests, 15) is not None, written_errors(server, "up")
     for _ in range(4):  # whichever worker answers, it reports all of them
         with httpx.Client() as client:
             inference = client.get(server.base_url + "/v1/admin/upstreams/up",

@@ -416,6 +416,10 @@ async def test_the_traffic_page_counts_inference_requests(tmp_path: Path, monkey
                                             "routing_only": True})
         harness.catalog.create("model", {"id": "routed<b>", "routes": [{"upstream": "fake", "model": "fake-chat"}]})
         reader = harness.key("traffic-reader")
+        # The chart has a bar a minute (of the clock): the requests below fall in one, unless a minute ends while
+        # they run (a loaded machine makes that likelier); not in a minute's last 10 s, then.
+        if time.time() % 60 > 50:
+            await asyncio.sleep(60.1 - time.time() % 60)
         for _ in range(3):
             answer = await harness.request("POST", "/v1/chat/completions", reader,
                                            json={"model": "routed<b>", "messages": []})
@@ -513,9 +517,14 @@ async def test_an_identity_providers_admin_token_signs_in_until_it_expires(tmp_p
         harness.catalog.create("issuer", {"name": "corp", "issuer": issuer, "public_key": pem,
                                           "audiences": ["modeldex"], "algorithms": ["ES256"], "leeway": 0,
                                           "groups_claim": "roles", "admin_value": "ops"})
-        short = await signed_in(harness, token(["ops"], 2))
+        # Its `exp` in whole seconds: 2 to 3 s from now, time enough to sign in on a loaded machine (with 2 s
+        # it was 1 to 2 s); then past it.
+        lapsing = token(["ops"], 3)
+        short = await signed_in(harness, lapsing)
         try:
-            await asyncio.sleep(2.1)
+            expires = token_expiry(lapsing)
+            assert expires is not None
+            await asyncio.sleep(max(0.0, expires - time.time()) + 0.1)
             assert (await short.client.get("/console/keys")).status_code == 303  # the token expired: so did it
         finally:
             await short.client.aclose()

@@ -89,7 +89,9 @@ async def test_rate_limits_count_per_subject_with_the_issuer_default(harness: Ha
 
 async def test_a_remembered_answer_ends_with_the_token(harness: Harness, signing_key: Any) -> None:
     harness.catalog.update("issuer", "keycloak", {"rate_limit": "unlimited"})  # answers are remembered
-    short = token(signing_key, "ada", lifetime=1.5)
+    # Its `exp` in whole seconds: 2 to 3 s from now, time enough for the two requests on a loaded machine (with
+    # 1.5 s it was 0.5 to 1.5 s).
+    short = token(signing_key, "ada", lifetime=3)
     first = await harness.request("GET", "/v1/models/team/model-a", short)
     second = await harness.request("GET", "/v1/models/team/model-a", short)
     assert first.status_code == second.status_code == 200

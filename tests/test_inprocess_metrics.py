@@ -1,5 +1,9 @@
 """The per-worker request tallies (ops/metrics.py), in-process: what a flush adds to the Prometheus samples
-is what one `Histogram.observe()` and one `Counter.inc()` per request would have added."""
+is what one `Histogram.observe()` and one `Counter.inc()` per request would have added.
+
+Each test flushes tallies of its own: the module's (`metrics.observe`, `metrics.flush`) are also flushed every
+second by the thread `metrics.start_flushing()` starts, which any app started in this test process has started
+(tests/inprocess.py), and a flush of it in the middle of a test would take its durations."""
 
 from __future__ import annotations
 
@@ -25,11 +29,12 @@ def test_a_flush_adds_what_one_sample_per_request_would() -> None:
     latency = metrics.LATENCY.labels(route)
     ok, missing = metrics.REQUESTS.labels(route, "200"), metrics.REQUESTS.labels(route, "404")
     before = ([b.get() for b in latency._buckets], latency._sum.get(), ok._value.get(), missing._value.get())
+    tallies = metrics._Tallies()
 
     for index, seconds in enumerate(durations):
-        metrics.observe(route, 404 if index % 10 == 0 else 200, seconds)
-    metrics.flush()
-    metrics.flush()  # nothing left: a second flush adds nothing
+        tallies.observe(route, 404 if index % 10 == 0 else 200, seconds)
+    tallies.flush()
+    tallies.flush()  # nothing left: a second flush adds nothing
 
     added = [b.get() - was for b, was in zip(latency._buckets, before[0], strict=True)]
     assert added == [b.get() for b in reference._buckets]
@@ -43,8 +48,8 @@ def test_a_duration_recorded_during_a_flush_waits_for_the_next() -> None:
     route = "tally-race"
     counter = metrics.REQUESTS.labels(route, "200")
     before = counter._value.get()
-    metrics.observe(route, 200, 0.001)
-    tallies = metrics._tallies
+    tallies = metrics._Tallies()
+    tallies.observe(route, 200, 0.001)
     durations = tallies._durations[(route, 200)]
 
     class Interleaved(list[float]):  # a request's append lands between the take and the delete
@@ -54,8 +59,8 @@ def test_a_duration_recorded_during_a_flush_waits_for_the_next() -> None:
             return taken
 
     tallies._durations[(route, 200)] = Interleaved(durations)
-    metrics.flush()
+    tallies.flush()
     assert counter._value.get() - before == 1
     assert list(tallies._durations[(route, 200)]) == [0.002]
-    metrics.flush()
+    tallies.flush()
     assert counter._value.get() - before == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import sqlite3
@@ -16,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from .conftest import create_key, run_cli, wait_until
+from .conftest import create_key, read_by_the_server, run_cli, wait_until
 
 RATE_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests")
 
@@ -85,8 +86,10 @@ def test_limits_are_shared_through_redis_across_servers(sqlite_url: str, start_s
                                                        redis_url: str) -> None:
     name = f"shared-{uuid.uuid4().hex[:8]}"
     key = run_cli(sqlite_url, "keys", "create", name, "--rate-limit", "6/m").stdout.strip()
-    first = start_server(sqlite_url, "--redis-url", redis_url, "--workers", "2")
-    second = start_server(sqlite_url, "--redis-url", redis_url)
+    # A Redis call slower than --redis-timeout (50 ms by default; a loaded machine can stall a process that
+    # long) is counted in the worker's memory instead, and then the limit is not shared: not what this tests.
+    first = start_server(sqlite_url, "--redis-url", redis_url, "--redis-timeout", "5", "--workers", "2")
+    second = start_server(sqlite_url, "--redis-url", redis_url, "--redis-timeout", "5")
     statuses = [server.get("/v1/models", key).status_code for _ in range(5) for server in (first, second)]
     assert statuses.count(200) == 6 and statuses.count(429) == 4
 
@@ -117,13 +120,20 @@ def test_metrics_for_prometheus(sqlite_url: str, start_server, tmp_path: Path) -
     server.get("/v1/models", "sk-wrong-key-0000000000")
     assert error_of(server.get("/metrics"), 401)
     assert error_of(server.get("/metrics", reader), 403)["code"] == "insufficient_permissions"
-    # Each worker flushes its counts about once a second; the one answering the scrape flushes first.
-    assert wait_until(lambda: 'modeldex_requests_total{route="list",status="200"} 10.0' in
-                      server.get("/metrics", "scrape-me").text, 3) is not None
-    text = server.get("/metrics", "scrape-me").text
+
+    def scraped() -> tuple[str, dict[str, float]]:
+        text = server.get("/metrics", "scrape-me").text
+        return text, {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                      if line and not line.startswith("#")}
+
+    # Each worker flushes its counts about once a second, each on its own clock; the one answering the scrape
+    # flushes first. The 404 and the 401 may be another worker's, flushed after its lists: wait for all three.
+    counted = {'modeldex_requests_total{route="list",status="200"}': 10,
+               'modeldex_requests_total{route="retrieve",status="404"}': 1,
+               'modeldex_requests_total{route="list",status="401"}': 1}
+    assert wait_until(lambda: all(scraped()[1].get(name) == count for name, count in counted.items()), 15) is not None
+    text, samples = scraped()
     assert server.get("/metrics", admin).status_code == 200
-    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line and not line.startswith("#")}
     assert samples['modeldex_requests_total{route="list",status="200"}'] == 10  # both workers added up
     assert samples['modeldex_requests_total{route="retrieve",status="404"}'] == 1
     assert samples['modeldex_requests_total{route="list",status="401"}'] == 1
@@ -138,6 +148,12 @@ def test_metrics_for_prometheus(sqlite_url: str, start_server, tmp_path: Path) -
     port_server = start_server(sqlite_url, "--metrics-port", str(_free_port()))
     metrics_port = int(port_server.process.args[port_server.process.args.index("--metrics-port") + 1])
     assert wait_until(lambda: _get_ok(f"http://127.0.0.1:{metrics_port}/metrics"), 5) is not None
+    # The port is served by the supervising process, no worker: its gauges, never set, counted as the lowest
+    # worker's, and modeldex_store_up read 0 there and on /metrics for as long as the server ran.
+    for url, key in ((f"http://127.0.0.1:{metrics_port}/metrics", None), (port_server.base_url + "/metrics", admin)):
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        assert wait_until(lambda url=url, headers=headers: "\nmodeldex_store_up 1.0\n" in httpx.get(
+            url, headers=headers).text, 5) is not None
 
 
 def _free_port() -> int:
@@ -251,18 +267,33 @@ def test_sigterm_drains_in_flight_requests(sqlite_url: str, start_server) -> Non
     # Hold the database's write lock so a DELETE is stuck in flight (waiting for the lock).
     blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
-    result: dict[str, httpx.Response] = {}
-    request = threading.Thread(target=lambda: result.setdefault("delete", httpx.delete(
-        server.base_url + "/v1/models/MiniMax-M2", headers={"Authorization": f"Bearer {admin}"}, timeout=30)))
+    result: dict[str, int] = {}
+    client_ports: list[int] = []
+
+    def delete() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        try:
+            connection.request("DELETE", "/v1/models/MiniMax-M2", headers={"Authorization": f"Bearer {admin}"})
+            client_ports.append(connection.sock.getsockname()[1])  # once the whole request is sent
+            response = connection.getresponse()
+            response.read()
+            result["delete"] = response.status
+        finally:
+            connection.close()
+
+    request = threading.Thread(target=delete)
     request.start()
-    time.sleep(0.5)
+    # Until the server has accepted the connection and read the request, the stop would come before it (a fixed
+    # 0.5 s for that is not always enough on a loaded machine): wait for that, then for it to reach the lock.
+    assert wait_until(lambda: bool(client_ports) and read_by_the_server(server.port, client_ports[0]), 10) is not None
+    time.sleep(0.3)
     server.process.send_signal(signal.SIGTERM)
     time.sleep(1.0)
     assert server.process.poll() is None, "the server quit with a request in flight"
     blocker.execute("ROLLBACK")
     blocker.close()
     request.join(timeout=15)
-    assert result["delete"].status_code == 200
+    assert result["delete"] == 200
     started = time.monotonic()
     assert server.process.wait(timeout=15) == 0
     assert time.monotonic() - started < 15
