@@ -125,13 +125,12 @@ class AdminRoutes:
     async def changes(self, request: Request, catalog: Catalog) -> Response:
         since = _int_param(request, "since", 0, 0, MAX_VERSION)
         limit = _int_param(request, "limit", 1000, 1, 10_000)
-        entries = await run_in_threadpool(catalog.changes, since, limit + 1)
-        version = await run_in_threadpool(catalog.version)
+        page = await run_in_threadpool(catalog.change_page, since, limit)
         return json_response({
             "object": "list",
-            "data": [c.document() for c in entries[:limit]],
-            "version": version,
-            "has_more": len(entries) > limit,
+            "data": [c.document() for c in page.entries],
+            "version": page.version,
+            "has_more": page.has_more,
         })
 
     # Parsing, validating, writing and rendering a catalog file all run on a worker thread: on the event

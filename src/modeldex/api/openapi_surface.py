@@ -274,7 +274,9 @@ def _admin_paths(components: dict[str, Schema]) -> dict[str, Any]:
                 400, *ADMIN_ERRORS),
             parameters=[_query("since", {"type": "integer", "minimum": 0, "maximum": MAX_VERSION},
                                "Changes after this catalog version."),
-                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 10_000}, "At most this many.")])},
+                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 10_000},
+                               "At most this many, in whole versions (more only when the first version alone "
+                               "has more).")])},
         "/v1/admin/catalog": {"get": _operation(
             "adminExportCatalog", "Export the catalog file", _answers({"200": {
                 "description": "What the operator defined (discovered models come back from their upstreams).",

@@ -30,3 +30,15 @@ class Change:
             "before": self.before,
             "after": self.after,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePage:
+    """A page of the feed for a reader that follows it with `since` (`Catalog.change_page`): whole
+    versions, up to `version`, the catalog version read before the page. Nothing at a version up to
+    the last entry's (or up to `version`, when `has_more` is false) is missing from this page and the
+    ones before it."""
+
+    entries: list[Change]
+    version: int
+    has_more: bool

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from modeldex.catalog import writes
 from modeldex.catalog.callers import Scope
 from modeldex.catalog.catalog_file import PlannedChange, apply_document, export_document, plan_digest
-from modeldex.catalog.changes import MAX_VERSION, Change
+from modeldex.catalog.changes import MAX_VERSION, Change, ChangePage
 from modeldex.catalog.entities import DISCOVERY_FIELDS, Entity, Model, Route, parse
 from modeldex.catalog.errors import InvalidInput, NotFound, PlanChanged
 from modeldex.catalog.integrity import check_policy
@@ -235,6 +235,34 @@ class Catalog:
         if not 1 <= limit <= MAX_VERSION:
             raise InvalidInput("limit", f"limit: must be between 1 and {MAX_VERSION}")
         return self.store.changes(since, limit)
+
+    def change_page(self, since: int, limit: int) -> ChangePage:
+        """The changes after version `since`, for a reader that pages through the feed: it asks again from
+        the last entry's version while `has_more`, then, later, from the page's `version`.
+
+        A page never ends inside a version (a catalog file applied, the seed: many entries at one version),
+        or the reader, going on from that version, would never see the rest of it: it ends before that
+        version, or, when that version alone has more than `limit` entries, holds all of them. The catalog
+        version is read first and the page holds nothing after it: every version up to it has committed
+        whole (writers are serialized), so a reader going on from it skips nothing, even as writes go on."""
+        version = self.version()
+        entries = [c for c in self.changes(since, limit + 1) if c.version <= version]
+        if len(entries) <= limit:
+            return ChangePage(entries, version, False)
+        last = entries[limit - 1].version
+        if entries[limit].version != last:
+            return ChangePage(entries[:limit], version, True)
+        whole = [c for c in entries[:limit] if c.version != last]
+        if whole:
+            return ChangePage(whole, version, True)
+        fetch = limit + 1  # the first version alone fills the page: read until it ends
+        while True:
+            fetch = min(fetch * 4, MAX_VERSION)
+            read = self.store.changes(since, fetch)
+            if len(read) < fetch or read[-1].version != last:
+                break
+        return ChangePage([c for c in read if c.version == last], version,
+                          any(last < c.version <= version for c in read))
 
     def history(self, limit: int = 50, before: int | None = None, entity: str | None = None,
                 key: str | None = None) -> list[Change]:

@@ -137,8 +137,8 @@ class LocalBackend:
         return {"key": name, "model": model_id, "visible": decision.visible, "rule": decision.rule}
 
     def changes(self, since: int, limit: int) -> dict[str, Any]:
-        return {"data": [c.document() for c in self.catalog.changes(since, limit)],
-                "version": self.catalog.version()}
+        page = self.catalog.change_page(since, limit)
+        return {"data": [c.document() for c in page.entries], "version": page.version, "has_more": page.has_more}
 
     def export(self) -> dict[str, Any]:
         return self.catalog.export()

@@ -123,7 +123,8 @@ def apply(file: BinaryIO, prune: bool, dry_run: bool, yes: bool, force: bool, da
 @click.command()
 @click.option("--since", type=int, default=0, show_default=True, help="Show changes after this version.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True,
-              help="At most this many changes (1 to 10,000, as the admin API's change feed gives).")
+              help="At most this many changes (1 to 10,000, as the admin API's change feed gives), in whole "
+                   "versions: more only when one version alone has more.")
 @backend_options
 @handle_errors
 def changes(since: int, limit: int, database_url: str | None, url: str | None, api_key: str | None) -> None:
