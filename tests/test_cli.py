@@ -146,6 +146,21 @@ def test_db_current_and_upgrade(db_url: str) -> None:
     assert f"schema {HEAD} -> {HEAD}" in upgraded.stderr
 
 
+def test_db_upgrade_run_by_several_processes_at_once_migrates_once(empty_db_url: str) -> None:
+    """A deploy that runs `db upgrade` before each replica starts: the upgrades wait for each other (they
+    read the same old revision and raced: one migrated, the others failed with a database error)."""
+    engine = create_store_engine(empty_db_url)
+    migrate.upgrade(engine, "0001")
+    engine.dispose()
+    command = [sys.executable, "-m", "modeldex", "db", "upgrade"]
+    upgrades = [subprocess.Popen(command, env=cli_env(empty_db_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True) for _ in range(4)]
+    results = [(process.wait(60), process.stderr.read()) for process in upgrades if process.stderr is not None]
+    assert [code for code, _err in results] == [0] * 4, results
+    notes = sorted(err.strip().rsplit(": schema ", 1)[-1] for _code, err in results)
+    assert notes == [f"0001 -> {HEAD}"] + [f"{HEAD} -> {HEAD}"] * 3, notes
+
+
 def test_a_database_of_the_first_schema_is_refused_until_upgraded(empty_db_url: str) -> None:
     db_url = empty_db_url
     engine = create_store_engine(db_url)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 
 import pytest
+from sqlalchemy import text
 
 from modeldex.catalog.entities import Alias, Group, Model, new_model
-from modeldex.catalog.errors import AlreadyExists, NotFound, PreconditionFailed
+from modeldex.catalog.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
 from modeldex.catalog.keys import Scope, new_key
 from modeldex.catalog.seed import seed_models
+from modeldex.catalog.service import Catalog
 from modeldex.store import SqlStore, StoreError, open_store
 
 
@@ -153,6 +155,80 @@ def test_concurrent_writers_lose_nothing(db_url: str) -> None:
     assert len(stores[0].changes(0, 1000)) == 100
     for store in stores:
         store.close()
+
+
+def test_a_reader_paging_the_feed_while_writers_commit_sees_every_change_once(db_url: str) -> None:
+    """Writers in their own connections commit units of one to four entities while a reader follows the feed
+    with pages smaller than some units (Catalog.change_page, as GET /v1/admin/changes serves it): what the
+    reader collected is the feed, in order, without a gap or a repeat."""
+    stores = [open_store(db_url, seed=[]) for _ in range(4)]
+    errors: list[Exception] = []
+
+    def writer(index: int) -> None:
+        try:
+            for n in range(15):
+                with stores[index].write(f"w{index}") as w:
+                    for m in range(1 + (n + index) % 4):
+                        w.create(new_model(f"w{index}/u{n}/m{m}"))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    reader = Catalog(stores[3])
+    since, seen = 0, []
+    while True:
+        finished = not any(thread.is_alive() for thread in threads)
+        page = reader.change_page(since, 3)
+        seen += page.entries
+        if page.has_more:
+            since = page.entries[-1].version
+        elif finished:
+            break
+        else:
+            since = page.version
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    feed = [(c.version, c.id) for c in stores[0].changes(0, 10_000)]
+    assert len(feed) == sum(1 + (n + index) % 4 for n in range(15) for index in range(3))
+    assert [(c.version, c.id) for c in seen] == feed
+    for store in stores:
+        store.close()
+
+
+def test_what_an_earlier_modeldex_stored_still_loads_after_input_rules_tightened(db_url: str) -> None:
+    """Ids must now be in NFC and free text free of NUL, rules added after catalogs could hold such entities
+    (the NUL only in SQLite). One of them, with metadata, made loading the catalog raise: no server started,
+    no command ran, until someone removed the row by hand."""
+    decomposed = "cafe\u0301/m"  # é as e and a combining accent
+    store = open_store(db_url, seed=[])
+    since = store.current_version()
+    with store.engine.begin() as conn:
+        conn.execute(text("INSERT INTO models (id, created, owned_by, meta, revision) VALUES (:id, 5, 'old', :meta, 1)"),
+                     {"id": decomposed, "meta": '{"name": "Café", "replaced_by": "cafe\\u0301/m"}'})
+        conn.execute(text("INSERT INTO changes (version, at, actor, entity, entity_id, op) "
+                          "VALUES (:v, 0, 'old', 'model', :id, 'create')"), {"v": since + 1, "id": decomposed})
+        if db_url.startswith("sqlite"):
+            conn.execute(text("INSERT INTO groups (name, members, description, revision) "
+                              "VALUES ('old', '[\"cafe*\"]', :description, 1)"), {"description": "a\x00b"})
+        conn.execute(text("UPDATE catalog_state SET version = version + 1"))
+    try:
+        state = store.load_state()
+        assert [m.id for m in state.models] == [decomposed] and state.models[0].name == "Café"
+        assert store.get(Model, decomposed) == state.models[0]
+        delta = store.load_delta(since, 100)
+        assert delta is not None and delta.models == {decomposed: state.models[0]}
+        if db_url.startswith("sqlite"):
+            assert [g.description for g in state.groups] == ["a\x00b"]
+        with store.write("t") as w:  # and it can be removed as any other
+            w.delete(Model, decomposed)
+        assert store.load_state().models == ()
+    finally:
+        store.close()
+    with pytest.raises(InvalidInput, match="NFC"):  # as input, the rule holds
+        new_model(decomposed)
 
 
 def test_in_memory_sqlite_is_refused() -> None:

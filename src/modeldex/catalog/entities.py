@@ -13,7 +13,7 @@ import unicodedata
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, WithJsonSchema
 
 from modeldex.catalog.errors import InvalidInput
 
@@ -23,13 +23,23 @@ MAX_OWNER_LENGTH = 128
 # U+FFFD is what undecodable request bytes turn into, so no real id may contain it.
 _FORBIDDEN_ID_CHARS = frozenset("?#\ufffd") | frozenset(chr(c) for c in range(0x21)) | {"\x7f"}
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+# The validation context of an entity read back from the store (`Model.model_validate(row, context=STORED)`):
+# rules added to input after a catalog could hold what they refuse (ids in NFC, no NUL in free text) are not
+# applied to it, or one such entity, stored by an earlier modeldex, stopped every server and command from
+# loading the catalog. Entities without metadata are read back with no validation at all (`Model.stored`).
+STORED = {"stored": True}
 
 
-def model_id_problem(model_id: str) -> str | None:
+def _stored(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("stored"))
+
+
+def model_id_problem(model_id: str, stored: bool = False) -> str | None:
     """What is wrong with `model_id`, or None if it can be served and round-tripped through a URL path.
 
     Ids may contain `/`, `:` and `@` (`meta-llama/Llama-3.1-8B-Instruct`, `ft:gpt-4o:acme::x1`), but no
     path segment may be empty, `.` or `..`, so that no id can be confused with a different route.
+    A `stored` id (read back from the store) need not be in NFC, which earlier modeldex did not require.
     """
     if not model_id:
         return "model id must not be empty"
@@ -40,7 +50,7 @@ def model_id_problem(model_id: str) -> str | None:
         return f"model id contains characters that are not allowed: {', '.join(repr(ch) for ch in bad)}"
     if any(segment in ("", ".", "..") for segment in model_id.split("/")):
         return "model id must not contain empty, '.' or '..' path segments"
-    if not model_id.isascii() and not unicodedata.is_normalized("NFC", model_id):
+    if not stored and not model_id.isascii() and not unicodedata.is_normalized("NFC", model_id):
         # Otherwise "é" and "e" + a combining accent would be two models that look the same.
         return "model id must be in Unicode normalization form NFC (é as one character, not e and an accent)"
     return None
@@ -53,8 +63,8 @@ def validate_model_id(model_id: str) -> str:
     return model_id
 
 
-def _model_id(value: str) -> str:
-    problem = model_id_problem(value)
+def _model_id(value: str, info: ValidationInfo) -> str:
+    problem = model_id_problem(value, stored=_stored(info))
     if problem is not None:
         raise ValueError(problem)
     return value
@@ -74,9 +84,9 @@ def _owner(value: str) -> str:
     return value
 
 
-def _text(value: str) -> str:
+def _text(value: str, info: ValidationInfo) -> str:
     # PostgreSQL cannot store NUL in text, SQLite can: refused here, both databases behave the same.
-    if "\x00" in value:
+    if "\x00" in value and not _stored(info):
         raise ValueError("must not contain NUL characters")
     return value
 

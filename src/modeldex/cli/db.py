@@ -27,8 +27,7 @@ def upgrade(database_url: str | None) -> None:
     """Migrate the database to the schema this modeldex needs."""
     with open_engine(database_url, create=True) as (url, engine):
         migrate.check_upgradable(engine)
-        before = migrate.current_revision(engine)
-        migrate.upgrade(engine)
+        before = migrate.upgrade(engine)  # as found once no other upgrade was running
         after = migrate.current_revision(engine)
     click.echo(f"{redact(url)}: schema {before or '(empty)'} -> {after}", err=True)
 

@@ -50,13 +50,28 @@ def current_revision(engine: Engine) -> str | None:
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+# The PostgreSQL advisory lock a migration holds (a constant of modeldex's own: "mdx-migr").
+MIGRATION_LOCK = 0x6D64782D6D696772
+
+
+def upgrade(engine: Engine, revision: str = "head") -> str | None:
+    """Migrate to `revision`, in one transaction; returns the revision the database was at.
+
+    One migration at a time: the transaction first takes the database's migration lock (PostgreSQL's
+    advisory lock, SQLite's write lock), then reads the revision. Several `db upgrade` at once (a deploy
+    that runs it before each replica) used to read the same old revision and race: one migrated, the
+    others failed with a database error. Now they wait their turn, then find nothing to do."""
     from alembic import command
+    from alembic.runtime.migration import MigrationContext
 
     config = _config()
-    with engine.begin() as conn:
+    with engine.execution_options(modeldex_write=True).begin() as conn:  # SQLite: BEGIN IMMEDIATE
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        before = MigrationContext.configure(conn).get_current_revision()
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
+    return before
 
 
 def known_revisions() -> set[str]:

@@ -37,7 +37,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from modeldex.catalog.callers import Scope
 from modeldex.catalog.changes import Change
-from modeldex.catalog.entities import Alias, Entity, Group, Model, list_order
+from modeldex.catalog.entities import STORED, Alias, Entity, Group, Model, list_order
 from modeldex.catalog.errors import AlreadyExists, NotFound, PreconditionFailed, StoreError, StoreUnavailable
 from modeldex.catalog.incremental import CatalogDelta
 from modeldex.catalog.issuers import Issuer
@@ -179,7 +179,7 @@ def _model_from_row(row: Any) -> Model:
         return Model.stored(row.id, int(row.created), row.owned_by, row.source, row.stale_since)
     discovery = {k: v for k, v in (("source", row.source), ("stale_since", row.stale_since)) if v is not None}
     return Model.model_validate({"id": row.id, "created": int(row.created), "owned_by": row.owned_by,
-                                 **meta, **discovery})
+                                 **meta, **discovery}, context=STORED)
 
 
 def _model_to_row(model: Model) -> dict[str, Any]:
@@ -192,7 +192,8 @@ def _alias_from_row(row: Any) -> Alias:
 
 
 def _group_from_row(row: Any) -> Group:
-    return Group.model_validate({"name": row.name, "members": row.members, "description": row.description})
+    return Group.model_validate({"name": row.name, "members": row.members, "description": row.description},
+                                context=STORED)
 
 
 def _upstream_from_row(row: Any) -> Upstream:
@@ -663,7 +664,14 @@ class SqlStore:
             else:
                 assert retention.max_age_s is not None
                 before = now - retention.max_age_s
-                removed = conn.execute(delete(changes).where(changes.c.at < before)).rowcount
+                # Whole versions, from the oldest up to the first that has an entry as young as `before`: an
+                # entry's time is when it was written (a large unit's span seconds, and writers' clocks
+                # differ), so removing by time alone left part of a version, or a hole below kept versions,
+                # which readers of the feed (and servers catching up from it) took for the whole.
+                first_kept = conn.execute(select(func.min(changes.c.version))
+                                          .where(changes.c.at >= before)).scalar_one()
+                removed = conn.execute(delete(changes).where(
+                    changes.c.version < first_kept if first_kept is not None else changes.c.at < before)).rowcount
             revoked = conn.execute(delete(api_keys).where(api_keys.c.revoked_at.is_not(None),
                                                           api_keys.c.revoked_at < before)).rowcount
         return Compacted(changes=removed, revoked_keys=revoked)
