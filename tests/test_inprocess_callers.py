@@ -135,3 +135,29 @@ async def test_the_server_default_applies_unless_a_key_has_its_own(limited: Limi
     exempt = await limited.request("GET", "/v1/models", limited.read)
     assert exempt.status_code == 200
     assert not any(name in exempt.headers for name in RATE_HEADERS)
+
+
+async def test_long_authorization_headers_are_not_remembered(limited: Limited) -> None:
+    """Each distinct Authorization header was remembered (its caller, or its refusal) until 10,000 of them:
+    headers of up to 16 KB, different every time, held ~300 MB per worker after 2 s of requests from one
+    client with no key (blocked after its first failures, and still remembered), or with a read key padded
+    with spaces. Only headers as long as a key's are remembered now."""
+    import gc
+    import tracemalloc
+
+    padded = [f"Bearer {' ' * (8000 + n)}{limited.read}" for n in range(100)]
+    made_up = [f"Bearer {n:04d}{'x' * 8000}" for n in range(100)]
+    async with limited.harness.client("198.51.100.77") as client:
+        await client.get("/v1/models", headers={"Authorization": "Bearer warm-up"})
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            statuses = [(await client.get("/v1/models", headers={"Authorization": header})).status_code
+                        for header in padded + made_up]
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+    assert set(statuses[:100]) == {200} and set(statuses[100:]) <= {401, 429}
+    assert grown < 1_000_000, f"{grown:,} bytes kept after 200 requests with 8 KB headers"

@@ -4,6 +4,7 @@ a request may be. tests/test_gateway.py has the same contract against a real ser
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import AsyncIterator, Iterator
 
@@ -180,3 +181,102 @@ async def test_a_wait_for_the_first_byte_names_the_timeout_that_ended_it(fresh: 
     finally:
         client.timeouts = kept
         fresh.fake.chat_mode = "ok"
+
+
+def _open_and_secret(served: Served) -> str:
+    """Two models on the fake upstream, each under its own id there, and a key that may use only the first:
+    what a LiteLLM proxy serving several models behind one upstream looks like."""
+    catalog = served.harness.catalog
+    for model_id in ("in-open", "in-secret"):
+        if model_id not in served.harness.app.live.current.models:  # type: ignore[union-attr]
+            catalog.create("model", {"id": model_id, "routes": [{"upstream": "fake", "model": model_id}]})
+    return served.harness.key(f"open-only-{next(_KEY_NUMBERS)}", policy={"patterns": ["in-open"]})
+
+
+_KEY_NUMBERS = itertools.count()
+
+
+def _parts(boundary: bytes, parts: list[tuple[bytes, bytes]]) -> bytes:
+    body = b"".join(b"--" + boundary + b"\r\n" + head + b"\r\n\r\n" + value + b"\r\n" for head, value in parts)
+    return body + b"--" + boundary + b"--\r\n"
+
+
+_MODEL_PART = b'Content-Disposition: form-data; name="model"'
+_FILE_PART = b'Content-Disposition: form-data; name="file"; filename="a.wav"\r\nContent-Type: audio/wav'
+
+
+@pytest.mark.parametrize("content_type", [
+    "multipart/form-data; xboundary=AA; boundary=BB",  # a parameter whose name ends in `boundary`
+    "multipart/form-data; boundary=AA; boundary=BB",  # two boundaries: python-multipart takes the last
+    "multipart/form-data; boundary=AA; Boundary=BB",
+    'multipart/form-data; x="boundary=AA"; boundary=BB',
+])
+async def test_a_multipart_upload_cannot_show_the_upstream_another_model(fresh: Served, content_type: str) -> None:
+    """The body read with boundary BB (as Starlette/FastAPI upstreams read it, the last `boundary`) names
+    `in-secret`; read with AA (the first text `boundary=` in the header), `in-open`, hidden inside the file.
+    modeldex checked the AA reading against the key's policy and forwarded the body as it was: the upstream
+    served `in-secret` to a key that may not use it."""
+    key = _open_and_secret(fresh)
+    smuggled = _parts(b"AA", [(_MODEL_PART, b"in-open")])
+    body = _parts(b"BB", [(_MODEL_PART, b"in-secret"), (_FILE_PART, smuggled)])
+    response = await fresh.harness.request("POST", "/v1/audio/transcriptions", key, content=body,
+                                           headers={"content-type": content_type})
+    assert response.status_code in (400, 404), response.text
+    assert fresh.fake.posts == []
+
+
+@pytest.mark.parametrize("body", [
+    (b'--BB\nContent-Disposition: form-data; name="file"; filename="a"\n\n\r\n\r\nx\n--BB\n'
+     b'Content-Disposition: form-data; name="model"\n\nin-secret\r\n--BB\r\n'
+     b'Content-Disposition: form-data; name="model"\r\n\r\nin-open\r\n--BB--\r\n'),  # bare LF lines (Go reads them)
+    (b'--BB\r\nContent-Disposition: form-data; name="model"\r\n\r\nin-open\r\n--BB\r\n'
+     b'Content-Disposition: form-data; name="model"\r\n\r\nin-secret'),  # a last part never closed
+    (b'--BB\r\nContent-Disposition: form-data; name="model"\r\n\r\nin-open\r\n--BB--\r\n'
+     b'--BB\r\nContent-Disposition: form-data; name="model"\r\n\r\nin-secret\r\n--BB--\r\n'),  # parts after the close
+], ids=["bare-lf", "unclosed", "after-close"])
+async def test_an_ambiguous_multipart_body_is_refused(fresh: Served, body: bytes) -> None:
+    key = _open_and_secret(fresh)
+    response = await fresh.harness.request("POST", "/v1/audio/transcriptions", key, content=body,
+                                           headers={"content-type": "multipart/form-data; boundary=BB"})
+    error_of(response, 400, "invalid_body")
+    assert fresh.fake.posts == []
+
+
+async def test_a_multipart_upload_goes_upstream_with_the_boundary_it_was_read_with(fresh: Served) -> None:
+    key = _open_and_secret(fresh)
+    body = _parts(b"x-1", [(_FILE_PART, b"RIFF0000WAVE"), (_MODEL_PART, b"in-open")])
+    response = await fresh.harness.request("POST", "/v1/audio/transcriptions", key, content=body,
+                                           headers={"content-type": 'Multipart/Form-Data; charset=utf-8; '
+                                                                    'boundary="x-1"'})
+    assert response.status_code == 200, response.text
+    [(_path, headers, sent)] = fresh.fake.posts
+    assert headers["content-type"] == "multipart/form-data; boundary=x-1" and sent == body
+
+
+async def test_a_json_body_naming_model_twice_reaches_the_upstream_naming_the_checked_one(fresh: Served) -> None:
+    """orjson keeps the last of duplicate keys; an upstream parser that keeps the first (RapidJSON, simdjson)
+    would have served `in-secret` from the body as sent. The upstream gets the body as modeldex read it."""
+    key = _open_and_secret(fresh)
+    for body in (b'{"model": "in-secret", "model": "in-open", "messages": []}',
+                 b'{"mod\\u0065l": "in-secret", "model": "in-open", "messages": []}'):
+        fresh.fake.posts.clear()
+        response = await fresh.harness.request("POST", "/v1/chat/completions", key, content=body,
+                                               headers={"content-type": "application/json"})
+        assert response.status_code == 200, response.text
+        [(_path, _headers, sent)] = fresh.fake.posts
+        assert b"in-secret" not in sent and json.loads(sent) == {"model": "in-open", "messages": []}
+
+
+@pytest.mark.parametrize("member", ['"fallbacks": ["in-secret"]', '"models": ["in-open", "in-secret"]',
+                                    '"context_window_fallback_dict": {"in-open": "in-secret"}',
+                                    '"user_config": {"model_list": []}'])
+async def test_a_body_naming_other_models_for_the_upstream_is_refused(fresh: Served, member: str) -> None:
+    """LiteLLM's proxy honours client-side `fallbacks` for the master key modeldex sends it (run against
+    litellm 1.108.7: a request for an allowed model whose call failed was answered by `secret-model`),
+    OpenRouter a `models` list: either would let a key reach a model its policy hides."""
+    key = _open_and_secret(fresh)
+    response = await fresh.harness.request("POST", "/v1/chat/completions", key,
+                                           content=f'{{"model": "in-open", "messages": [], {member}}}'.encode(),
+                                           headers={"content-type": "application/json"})
+    error_of(response, 400, "invalid_body")
+    assert fresh.fake.posts == []

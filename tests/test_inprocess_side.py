@@ -247,3 +247,33 @@ async def test_readyz_names_no_sql_when_the_catalog_cannot_be_read(tmp_path: Pat
         assert (await harness.request("GET", "/v1/models", reader)).status_code == 200  # from memory, still
     finally:
         harness.stop()
+
+
+async def test_readyz_names_no_database_address_when_the_database_is_unreachable(tmp_path: Path) -> None:
+    """An unreachable database's driver message names its host, address, port and user; /readyz, which
+    needs no key, passed it on to anyone. It says what failed; the log has the driver's words."""
+    import time
+
+    from modeldex.catalog.errors import StoreUnavailable
+
+    harness = Harness(tmp_path, refresh_interval=0.05)
+    said = ('the catalog database is unreachable: connection to server at "db.internal" (10.0.0.5), port 5432 '
+            'failed: FATAL:  password authentication failed for user "modeldex"')
+
+    def unreachable() -> int:
+        raise StoreUnavailable(said)
+
+    try:
+        admin = harness.key("admin", "admin")
+        harness.store.current_version = unreachable  # type: ignore[method-assign]
+        deadline = time.monotonic() + 10
+        while (await harness.request("GET", "/readyz")).status_code != 503:
+            assert time.monotonic() < deadline, "the server never noticed"
+            await anyio.sleep(0.05)
+        for key in (None, admin):
+            message = error_of(await harness.request("GET", "/readyz", key), 503, "not_ready",
+                               type="server_error")["message"]
+            assert message.startswith("not ready: the catalog database is unreachable (see the server's log); ")
+            assert "db.internal" not in message and "10.0.0.5" not in message and "modeldex" not in message
+    finally:
+        harness.stop()

@@ -19,6 +19,10 @@ from modeldex.ops.ratelimit import RateLimiter
 
 Headers = list[tuple[str, str]]
 MEMO_LIMIT = 10_000  # accepted Authorization headers remembered per key table
+# Only headers up to this long are remembered: a key's is 66 characters ("Bearer sk-mdx-..."). Headers of
+# up to 16 KB each, different every time (padded, or made up), filled the memo with ~300 MB per worker in
+# 2 s, from a client with no key at all (refused, and blocked, it still was remembered).
+MAX_REMEMBERED_HEADER = 256
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -83,6 +87,8 @@ class Callers:
         return token
 
     def _remember(self, keys: Credentials, authorization: str, outcome: Caller | str) -> None:
+        if len(authorization) > MAX_REMEMBERED_HEADER:
+            return
         if keys is not self._memo_table or len(self._memo) + len(self._refused) >= MEMO_LIMIT:
             self._memo_table, self._memo, self._refused = keys, {}, {}
         if isinstance(outcome, Caller):

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from modeldex.catalog.collector import collector_paused
-from modeldex.catalog.errors import StoreError
+from modeldex.catalog.errors import StoreError, StoreUnavailable
 from modeldex.catalog.incremental import CatalogDelta, apply_delta
 from modeldex.catalog.state import CatalogState
 
@@ -134,9 +134,15 @@ class LiveCatalog(Generic[View]):
                 self.last_error = None
             except Exception as exc:  # keep serving the last view whatever the store does
                 # /readyz shows last_error to anyone: a store's own errors are written for that; anything else
-                # (a table gone from under the server: the driver's message and its SQL) goes to the log only.
-                said = str(exc) if isinstance(exc, StoreError) and str(exc) else \
-                    f"the catalog could not be read ({type(exc).__name__}; see the server's log)"
+                # (a table gone from under the server: the driver's message and its SQL) goes to the log only,
+                # and so does the driver's message an unreachable store quotes (the database's host, address,
+                # port and user: `connection to server at "db.internal" (10.0.0.5), port 5432 failed: ...`).
+                if isinstance(exc, StoreUnavailable):
+                    said = "the catalog database is unreachable (see the server's log)"
+                elif isinstance(exc, StoreError) and str(exc):
+                    said = str(exc)
+                else:
+                    said = f"the catalog could not be read ({type(exc).__name__}; see the server's log)"
                 if self.last_error is None:
                     log.warning("catalog refresh failed, serving version %d: %s", self.version, exc,
                                 exc_info=not isinstance(exc, StoreError))

@@ -239,6 +239,8 @@ class Forwarder:
             body = call.parsed.with_model(target.upstream_model, add_usage=call.add_usage)
             headers = upstream_headers(call.client_headers, call.request_id, call.endpoint.protocol,
                                        target.api_key)
+            if call.parsed.content_type is not None:  # a multipart body: the boundary it was checked with
+                headers["content-type"] = call.parsed.content_type
             sent = time.perf_counter()
             first_byte_bound = timeouts.first_byte < deadline - loop.time()  # which timeout can end the wait
             try:

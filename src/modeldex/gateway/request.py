@@ -25,9 +25,20 @@ DROPPED_REQUEST_HEADERS = frozenset({
 PASSED_RESPONSE_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
 PASSED_RESPONSE_HEADERS = frozenset({"content-type", "content-encoding", "openai-processing-ms", "retry-after", "retry-after-ms"})
 
-_BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
+# A parameter of a Content-Type: `; name=token` or `; name="quoted string"`.
+_PARAMETER = re.compile(r';[ \t]*([^=;\s"]+)[ \t]*=[ \t]*("(?:[^"\\\r\n]|\\[^\r\n])*"|[^";\s]*)[ \t]*')
+_QUOTED_PAIR = re.compile(r"\\(.)")
+# RFC 2046's boundary: 1 to 70 of these characters, not ending in a space.
+_BOUNDARY_VALUE = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
+_TOKEN = re.compile(r"[0-9A-Za-z!#$%&'*+\-.^_`|~]+")
 # A part's field name (not `filename`): quoted, or bare as some parsers also accept it.
 _FIELD_NAME = re.compile(rb'(?<![a-z0-9_*-])name\s*=\s*(?:"([^"]*)"|([^;\s]*))', re.IGNORECASE)
+
+
+# Body members with which proxies serve other models than `model`: LiteLLM's client-side fallbacks (and its
+# per-request router config), which it honours for the master key modeldex sends, and OpenRouter's list of
+# models to try. Forwarded, they would let a key reach models its policy hides: refused instead.
+OTHER_MODELS = ("fallbacks", "context_window_fallback_dict", "user_config", "models")
 
 
 class BadRequest(Exception):
@@ -48,6 +59,9 @@ class Parsed:
     _json: dict[str, Any] | None = None
     _multipart: tuple[int, int] | None = None  # the model value's span in the raw body
     _raw: bytes = b""
+    # The Content-Type the upstream gets (a multipart body's: naming only the boundary modeldex read it with).
+    content_type: str | None = None
+    _verbatim: bool = True  # whether `_raw` may go upstream as it is (see parse_json)
 
     @property
     def asks_usage(self) -> bool:
@@ -62,7 +76,7 @@ class Parsed:
             options = self._json.get("stream_options")
             options = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
             return orjson.dumps({**self._json, "model": upstream_model, "stream_options": options})
-        if upstream_model == self.model:
+        if upstream_model == self.model and self._verbatim:
             return self._raw
         if self._json is not None:
             return orjson.dumps({**self._json, "model": upstream_model})
@@ -81,23 +95,66 @@ def parse_json(body: bytes) -> Parsed:
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("You must provide a model parameter.")
-    return Parsed(model, data.get("stream") is True, _json=data, _raw=body)
+    for name in OTHER_MODELS:
+        if name in data:
+            raise BadRequest(f"`{name}` is not accepted: it would let the upstream serve other models than "
+                             "`model`, which is the model this key is checked for.", param=name)
+    # The bytes go upstream as sent only when they cannot hold `model` twice. orjson keeps the last of
+    # duplicate keys; an upstream whose parser keeps the first (RapidJSON's, simdjson's) would serve another
+    # model than the one the key's policy was checked against. A second `"model"`, or any `\u` escape
+    # (a key may be spelled `"mod\u0065l"`), sends the body as orjson read it: one `model`, the checked one.
+    verbatim = body.count(b'"model"') == 1 and b"\\u" not in body
+    return Parsed(model, data.get("stream") is True, _json=data, _raw=body, _verbatim=verbatim)
+
+
+def multipart_boundary(content_type: str | None) -> str:
+    """The boundary of a `multipart/form-data` Content-Type. Refused unless the header is well formed and
+    names exactly one `boundary` parameter: parsers differ on which of two they take (python-multipart,
+    under Starlette and FastAPI, the last one), so an upstream could read the body with another boundary
+    than the one checked here, and find another `model` in it."""
+    media_type, _, rest = (content_type or "").partition(";")
+    if media_type.strip().lower() != "multipart/form-data":
+        raise BadRequest("This endpoint takes multipart/form-data with a model field.", param=None)
+    boundaries: list[tuple[str, str]] = []
+    position, rest = 0, ";" + rest.rstrip(" \t;") if rest.strip(" \t;") else ""  # a trailing `;` is harmless
+    while position < len(rest):
+        match = _PARAMETER.match(rest, position)
+        if match is None:
+            raise BadRequest("The Content-Type header's parameters cannot be read.", param=None)
+        name, value = match.group(1).lower(), match.group(2)
+        if name.startswith("boundary"):  # `boundary*` (RFC 2231) too: some parsers read it
+            boundaries.append((name, _QUOTED_PAIR.sub(r"\1", value[1:-1]) if value.startswith('"') else value))
+        position = match.end()
+    if len(boundaries) != 1 or boundaries[0][0] != "boundary" or not _BOUNDARY_VALUE.fullmatch(boundaries[0][1]):
+        raise BadRequest("The Content-Type header must name one multipart boundary (boundary=...).", param=None)
+    return boundaries[0][1]
 
 
 def parse_multipart(body: bytes, content_type: str | None) -> Parsed:
     """The `model` form field of a multipart/form-data body. Every part's headers are read (never a file's
     contents), and a body naming `model` in more than one part is refused: an upstream's form parser may
     take another of them than the one checked here (Starlette's takes the last), which would let a key
-    call a model its policy hides."""
-    match = _BOUNDARY.search(content_type or "")
-    if not (content_type or "").lower().startswith("multipart/form-data") or match is None:
-        raise BadRequest("This endpoint takes multipart/form-data with a model field.", param=None)
-    delimiter = b"--" + match.group(1).encode("latin-1")
+    call a model its policy hides. For the same reason the body must be unambiguous: the boundary appears
+    only as a delimiter line (at the start or after CRLF, followed by CRLF, or `--` at the close, which
+    ends the body), never inside a line (where parsers that accept bare LF line ends would find parts this
+    one does not), and the upstream is sent a Content-Type naming that boundary only."""
+    boundary = multipart_boundary(content_type)
+    delimiter = b"--" + boundary.encode("latin-1")
     found: tuple[int, int] | None = None
     named_model = 0
+    closed = False
     position = body.find(delimiter)
     while position != -1:
-        head_start = position + len(delimiter) + 2  # past CRLF
+        if position != 0 and body[position - 2:position] != b"\r\n":
+            raise BadRequest("The multipart body is malformed: its boundary appears inside a line.", param=None)
+        after = position + len(delimiter)
+        if body.startswith(b"--", after):  # the close delimiter: the rest is an epilogue with no boundary in it
+            closed = body.find(delimiter, after) == -1
+            break
+        if not body.startswith(b"\r\n", after):
+            raise BadRequest("The multipart body is malformed: a boundary line does not end with CRLF.",
+                             param=None)
+        head_start = after + 2
         head_end = body.find(b"\r\n\r\n", head_start)
         if head_end == -1:
             break
@@ -106,12 +163,19 @@ def parse_multipart(body: bytes, content_type: str | None) -> Parsed:
         if following == -1:
             break
         head = body[head_start:head_end]
+        if delimiter in head:
+            raise BadRequest("The multipart body is malformed: its boundary appears inside a line.", param=None)
         names = [quoted or bare for quoted, bare in _FIELD_NAME.findall(head)]
         if any(name.lower() == b"model" for name in names):
             named_model += 1
             if names == [b"model"] and b"filename" not in head.lower():
                 found = (value_start, following)
         position = following + 2
+        if body.find(delimiter, value_start) != position:  # the boundary inside the part's value
+            raise BadRequest("The multipart body is malformed: its boundary appears inside a line.", param=None)
+    if not closed:
+        raise BadRequest("The multipart body is malformed: it does not end with its closing boundary.",
+                         param=None)
     if named_model > 1:
         raise BadRequest("The model field appears more than once; send it once.")
     if found is None or named_model != 1:
@@ -123,7 +187,8 @@ def parse_multipart(body: bytes, content_type: str | None) -> Parsed:
         raise BadRequest("The model field is not UTF-8.") from None
     if not model:
         raise BadRequest("You must provide a model parameter.")
-    return Parsed(model, False, _multipart=found, _raw=body)
+    shown = boundary if _TOKEN.fullmatch(boundary) else '"' + boundary + '"'
+    return Parsed(model, False, _multipart=found, _raw=body, content_type=f"multipart/form-data; boundary={shown}")
 
 
 def upstream_headers(headers: list[tuple[str, str]], request_id: str, protocol: str, api_key: str | None
