@@ -82,3 +82,23 @@ async def test_a_rate_limited_key_is_counted_on_every_request(harness: Harness) 
     statuses = [(await harness.request("GET", "/v1/models", key)).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
 
+
+
+async def test_long_requests_are_answered_and_never_remembered(harness: Harness) -> None:
+    """A read key asking for ids of 60 KB each, each a new one, grew a worker by 480 MB in 2 s: such requests
+    (longer than any id and key header) are answered as ever but kept neither as answers nor as 404 bodies."""
+    key = harness.key("reader")
+    models = harness.app.models
+    assert models is not None
+    long_id = "x" * 5000
+    for _ in range(2):
+        error_of(await harness.request("GET", f"/v1/models/{long_id}", key), 404, "model_not_found")
+    padded = {"authorization": f"Bearer {key}" + " " * 2000}  # a valid key, padded: still that key
+    assert (await harness.request("GET", f"/v1/models/{MODEL}", headers=padded)).status_code == 200
+    assert not any(long_id in request[0] for request in models._ready)
+    assert long_id not in models._not_found_bodies
+    assert not any(request[1] == padded["authorization"] for request in models._ready)
+    # A request of the usual size is remembered as before.
+    error_of(await harness.request("GET", "/v1/models/short-unknown", key), 404, "model_not_found")
+    assert "short-unknown" in models._not_found_bodies
+    assert ("/v1/models/short-unknown", f"Bearer {key}", None) in models._ready
