@@ -161,3 +161,21 @@ async def test_long_authorization_headers_are_not_remembered(limited: Limited) -
             tracemalloc.stop()
     assert set(statuses[:100]) == {200} and set(statuses[100:]) <= {401, 429}
     assert grown < 1_000_000, f"{grown:,} bytes kept after 200 requests with 8 KB headers"
+
+
+async def test_an_address_flood_does_not_reset_a_keys_limit() -> None:
+    """The in-process buckets are bounded; full, they cleared every bucket, so a client failing from enough
+    addresses (an IPv6 /64 has plenty) got its own key's used-up limit back. Now buckets full again go first,
+    then addresses' failed attempts; a key's bucket in use stays."""
+    from modeldex.catalog.limits import parse_limit
+    from modeldex.ops.ratelimit import ADDRESS_BUCKET, MemoryBuckets
+
+    buckets = MemoryBuckets(max_buckets=10)
+    key_limit, failures = parse_limit("2/m"), parse_limit("30/m")
+    assert key_limit is not None and failures is not None
+    assert [(await buckets.take("key:team:2/m", key_limit)).allowed for _ in range(3)] == [True, True, False]
+    for n in range(50):
+        await buckets.take(f"{ADDRESS_BUCKET}2001:db8::{n:x}", failures)
+    assert not (await buckets.take("key:team:2/m", key_limit)).allowed
+    assert len(buckets._state) <= 10
+    assert (await buckets.peek(f"{ADDRESS_BUCKET}2001:db8::31", failures)).remaining == 29  # the newest kept

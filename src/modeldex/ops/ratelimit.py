@@ -48,6 +48,9 @@ def format_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
+ADDRESS_BUCKET = "auth:"  # a client address's failed authentications: "auth:" + the address
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     allowed: bool
@@ -95,11 +98,14 @@ class MemoryBuckets:
     """Buckets in this process: exact and nearly free, but each worker counts on its own."""
 
     def __init__(self, max_buckets: int = 100_000) -> None:
-        self._state: dict[str, tuple[float, float]] = {}
+        self._state: dict[str, tuple[float, float, float]] = {}  # bucket: (tokens, updated, full again at)
         self._max_buckets = max_buckets
 
     def _refilled(self, bucket: str, limit: Limit, now: float) -> float:
-        tokens, updated = self._state.get(bucket, (float(limit.requests), now))
+        state = self._state.get(bucket)
+        if state is None:
+            return float(limit.requests)
+        tokens, updated, _ = state
         return min(float(limit.requests), tokens + (now - updated) * limit.rate)
 
     async def take(self, bucket: str, limit: Limit) -> Verdict:
@@ -109,9 +115,21 @@ class MemoryBuckets:
         if allowed:
             tokens -= 1
         if len(self._state) >= self._max_buckets and bucket not in self._state:
-            self._state.clear()  # bounded memory under address floods: forgetting is the safe direction
-        self._state[bucket] = (tokens, now)
+            self._make_room(now)
+        self._state[bucket] = (tokens, now, now + (limit.requests - tokens) / limit.rate)
         return _verdict(limit, tokens, allowed)
+
+    def _make_room(self, now: float) -> None:
+        """Bounded memory under address floods. Buckets full again go first (a bucket not kept starts full:
+        nothing changes), then failed-attempt buckets (addresses, which any client can make up), and only
+        then the rest. Clearing every bucket at once let a client with many addresses (an IPv6 /64) reset
+        its own key's limit by failing from 100,000 of them."""
+        self._state = {bucket: state for bucket, state in self._state.items() if state[2] > now}
+        if len(self._state) >= self._max_buckets:
+            self._state = {bucket: state for bucket, state in self._state.items()
+                           if not bucket.startswith(ADDRESS_BUCKET)}
+        if len(self._state) >= self._max_buckets:
+            self._state.clear()  # as many callers as buckets: forgetting is the safe direction
 
     async def peek(self, bucket: str, limit: Limit) -> Verdict:
         tokens = self._refilled(bucket, limit, time.monotonic())
@@ -306,7 +324,7 @@ class RateLimiter:
         if time.monotonic() - failed_at > limit.period:
             del self._failed_recently[address]
             return None
-        verdict = await self.buckets.peek("auth:" + address, limit)
+        verdict = await self.buckets.peek(ADDRESS_BUCKET + address, limit)
         return None if verdict.allowed else verdict
 
     async def record_auth_failure(self, address: str) -> None:
@@ -314,4 +332,4 @@ class RateLimiter:
             if len(self._failed_recently) > 100_000:
                 self._failed_recently.clear()
             self._failed_recently[address] = time.monotonic()
-            await self.buckets.take("auth:" + address, self.auth_failure_limit)
+            await self.buckets.take(ADDRESS_BUCKET + address, self.auth_failure_limit)
