@@ -91,15 +91,17 @@ def upstream(name: str, **fields: object) -> Upstream:
 
 
 def test_the_routing_table(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("A_KEY", "sk-a")
+    monkeypatch.setenv("A_KEY", "sk-a\n")  # as a Kubernetes secret made from a file has it: sent without the newline
     monkeypatch.delenv("MISSING_KEY", raising=False)
+    monkeypatch.setenv("ODD_KEY", "sk-two words")
     upstreams = {u.name: u for u in (
         upstream("a", api_key_env="A_KEY", protocols=["openai", "anthropic=http://a:8000/anthropic/v1"]),
-        upstream("lab", prefix="lab/"), upstream("locked", api_key_env="MISSING_KEY"))}
+        upstream("lab", prefix="lab/"), upstream("locked", api_key_env="MISSING_KEY"),
+        upstream("odd", api_key_env="ODD_KEY"))}
     models = {m.id: m for m in (
         new_model("routed", routes=[{"upstream": "a", "model": "a-id", "weight": 3}, {"upstream": "locked"}]),
         Model.model_validate({"id": "lab/m1", "source": "lab"}), new_model("plain"), new_model("seeded"),
-        new_model("only-locked", routes=[{"upstream": "locked"}]))}
+        new_model("only-locked", routes=[{"upstream": "locked"}]), new_model("odd-one", routes=[{"upstream": "odd"}]))}
     builtin = {"builtin": upstream("builtin")}
     table = RoutingTable(models, {"nick": Alias(id="nick", target="routed")}, upstreams, builtin, {"seeded": "builtin"})
     assert table.targets("nick", "openai") == [Target("a", "http://a:8000/v1", "a-id", 3, "sk-a")]
@@ -108,10 +110,12 @@ def test_the_routing_table(monkeypatch: pytest.MonkeyPatch) -> None:
     assert table.targets("seeded", "openai") == [Target("builtin", "http://builtin:8000/v1", "seeded", 1, None)]
     for model_id, protocol, code, words in (("plain", "openai", "no_route", "routes add plain"),
                                             ("only-locked", "openai", "upstream_key_missing", "set MISSING_KEY"),
+                                            ("odd-one", "openai", "upstream_key_invalid", "ODD_KEY holds an API key with"),
                                             ("lab/m1", "anthropic", "protocol_not_served", "--protocol anthropic")):
         with pytest.raises(NoRoute) as caught:
             table.targets(model_id, protocol)
         assert caught.value.code == code and words in caught.value.message
+        assert "two words" not in caught.value.message  # the key is never quoted
     # An upstream stored under a built-in's name replaces it.
     replaced = RoutingTable(models, {}, {**upstreams, "builtin": upstream("builtin", base_url="http://mine/v1")},
                             builtin, {"seeded": "builtin"})

@@ -112,6 +112,20 @@ Grace = Annotated[int, BeforeValidator(parse_duration), Field(ge=0, le=MAX_DURAT
 Timeout = Annotated[int, BeforeValidator(parse_duration), Field(ge=1, le=MAX_TIMEOUT_S)]
 
 
+def header_safe_key(raw: str | None) -> str | None:
+    """An upstream's API key as its environment variable holds it, ready for a header: without surrounding
+    whitespace (a Kubernetes secret made from a file often ends in a newline, which an HTTP header cannot
+    carry), None when empty. ValueError when what is left is still not printable ASCII; the message never
+    quotes the key. Discovery and the gateway read keys by this one rule."""
+    key = raw.strip() if raw is not None else ""
+    if not key:
+        return None
+    if not all("!" <= ch <= "~" for ch in key):
+        raise ValueError("an API key with characters an HTTP header cannot carry (spaces, control or non-ASCII "
+                         "characters)")
+    return key
+
+
 class Upstream(Entity):
     """An OpenAI-compatible server to learn models from. Durations are in seconds."""
 

@@ -22,6 +22,7 @@ import httpx
 import orjson
 
 from modeldex import __version__
+from modeldex.catalog.upstreams import header_safe_key
 from modeldex.discovery.answer import InvalidAnswer, parse_answer
 
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
@@ -56,13 +57,12 @@ def api_key_from(environ: Mapping[str, str], name: str | None) -> str | None:
     error then quoted the whole key). A key that is still not printable ASCII is refused, unquoted."""
     if not name:
         return None
-    raw = environ.get(name)
-    key = raw.strip() if raw is not None else ""
-    if not key:
+    try:
+        key = header_safe_key(environ.get(name))
+    except ValueError as exc:
+        raise UpstreamError(f"the environment variable {name} holds {exc}; it was not sent") from None
+    if key is None:
         raise UpstreamError(f"the environment variable {name} (the API key) is not set in the process that polls")
-    if not all("!" <= ch <= "~" for ch in key):
-        raise UpstreamError(f"the environment variable {name} holds an API key with characters an HTTP header "
-                            "cannot carry (spaces, control or non-ASCII characters); it was not sent")
     return key
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from modeldex.catalog.entities import Alias, Model
-from modeldex.catalog.upstreams import Upstream, model_routes
+from modeldex.catalog.upstreams import Upstream, header_safe_key, model_routes
 from modeldex.gateway.health import RouteHealth
 
 
@@ -95,7 +95,12 @@ class RoutingTable:
                 continue
             api_key = None
             if upstream.api_key_env is not None:
-                api_key = os.environ.get(upstream.api_key_env) or None
+                try:  # stripped as discovery strips it: a key ending in a newline made every request a 500
+                    api_key = header_safe_key(os.environ.get(upstream.api_key_env))
+                except ValueError as exc:
+                    problems.append(f"upstream `{name}`'s {upstream.api_key_env} holds {exc}")
+                    codes.add("upstream_key_invalid")
+                    continue
                 if api_key is None:
                     problems.append(f"upstream `{name}` needs its API key: set {upstream.api_key_env} in the "
                                     "server's environment")
