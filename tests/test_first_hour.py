@@ -139,6 +139,13 @@ def test_a_missing_folder_is_an_error_not_a_new_catalog(tmp_path: Path) -> None:
     assert not (tmp_path / "nonexistent").exists()
 
 
+def test_a_database_path_that_is_a_folder_is_named(tmp_path: Path) -> None:
+    """SQLite's "unable to open database file" said neither which file nor why: the error names the path."""
+    (tmp_path / "catalog.db").mkdir()
+    line = one_line_error(run_cli(f"sqlite:///{tmp_path}/catalog.db", "models", "list", check=False))
+    assert line == f"Error: cannot open the database {tmp_path}/catalog.db: unable to open database file"
+
+
 def test_a_new_catalog_is_announced_with_its_absolute_path(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     relative = "sqlite:///data/catalog.db"
@@ -286,6 +293,33 @@ def test_file_errors_are_one_line_naming_the_file(sqlite_url: str, tmp_path: Pat
     assert one_line_error(run_cli(sqlite_url, "catalog", "export", "-o", f"{tmp_path}/nonexistent/x.yaml",
                                   check=False)) == f"Error: cannot write {tmp_path}/nonexistent/x.yaml: No such file or directory"
     assert run_cli(sqlite_url, "catalog", "export").stdout == before
+
+
+def test_an_export_that_cannot_be_written_whole_leaves_the_last_one(sqlite_url: str, tmp_path: Path) -> None:
+    """`catalog export -o` over a backup: a write that fails midway (here a file size limit of 64 KiB, as a
+    full disk) used to leave the file truncated, which `apply --prune` would take for the catalog."""
+    import resource
+
+    many = tmp_path / "many.yaml"
+    many.write_text("models:\n" + "".join(f"  - id: model-{n:04}\n    description: {'x' * 60}\n" for n in range(1500)))
+    run_cli(sqlite_url, "catalog", "apply", str(many))
+    backup = tmp_path / "backup.yaml"
+    run_cli(sqlite_url, "catalog", "export", "-o", str(backup))
+    good = backup.read_text()
+    assert len(good) > 65536 and "model-1499" in good
+    backup.chmod(0o640)
+    run_cli(sqlite_url, "models", "add", "one-more")
+
+    def small_files() -> None:  # the database's own files (and SQLite's 32 KiB -shm) stay below it
+        resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))  # Python ignores SIGXFSZ: writes fail (EFBIG)
+
+    failed = subprocess.run([sys.executable, "-m", "modeldex", "catalog", "export", "-o", str(backup)],
+                            env=cli_env(sqlite_url), capture_output=True, text=True, timeout=60,
+                            preexec_fn=small_files)
+    assert failed.returncode == 1 and failed.stderr == f"Error: cannot write {backup}: File too large\n"
+    assert backup.read_text() == good and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    run_cli(sqlite_url, "catalog", "export", "-o", str(backup))  # and a write that can finish replaces it
+    assert "one-more" in backup.read_text() and backup.stat().st_mode & 0o777 == 0o640
 
 
 def test_the_database_url_goes_before_the_command_too(tmp_path: Path) -> None:

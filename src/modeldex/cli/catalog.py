@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import click
@@ -30,13 +32,34 @@ def export(output: str | None, database_url: str | None, url: str | None, api_ke
         text = dump_yaml(backend.export())
     if output:
         try:
-            with open(output, "w", encoding="utf-8") as handle:
-                handle.write(text)
+            _write_whole(Path(output), text)
         except OSError as exc:
             raise click.ClickException(f"cannot write {click.format_filename(output)}: "
                                        f"{exc.strerror or type(exc).__name__}") from None
     else:
         click.echo(text, nl=False)
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write `text` to `path` whole or not at all: a regular file (or a new one) is replaced by a finished copy
+    made beside it, so a failed write (a full disk) never leaves a truncated export over the last good one,
+    which `apply --prune` would then take for the catalog. Anything else (/dev/stdout, a pipe) is written
+    to directly."""
+    if path.exists() and not path.is_file():
+        with path.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+        return
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        with partial.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if path.exists():
+            os.chmod(partial, path.stat().st_mode & 0o7777)  # the file keeps the mode it had
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _load(file: BinaryIO) -> Any:

@@ -858,7 +858,9 @@ def open_store(url: str, seed: list[Model] | None = None, timeout_s: float = DEF
             store.seeded_now = store.seed_once(seed)
     except OperationalError as exc:
         engine.dispose()
-        raise StoreUnavailable(f"cannot open the database: {exc.orig}") from None
+        # SQLite's own words ("unable to open database file") do not say which file, nor that a folder is not one.
+        where = f" {engine.url.database}" if engine.dialect.name == "sqlite" and engine.url.database else ""
+        raise StoreUnavailable(f"cannot open the database{where}: {exc.orig}") from None
     except Exception:
         engine.dispose()
         raise
