@@ -11,6 +11,8 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import openai
@@ -61,28 +63,33 @@ def _read_pty(fd: int, until: re.Pattern[str], timeout: float) -> str:
     return output
 
 
-def test_first_start_on_a_terminal_creates_and_shows_an_admin_key(db_url: str, tmp_path) -> None:
-    port = free_port()
+@contextmanager
+def serving_on_a_terminal(db_url: str, *args: str) -> Iterator[tuple[str, str]]:
+    """`modeldex serve` with a terminal as its stdin, stdout and stderr, as a person starts it: what it
+    printed until its worker started, and the first key it showed there."""
     primary, secondary = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "modeldex", "serve", "--port", str(port)],
-        env=cli_env(db_url), stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True,
-    )
+    process = subprocess.Popen([sys.executable, "-m", "modeldex", "serve", *args], env=cli_env(db_url),
+                               stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True)
     os.close(secondary)
     try:
         output = _read_pty(primary, re.compile(r"Started worker"), 30)
         match = KEY_PATTERN.search(output)
         assert match, output
-        key = match.group(0)
+        yield output, match.group(0)
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        os.close(primary)
+
+
+def test_first_start_on_a_terminal_creates_and_shows_an_admin_key(db_url: str, tmp_path) -> None:
+    port = free_port()
+    with serving_on_a_terminal(db_url, "--port", str(port)) as (output, key):
         assert f"curl -H 'Authorization: Bearer {key}' http://127.0.0.1:{port}/v1/models" in output
         response = httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"})
         assert response.status_code == 200
         listed = run_cli(db_url, "keys", "list").stdout
         assert "admin" in listed and key not in listed
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
-        os.close(primary)
 
 
 def test_the_first_key_and_the_address_are_valid_urls_on_ipv6(sqlite_url: str) -> None:
@@ -96,24 +103,11 @@ def test_the_first_key_and_the_address_are_valid_urls_on_ipv6(sqlite_url: str) -
     except OSError:
         pytest.skip("no IPv6 loopback here")
     port = free_port()
-    primary, secondary = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "modeldex", "serve", "--host", "::1", "--port", str(port)],
-        env=cli_env(sqlite_url), stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True,
-    )
-    os.close(secondary)
-    try:
-        output = _read_pty(primary, re.compile(r"Started worker"), 30)
-        match = KEY_PATTERN.search(output)
-        assert match, output
-        assert f"curl -H 'Authorization: Bearer {match.group(0)}' http://[::1]:{port}/v1/models" in output
+    with serving_on_a_terminal(sqlite_url, "--host", "::1", "--port", str(port)) as (output, key):
+        assert f"curl -H 'Authorization: Bearer {key}' http://[::1]:{port}/v1/models" in output
         assert f"listening on http://[::1]:{port}" in output
-        response = httpx.get(f"http://[::1]:{port}/v1/models", headers={"Authorization": f"Bearer {match.group(0)}"})
+        response = httpx.get(f"http://[::1]:{port}/v1/models", headers={"Authorization": f"Bearer {key}"})
         assert response.status_code == 200
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
-        os.close(primary)
 
 
 def test_json_logs_are_json_from_the_first_line(sqlite_url: str, start_server) -> None:

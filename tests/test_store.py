@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import text
@@ -131,22 +132,29 @@ def test_models_read_back_without_metadata_equal_validated_ones(store: SqlStore)
     assert stored.document() == validated.document() and stored.metadata() == {}
 
 
-def test_concurrent_writers_lose_nothing(db_url: str) -> None:
-    url = db_url
-    stores = [open_store(url, seed=[]) for _ in range(4)]
+def writing(stores: list[SqlStore], units: Callable[[int], list[list[str]]]) -> tuple[list[threading.Thread],
+                                                                                    list[Exception]]:
+    """A started thread for each store, committing `units(index)`: write units of new models, by id."""
     errors: list[Exception] = []
 
     def writer(index: int) -> None:
         try:
-            for n in range(25):
+            for unit in units(index):
                 with stores[index].write(f"w{index}") as w:
-                    w.create(new_model(f"w{index}/m{n}"))
-        except Exception as exc:  # pragma: no cover - reported below
+                    for model_id in unit:
+                        w.create(new_model(model_id))
+        except Exception as exc:  # pragma: no cover - reported by the test
             errors.append(exc)
 
-    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(len(stores))]
     for thread in threads:
         thread.start()
+    return threads, errors
+
+
+def test_concurrent_writers_lose_nothing(db_url: str) -> None:
+    stores = [open_store(db_url, seed=[]) for _ in range(4)]
+    threads, errors = writing(stores, lambda index: [[f"w{index}/m{n}"] for n in range(25)])
     for thread in threads:
         thread.join()
     assert errors == []
@@ -162,20 +170,8 @@ def test_a_reader_paging_the_feed_while_writers_commit_sees_every_change_once(db
     with pages smaller than some units (Catalog.change_page, as GET /v1/admin/changes serves it): what the
     reader collected is the feed, in order, without a gap or a repeat."""
     stores = [open_store(db_url, seed=[]) for _ in range(4)]
-    errors: list[Exception] = []
-
-    def writer(index: int) -> None:
-        try:
-            for n in range(15):
-                with stores[index].write(f"w{index}") as w:
-                    for m in range(1 + (n + index) % 4):
-                        w.create(new_model(f"w{index}/u{n}/m{m}"))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=writer, args=(i,)) for i in range(3)]
-    for thread in threads:
-        thread.start()
+    threads, errors = writing(stores[:3], lambda index: [[f"w{index}/u{n}/m{m}" for m in range(1 + (n + index) % 4)]
+                                                         for n in range(15)])
     reader = Catalog(stores[3])
     since, seen = 0, []
     while True:
