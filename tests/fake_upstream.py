@@ -6,7 +6,8 @@ the most that were ever in flight at once, so tests can tell how many pollers as
 
 `chat_mode` picks the answer to every POST (chat completions, embeddings, messages, ...): a completion
 naming the model it was asked for, a stream of `events` events `drip` seconds apart, a stall, a stream
-closed mid-event, a 5xx, a 429 with retry-after, 10 MB, an error that echoes the key. Each POST is kept
+closed mid-event, a 5xx, a 429 with retry-after, 10 MB (or 10 MB declared and 1 MB sent), a redirect, an
+error that echoes the key. Each POST is kept
 (`posts`: path, headers, body), and a client that goes away is noticed (`disconnects`) within 20 ms.
 """
 
@@ -266,6 +267,17 @@ class FakeUpstream:
             h._send(200, b'{"id": "chatcmpl-1", "object": "chat.compl')
         elif mode == "huge":
             h._send(200, json.dumps({**_completion(model, h.path), "padding": "x" * TEN_MB}).encode())
+        elif mode == "huge-cut":  # 10 MB declared (past what is read whole), 1 MB sent, then the connection closes
+            h.send_response(200)
+            h.send_header("content-type", "application/json")
+            h.send_header("content-length", str(TEN_MB))
+            h.end_headers()
+            h.wfile.write(b'{"object": "list", "data": [' + b" " * (1024 * 1024))
+            h.wfile.flush()
+            h.close_connection = True
+            h.connection.shutdown(2)
+        elif mode == "redirect":  # to another host: following it would send the upstream's key there
+            h._send(307, b"", headers={"location": "http://127.0.0.1:9/v1/chat/completions"})
         elif mode == "echo-key":  # a bad request whose message repeats the credentials it came with
             h._send(400, json.dumps({"error": {"message": f"bad request from {key}", "type": "invalid"}}).encode())
         elif mode == "unauthorized":

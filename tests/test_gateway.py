@@ -248,6 +248,17 @@ def test_responses_and_a_10_mb_answer(gw: tuple[Setup, Server]) -> None:
     assert response.status_code == 200 and len(response.json()["padding"]) == 10 * 1024 * 1024
 
 
+def test_a_large_answer_cut_short_is_not_answered_as_complete(gw: tuple[Setup, Server]) -> None:
+    """Past 8 MiB an answer streams on; it went out chunked, so an upstream that broke off after 1 of its
+    10 MB ended the client's answer cleanly: a 200 with a truncated body (an embeddings list, an audio
+    file). With the upstream's length kept, the client sees its connection close short of it."""
+    setup, server = gw
+    setup.first.chat_mode = "huge-cut"
+    with pytest.raises(httpx.RemoteProtocolError, match=r"incomplete|without sending complete"):
+        server.http.post(server.base_url + "/v1/chat/completions", json={"model": "chat-model", "messages": []},
+                         headers={"Authorization": f"Bearer {setup.reader}"}, timeout=30)
+
+
 def test_a_key_that_cannot_see_a_model_cannot_call_it(gw: tuple[Setup, Server]) -> None:
     setup, server = gw
     narrow = server.client(setup.narrow)

@@ -19,7 +19,16 @@ from modeldex.gateway.client import KEEPALIVE_S, Timeouts, UpstreamClient
 from modeldex.gateway.errors import redact, stream_error_event
 from modeldex.gateway.forward import Outcome, _take_usage, _whole_events
 from modeldex.gateway.health import RouteHealth
-from modeldex.gateway.request import BadRequest, parse_json, parse_multipart, passed_back, upstream_headers
+from modeldex.gateway.request import (
+    BadRequest,
+    DecodedTooLarge,
+    UnsupportedEncoding,
+    decoded_body,
+    parse_json,
+    parse_multipart,
+    passed_back,
+    upstream_headers,
+)
 from modeldex.gateway.routing import NoRoute, RoutingTable, Target, attempt_order
 from modeldex.store import open_store
 
@@ -151,6 +160,43 @@ def test_streams_are_cut_at_event_boundaries_and_usage_taken() -> None:
         event = json.loads(stream_error_event("anthropic", "gone", code).split(b"data: ", 1)[1])
         assert event == {"type": "error", "error": {"type": kind, "message": "gone", "details": {"error_code": code}}}
     assert json.loads(stream_error_event("openai", "gone", "upstream_error")[6:])["error"]["code"] == "upstream_error"
+
+
+def test_usage_is_taken_from_responses_and_anthropic_streams() -> None:
+    """The Responses API's stream has its usage in `response.completed`'s `response`, Anthropic's the input
+    count in `message_start`'s `message` (and the output in `message_delta`): the access log and the token
+    metrics had no prompt tokens for either (nor completion tokens for Responses)."""
+    responses = (b'event: response.created\ndata: {"type":"response.created","response":{"usage":null}}\n\n'
+                 b'event: response.completed\ndata: {"type":"response.completed","response":{"id":"resp_1",'
+                 b'"usage":{"input_tokens":7,"output_tokens":4,"total_tokens":11}}}\n\n')
+    outcome = Outcome()
+    assert _take_usage(responses, outcome, drop=False) is responses
+    assert (outcome.prompt_tokens, outcome.completion_tokens) == (7, 4)
+    anthropic = (b'event: message_start\ndata: {"type": "message_start", "message": {"id": "msg_1", "usage": '
+                 b'{"input_tokens": 12, "output_tokens": 1}}}\n\n')
+    delta = b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":9}}\n\n'
+    outcome = Outcome()
+    _take_usage(anthropic, outcome, drop=False)
+    _take_usage(delta, outcome, drop=False)
+    assert (outcome.prompt_tokens, outcome.completion_tokens) == (12, 9)
+
+
+def test_a_compressed_request_body_is_decoded_within_its_limit() -> None:
+    import gzip
+    import zlib
+
+    plain = b'{"model": "m"}'
+    assert decoded_body(plain, "identity", 100) is plain
+    assert decoded_body(gzip.compress(plain) + gzip.compress(plain), "gzip", 100) == plain * 2  # two members
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    assert decoded_body(raw.compress(plain) + raw.flush(), "deflate", 100) == plain  # raw, as some clients send it
+    assert decoded_body(gzip.compress(zlib.compress(plain)), "deflate, gzip", 100) == plain
+    with pytest.raises(DecodedTooLarge):
+        decoded_body(gzip.compress(b"x" * 101), "gzip", 100)
+    with pytest.raises(BadRequest):
+        decoded_body(gzip.compress(plain)[:-4], "gzip", 100)  # cut short
+    with pytest.raises(UnsupportedEncoding):
+        decoded_body(plain, "zstd", 100)
 
 
 def test_routes_in_a_catalog_file_and_their_rules(tmp_path: Path) -> None:

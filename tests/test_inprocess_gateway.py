@@ -280,3 +280,65 @@ async def test_a_body_naming_other_models_for_the_upstream_is_refused(fresh: Ser
                                            headers={"content-type": "application/json"})
     error_of(response, 400, "invalid_body")
     assert fresh.fake.posts == []
+
+
+async def test_an_upstream_redirect_is_a_502_and_never_followed(fresh: Served) -> None:
+    """A 3xx went to the client bare (no Location: the SDKs raised APIStatusError 302/307 with no message);
+    it is an upstream that cannot be used as configured, and its target is never called with our key."""
+    fresh.fake.chat_mode = "redirect"
+    response = await fresh.harness.request("POST", "/v1/chat/completions", fresh.read,
+                                           json={"model": "in-chat", "messages": []})
+    error = error_of(response, 502, "upstream_error", type="server_error")
+    assert "redirect (HTTP 307)" in error["message"] and "127.0.0.1:9" not in response.text
+    assert "location" not in response.headers and len(fresh.fake.posts) == 1
+
+
+async def test_a_gzip_compressed_request_body_is_read(fresh: Served) -> None:
+    """A client that compresses its request (Content-Encoding: gzip) got 400 "not valid JSON"; the body is
+    decoded (bounded by the body limit) and goes upstream decoded, without the header."""
+    import gzip
+    import zlib
+
+    plain = json.dumps({"model": "in-chat", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    for encoding, body in (("gzip", gzip.compress(plain)), ("deflate", zlib.compress(plain))):
+        fresh.fake.posts.clear()
+        response = await fresh.harness.request("POST", "/v1/chat/completions", fresh.read, content=body,
+                                               headers={"content-type": "application/json",
+                                                        "content-encoding": encoding})
+        assert response.status_code == 200, response.text
+        [(_path, headers, sent)] = fresh.fake.posts
+        assert json.loads(sent) == {**json.loads(plain), "model": "fake-chat"} and "content-encoding" not in headers
+    fresh.fake.posts.clear()
+    bomb = gzip.compress(b'{"model": "in-chat", "pad": "' + b"x" * 100_000 + b'"}')  # 4096 bytes allowed here
+    error_of(await fresh.harness.request("POST", "/v1/chat/completions", fresh.read, content=bomb,
+                                         headers={"content-encoding": "gzip"}), 413, "body_too_large")
+    error_of(await fresh.harness.request("POST", "/v1/chat/completions", fresh.read, content=plain,
+                                         headers={"content-encoding": "br"}), 415, "unsupported_content_encoding")
+    error_of(await fresh.harness.request("POST", "/v1/chat/completions", fresh.read, content=b"\x1f\x8bnot gzip",
+                                         headers={"content-encoding": "gzip"}), 400, "invalid_body")
+    assert fresh.fake.posts == []
+
+
+async def test_a_limited_keys_rate_limit_headers_are_not_doubled_by_the_upstreams(fresh: Served) -> None:
+    """The upstream's `x-ratelimit-remaining-requests` (for modeldex's own key) went out beside the key's:
+    two headers of one name, which httpx reads as "99, 9"."""
+    key = fresh.harness.key(f"limited-{next(_KEY_NUMBERS)}", rate_limit="50/m")
+    response = await fresh.harness.request("POST", "/v1/chat/completions", key,
+                                           json={"model": "in-chat", "messages": []})
+    assert response.status_code == 200, response.text
+    assert response.headers.get_list("x-ratelimit-remaining-requests") == ["49"]
+    assert response.headers["openai-processing-ms"] == "7"  # the upstream's other headers still come back
+    unlimited = await fresh.harness.request("POST", "/v1/chat/completions", fresh.read,
+                                            json={"model": "in-chat", "messages": []})
+    assert unlimited.headers.get_list("x-ratelimit-remaining-requests") == ["99"]
+
+
+async def test_a_large_answer_streamed_on_keeps_its_length(fresh: Served) -> None:
+    """An answer past what is read whole (8 MiB) streams on; it keeps the upstream's Content-Length, so an
+    upstream breaking off midway closes the client's connection short of it (which clients raise), where a
+    chunked answer could only end as if complete (tests/test_gateway.py shows that over a real server)."""
+    fresh.fake.chat_mode = "huge"
+    response = await fresh.harness.request("POST", "/v1/chat/completions", fresh.read,
+                                           json={"model": "in-chat", "messages": []})
+    assert response.status_code == 200
+    assert response.headers["content-length"] == str(len(response.content)) and len(response.content) > 10 << 20

@@ -22,7 +22,7 @@ from modeldex.gateway.downstream import BodyTooLarge, ClientGone, Downstream
 from modeldex.gateway.endpoints import ENDPOINTS, Endpoint
 from modeldex.gateway.errors import anthropic_error_body
 from modeldex.gateway.forward import Call, Forwarder, Outcome
-from modeldex.gateway.request import BadRequest, parse_json, parse_multipart
+from modeldex.gateway.request import BadRequest, DecodedTooLarge, UnsupportedEncoding, decoded_body, parse_json, parse_multipart
 from modeldex.gateway.routing import NoRoute, RoutingTable
 from modeldex.ops import metrics
 
@@ -78,8 +78,15 @@ class InferenceRoutes:
             except BodyTooLarge:
                 raise errors.body_too_large(self.max_body_bytes) from None
             content_type = next((v for n, v in headers if n == "content-type"), None)
+            content_encoding = next((v for n, v in headers if n == "content-encoding"), None)
             try:
+                if content_encoding is not None:
+                    body = decoded_body(body, content_encoding, self.max_body_bytes)
                 parsed = parse_multipart(body, content_type) if endpoint.multipart else parse_json(body)
+            except DecodedTooLarge:
+                raise errors.body_too_large(self.max_body_bytes) from None
+            except UnsupportedEncoding as exc:
+                raise ApiError(415, exc.message, code="unsupported_content_encoding") from None
             except BadRequest as exc:
                 raise ApiError(400, exc.message, param=exc.param,
                                code="missing_model" if exc.param == "model" else "invalid_body") from None

@@ -89,13 +89,18 @@ def _json_object(body: bytes) -> bool:
 
 
 def _usage(body: bytes, outcome: Outcome) -> bool:
-    """Token counts from an answer's `usage` (OpenAI's prompt/completion or input/output names); False
-    when the body is not JSON at all."""
+    """Token counts from an answer's `usage` (OpenAI's prompt/completion or input/output names), or from the
+    `usage` of the object a stream's event carries: the Responses API's `response.completed` holds it in
+    `response`, Anthropic's `message_start` in `message` (its `message_delta` then has the output count at
+    the top). False when the body is not JSON at all."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
         return False
     usage = document.get("usage") if isinstance(document, dict) else None
+    if usage is None and isinstance(document, dict):
+        inner = document.get("response", document.get("message"))
+        usage = inner.get("usage") if isinstance(inner, dict) else None
     if isinstance(usage, dict):
         prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
         completion = usage.get("completion_tokens", usage.get("output_tokens"))
@@ -266,6 +271,10 @@ class Forwarder:
                     self.health.failed(target.upstream, f"HTTP {status}", _retry_after(response.headers.get("retry-after")))
                     if not last:
                         continue
+                elif 300 <= status < 400:  # never followed (it could lead our key elsewhere): a misconfigured URL
+                    self.health.failed(target.upstream, f"HTTP {status} (a redirect)")
+                    if not last:
+                        continue
                 else:  # it answers: healthy, whatever it thinks of the request
                     self.health.succeeded(target.upstream)
                 outcome.overhead_ms = ((sent - call.started) * 1000)
@@ -320,7 +329,13 @@ class Forwarder:
             outcome.error = f"upstream HTTP {status}"
             await self._answer_error(call, downstream, outcome, errors.upstream_refused(target.upstream, status))
             return
-        headers = [("x-request-id", call.request_id), *passed_back(response.headers), *call.answer_headers]
+        if 300 <= status < 400:  # a redirect, passed on bare (no Location), was an APIStatusError 302 in the SDKs
+            await self._answer_error(call, downstream, outcome, errors.bad_answer(
+                target.upstream, f"it answered with a redirect (HTTP {status}), which modeldex does not follow; "
+                "an operator should check its base URL"))
+            return
+        headers = [("x-request-id", call.request_id), *passed_back(response.headers, call.answer_headers),
+                   *call.answer_headers]
         content_type = response.headers.get("content-type", "")
         length = response.content_length
         sse = content_type.startswith(SSE)
@@ -350,7 +365,7 @@ class Forwarder:
                 return
             if status >= 400:
                 if not _json_object(body):  # a proxy's HTML page, a framework's text traceback: not passed on
-                    kept = [(name, value) for name, value in passed_back(response.headers)
+                    kept = [(name, value) for name, value in passed_back(response.headers, call.answer_headers)
                             if name not in ("content-type", "content-encoding")]  # retry-after, rate limits
                     await self._answer_error(call, downstream, outcome,
                                              errors.upstream_status(target.upstream, status, kept))
@@ -379,6 +394,11 @@ class Forwarder:
         idle = self.client.timeouts.idle
         if sse:
             headers += [("cache-control", "no-cache"), ("x-accel-buffering", "no")]
+        elif response.content_length is not None:
+            # Its length goes on (the bytes are passed as they come, never decoded): an upstream that breaks
+            # off then closes the client's connection short of it, which clients raise, where a chunked
+            # answer could only end cleanly (a large embeddings list or audio file, silently cut short).
+            headers.append(("content-length", str(response.content_length)))
         outcome.overhead_ms += (time.perf_counter() - received) * 1000
         headers.append((OVERHEAD_HEADER, f"{outcome.overhead_ms:.3f}"))
         outcome.status = response.status

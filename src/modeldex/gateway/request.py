@@ -7,6 +7,7 @@ multipart upload, the parts' headers until the `model` field (the audio itself i
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ DROPPED_REQUEST_HEADERS = frozenset({
     "trailer", "transfer-encoding", "upgrade", "host", "content-length", "authorization", "x-api-key",
     "api-key", "cookie", "accept-encoding", "x-request-id", "expect", "forwarded", "x-forwarded-for",
     "x-forwarded-host", "x-forwarded-proto", "x-real-ip",
+    "content-encoding",  # a compressed body is decoded here (decoded_body) and goes upstream as read
 })
 # Passed back from the upstream's answer (besides content-type).
 PASSED_RESPONSE_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
@@ -83,6 +85,47 @@ class Parsed:
         assert self._multipart is not None
         start, end = self._multipart
         return self._raw[:start] + upstream_model.encode() + self._raw[end:]
+
+
+class UnsupportedEncoding(BadRequest):
+    """A Content-Encoding modeldex cannot decode: 415."""
+
+
+class DecodedTooLarge(Exception):
+    """A compressed body larger than the limit once decoded."""
+
+
+def decoded_body(body: bytes, content_encoding: str | None, limit: int) -> bytes:
+    """`body` without the codings its Content-Encoding names (gzip, deflate; identity is none), undone in
+    reverse order, each bounded by `limit` bytes out (a small bomb cannot fill memory). Clients that
+    compress their requests (gzip) were refused as "not valid JSON"; the upstream gets the decoded body."""
+    codings = [c.strip().lower() for c in (content_encoding or "").split(",")]
+    codings = [c for c in codings if c and c != "identity"]
+    for coding in reversed(codings):
+        if coding not in ("gzip", "x-gzip", "deflate"):
+            raise UnsupportedEncoding(f"Content-Encoding `{coding[:40]}` is not supported: send the body "
+                                      "uncompressed, or gzip or deflate.", param=None)
+        out: list[bytes] = []
+        size = 0
+        rest = body
+        try:
+            while rest:  # gzip may hold several members, one after another
+                # gzip: its header; deflate: zlib's wrapper (RFC 9110), or raw deflate as some clients send it
+                wrapped = len(rest) > 1 and rest[0] & 0x0F == 8 and (rest[0] << 8 | rest[1]) % 31 == 0
+                wbits = 16 + zlib.MAX_WBITS if coding != "deflate" else zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS
+                decompressor = zlib.decompressobj(wbits)
+                chunk = decompressor.decompress(rest, limit - size + 1)
+                size += len(chunk)
+                if size > limit or decompressor.unconsumed_tail:
+                    raise DecodedTooLarge
+                out.append(chunk)
+                if not decompressor.eof:
+                    raise zlib.error("truncated")
+                rest = decompressor.unused_data if coding != "deflate" else b""
+        except zlib.error:
+            raise BadRequest(f"The request body is not valid {coding} data.", param=None) from None
+        body = b"".join(out)
+    return body
 
 
 def parse_json(body: bytes) -> Parsed:
@@ -208,11 +251,14 @@ def upstream_headers(headers: list[tuple[str, str]], request_id: str, protocol: 
     return forwarded
 
 
-def passed_back(headers: Any) -> list[tuple[str, str]]:
-    """The upstream answer's headers a client may see (rate limits, processing time, retry-after)."""
+def passed_back(headers: Any, own: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
+    """The upstream answer's headers a client may see (rate limits, processing time, retry-after), but for
+    those modeldex sets itself (`own`: a limited key's `x-ratelimit-*`): both went out, and clients read
+    `x-ratelimit-remaining-requests: 9, 99` (httpx joins them), or the upstream's figure for modeldex's key."""
+    mine = {name for name, _ in own} if own else ()
     kept = []
     for name, value in headers.items():
         lower = name.lower()
-        if lower in PASSED_RESPONSE_HEADERS or lower.startswith(PASSED_RESPONSE_PREFIXES):
+        if (lower in PASSED_RESPONSE_HEADERS or lower.startswith(PASSED_RESPONSE_PREFIXES)) and lower not in mine:
             kept.append((lower, value))
     return kept
