@@ -638,3 +638,95 @@ async def test_signing_in_again_ends_the_session_it_replaces(harness: Harness) -
         assert (await session.client.get("/console/keys")).status_code == 200
     finally:
         await session.client.aclose()
+
+
+async def test_a_form_sent_after_its_session_ended_is_shown_back(harness: Harness) -> None:
+    """Saving a long edit after the session ended (signed out in another tab, expired) changed nothing and
+    dropped what was typed: the 401 page had neither the text nor a way back to the page it came from."""
+    harness.catalog.create("model", {"id": "typed-in", "owned_by": "a", "created": 5})
+    session = await signed_in(harness, harness.admin)  # type: ignore[attr-defined]
+    try:
+        assert (await session.post("/console/sign-out", {})).status_code == 303  # (another tab)
+        typed = '{"created": 5, "owned_by": "a",\n "description": "an hour of <careful> writing"}'
+        page_url = f"{BASE_URL}/console/model?id=typed-in"
+        answer = await session.post("/console/model/edit", {"id": "typed-in", "revision": "1", "fields": typed},
+                                    headers={"referer": page_url, "origin": BASE_URL})
+        assert answer.status_code == 401 and "Your session has ended" in alert_of(answer)
+        assert "an hour of &lt;careful&gt; writing" in answer.text  # shown back, as text
+        assert session.csrf not in answer.text  # the hidden plumbing is not
+        assert 'href="/console/sign-in?next=/console/model%3Fid%3Dtyped-in"' in answer.text  # back to that page
+        assert harness.catalog.get("model", "typed-in")[0].document().get("description") is None
+        # A post from another site gets nothing echoed back (no text injected into a console page).
+        forged = await session.post("/console/model/edit", {"id": "typed-in", "fields": "Call 555-0100 now"},
+                                    headers={"origin": "https://evil.example", "referer": "https://evil.example/"})
+        assert forged.status_code == 401 and "555-0100" not in forged.text and "next=" not in forged.text
+    finally:
+        await session.client.aclose()
+    # Signed in again (in another tab): the old page's form carries the old session's token; what it held is
+    # shown back too, and the way back is to open the page again, not to reload (which sends it again).
+    again = await signed_in(harness, harness.admin)  # type: ignore[attr-defined]
+    try:
+        stale = await again.post("/console/keys/new", {"name": "typed-key", "policy": '{"groups": []}'},
+                                 csrf=False, headers={"referer": f"{BASE_URL}/console/keys"})
+        assert stale.status_code == 403 and "Open the page again" in alert_of(stale)
+        assert "typed-key" in stale.text and 'href="/console/keys">Back to the page' in stale.text
+    finally:
+        await again.client.aclose()
+
+
+async def test_wrong_methods_get_an_html_405_and_form_addresses_say_what_they_are(session: Session) -> None:
+    """A form's address opened as a page answered "There is no such page"; another method (PUT, DELETE)
+    answered the API's JSON 405 instead of a console page."""
+    for method, path, allowed in (("GET", "/console/model/edit", "POST"), ("GET", "/console/upstreams/poll", "POST"),
+                                  ("DELETE", "/console/models", "GET, HEAD"), ("PUT", "/console/keys/new",
+                                                                               "GET, HEAD, POST"),
+                                  ("PATCH", "/console", "GET, HEAD")):
+        answer = await session.client.request(method, path)
+        assert answer.status_code == 405, (method, path, answer.text[:300])
+        assert answer.headers["content-type"] == "text/html; charset=utf-8" and answer.headers["allow"] == allowed
+        assert "<h1>Something is wrong</h1>" in answer.text and "Sign out" in answer.text  # the console's layout
+    assert "not a page to open" in alert_of(await session.client.get("/console/model/edit"))
+    for method in ("GET", "DELETE"):
+        missing = await session.client.request(method, "/console/no-such-page")
+        assert missing.status_code == 404 and "There is no such page in the console." in missing.text
+        assert missing.headers["content-type"] == "text/html; charset=utf-8"
+
+
+async def test_a_stale_edit_links_to_the_current_revision(harness: Harness, session: Session) -> None:
+    """The refusal said to reload the page, which only sends the refused form again (refused again)."""
+    harness.catalog.create("model", {"id": "edited-twice", "owned_by": "a", "created": 5})
+    harness.catalog.update("model", "edited-twice", {"name": "theirs"})
+    stale = await session.post("/console/model/edit", {"id": "edited-twice", "revision": "1",
+                                                       "fields": '{"owned_by": "mine", "created": 5}'})
+    assert stale.status_code == 409 and "open it again to edit it" in alert_of(stale)
+    assert '<a href="/console/model?id=edited-twice#edit">Open revision 2 to edit it</a>' in stale.text
+    fresh = await session.client.get("/console/model", params={"id": "edited-twice"})
+    assert "Open revision" not in fresh.text
+    harness.catalog.create_key("edited-key", "read")
+    harness.catalog.update_key("edited-key", rate_limit="5/s")
+    stale_key = await session.post("/console/key/edit", {"name": "edited-key", "revision": "1", "scope": "read",
+                                                        "rate_limit": "", "policy": "{}"})
+    assert stale_key.status_code == 409 and "Open the key again" in alert_of(stale_key)
+    assert '<a href="/console/key?name=edited-key#edit">Open revision 2 to edit it</a>' in stale_key.text
+
+
+async def test_the_sign_in_page_of_a_signed_in_browser_goes_on_to_the_page_asked_for(session: Session) -> None:
+    """A tab left on the sign-in page (its session ended) while the admin signed in again in another tab:
+    reloading it went to the models page, not the page it was asked for."""
+    answer = await session.client.get("/console/sign-in", params={"next": "/console/key?name=admin"})
+    assert answer.status_code == 303 and answer.headers["location"] == "/console/key?name=admin"
+    elsewhere = await session.client.get("/console/sign-in", params={"next": "https://evil.example/"})
+    assert elsewhere.headers["location"] == "/console/models"
+
+
+async def test_a_form_refused_by_the_rate_limit_is_shown_back(harness: Harness) -> None:
+    key = harness.key("hasty-admin", "admin", rate_limit="1/m")
+    session = await signed_in(harness, key)  # its one page (the sign-in's redirect target and /console/keys)
+    try:
+        answer = await session.post("/console/keys/new", {"name": "typed-in-a-hurry", "policy": '{"groups": []}'},
+                                    headers={"referer": f"{BASE_URL}/console/keys"})
+        assert answer.status_code == 429 and "Rate limit reached" in alert_of(answer)
+        assert "typed-in-a-hurry" in answer.text and 'href="/console/keys">Back to the page' in answer.text
+        assert "typed-in-a-hurry" not in {k.name for k in harness.catalog.list_keys()}
+    finally:
+        await session.client.aclose()

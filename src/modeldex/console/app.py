@@ -15,14 +15,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
 from jinja2 import Environment, PackageLoader
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
 
 from modeldex.catalog.callers import Caller
 from modeldex.catalog.catalog_file import PlannedChange, dump_yaml, parse_catalog_file, plan_digest
@@ -52,6 +52,7 @@ _SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "same-origin",
 }
+_FORM_PLUMBING = {"csrf", "revision", "digest", "action", "next"}  # hidden fields, not typed in
 # Messages shown after a change and a redirect, by code: the address never carries text to display.
 DONE = {
     "created": "Created.", "saved": "Saved.", "deleted": "Deleted.", "revoked": "Key revoked.",
@@ -143,6 +144,7 @@ class Console:
         self.templates.filters["when"] = views.when
         self.templates.filters["pretty"] = views.pretty
         self.static = {path.name: path.read_bytes() for path in _STATIC.iterdir() if path.suffix in _STATIC_TYPES}
+        self._table: list[Route] = []  # the pages' routes (routes() makes them), for not_found's 405s
 
     # --- plumbing: pages, sessions, forms ---------------------------------------------------------------
 
@@ -154,8 +156,21 @@ class Console:
             done=DONE.get(done), path=request.url.path, **values)
         return Response(html, status_code=status, media_type="text/html; charset=utf-8", headers=_SECURITY_HEADERS)
 
-    def problem(self, request: Request, status: int, message: str, context: Context | None = None) -> Response:
-        return self.page(request, "problem.html", status, context, message=message)
+    def problem(self, request: Request, status: int, message: str, context: Context | None = None,
+                kept: list[tuple[str, str]] | None = None, back: str | None = None) -> Response:
+        return self.page(request, "problem.html", status, context, message=message, kept=kept or [], back=back)
+
+    @staticmethod
+    def unsent(request: Request, form: Mapping[str, str] | None) -> dict[str, Any]:
+        """For a form refused before it was looked at (its session ended, the rate limit, or a page from an older
+        session): what was typed in it, to show back so that it is not lost, and the console page it was sent from (its
+        `Referer`, same-origin only), to go back to after signing in."""
+        kept = [(name, value) for name, value in (form or {}).items()
+                if name not in _FORM_PLUMBING and value.strip()]
+        referer = urlsplit(request.headers.get("referer", ""))
+        same_site = referer.netloc == request.headers.get("host") and referer.scheme in ("http", "https")
+        back = _safe_next(referer.path + (f"?{referer.query}" if referer.query else "")) if same_site else None
+        return {"kept": kept, "back": back}
 
     @staticmethod
     def redirect(location: str, headers: dict[str, str] | None = None) -> Response:
@@ -228,8 +243,9 @@ class Console:
                 if not posted:
                     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                     return self.redirect(f"{PREFIX}/sign-in?" + urlencode({"next": target}))
+                form = await self.form(request) if self.cross_site(request) is None else None
                 return self.problem(request, 401, "Your session has ended (signed out, expired, or its key was "
-                                    "revoked): nothing was changed. Sign in again.")
+                                    "revoked): nothing was changed. Sign in again.", **self.unsent(request, form))
             record, caller = found
             request.scope["modeldex.key"] = caller.name
             context = Context(record, caller, self.catalog_for(caller))
@@ -237,7 +253,8 @@ class Console:
                 try:
                     await self.charge(caller)
                 except RateLimited as exc:
-                    return self.problem(request, 429, str(exc), context)
+                    form = await self.form(request) if posted and self.cross_site(request) is None else None
+                    return self.problem(request, 429, str(exc), context, **self.unsent(request, form))
             if posted:
                 refused = self.cross_site(request)
                 if refused is not None:
@@ -248,9 +265,11 @@ class Console:
                                         f"({self.form_limit(request):,} bytes, "
                                         "serve --max-body-bytes); apply a file that large with `modeldex catalog "
                                         "apply`.", context)
-                if not csrf_matches(record, form.get("csrf")):
+                if not csrf_matches(record, form.get("csrf")):  # a page from before a sign-out and a new sign-in
                     return self.problem(request, 403, "Refused: the form did not carry this session's security "
-                                        "token (CSRF). Reload the page and try again.", context)
+                                        "token (CSRF): nothing was changed. Open the page again (reloading this "
+                                        "one sends the same form) and try again.", context,
+                                        **self.unsent(request, form))
                 context.form = form
             try:
                 return await handler(request, context)
@@ -272,9 +291,10 @@ class Console:
     # --- sign-in, sign-out ------------------------------------------------------------------------------
 
     async def sign_in_page(self, request: Request) -> Response:
-        if await self._session(request) is not None:
-            return self.redirect(f"{PREFIX}/models")
-        return self.page(request, "sign_in.html", next=_safe_next(request.query_params.get("next")))
+        target = _safe_next(request.query_params.get("next"))
+        if await self._session(request) is not None:  # signed in meanwhile (in another tab): on to the page
+            return self.redirect(target)
+        return self.page(request, "sign_in.html", next=target)
 
     async def sign_in(self, request: Request) -> Response:
         form = await self.form(request) or {}
@@ -350,7 +370,8 @@ class Console:
             await run_in_threadpool(context.catalog.update, "model", model_id, changes, _revision(form))
         except PreconditionFailed as exc:
             return await self.model(request, context, f"Not saved: {exc}. Someone else saved this model after you "
-                                    "opened this page; reload it to see their change, then edit again.", 409,
+                                    "opened this page (its metadata above is theirs): open it again to edit it "
+                                    "(reloading this page only sends your form again).", 409,
                                     text, model_id, _revision(form))
         except NotFound:
             raise
@@ -440,8 +461,8 @@ class Console:
             await run_in_threadpool(context.catalog.update_key, name, form.get("scope") or None, policy,
                                     _revision(form), form.get("rate_limit", "").strip() or None)
         except PreconditionFailed as exc:
-            return await self.key(request, context, f"Not saved: {exc}. Reload the page to see the change.", 409,
-                                  form, name)
+            return await self.key(request, context, f"Not saved: {exc}. Open the key again to see the change "
+                                  "(reloading this page only sends your form again).", 409, form, name)
         except NotFound:
             raise
         except CatalogError as exc:
@@ -558,11 +579,30 @@ class Console:
                         headers={"cache-control": "public, max-age=300", "x-content-type-options": "nosniff"})
 
     async def not_found(self, request: Request) -> Response:
+        """Any other address or method under /console: a page in the console's layout, never the API's JSON.
+        An address that exists for other methods (a form's address visited, a PUT) is a 405 that says so."""
         found = await self._session(request)
         context = Context(found[0], found[1], self.catalog_for(found[1])) if found else None
-        return self.problem(request, 404, "There is no such page in the console.", context)
+        allowed = sorted({method for route in self._table if route.matches(request.scope)[0] is Match.PARTIAL
+                          for method in route.methods or ()})
+        if not allowed:
+            return self.problem(request, 404, "There is no such page in the console.", context)
+        if allowed == ["POST"]:
+            message = ("This address is where a console form is sent; it is not a page to open. Go back to the "
+                       "page the form is on.")
+        else:
+            message = f"This address does not take {request.method} requests (it takes {', '.join(allowed)})."
+        page = self.problem(request, 405, message, context)
+        page.headers["allow"] = ", ".join(allowed)
+        return page
 
     def routes(self) -> list[BaseRoute]:
+        self._table = self._pages()
+        methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]  # (a function's route has GET only)
+        return [*self._table, Route(PREFIX, self.not_found, methods=methods),
+                Route(f"{PREFIX}/{{rest:path}}", self.not_found, methods=methods)]
+
+    def _pages(self) -> list[Route]:
         page = self.signed_in
         return [
             Route(PREFIX, self.home, methods=["GET"]),
@@ -590,7 +630,6 @@ class Console:
             Route(f"{PREFIX}/catalog.yaml", page(self.export), methods=["GET"]),
             Route(f"{PREFIX}/apply", page(self.apply_page), methods=["GET"]),
             Route(f"{PREFIX}/apply", page(self.apply), methods=["POST"]),
-            Route(f"{PREFIX}/{{rest:path}}", self.not_found, methods=["GET", "POST"]),
         ]
 
 
