@@ -90,8 +90,9 @@ def test_headers_going_upstream_and_coming_back() -> None:
     assert sent == {"content-type": "application/json", "anthropic-version": "2023-06-01", "x-request-id": "req_1",
                     "x-api-key": "sk-upstream"}
     back = passed_back({"X-RateLimit-Remaining-Requests": "9", "Retry-After": "2", "Set-Cookie": "a=b",
-                        "openai-processing-ms": "5", "server": "uvicorn"})
-    assert back == [("x-ratelimit-remaining-requests", "9"), ("retry-after", "2"), ("openai-processing-ms", "5")]
+                        "openai-processing-ms": "5", "server": "uvicorn", "X-Should-Retry": "false"})
+    assert back == [("x-ratelimit-remaining-requests", "9"), ("retry-after", "2"), ("openai-processing-ms", "5"),
+                    ("x-should-retry", "false")]
     assert redact(b'{"error": "bad key sk-upstream-123"}', "sk-upstream-123") == b'{"error": "bad key [redacted]"}'
 
 

@@ -25,7 +25,9 @@ DROPPED_REQUEST_HEADERS = frozenset({
 })
 # Passed back from the upstream's answer (besides content-type).
 PASSED_RESPONSE_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
-PASSED_RESPONSE_HEADERS = frozenset({"content-type", "content-encoding", "openai-processing-ms", "retry-after", "retry-after-ms"})
+# x-should-retry: the OpenAI and Anthropic SDKs retry (or not) as the server says, before their own rules.
+PASSED_RESPONSE_HEADERS = frozenset({"content-type", "content-encoding", "openai-processing-ms", "retry-after",
+                                     "retry-after-ms", "x-should-retry"})
 
 # A parameter of a Content-Type: `; name=token` or `; name="quoted string"`.
 _PARAMETER = re.compile(r';[ \t]*([^=;\s"]+)[ \t]*=[ \t]*("(?:[^"\\\r\n]|\\[^\r\n])*"|[^";\s]*)[ \t]*')
