@@ -89,14 +89,23 @@ def test_models_list_add_remove(db_url: str) -> None:
 
 def test_the_command_line_wins_over_the_environment_in_where_to_work(db_url: str) -> None:
     """MODELDEX_URL set in a shell must not send a write meant for `--database-url` to a server (it did,
-    silently); `--url` and `--database-url` both given is refused."""
+    silently), whether the option comes before the command or after it; `--url` and `--database-url` both
+    given is refused, wherever each stands."""
     env = {**cli_env(db_url), "MODELDEX_URL": "http://127.0.0.1:9", "MODELDEX_API_KEY": "sk-mdx-unused"}
     run_cli(db_url, "models", "add", "here-not-there", "--database-url", db_url, env=env)
     assert "here-not-there" in run_cli(db_url, "models", "list").stdout
     both = run_cli(db_url, "models", "remove", "here-not-there", "--database-url", db_url, "--url",
                    "http://127.0.0.1:9", check=False)
     assert both.returncode == 2 and "give --url or --database-url, not both" in both.stderr
+    # The same before the command (the group's options), where the write still went to the server.
+    run_cli(db_url, "--database-url", db_url, "models", "add", "before-too", env=env)
+    assert "before-too" in run_cli(db_url, "models", "list").stdout
+    for args in (("--url", "http://127.0.0.1:9", "--database-url", db_url, "models", "remove", "before-too"),
+                 ("--database-url", db_url, "models", "remove", "before-too", "--url", "http://127.0.0.1:9")):
+        both = run_cli(db_url, *args, check=False)
+        assert both.returncode == 2 and "give --url or --database-url, not both" in both.stderr, args
     run_cli(db_url, "models", "remove", "here-not-there")
+    run_cli(db_url, "models", "remove", "before-too")
 
 
 def test_models_errors_change_nothing(db_url: str) -> None:
@@ -158,7 +167,7 @@ def test_db_upgrade_run_by_several_processes_at_once_migrates_once(empty_db_url:
     results = [(process.wait(60), process.stderr.read()) for process in upgrades if process.stderr is not None]
     assert [code for code, _err in results] == [0] * 4, results
     notes = sorted(err.strip().rsplit(": schema ", 1)[-1] for _code, err in results)
-    assert notes == [f"0001 -> {HEAD}"] + [f"{HEAD} -> {HEAD}"] * 3, notes
+    assert notes == [f"0001 -> {HEAD}"] + [f"{HEAD} (up to date)"] * 3, notes
 
 
 def test_a_database_of_the_first_schema_is_refused_until_upgraded(empty_db_url: str) -> None:

@@ -185,7 +185,7 @@ class HttpBackend:
 
     def __init__(self, url: str, api_key: str | None) -> None:
         if not api_key:
-            raise BackendError("--url needs an admin key: pass --api-key or set MODELDEX_API_KEY")
+            raise BackendError("--url needs an admin key: pass --api-key or --api-key-file, or set MODELDEX_API_KEY")
         if not (api_key.isascii() and api_key.isprintable()):  # it goes in a header; never repeated here
             raise BackendError("the admin key holds characters no key has: it is printable ASCII")
         base = url.rstrip("/")

@@ -27,7 +27,7 @@ def catalog() -> None:
 @backend_options
 @handle_errors
 def export(output: str | None, database_url: str | None, url: str | None, api_key: str | None) -> None:
-    """Write models, aliases and groups (never keys) as YAML."""
+    """Write models, aliases, groups, upstreams and issuers (never keys, nor discovered models) as YAML."""
     with open_backend(database_url, url, api_key) as backend:
         text = dump_yaml(backend.export())
     if output:

@@ -78,6 +78,10 @@ def secret_option(value: str | None, file: str | None, option: str) -> str | Non
     return read_secret_file(file, option + "-file")
 
 
+# The names of --database-url and --url given before the command (the group's), in the root context's meta.
+GIVEN_BEFORE_THE_COMMAND = "modeldex.given_before_the_command"
+
+
 def backend_options(command: F) -> F:
     """--database-url, or --url with --api-key (or --api-key-file): the two places a command can work on."""
 
@@ -86,10 +90,12 @@ def backend_options(command: F) -> F:
         kwargs["api_key"] = secret_option(kwargs.get("api_key"), api_key_file, "--api-key")
         if kwargs.get("url") and kwargs.get("database_url"):
             # What the command line says wins over the environment (MODELDEX_URL set in a shell must not
-            # send `--database-url other.db` writes to a server); both on the command line is a mistake.
+            # send `--database-url other.db` writes to a server); both on the command line is a mistake,
+            # before the command (`modeldex --database-url D ...`: the group's) or after it.
             context = click.get_current_context()
             from_line = {name for name in ("url", "database_url")
                          if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
+            from_line |= context.find_root().meta.get(GIVEN_BEFORE_THE_COMMAND, set())
             if from_line == {"url", "database_url"}:
                 raise click.UsageError("give --url or --database-url, not both")
             if from_line == {"database_url"}:

@@ -29,7 +29,8 @@ def upgrade(database_url: str | None) -> None:
         migrate.check_upgradable(engine)
         before = migrate.upgrade(engine)  # as found once no other upgrade was running
         after = migrate.current_revision(engine)
-    click.echo(f"{redact(url)}: schema {before or '(empty)'} -> {after}", err=True)
+    change = f"{before} (up to date)" if before == after else f"{before or '(empty)'} -> {after}"
+    click.echo(f"{redact(url)}: schema {change}", err=True)
 
 
 @db.command("current")

@@ -13,7 +13,7 @@ from modeldex.cli.aliases import aliases
 from modeldex.cli.auth import auth
 from modeldex.cli.catalog import catalog, changes
 from modeldex.cli.check import check
-from modeldex.cli.common import URL_ENV
+from modeldex.cli.common import GIVEN_BEFORE_THE_COMMAND, URL_ENV
 from modeldex.cli.db import db
 from modeldex.cli.groups import groups
 from modeldex.cli.issuers import issuers
@@ -73,11 +73,17 @@ def cli(database_url: str | None, url: str | None) -> None:
     MODELDEX_URL and an admin key (--api-key or MODELDEX_API_KEY), on a running
     server through its admin API. Both options go before or after the command.
     """
-    # Handed to the command as the environment variables its own options read: its flag still wins.
+    if database_url is not None and url is not None:
+        raise click.UsageError("give --url or --database-url, not both")
+    # Handed to the command as the environment variables its own options read: its flag still wins. They
+    # count as given on the command line, so they beat the environment's other one (backend_options).
+    given = click.get_current_context().meta.setdefault(GIVEN_BEFORE_THE_COMMAND, set())
     if database_url is not None:
         os.environ[DATABASE_URL_ENV] = database_url
+        given.add("database_url")
     if url is not None:
         os.environ[URL_ENV] = url
+        given.add("url")
 
 
 cli.add_command(serve)
