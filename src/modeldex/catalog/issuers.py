@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, model_validator
 
-from modeldex.catalog.entities import Entity, Name
+from modeldex.catalog.entities import Entity, Name, _stored
 from modeldex.catalog.limits import parse_limit
 
 # Asymmetric algorithms only: an HMAC "signed" with a public key is a known attack, and `none` is none.
@@ -97,7 +97,25 @@ class Issuer(Entity):
     rate_limit: Annotated[str, AfterValidator(_rate_limit)] | None = None  # per subject; None: server's default
 
     @model_validator(mode="after")
-    def _one_key_source(self) -> Issuer:
+    def _one_key_source(self, info: ValidationInfo) -> Issuer:
         if self.jwks_url is not None and self.public_key is not None:
             raise ValueError("give jwks_url or public_key, not both (neither: OpenID Connect discovery)")
+        if self.public_key is not None and not _stored(info):  # (one stored before this rule still loads)
+            signs = algorithms_of(load_pem_public_key(self.public_key.encode()))
+            if not set(signs) & set(self.algorithms):
+                raise ValueError(f"the public key verifies {', '.join(signs) or 'no algorithm modeldex accepts'}, "
+                                 f"not {', '.join(self.algorithms)}: every token would be refused"
+                                 + (f" (algorithms must include {' or '.join(signs)})" if signs else ""))
         return self
+
+
+def algorithms_of(key: object) -> tuple[str, ...]:
+    """The algorithms (of ALGORITHMS) a public key verifies: an issuer whose static key verifies none of its
+    algorithms refused every token, and said so only in the log, token by token."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return tuple(a for a in ALGORITHMS if a.startswith(("RS", "PS")))
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return {"secp256r1": ("ES256",), "secp384r1": ("ES384",)}.get(key.curve.name, ())
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return ("EdDSA",)
+    return ()

@@ -44,20 +44,22 @@ Snapshot = tuple[Mapping[str, Issuer], Collection[str]]
 class _Verified:
     """A verified token, and what must still hold for it to stand."""
 
-    __slots__ = ("caller", "expires_at", "holder", "issuers", "key", "kid")
+    __slots__ = ("algorithm", "caller", "expires_at", "holder", "issuers", "key", "kid")
 
-    def __init__(self, issuers: Mapping[str, Issuer], holder: Holder, key: Key, kid: str | None,
+    def __init__(self, issuers: Mapping[str, Issuer], holder: Holder, key: Key, kid: str | None, algorithm: str,
                  expires_at: float) -> None:
         self.issuers = issuers
         self.holder = holder
         self.key = key
         self.kid = kid
+        self.algorithm = algorithm
         self.expires_at = expires_at
         self.caller: Caller | None = None
 
     def valid(self) -> bool:
         keyset = self.holder.keyset
-        return time.time() < self.expires_at and keyset is not None and keyset.find(self.kid) is self.key
+        return (time.time() < self.expires_at and keyset is not None
+                and keyset.find(self.kid, self.algorithm) is self.key)
 
 
 class IssuerTokens:
@@ -174,7 +176,7 @@ class IssuerTokens:
         holders = [self.keysets.holder(issuer) for issuer in candidates if algorithm in issuer.algorithms]
         # No keys yet, or a `kid` the set lacks (a token without one is no sign of a rotation).
         return [h for h in holders if h is not None and (
-            h.keyset is None or (peeked.kid is not None and h.keyset.find(peeked.kid) is None))]
+            h.keyset is None or (peeked.kid is not None and not h.keyset.named(peeked.kid)))]
 
     def _check(self, token: str, issuers: Mapping[str, Issuer], groups: Collection[str]) -> Caller | Refused:
         try:
@@ -194,12 +196,13 @@ class IssuerTokens:
                 first = first or refused
                 continue
             assert holder is not None and keyset is not None
-            key = keyset.find(peeked.kid)
+            algorithm = peeked.header["alg"]  # one the issuer accepts: `verify` checked
+            key = keyset.find(peeked.kid, algorithm)
             assert key is not None
             if len(self._policies) >= MAX_POLICIES:
                 self._policies = {}
             policy = self._policies.setdefault(policy, policy)
-            verified = _Verified(issuers, holder, key, peeked.kid, float(claims["exp"]))
+            verified = _Verified(issuers, holder, key, peeked.kid, algorithm, float(claims["exp"]))
             verified.caller = Caller(name, scope, policy, issuer.rate_limit, credential=CREDENTIAL,
                                      still_valid=verified.valid)
             if len(self._cache) >= self._max_cached:

@@ -9,6 +9,7 @@ request per interval, not one per token.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from modeldex.catalog.issuers import Issuer
@@ -50,19 +52,49 @@ class Key:
     key: Any
     algorithm: str | None
 
+    def suits(self, algorithm: str) -> bool:
+        return (self.algorithm is None or self.algorithm == algorithm) and fits(self.key, algorithm)
+
+
+_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1"}
+
+
+def fits(key: Any, algorithm: str) -> bool:
+    """Whether `key` is of the type `algorithm` signs with (PyJWT raises TypeError, not an error of its
+    own, for some mismatches: this refuses them first)."""
+    if algorithm.startswith(("RS", "PS")):
+        return isinstance(key, rsa.RSAPublicKey)
+    if algorithm in _CURVES:
+        return isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == _CURVES[algorithm]
+    if algorithm == "EdDSA":
+        return isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)
+    return False
+
 
 @dataclass(frozen=True, slots=True)
 class KeySet:
-    keys: Mapping[str, Key]  # by kid; a static public key is under ""
+    # By kid (a static public key, and JWKs without one, under ""): usually one key each, but a provider may
+    # publish several under one kid (the same RSA key for RS256 and PS256; an RSA and an EC key) or none.
+    keys: Mapping[str, tuple[Key, ...]]
     fetched_at: float
     static: bool = False  # a configured public key: whatever the token's `kid`, this is the key
 
-    def find(self, kid: str | None) -> Key | None:
+    def named(self, kid: str | None) -> tuple[Key, ...]:
+        """The keys a token naming `kid` may be signed with, whatever their algorithm: none when the set
+        lacks that kid (a rotation the set has not caught up with)."""
         if self.static:
-            return self.keys.get("")
-        if kid is None:  # a provider with a single key may leave `kid` out
-            return next(iter(self.keys.values())) if len(self.keys) == 1 else None
-        return self.keys.get(kid)
+            return self.keys[""]
+        if kid is None:  # a provider may leave `kid` out: then any key of the set
+            return tuple(key for keys in self.keys.values() for key in keys)
+        return self.keys.get(kid, ())
+
+    def find(self, kid: str | None, algorithm: str) -> Key | None:
+        """The key that verifies a token naming `kid` and `algorithm`: among the keys of that kid (without
+        one: of the whole set), the one for that algorithm; a token naming no kid must leave only one."""
+        suitable = [key for key in self.named(kid) if key.suits(algorithm)]
+        if kid is None and not self.static:
+            return suitable[0] if len(suitable) == 1 else None
+        return suitable[0] if suitable else None
 
 
 @dataclass(slots=True)
@@ -101,7 +133,7 @@ def parse_jwks(document: Any, previous: KeySet | None, now: float) -> KeySet:
     are skipped."""
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise ValueError("not a JWKS document (no \"keys\" list)")  # noqa: TRY004  (caught as bad input)
-    keys: dict[str, Key] = {}
+    keys: dict[str, tuple[Key, ...]] = {}
     for entry in document["keys"]:
         if not isinstance(entry, dict) or entry.get("use", "sig") != "sig" or "d" in entry:
             continue  # not for signatures (or a private key, which no provider should publish)
@@ -112,15 +144,17 @@ def parse_jwks(document: Any, previous: KeySet | None, now: float) -> KeySet:
         except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError, KeyError):
             continue
         algorithm = entry.get("alg") if isinstance(entry.get("alg"), str) else None
-        old = previous.keys.get(kid) if previous is not None else None
-        same = old is not None and old.algorithm == algorithm and _same_key(old.key, made.key)
-        keys[kid] = old if same and old is not None else Key(kid, made.key, algorithm)
+        olds = previous.keys.get(kid, ()) if previous is not None else ()
+        same = [old for old in olds if old.algorithm == algorithm and _same_key(old.key, made.key)]
+        keys[kid] = (*keys.get(kid, ()), same[0] if same else Key(kid, made.key, algorithm))
     if not keys:
         raise ValueError("the key set holds no usable signing key")
     return KeySet(keys, now)
 
 
 def _same_key(a: Any, b: Any) -> bool:
+    if type(a) is not type(b):  # (an Ed25519 key and an RSA key under one kid: public_bytes(Raw) raised)
+        return False
     try:
         return bool(a.public_numbers() == b.public_numbers())
     except AttributeError:  # Ed25519/Ed448 keys have no numbers: compare their raw bytes
@@ -130,7 +164,7 @@ def _same_key(a: Any, b: Any) -> bool:
 
 
 def static_keyset(public_key: str, now: float) -> KeySet:
-    return KeySet({"": Key("", load_pem_public_key(public_key.encode()), None)}, now, static=True)
+    return KeySet({"": (Key("", load_pem_public_key(public_key.encode()), None),)}, now, static=True)
 
 
 class KeySets:
@@ -207,8 +241,10 @@ class KeySets:
             url = source.jwks_url or holder.jwks_uri
             if url is None:
                 discovery, _ = self._get_json(discovery_url(source.issuer))
-                if not isinstance(discovery, dict) or discovery.get("issuer") != source.issuer:
-                    raise ValueError("the discovery document names another issuer")
+                named = discovery.get("issuer") if isinstance(discovery, dict) else None
+                if named != source.issuer:  # exactly, as tokens' `iss` is: a trailing slash differs
+                    raise ValueError(f"the discovery document names another issuer ({repr(named)[:100]}, "
+                                     f"not {source.issuer!r})")
                 jwks_uri = discovery.get("jwks_uri")
                 if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("http://", "https://")):
                     raise ValueError("the discovery document has no jwks_uri")
@@ -228,13 +264,27 @@ class KeySets:
         holder.next_refresh = time.monotonic() + interval
 
     def _get_json(self, url: str) -> tuple[Any, str | None]:
-        response = self._client.get(url, headers={"accept": "application/json"})
-        if response.status_code != 200:
-            raise ValueError(f"{url} answered HTTP {response.status_code}")
-        if len(response.content) > MAX_DOCUMENT_BYTES:
-            raise ValueError(f"{url} answered more than {MAX_DOCUMENT_BYTES} bytes")
+        """The JSON document at `url`, read as it arrives: given up past MAX_DOCUMENT_BYTES (a provider
+        answering 300 MB had them all read into memory first) or past `timeout` in all (httpx's timeouts
+        are per read: a body trickling in a byte a second held the refresh, and every refresh after it,
+        for as long as it trickled)."""
+        deadline = time.monotonic() + self.timeout
+        with self._client.stream("GET", url, headers={"accept": "application/json"}) as response:
+            if response.status_code != 200:
+                raise ValueError(f"{url} answered HTTP {response.status_code}")
+            declared = response.headers.get("content-length", "")
+            if declared.isascii() and declared.isdigit() and int(declared) > MAX_DOCUMENT_BYTES:
+                raise ValueError(f"{url} answered more than {MAX_DOCUMENT_BYTES} bytes")
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_DOCUMENT_BYTES:
+                    raise ValueError(f"{url} answered more than {MAX_DOCUMENT_BYTES} bytes")
+                if time.monotonic() > deadline:
+                    raise ValueError(f"{url} took more than {self.timeout:g} s to answer")
+            cache_control = response.headers.get("cache-control")
         try:
-            return response.json(), response.headers.get("cache-control")
+            return json.loads(body), cache_control  # as httpx's `json()` reads it (UTF-8, -16, -32, a BOM)
         except ValueError:
             raise ValueError(f"{url} did not answer JSON") from None
 

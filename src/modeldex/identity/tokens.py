@@ -14,7 +14,6 @@ from typing import Any
 
 import jwt
 import orjson
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.utils import base64url_decode
 
 from modeldex.catalog.callers import Scope
@@ -86,17 +85,26 @@ def verify(token: str, peeked: Unverified, issuer: Issuer, keyset: KeySet | None
                       f"({', '.join(issuer.algorithms)})")
     if peeked.header.get("crit") is not None:
         raise Refused("the token has critical header extensions modeldex does not know")
+    if another_kind(peeked.header.get("typ")):
+        raise Refused(f"the token's typ {shown(peeked.header.get('typ'))} says it is not an access token")
     if keyset is None:
         raise Refused(f"issuer {issuer.name!r}: no keys fetched yet", refreshable=True)
-    key = keyset.find(peeked.kid)
+    key = keyset.find(peeked.kid, algorithm)
     if key is None:
-        if peeked.kid is None:  # several keys and no `kid` to choose: no refresh would tell
-            raise Refused(f"issuer {issuer.name!r}: the token names no kid, and its key set holds several keys")
-        raise Refused(f"issuer {issuer.name!r}: no key with kid {shown(peeked.kid)} in its key set", refreshable=True)
-    if key.algorithm is not None and key.algorithm != algorithm:
-        raise Refused(f"key {key.kid!r} is for {key.algorithm}, the token says {algorithm}")
-    if not fits(key.key, algorithm):  # a JWK without `alg`: its type must suit the algorithm
-        raise Refused(f"key {key.kid!r} is not a key for {algorithm}")
+        named = keyset.named(peeked.kid)
+        if not named:
+            raise Refused(f"issuer {issuer.name!r}: no key with kid {shown(peeked.kid)} in its key set",
+                          refreshable=True)
+        suitable = [k for k in named if k.suits(algorithm)]
+        if suitable:  # several keys and no `kid` to choose: no refresh would tell
+            raise Refused(f"issuer {issuer.name!r}: the token names no kid, and its key set holds several "
+                          f"keys for {algorithm}")
+        if len(named) == 1 and named[0].algorithm is not None and named[0].algorithm != algorithm:
+            raise Refused(f"key {named[0].kid!r} is for {named[0].algorithm}, the token says {algorithm}")
+        # A JWK without `alg` (or a static key): its type must suit the algorithm.
+        raise Refused(f"key {named[0].kid!r} is not a key for {algorithm}" if len(named) == 1 else
+                      f"issuer {issuer.name!r}: no key {'' if peeked.kid is None else f'with kid {shown(peeked.kid)} '}"
+                      f"is for {algorithm}")
     try:
         return jwt.decode(token, key.key, algorithms=[algorithm], audience=list(issuer.audiences),
                           issuer=issuer.issuer, leeway=issuer.leeway,
@@ -119,19 +127,15 @@ def verify(token: str, peeked: Unverified, issuer: Issuer, keyset: KeySet | None
         raise Refused(f"invalid token ({type(exc).__name__})") from None
 
 
-_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1"}
-
-
-def fits(key: Any, algorithm: str) -> bool:
-    """Whether `key` is of the type `algorithm` signs with (PyJWT raises TypeError, not an error of its
-    own, for some mismatches: this refuses them first)."""
-    if algorithm.startswith(("RS", "PS")):
-        return isinstance(key, rsa.RSAPublicKey)
-    if algorithm in _CURVES:
-        return isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == _CURVES[algorithm]
-    if algorithm == "EdDSA":
-        return isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)
-    return False
+def another_kind(typ: Any) -> bool:
+    """Whether a `typ` header says the token is another kind of JWT than an access token: a logout token
+    (`logout+jwt`), a security event (`secevent+jwt`), a DPoP proof, ... which the provider signs with the
+    same keys, sometimes for the same audience (RFC 8725, 3.11: explicit typing keeps them apart). Access
+    tokens say `at+jwt` (RFC 9068), `JWT`, or nothing (Keycloak, Entra ID, Kubernetes): those pass."""
+    if not isinstance(typ, str):
+        return False
+    media = typ.lower().removeprefix("application/")
+    return media.endswith("+jwt") and media != "at+jwt"
 
 
 def claim(claims: dict[str, Any], path: str) -> Any:

@@ -207,7 +207,7 @@ def _upstream_to_row(upstream: Upstream) -> dict[str, Any]:
 
 
 def _issuer_from_row(row: Any) -> Issuer:
-    return Issuer.model_validate({**row.config, "name": row.name})
+    return Issuer.model_validate({**row.config, "name": row.name}, context=STORED)
 
 
 def _issuer_to_row(issuer: Issuer) -> dict[str, Any]:
