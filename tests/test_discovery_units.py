@@ -425,3 +425,119 @@ def test_the_cli_clears_an_upstreams_filters_and_refuses_a_prefix_no_id_can_take
     for prefix in ("../", "./", "/", "a//", "x/./"):
         code, output = run("upstreams", "update", "u", "--prefix", prefix)
         assert code == 1 and "prefix" in output, (prefix, output)
+
+
+# --- the shapes real servers answer ------------------------------------------------------------------
+
+
+def _answering(pages: dict[str | None, object], seen: list[tuple[str | None, str | None]]):
+    """A transport answering GET /v1/models from `pages`, by the `after_id` asked for (None, or one it does not
+    know: the first page, as a server that ignores `after_id` does)."""
+    import httpx
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        after = request.url.params.get("after_id")
+        seen.append((after, request.headers.get("authorization")))
+        return httpx.Response(200, json=pages.get(after, pages[None]))
+
+    return httpx.MockTransport(handle)
+
+
+def test_a_list_in_pages_is_read_whole_with_the_key_on_every_page() -> None:
+    """Anthropic's list (and MiniMax's Anthropic-compatible one) comes 20 models a page, with `has_more`
+    and `last_id`: only the first page was taken, so every model on the others was marked stale, then
+    removed after the grace period."""
+    page = lambda ids, more: {"data": [{"type": "model", "id": i} for i in ids], "has_more": more,  # noqa: E731
+                              "first_id": ids[0], "last_id": ids[-1]}
+    seen: list = []
+    pages = {None: page(["a", "b"], True), "b": page(["c", "d"], True), "d": page(["e"], False)}
+    fetched = fetch_models("http://up.test/v1", SECRET, timeout=5, transport=_answering(pages, seen))
+    assert [e["id"] for e in fetched.entries] == ["a", "b", "c", "d", "e"]
+    assert seen == [(None, f"Bearer {SECRET}"), ("b", f"Bearer {SECRET}"), ("d", f"Bearer {SECRET}")]
+
+
+@pytest.mark.parametrize(("pages", "expected"), [
+    ({None: {"data": [{"id": "a"}], "has_more": True}},  # no last_id: the last entry's id goes on
+     "the pages do not advance"),  # ... and a server that ignores after_id sends page one again
+    ({None: {"data": [], "has_more": True}}, 'no "last_id" to ask for the next page from'),
+    ({None: {"data": [{"id": "a"}], "has_more": True, "last_id": 7}}, 'no "last_id"'),
+])
+def test_a_list_in_pages_that_cannot_be_followed_is_refused_not_cut_short(pages: dict, expected: str) -> None:
+    seen: list = []
+    with pytest.raises(UpstreamError, match=expected):
+        fetch_models("http://up.test/v1", None, timeout=5, attempts=1, transport=_answering(pages, seen))
+    assert len(seen) <= 2
+
+
+@pytest.mark.parametrize(("answer", "ids"), [
+    ([{"id": "meta-llama/Llama-3.3-70B-Instruct-Turbo", "object": "model", "type": "chat",
+       "display_name": "Llama 3.3 70B", "context_length": 131072}], ["meta-llama/Llama-3.3-70B-Instruct-Turbo"]),
+    ({"object": "list", "data": None}, []),  # Ollama with no model pulled (a Go nil slice)
+])
+def test_togethers_bare_array_and_ollamas_null_list_are_model_lists(answer: object, ids: list[str]) -> None:
+    """Together answers the array alone; an Ollama with no models answers `"data": null`. Both were "not a
+    model list", so Together could not be an upstream, and an emptied Ollama showed as failing."""
+    fetched = fetch_models("http://up.test/v1", None, timeout=5, transport=_answering({None: answer}, []))
+    assert [e["id"] for e in fetched.entries] == ids
+
+
+def test_created_in_milliseconds_iso_or_float_is_read_as_seconds() -> None:
+    """`created` is Unix seconds. Milliseconds were served as they came (the year 56327 for 1715367049000),
+    an ISO string or Anthropic's `created_at` were ignored for the time of the first poll."""
+    entries = [
+        {"id": "ms", "created": 1715367049000},
+        {"id": "float", "created": 1715367049.7},
+        {"id": "iso", "created": "2024-05-10T18:50:49Z"},
+        {"id": "anthropic", "type": "model", "created_at": "2024-05-10T18:50:49Z", "display_name": "A"},
+        {"id": "seconds", "created": 1715367049},
+        {"id": "junk", "created": "yesterday"},
+        {"id": "micro", "created": 1715367049000000},  # no unit reading makes sense of it: first seen
+        {"id": "negative", "created": -5},
+    ]
+    created = {m.id: m.created for m in to_models(upstream(), entries, now=1800000000.5)}
+    assert created == {"ms": 1715367049, "float": 1715367049, "iso": 1715367049, "anthropic": 1715367049,
+                       "seconds": 1715367049, "junk": 1800000000, "micro": 1800000000, "negative": 1800000000}
+
+
+def test_context_lengths_of_groq_mistral_and_vllm_lora_adapters() -> None:
+    """Groq's `context_window` and `max_completion_tokens`, Mistral's `max_context_length`; a vLLM LoRA adapter
+    (listed with its base model as `parent`, `max_model_len` null) runs with its base model's context."""
+    assert metadata_of({"id": "llama-3.3-70b-versatile", "context_window": 131072,
+                        "max_completion_tokens": 32768}) == {"context_length": 131072, "max_output_tokens": 32768}
+    assert metadata_of({"id": "mistral-large-latest", "max_context_length": 131072}) == {"context_length": 131072}
+    vllm = [
+        {"id": "base", "object": "model", "owned_by": "vllm", "root": "/models/base", "parent": None,
+         "max_model_len": 32768, "permission": [{"id": "modelperm-1", "object": "model_permission"}]},
+        {"id": "sql-lora", "object": "model", "owned_by": "vllm", "root": "/loras/sql", "parent": "base",
+         "max_model_len": None, "permission": [{"id": "modelperm-2", "object": "model_permission"}]},
+        {"id": "orphan-lora", "parent": "not-listed", "max_model_len": None},
+    ]
+    contexts = {m.id: m.context_length for m in to_models(upstream(exclude=["base"]), vllm, 0)}
+    assert contexts == {"sql-lora": 32768, "orphan-lora": None}  # from its base, even when that is filtered out
+
+
+def test_a_redirect_names_the_base_url_to_set(fake: FakeUpstream) -> None:
+    """The hint named the redirect's target, `.../v1/models`: set as base_url, that polled `.../models/models`."""
+    fake.mode = "redirect"
+    with pytest.raises(UpstreamError) as caught:
+        fetch_models(fake.base_url, None, timeout=5)
+    assert "set base_url to http://127.0.0.1:9/v1)" in str(caught.value)
+
+
+@pytest.mark.parametrize(("variable", "value", "expected"), [
+    ("ALL_PROXY", "socks5://127.0.0.1:9", "socksio"),  # httpx needs its [socks] extra for a SOCKS proxy
+    ("NO_PROXY", "[::1]:8000", "Invalid port"),  # httpx cannot parse a bracketed IPv6 host with a port
+])
+def test_proxy_settings_httpx_cannot_use_fail_the_poll_with_their_names(monkeypatch: pytest.MonkeyPatch,
+                                                                          variable: str, value: str,
+                                                                          expected: str) -> None:
+    """They raised from making the client, outside the errors a poll expects: "unexpected error while polling
+    (ImportError); see the server log", with a traceback, for every upstream."""
+    import importlib.util
+
+    if variable == "ALL_PROXY" and importlib.util.find_spec("socksio") is not None:
+        pytest.skip("httpx can use a SOCKS proxy here")
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    with pytest.raises(UpstreamError, match=f"proxy settings in the environment .*{expected}"):
+        fetch_models("http://127.0.0.1:9/v1", None, timeout=1, attempts=1)

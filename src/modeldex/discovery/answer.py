@@ -2,12 +2,16 @@
 
 The answer as a whole is strict: anything that is not `{"data": [{"id": "..."}, ...]}` with ids the
 catalog can serve (no control characters, no whitespace, ...) rejects all of it, so a broken or hostile
-upstream can never put half an answer into the catalog. Metadata is best-effort: a field that does not
-validate is left out, and the model is kept.
+upstream can never put half an answer into the catalog. Two real variants of that shape are read as it:
+a bare array (Together's `/v1/models`), and `"data": null` (Ollama with no model pulled: a Go nil slice).
+A list in pages (`has_more` with `last_id`, Anthropic's and MiniMax's Anthropic-compatible lists) is
+followed page by page (`next_cursor`). Metadata is best-effort: a field that does not validate is left
+out, and the model is kept.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from modeldex.catalog.entities import MAX_MODEL_ID_LENGTH, Model, model_id_problem, parse
@@ -30,6 +34,10 @@ def _shown(value: Any) -> str:
 
 def parse_answer(document: Any) -> list[dict[str, Any]]:
     """The entries of an OpenAI-style model list; raises InvalidAnswer for anything else."""
+    if isinstance(document, list):  # Together answers the array alone
+        document = {"data": document}
+    if isinstance(document, dict) and "data" in document and document["data"] is None:
+        document = {"data": []}  # Ollama with no models: Go encodes its empty (nil) slice as null
     if not isinstance(document, dict) or not isinstance(document.get("data"), list):
         raise InvalidAnswer('not a model list: expected a JSON object with a "data" array')
     entries: list[dict[str, Any]] = document["data"]
@@ -45,6 +53,20 @@ def parse_answer(document: Any) -> list[dict[str, Any]]:
         if problem is not None:
             raise InvalidAnswer(f"data[{index}].id {_shown(model_id)}: {problem}")
     return entries
+
+
+def next_cursor(document: Any, entries: list[dict[str, Any]]) -> str | None:
+    """Where the next page of a paged list starts (its `last_id`, else its last entry's id), None when this
+    page is the last. A list that says there is more but not where it goes on is refused: taking the first
+    page as the whole list would mark every model on the others stale, then remove them."""
+    if not isinstance(document, dict) or document.get("has_more") is not True:
+        return None
+    cursor = document.get("last_id")
+    if cursor is None and entries:
+        cursor = entries[-1]["id"]
+    if not isinstance(cursor, str) or not cursor:
+        raise InvalidAnswer('"has_more" is true, but the answer has no "last_id" to ask for the next page from')
+    return cursor
 
 
 def _text(value: Any, also: str = "") -> str | None:
@@ -76,15 +98,17 @@ def _mapping(value: Any) -> dict[str, Any]:
 
 def metadata_of(entry: dict[str, Any]) -> dict[str, Any]:
     """The metadata an entry carries, in catalog field names: OpenRouter-style fields (and modeldex's own),
-    vLLM's `max_model_len`, LiteLLM's `max_input_tokens`."""
+    vLLM's `max_model_len`, LiteLLM's `max_input_tokens`, Groq's `context_window` and
+    `max_completion_tokens`, Mistral's `max_context_length`."""
     top, arch, pricing = (_mapping(entry.get(name)) for name in ("top_provider", "architecture", "pricing"))
     fields: dict[str, Any] = {
         "name": _text(entry.get("name")),
         "description": _text(entry.get("description"), "\n\t"),
         "context_length": _first(*map(_positive_int, (
             entry.get("context_length"), entry.get("max_model_len"), entry.get("max_input_tokens"),
-            top.get("context_length")))),
+            entry.get("context_window"), entry.get("max_context_length"), top.get("context_length")))),
         "max_output_tokens": _first(*map(_positive_int, (entry.get("max_output_tokens"),
+                                                         entry.get("max_completion_tokens"),
                                                          top.get("max_completion_tokens")))),
     }
     for side in ("input_modalities", "output_modalities"):
@@ -97,8 +121,27 @@ def metadata_of(entry: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _created(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53 else None
+_MILLISECONDS = 10**11  # as seconds, the year 5138; as milliseconds, 1973: no creation time is the former
+
+
+def _created(entry: dict[str, Any]) -> int | None:
+    """When the upstream says the model was created, in Unix seconds (OpenAI's `created`): also from
+    milliseconds, a float, or an ISO 8601 string, in `created` or (Anthropic-style lists) `created_at`.
+    None when it says nothing usable."""
+    value = _first(entry.get("created"), entry.get("created_at"))
+    if isinstance(value, str):
+        try:
+            moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        value = (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
+    if isinstance(value, float):
+        value = int(value) if value == value and abs(value) < 2**53 else None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        return None
+    if value >= _MILLISECONDS:
+        value //= 1000
+    return value if value < _MILLISECONDS else None
 
 
 def to_models(upstream: Upstream, entries: list[dict[str, Any]], now: float) -> list[Model]:
@@ -106,7 +149,14 @@ def to_models(upstream: Upstream, entries: list[dict[str, Any]], now: float) -> 
     its globs, renamed with its prefix, owned by its `owned_by` if set, else the upstream's word, else
     the upstream's name. Raises InvalidAnswer if a prefixed id cannot be served."""
     models: dict[str, Model] = {}
-    for entry in entries:
+    metadata = [metadata_of(entry) for entry in entries]
+    # vLLM lists a LoRA adapter with its base model as `parent` and no `max_model_len`: it runs in the same
+    # engine, with the same context length.
+    contexts: dict[str, int] = {}
+    for entry, fields in zip(entries, metadata, strict=True):
+        if "context_length" in fields:
+            contexts.setdefault(entry["id"], fields["context_length"])
+    for entry, fields in zip(entries, metadata, strict=True):
         upstream_id = entry["id"]
         if not upstream.yields(upstream_id):
             continue
@@ -122,11 +172,14 @@ def to_models(upstream: Upstream, entries: list[dict[str, Any]], now: float) -> 
         owner = owner if isinstance(owner, str) and owner.strip() else upstream.name
         data: dict[str, Any] = {
             "id": model_id,
-            "created": _first(_created(entry.get("created")), int(now)),
+            "created": _first(_created(entry), int(now)),
             "owned_by": upstream.owned_by or owner,
             "source": upstream.name,
-            **metadata_of(entry),
+            **fields,
         }
+        parent = entry.get("parent")
+        if "context_length" not in data and isinstance(parent, str) and parent in contexts:
+            data["context_length"] = contexts[parent]
         models[model_id] = _valid_model(data)
     return list(models.values())
 

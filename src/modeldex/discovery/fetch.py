@@ -3,7 +3,8 @@
 Every attempt has a deadline (a server that stalls, or drips bytes, is given up on), the answer may be at
 most MAX_ANSWER_BYTES (counted while it streams in, whatever Content-Length says), redirects are not
 followed (they could carry the key elsewhere), and only failures that may pass (connection errors,
-timeouts, 429 and 5xx) are retried, a few times, with growing pauses. The API key goes in the
+timeouts, 429 and 5xx) are retried, a few times, with growing pauses. A list in pages is read whole, each
+page from the same URL (`?after_id=` the previous page's `last_id`), within the same deadline and size. The API key goes in the
 Authorization header and nowhere else: error messages never contain it, even if the upstream echoes it.
 """
 
@@ -16,16 +17,17 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urljoin
 
 import httpx
 import orjson
 
 from modeldex import __version__
 from modeldex.catalog.upstreams import header_safe_key
-from modeldex.discovery.answer import InvalidAnswer, parse_answer
+from modeldex.discovery.answer import MAX_MODELS, InvalidAnswer, next_cursor, parse_answer
 
-MAX_ANSWER_BYTES = 4 * 1024 * 1024
+MAX_ANSWER_BYTES = 4 * 1024 * 1024  # all pages together
+MAX_PAGES = 100
 ATTEMPTS = 3
 BACKOFF_S = 0.5  # before the 2nd attempt; doubled before each next one, with jitter
 MAX_ERROR_TEXT = 300
@@ -103,44 +105,72 @@ def fetch_models(base_url: str, api_key: str | None, timeout: float, attempts: i
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     last_error = "no attempt made"
-    with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False, headers=headers,
-                      transport=transport) as client:
+    try:  # httpx reads HTTP(S)_PROXY, ALL_PROXY and NO_PROXY here
+        client = httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False, headers=headers,
+                              transport=transport)
+    except (ImportError, httpx.InvalidURL, ValueError) as exc:  # socks:// without socksio, NO_PROXY=[::1]
+        raise UpstreamError(f"cannot use the proxy settings in the environment (HTTPS_PROXY, HTTP_PROXY, "
+                            f"ALL_PROXY, NO_PROXY): {exc}") from None
+    with client:
         for attempt in range(1, attempts + 1):
             if attempt > 1:
                 time.sleep(BACKOFF_S * 2 ** (attempt - 2) * random.uniform(0.8, 1.2))
             started = time.monotonic()
             try:
-                body = _get(client, url, timeout, max_bytes)
+                entries = _list(client, url, timeout, max_bytes, api_key)
             except _Retryable as exc:
                 last_error = str(exc)
                 continue
             except UpstreamError as exc:
                 raise UpstreamError(clean(str(exc), api_key)) from None
-            latency_ms = (time.monotonic() - started) * 1000
-            try:
-                document = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                # Redacted before it is cut short: a key cut in two would not be found any more.
-                start = clean(body[:MAX_ERROR_TEXT * 4].decode("utf-8", "replace"), api_key)[:40]
-                raise UpstreamError(f"the answer is not JSON (starts with {start.encode()!r})") from None
-            try:
-                return Fetched(parse_answer(document), latency_ms, attempt)
-            except InvalidAnswer as exc:
-                raise UpstreamError(clean(f"invalid answer: {exc}", api_key)) from None
+            return Fetched(entries, (time.monotonic() - started) * 1000, attempt)
     suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
     raise UpstreamError(clean(last_error + suffix, api_key))
 
 
-def _get(client: httpx.Client, url: str, timeout: float, max_bytes: int) -> bytes:
+def _list(client: httpx.Client, url: str, timeout: float, max_bytes: int, api_key: str | None
+          ) -> list[dict[str, Any]]:
+    """Every entry of the list, page after page: one attempt, with one deadline and one size budget."""
     deadline = time.monotonic() + timeout
+    entries: list[dict[str, Any]] = []
+    size, params, cursors = 0, None, set()
+    for _page in range(MAX_PAGES):
+        body = _get(client, url, params, deadline, timeout, max_bytes - size)
+        size += len(body)
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            # Redacted before it is cut short: a key cut in two would not be found any more.
+            start = clean(body[:MAX_ERROR_TEXT * 4].decode("utf-8", "replace"), api_key)[:40]
+            raise UpstreamError(f"the answer is not JSON (starts with {start.encode()!r})") from None
+        try:
+            page = parse_answer(document)
+            entries += page
+            if len(entries) > MAX_MODELS:
+                raise InvalidAnswer(f"more than the {MAX_MODELS} models an upstream may list")
+            cursor = next_cursor(document, page)
+        except InvalidAnswer as exc:
+            raise UpstreamError(f"invalid answer: {exc}") from None
+        if cursor is None:
+            return entries
+        if cursor in cursors:  # a server that ignores `after_id` would send the first page again and again
+            raise UpstreamError(f"invalid answer: the pages do not advance (after_id={cursor!r} came back)")
+        cursors.add(cursor)
+        params = {"after_id": cursor}
+    raise UpstreamError(f"invalid answer: more than {MAX_PAGES} pages")
+
+
+def _get(client: httpx.Client, url: str, params: dict[str, str] | None, deadline: float, timeout: float,
+         max_bytes: int) -> bytes:
     try:
-        with client.stream("GET", url) as response:
+        remaining = max(deadline - time.monotonic(), 0.001)
+        with client.stream("GET", url, params=params, timeout=remaining) as response:
             status = response.status_code
             if status != 200:
                 detail = _error_detail(response, deadline, max_bytes)
                 message = f"HTTP {status} from {url}{': ' + detail if detail else ''}"
                 if 300 <= status < 400:
-                    message += f" (redirect to {response.headers.get('location', '?')}; set base_url to it)"
+                    message += _redirect_hint(url, response.headers.get("location"))
                 if status == 429 or status >= 500:
                     raise _Retryable(message)
                 raise UpstreamError(message)
@@ -153,6 +183,16 @@ def _get(client: httpx.Client, url: str, timeout: float, max_bytes: int) -> byte
         raise _Retryable(f"no answer from {url} within {timeout:g}s") from None
     except httpx.TransportError as exc:
         raise _Retryable(f"cannot reach {url}: {exc or type(exc).__name__}") from None
+
+
+def _redirect_hint(url: str, location: str | None) -> str:
+    """What to set base_url to after a redirect: the target without the `/models` it was asked for."""
+    if not location:
+        return " (a redirect without a location)"
+    target = urljoin(url, location).split("?")[0].rstrip("/")
+    if target.endswith("/models"):
+        return f" (redirect to {location}; set base_url to {target.removesuffix('/models')})"
+    return f" (redirect to {location}; set base_url to where it lists its models)"
 
 
 def _read(response: httpx.Response, deadline: float, max_bytes: int, timeout: float) -> bytes:
