@@ -14,10 +14,12 @@ from modeldex.api.app import ModeldexApp
 from modeldex.catalog.seed import seed_models
 from modeldex.catalog.service import Catalog
 from modeldex.config import ServerSettings
+from modeldex.gateway.endpoints import ENDPOINTS
 from modeldex.store import SqlStore, open_store
 
 BASE_URL = "http://testserver"
 REQUEST_ID = re.compile(r"req_[0-9a-f]{32}")
+ERROR_CONTENT_TYPE = "application/json; charset=utf-8"  # api.openai.com's, on its errors only
 # Every client gets its own address unless a test asks for one: failed attempts count per address, so
 # tests sharing an app cannot block each other.
 _addresses = (f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}" for n in itertools.count(1))
@@ -63,9 +65,12 @@ def bearer(key: str) -> dict[str, str]:
 
 def error_of(response: httpx.Response, status: int, code: str | None = None,
              type: str = "invalid_request_error") -> dict[str, Any]:
-    """The OpenAI error envelope of `response`, checked: status, exactly four fields, code and type."""
+    """The OpenAI error envelope of `response`, checked: status, content type (OpenAI's for errors, except
+    the inference gateway's own), exactly four fields, code and type."""
     assert response.status_code == status, response.text[:500]
-    assert response.headers["content-type"] == "application/json"
+    request = response.request
+    gateway = request.method == "POST" and request.url.path in ENDPOINTS
+    assert response.headers["content-type"] == ("application/json" if gateway else ERROR_CONTENT_TYPE)
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["code"] == code, error

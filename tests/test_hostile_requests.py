@@ -114,7 +114,7 @@ def test_a_refused_preflight_is_in_the_envelope(tmp_path: Path) -> None:
         for path in ("/v1/models", "/healthz/", "/v1/admin/models"):
             response = rawhttp.request(server.port, "OPTIONS", path, [
                 (b"Origin", b"https://evil.example"), (b"Access-Control-Request-Method", b"GET")])
-            assert response.status == 400 and response.headers["content-type"] == "application/json"
+            assert response.status == 400 and response.headers["content-type"] == "application/json; charset=utf-8"
             error = response.json()["error"]
             assert set(error) == {"message", "type", "param", "code"} and error["code"] == "cors_not_allowed"
             assert "location" not in response.headers and "access-control-allow-origin" not in response.headers

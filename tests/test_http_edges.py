@@ -24,7 +24,7 @@ def get(deployment: Deployment, target: bytes | str, key: str | None = "read", m
 
 def assert_envelope(response: rawhttp.RawResponse, status: int, code: str | None = None) -> dict:
     assert response.status == status, response.body
-    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-type"] == "application/json; charset=utf-8"  # OpenAI's, on errors
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["code"] == code

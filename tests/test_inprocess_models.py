@@ -48,7 +48,7 @@ async def test_list_has_exactly_the_openai_fields(deployment: Deployment) -> Non
     assert response.headers["content-type"] == "application/json"
     body = response.json()
     assert set(body) == {"object", "data"} and body["object"] == "list"
-    assert all(set(item) == MODEL_FIELDS and item["object"] == "model" for item in body["data"])
+    assert all(set(item) - {"shutdown_date"} == MODEL_FIELDS and item["object"] == "model" for item in body["data"])
     ids = [item["id"] for item in body["data"]]
     assert set(SEED_IDS) | {LLAMA, "meta/model", "aliased-latest"} <= set(ids)
     # Newest first, then by id: the order every replica answers.
@@ -64,6 +64,19 @@ async def test_retrieve_is_the_listed_object(deployment: Deployment) -> None:
     assert set(response.json()) == MODEL_FIELDS
     assert response.headers["cache-control"] == "private, no-cache"
     assert response.headers["vary"] == "Authorization"
+
+
+async def test_an_announced_shutdown_date_is_in_the_model_object(deployment: Deployment) -> None:
+    """OpenAI's Model object carries `shutdown_date` when one is announced (openai/openai-openapi, Model; the
+    openai SDK reads it as `Model.shutdown_date`); a model without one keeps exactly the four fields."""
+    deployment.harness.catalog.create("model", {"id": "retiring", "owned_by": "acme", "created": 1600000000,
+                                                "shutdown_date": "2099-10-23"})
+    expected = {"id": "retiring", "object": "model", "created": 1600000000, "owned_by": "acme",
+                "shutdown_date": "2099-10-23"}
+    assert (await deployment.request("GET", "/v1/models/retiring")).json() == expected
+    listed = (await deployment.request("GET", "/v1/models")).json()["data"]
+    assert next(item for item in listed if item["id"] == "retiring") == expected
+    assert set((await deployment.request("GET", "/v1/models/MiniMax-M3")).json()) == MODEL_FIELDS
 
 
 async def test_an_alias_answers_with_its_own_id_and_its_targets_fields(deployment: Deployment) -> None:
@@ -98,6 +111,22 @@ async def test_an_unknown_model_is_404_model_not_found(deployment: Deployment) -
     error = error_of(await deployment.request("GET", "/v1/models/ghost"), 404, "model_not_found")
     assert error["param"] == "model"
     assert error["message"] == "The model `ghost` does not exist or you do not have access to it."
+
+
+async def test_errors_are_labelled_as_openai_labels_them(deployment: Deployment) -> None:
+    """api.openai.com answers its errors `application/json; charset=utf-8` and its models `application/json`
+    (recorded: newrelic/newrelic-python-agent tests/mlmodel_openai/cassette.yaml): the same the first time
+    and when the answer is remembered (the second request)."""
+    for _ in range(2):
+        for path, key, status in [("/v1/models/ghost", "read", 404), ("/v1/models", "sk-wrong", 401),
+                                  ("/v1/models", None, 401), ("/v1/nothing-here", "read", 404)]:
+            response = await deployment.request("GET", path, key=key)
+            assert response.status_code == status
+            assert response.headers["content-type"] == "application/json; charset=utf-8", (path, key)
+        for path in ("/v1/models", "/v1/models/MiniMax-M3"):
+            assert (await deployment.request("GET", path)).headers["content-type"] == "application/json"
+    response = await deployment.request("POST", "/v1/models")
+    assert response.status_code == 405 and response.headers["content-type"] == "application/json; charset=utf-8"
 
 
 async def test_an_overlong_id_is_a_short_404(deployment: Deployment) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from modeldex.api.errors import ApiError
+from modeldex.api.errors import CONTENT_TYPE, ApiError
 
 ALLOW_METHODS = ("GET", "HEAD", "POST", "PATCH", "DELETE")
 # What modeldex reads, and what the official SDKs send from a browser (the OpenAI and Anthropic SDKs, made
@@ -90,7 +90,7 @@ class Cors:
             problem = f"These headers are not allowed for cross-origin requests: {refused}."
         if problem is not None:
             error = ApiError(400, problem, code="cors_not_allowed")
-            return 400, [("content-type", "application/json"), *allow_origin, *self._preflight_headers], error.body()
+            return 400, [("content-type", CONTENT_TYPE), *allow_origin, *self._preflight_headers], error.body()
         # Headers allowed by prefix (`x-stainless-*`) are named as asked: the answer has no wildcards.
         preflight = self._preflight_headers if requested <= self._allowed_headers \
             else self._preflight_allowing(self._allowed_headers | requested)

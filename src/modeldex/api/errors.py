@@ -15,6 +15,9 @@ from modeldex.catalog.keys import mask
 from modeldex.ops.ratelimit import Verdict, format_duration
 
 MAX_ECHOED_ID = 128
+# api.openai.com labels its error bodies `application/json; charset=utf-8` (its 401s and 404s, recorded),
+# and its successful answers `application/json`: so do modeldex's, every error in this envelope.
+CONTENT_TYPE = "application/json; charset=utf-8"
 
 
 class ApiError(Exception):

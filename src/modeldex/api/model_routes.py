@@ -54,6 +54,7 @@ ITEM_PREFIX = "/v1/models/"
 LIST_METHODS = ("GET", "HEAD")
 ITEM_METHODS = ("GET", "HEAD", "DELETE")
 JSON = ("content-type", "application/json")
+ERROR_JSON = ("content-type", errors.CONTENT_TYPE)  # OpenAI's label for its errors (errors.py)
 # Answers depend on the key: browsers may keep them but must revalidate; shared caches must not store.
 _CACHE_CONTROL = ("cache-control", "private, no-cache")
 _VARY = ("vary", "Authorization")
@@ -99,15 +100,16 @@ def wants_metadata(query_string: str) -> bool:
 
 def error_answer(error: ApiError, request_id: str, extra_headers: Headers | None = None,
                  key_name: str | None = None) -> Answer:
-    headers = [JSON, ("x-request-id", request_id), *error.headers]
+    headers = [ERROR_JSON, ("x-request-id", request_id), *error.headers]
     if extra_headers:
         headers.extend(extra_headers)
     return error.status, headers, error.body(), key_name
 
 
 # An answer that is the same for every plain GET of one path with one Authorization header at one catalog
-# version: status, the headers after the request id, body, the caller's name and the route label.
-Ready = tuple[int, tuple[tuple[str, str], ...], bytes, "str | None", str]
+# version: status, its content type, the headers after the request id, body, the caller's name and the
+# route label.
+Ready = tuple[int, tuple[str, str], tuple[tuple[str, str], ...], bytes, "str | None", str]
 # An answer with its route label, for the log and the metrics.
 LabelledAnswer = tuple[int, Headers, bytes, "str | None", str]
 
@@ -202,8 +204,8 @@ class ModelRoutes:
             ready = lapsing[0]
         if headers.get("if-none-match") is not None or self.callers.limiter.suspect(client):
             return None
-        status, tail, body, caller_name, label = ready
-        return status, [JSON, ("x-request-id", request_id), *tail], body, caller_name, label
+        status, content_type, tail, body, caller_name, label = ready
+        return status, [content_type, ("x-request-id", request_id), *tail], body, caller_name, label
 
     def _remember(self, rendered: RenderedCatalog, request: AnswerKey, answer: Answer,
                   label: str, lapses: Callable[[], bool] | None = None) -> None:
@@ -212,8 +214,8 @@ class ModelRoutes:
         if rendered is not self._ready_for or len(self._ready) + len(self._lapsing) >= MAX_READY_ANSWERS:
             self._ready_for, self._ready, self._lapsing = rendered, {}, {}
         status, headers, body, caller_name = answer
-        # The headers after JSON and the request id, which every answer starts with.
-        ready = (status, tuple(headers[2:]), body, caller_name, label)
+        # Every answer starts with its content type and the request id; the headers after those are kept.
+        ready = (status, headers[0], tuple(headers[2:]), body, caller_name, label)
         if lapses is None:
             self._ready[request] = ready
         else:  # a caller whose credential can lapse within a version: asked each time (answers to keys are not)
@@ -276,7 +278,7 @@ class ModelRoutes:
             if len(self._not_found_bodies) >= MAX_REMEMBERED_404S:
                 self._not_found_bodies.clear()
             body = self._not_found_bodies[model_id] = errors.model_not_found(model_id).body()
-        return 404, [JSON, ("x-request-id", request_id), *limit_headers], body, caller_name
+        return 404, [ERROR_JSON, ("x-request-id", request_id), *limit_headers], body, caller_name
 
     async def _delete(self, rendered: RenderedCatalog, caller: Caller, model_id: str, headers: HeaderLookup,
                       request_id: str, limit_headers: Headers) -> Answer:

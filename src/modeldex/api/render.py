@@ -39,8 +39,12 @@ MAX_EAGER_VIEWS = 32
 
 
 def model_object(model: Model, model_id: str | None = None) -> dict[str, Any]:
-    """The OpenAI Model object, exactly the seed's four fields."""
-    return {"id": model_id or model.id, "object": "model", "created": model.created, "owned_by": model.owned_by}
+    """The OpenAI Model object: the seed's four fields, and OpenAI's `shutdown_date` when one is announced
+    (openai-openapi's Model; the openai SDK's `Model.shutdown_date`). Without one, exactly the four."""
+    body = {"id": model_id or model.id, "object": "model", "created": model.created, "owned_by": model.owned_by}
+    if model.shutdown_date is not None:
+        body["shutdown_date"] = model.shutdown_date
+    return body
 
 
 def model_object_with_metadata(model: Model, model_id: str | None = None) -> dict[str, Any]:

@@ -45,7 +45,7 @@ async def openapi(_request: Request) -> Response:
 
 def _error_response(error: ApiError) -> Response:
     headers = dict(error.headers)
-    return _json(error.body(), error.status, headers)
+    return Response(error.body(), status_code=error.status, media_type=errors.CONTENT_TYPE, headers=headers)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
