@@ -266,3 +266,74 @@ def test_the_installed_command_runs_as_a_user_runs_it(sqlite_url: str) -> None:
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert missing.stderr == run_cli(sqlite_url, "models", "remove", "no-such-model", check=False).stderr
     assert missing.stderr.count("\n") == 1 and "no-such-model" in missing.stderr
+
+
+# --- an operator's day (a review of the command line) ----------------------------------------------------
+
+
+def test_tables_align_by_the_columns_a_terminal_gives_each_character(sqlite_url: str) -> None:
+    """CJK and most emoji take two columns: padding by len() shifted every column after a wide id."""
+    for model_id in ("模型-中文", "café-m", "e-🙂"):
+        run_cli(sqlite_url, "models", "add", model_id, "--created", "1700000000")
+    rows = run_cli(sqlite_url, "models", "list").stdout.splitlines()
+    width = len("MiniMax-M3.1-Flash-Preview")  # the widest id, all ASCII
+    assert rows[0] == "ID" + " " * (width - 2 + 2) + "OWNED_BY  CREATED"
+    columns = {"模型-中文": 9, "café-m": 6, "e-🙂": 4}
+    for model_id, shown in columns.items():
+        row = next(r for r in rows if r.startswith(model_id))
+        assert row == model_id + " " * (width - shown + 2) + "system    1700000000 (2023-11-14)", row
+    run_cli(sqlite_url, "aliases", "add", "別名", "MiniMax-M3")
+    assert run_cli(sqlite_url, "aliases", "list").stdout.splitlines() == [
+        "ALIAS  TARGET      LISTED", "別名   MiniMax-M3  yes"]
+
+
+def test_an_update_that_changes_nothing_is_a_usage_error_for_keys_too(db_url: str) -> None:
+    """`models update ID` and `upstreams update NAME` without an option are usage errors; `keys update NAME`
+    said "updated" and exited 0."""
+    run_cli(db_url, "keys", "create", "ci")
+    for args in (("keys", "update", "ci"), ("models", "update", "MiniMax-M2")):
+        result = run_cli(db_url, *args, check=False)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Error: nothing to change: give at least one option" in result.stderr
+    assert "ci: read, sees all models" in run_cli(db_url, "keys", "update", "ci", "--rate-limit", "10/s").stderr
+
+
+def test_models_update_clear_names_the_fields_it_takes(db_url: str) -> None:
+    """`--clear context-length` (the option's spelling) was "invalid context-length: unknown field", status 1,
+    without saying which fields there are; upstreams update --clear lists its settings."""
+    run_cli(db_url, "models", "update", "MiniMax-M2", "--context-length", "1000", "--prompt-price", "0.1")
+    refused = run_cli(db_url, "models", "update", "MiniMax-M2", "--clear", "context-length", check=False)
+    assert refused.returncode == 2
+    assert "'context-length' is not one of 'name', 'description', 'context_length'" in refused.stderr
+    run_cli(db_url, "models", "update", "MiniMax-M2", "--clear", "context_length", "--clear", "pricing")
+    shown = run_cli(db_url, "models", "show", "MiniMax-M2").stdout
+    assert "context_length" not in shown and "pricing" not in shown
+
+
+def test_changes_refuses_a_negative_version_and_says_how_to_read_on(db_url: str) -> None:
+    negative = run_cli(db_url, "changes", "--since", "-1", check=False)
+    assert negative.returncode == 2 and "Invalid value for '--since'" in negative.stderr  # as --limit 0 is
+    run_cli(db_url, "models", "add", "second-version")
+    first = run_cli(db_url, "changes", "--limit", "3")  # the seed is version 1: a page of it, and more after
+    assert first.stdout.splitlines()[-1].split()[0] == "1"
+    assert "more changes: modeldex changes --since 1\n" in first.stderr
+    rest = run_cli(db_url, "changes", "--since", "1")
+    assert rest.stdout.splitlines()[1:][0].split()[0] == "2" and "more changes" not in rest.stderr
+
+
+def test_db_refuses_a_server_url_given_before_it(db_url: str) -> None:
+    """`modeldex --url URL db current` answered for the local database as if for the server's."""
+    run_cli(db_url, "models", "list")
+    refused = run_cli(db_url, "--url", "http://127.0.0.1:9", "db", "current", check=False)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.splitlines()[-1] == ("Error: `modeldex db` works on a database, not through a server: "
+                                               "give --database-url, not --url")
+    assert run_cli(db_url, "--database-url", db_url, "db", "current").stdout.strip() == f"{HEAD} (up to date)"
+
+
+def test_serve_help_names_the_environment_variables(db_url: str) -> None:
+    """--metrics-token's help says "prefer the environment variable": the help must say which."""
+    text = " ".join(run_cli(db_url, "serve", "--help").stdout.split())
+    for variable in ("MODELDEX_METRICS_TOKEN]", "MODELDEX_METRICS_TOKEN_FILE]", "MODELDEX_RATE_LIMIT]",
+                     "MODELDEX_DATABASE_URL]"):
+        assert f"[env var: {variable}" in text, variable

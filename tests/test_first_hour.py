@@ -376,6 +376,61 @@ def test_the_sdk_base_url_works_for_the_cli_and_metrics_say_which_key(sqlite_url
     assert server.get("/metrics", admin).status_code == 200
 
 
+def test_url_never_sends_a_name_to_another_resource(sqlite_url: str, start_server) -> None:
+    """With --url a name went into the admin API's path as it was: `keys revoke ../models/victim` removed the
+    model victim (and said "revoked key"), `models remove x/../victim` too, and `keys explain 'a?b' M` ended
+    in a traceback. Locally each is refused; through a server it must be too, and change nothing."""
+    admin = create_key(sqlite_url, "admin", "admin")
+    run_cli(sqlite_url, "models", "add", "victim")
+    run_cli(sqlite_url, "aliases", "add", "pointer", "victim")
+    server = start_server(sqlite_url)
+    env = {**cli_env(sqlite_url), "MODELDEX_URL": server.base_url, "MODELDEX_API_KEY": admin}
+    del env["MODELDEX_DATABASE_URL"]
+    for args in (("keys", "revoke", "../models/victim"), ("keys", "update", "../aliases/pointer", "--scope", "read"),
+                 ("keys", "explain", "..", "victim"), ("models", "remove", "x/../victim"),
+                 ("models", "show", "x/../victim"), ("aliases", "remove", "x/../pointer"),
+                 ("models", "update", "./victim", "--name", "V"), ("upstreams", "sync-now", "..")):
+        line = one_line_error(run_cli(sqlite_url, *args, env=env, check=False))
+        assert "does not exist: no name or id has an empty, '.' or '..' path segment" in line, (args, line)
+    line = one_line_error(run_cli(sqlite_url, "keys", "explain", "admin?x=1", "victim", env=env, check=False))
+    assert line == "Error: no active key named 'admin?x=1' (HTTP 404)"
+    assert "victim" in run_cli(sqlite_url, "models", "list", env=env).stdout
+    assert "pointer" in run_cli(sqlite_url, "aliases", "list", env=env).stdout
+    assert run_cli(sqlite_url, "models", "show", "pointer", env=env).stderr == "pointer is an alias of victim:\n"
+
+
+def test_url_at_a_server_that_is_not_modeldex_is_one_line(sqlite_url: str, tmp_path: Path) -> None:
+    """--url at another web server (a typo'd port, a proxy's page): its HTML answer was a JSONDecodeError
+    traceback, or, for an error status, 200 characters of its page."""
+    import http.server
+
+    class NotModeldex(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status = 200 if self.path.startswith("/v1/admin/models") else 404
+            body = b"<!DOCTYPE html><html><body>It works!</body></html>"
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotModeldex)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        for args, status in ((("models", "list"), 200), (("aliases", "list"), 404), (("keys", "list"), 404)):
+            line = one_line_error(run_cli(sqlite_url, *args, "--url", base, "--api-key", "sk-mdx-x", check=False))
+            assert line.endswith(f"answered HTTP {status} but not as modeldex's admin API does: is --url the "
+                                 "address of a modeldex server?"), line
+            assert "<html>" not in line
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # --- shutdown -----------------------------------------------------------------------------------------
 
 DRAIN_RUNS = 6

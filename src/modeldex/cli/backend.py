@@ -180,6 +180,16 @@ class LocalBackend:
         self.store.close()
 
 
+def _segment(value: str, what: str) -> str:
+    """A name or id as one segment of an admin API path, every character that means something in a URL
+    (`/`, `?`, `#`, `%`) escaped. One with an empty, `.` or `..` path segment names nothing (ids and names
+    cannot hold one) and is refused here: the URL it makes would be resolved (escaped or not) to another
+    resource's, and `models remove x/../y --url`, `keys revoke ../models/y --url` removed the model y."""
+    if any(part in ("", ".", "..") for part in value.split("/")):
+        raise BackendError(f"{what} {value!r} does not exist: no name or id has an empty, '.' or '..' path segment")
+    return quote(value, safe="")
+
+
 class HttpBackend:
     """A running modeldex, through its admin API (`--url` / MODELDEX_URL, with an admin key)."""
 
@@ -204,23 +214,33 @@ class HttpBackend:
             response = self.client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise BackendError(f"cannot reach {self.client.base_url}: {exc}") from None
+        not_modeldex = (f"{response.request.url} answered HTTP {response.status_code} but not as modeldex's admin "
+                        "API does: is --url the address of a modeldex server?")
         if response.status_code >= 400:
             try:
                 message = response.json()["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = response.text[:200]
+            except (ValueError, KeyError, TypeError):  # a proxy's or another server's page, not ours
+                raise BackendError(not_modeldex) from None
             raise BackendError(f"{message} (HTTP {response.status_code})")
-        document: dict[str, Any] = response.json()  # every admin answer is a JSON object
+        try:
+            document = response.json()  # every admin answer is a JSON object
+        except ValueError:
+            document = None
+        if not isinstance(document, dict):
+            raise BackendError(not_modeldex)
         return document
 
     def _data(self, path: str, **kwargs: Any) -> list[dict[str, Any]]:
-        data: list[dict[str, Any]] = self._call("GET", path, **kwargs)["data"]
+        data = self._call("GET", path, **kwargs).get("data")
+        if not isinstance(data, list):
+            raise BackendError(f"{self.client.base_url}{path} answered without a list of data: is --url the "
+                               "address of a modeldex server?")
         return data
 
     @staticmethod
     def _path(kind: str, key: str | None = None) -> str:
         base = f"/v1/admin/{kind_named(kind).collection}"
-        return base if key is None else f"{base}/{quote(key, safe='')}"
+        return base if key is None else f"{base}/{_segment(key, kind)}"
 
     def entries(self, kind: str) -> list[dict[str, Any]]:
         return self._data(self._path(kind))
@@ -254,13 +274,13 @@ class HttpBackend:
     def update_key(self, name: str, scope: str | None, policy: dict[str, Any] | None,
                    rate_limit: str | None = None) -> dict[str, Any]:
         body = {k: v for k, v in {"scope": scope, "policy": policy, "rate_limit": rate_limit}.items() if v is not None}
-        return self._call("PATCH", f"/v1/admin/keys/{name}", json=body)
+        return self._call("PATCH", f"/v1/admin/keys/{_segment(name, 'key')}", json=body)
 
     def revoke_key(self, name: str) -> None:
-        self._call("DELETE", f"/v1/admin/keys/{name}")
+        self._call("DELETE", f"/v1/admin/keys/{_segment(name, 'key')}")
 
     def explain(self, name: str, model_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/admin/keys/{name}/explain", params={"model": model_id})
+        return self._call("GET", f"/v1/admin/keys/{_segment(name, 'key')}/explain", params={"model": model_id})
 
     def changes(self, since: int, limit: int) -> dict[str, Any]:
         return self._call("GET", "/v1/admin/changes", params={"since": since, "limit": limit})
@@ -280,7 +300,7 @@ class HttpBackend:
 
     def sync_upstream(self, name: str) -> dict[str, Any]:
         """Polls in the server: its environment holds the upstream's key variable."""
-        return self._call("POST", f"/v1/admin/upstreams/{quote(name, safe='')}/sync", timeout=SYNC_TIMEOUT_S)
+        return self._call("POST", f"/v1/admin/upstreams/{_segment(name, 'upstream')}/sync", timeout=SYNC_TIMEOUT_S)
 
     def routes(self) -> list[dict[str, Any]]:
         return self._data("/v1/admin/routes")

@@ -144,7 +144,8 @@ def apply(file: BinaryIO, prune: bool, dry_run: bool, yes: bool, force: bool, da
 
 
 @click.command()
-@click.option("--since", type=int, default=0, show_default=True, help="Show changes after this version.")
+@click.option("--since", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Show changes after this version.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True,
               help="At most this many changes (1 to 10,000, as the admin API's change feed gives), in whole "
                    "versions: more only when one version alone has more.")
@@ -161,5 +162,7 @@ def changes(since: int, limit: int, database_url: str | None, url: str | None, a
         rows.append((str(c["version"]), at, c["actor"], f"{sign[c['op']]} {c['entity']} {c['id']}"))
     print_table(rows)
     click.echo(f"catalog version {feed['version']}", err=True)
+    if feed["has_more"] and feed["data"]:  # a page: say how to read on, as the admin API's has_more does
+        click.echo(f"more changes: modeldex changes --since {feed['data'][-1]['version']}", err=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -174,8 +175,21 @@ def open_engine(database_url: str | None, create: bool = False) -> Iterator[tupl
         engine.dispose()
 
 
+def display_width(text: str) -> int:
+    """The columns `text` takes on a terminal: two for a wide character (CJK, most emoji), none for a
+    combining mark or a zero-width one, one for the rest."""
+    width = 0
+    for char in text:
+        if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+            continue
+        width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return width
+
+
 def print_table(rows: Sequence[tuple[str, ...]]) -> None:
-    """Aligned columns on stdout; the first row is the header."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    """Aligned columns on stdout, by the width each cell takes on a terminal (ids may be any Unicode
+    text: `模型` takes four columns, not two); the first row is the header."""
+    widths = [max(display_width(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        click.echo("  ".join(cell + " " * (width - display_width(cell))
+                             for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -9,7 +9,15 @@ import click
 from sqlalchemy import inspect
 
 from modeldex.catalog import retention
-from modeldex.cli.common import database_url_option, fail, handle_errors, open_catalog, open_engine, redact
+from modeldex.cli.common import (
+    GIVEN_BEFORE_THE_COMMAND,
+    database_url_option,
+    fail,
+    handle_errors,
+    open_catalog,
+    open_engine,
+    redact,
+)
 from modeldex.config import resolve_database_url, sqlite_path
 from modeldex.store import migrate
 from modeldex.store.backup import backup_sqlite
@@ -18,6 +26,10 @@ from modeldex.store.backup import backup_sqlite
 @click.group()
 def db() -> None:
     """Show or upgrade the database schema; compact the change feed; back up a SQLite catalog."""
+    # `modeldex --url URL db ...` would otherwise answer for the local database, as if for the server's.
+    if "url" in click.get_current_context().find_root().meta.get(GIVEN_BEFORE_THE_COMMAND, set()):
+        raise click.UsageError("`modeldex db` works on a database, not through a server: give --database-url, "
+                               "not --url")
 
 
 @db.command("upgrade")

@@ -27,7 +27,7 @@ def list_groups(database_url: str | None, url: str | None, api_key: str | None) 
 @groups.command("set")
 @click.argument("name")
 @click.argument("members", nargs=-1)
-@click.option("--description", default=None)
+@click.option("--description", default=None, help="What the group is for (kept in the catalog and its export).")
 @backend_options
 @handle_errors
 def set_group(name: str, members: tuple[str, ...], description: str | None, database_url: str | None,

@@ -107,8 +107,11 @@ def list_keys(include_revoked: bool, database_url: str | None, url: str | None, 
 def update(name: str, scope: str | None, groups: tuple[str, ...], patterns: tuple[str, ...], all_models: bool,
            rate_limit: str | None, database_url: str | None, url: str | None, api_key: str | None) -> None:
     """Change a key's scope, what it sees (--group/--pattern replace its policy) or its rate limit."""
+    policy = _policy(groups, patterns, all_models)
+    if scope is None and policy is None and rate_limit is None:
+        raise click.UsageError("nothing to change: give at least one option")
     with open_backend(database_url, url, api_key) as backend:
-        record = backend.update_key(name, scope, _policy(groups, patterns, all_models), rate_limit)
+        record = backend.update_key(name, scope, policy, rate_limit)
     click.echo(f"{record['name']}: {record['scope']}, sees {_describe_policy(record['policy'])}", err=True)
 
 

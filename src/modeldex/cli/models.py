@@ -25,6 +25,11 @@ METADATA_OPTIONS = [
 ]
 
 
+# The fields `update --clear` removes: the metadata (pricing: both prices), and the model's own routes.
+CLEARABLE = ("name", "description", "context_length", "max_output_tokens", "input_modalities", "output_modalities",
+             "pricing", "shutdown_date", "replaced_by", "routes")
+
+
 def with_metadata_options(command: Any) -> Any:
     for option in reversed(METADATA_OPTIONS):
         command = option(command)
@@ -123,8 +128,8 @@ def add(model_id: str, owned_by: str, created: int | None, database_url: str | N
 @click.option("--owned-by", default=None, help="A new owned_by.")
 @click.option("--created", type=int, default=None, help="A new Unix timestamp.")
 @with_metadata_options
-@click.option("--clear", "cleared", multiple=True, metavar="FIELD",
-              help="Remove a metadata field, e.g. --clear shutdown_date (repeatable).")
+@click.option("--clear", "cleared", multiple=True, type=click.Choice(CLEARABLE), metavar="FIELD",
+              help=f"Remove a field (repeatable): {', '.join(CLEARABLE)} (the model's own routes).")
 @click.option("--if-revision", type=int, default=None, help="Only if the model is still at this revision.")
 @backend_options
 @handle_errors

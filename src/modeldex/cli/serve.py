@@ -381,6 +381,14 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+# The help names each option's environment variable (a service sets them; "prefer the environment variable"
+# for --metrics-token must say which). In the help text, not by click's show_envvar, which would also put
+# "(env var: ...)" in every error about a value given on the command line.
+for _option in serve.params:
+    if isinstance(_option, click.Option) and isinstance(_option.envvar, str) and not _option.show_envvar:
+        _option.help = f"{_option.help or ''}  [env var: {_option.envvar}]".lstrip()
+
+
 def _raise_open_files_limit(wanted: int, say: Callable[[str], None] = _to_stderr) -> None:
     """Every connection is a file descriptor, and a common default soft limit is 1,024 per process: raise
     the soft limit towards the hard one (the workers inherit it), and say so if even that is short."""
