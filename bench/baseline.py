@@ -28,6 +28,7 @@ class StaticAnswer:
     status: int
     body: bytes
     gzipped: bytes | None = None  # modeldex's compressed bytes, served by nginx's gzip_static beside `body`
+    content_type: str = "application/json"  # as modeldex labelled it (errors: `; charset=utf-8`)
 
 
 def nginx_binary() -> str:
@@ -39,14 +40,16 @@ def nginx_binary() -> str:
 
 def _location(answer: StaticAnswer, root: Path) -> str:
     path = root / f"{answer.name}.json"
+    labelled = f'default_type "{answer.content_type}";'  # the content type modeldex sent
     if answer.gzipped is not None:  # the .gz beside the file, sent as it is to clients that take gzip
-        return f"    location = /{answer.name} {{ gzip_static on; alias {path}; }}\n"
+        return f"    location = /{answer.name} {{ gzip_static on; alias {path}; {labelled} }}\n"
     if answer.status in (200, 304):  # a 304 scenario is a 200 file asked for with If-None-Match
-        return f"    location = /{answer.name} {{ alias {path}; }}\n"
+        return f"    location = /{answer.name} {{ alias {path}; {labelled} }}\n"
     return (f"    location = /{answer.name} {{\n"
             f"        error_page {answer.status} /_bodies/{answer.name}.json;\n"
             f"        return {answer.status};\n"
-            f"    }}\n")
+            f"    }}\n"
+            f"    location = /_bodies/{answer.name}.json {{ internal; alias {path}; {labelled} }}\n")
 
 
 def nginx_temp_paths(directory: Path) -> str:
@@ -116,8 +119,9 @@ def _check_answers(base: str, answers: list[StaticAnswer]) -> None:
         if response.status_code != expected_status or response.content != answer.body:
             raise RuntimeError(f"nginx answers {answer.name} with {response.status_code} "
                                f"{response.content[:80]!r}, not {expected_status} {answer.body[:80]!r}")
-        if response.headers.get("content-type") != "application/json":
-            raise RuntimeError(f"nginx answers {answer.name} as {response.headers.get('content-type')}")
+        if response.headers.get("content-type") != answer.content_type:
+            raise RuntimeError(f"nginx answers {answer.name} as {response.headers.get('content-type')}, not "
+                               f"{answer.content_type}")
         if answer.gzipped is not None and WireAnswer.fetch(f"{base}/{answer.name}",
                                                            {"Accept-Encoding": "gzip"}).body != answer.gzipped:
             raise RuntimeError(f"nginx does not send modeldex's compressed bytes for {answer.name}")
