@@ -150,3 +150,54 @@ async def test_catalog_apply_refuses_what_json_cannot_say_and_changes_nothing(ha
     response = await harness.request("POST", "/v1/admin/catalog/apply", admin, content=body)
     assert error_of(response, 400, "invalid_value")["param"] == param
     assert (await harness.request("GET", "/v1/admin/catalog", admin)).json() == before
+
+
+async def test_a_route_body_with_an_unknown_field_is_refused(harness: Harness, admin: str) -> None:
+    """Every admin body refuses fields it does not know, routes' too: a misspelt `upstream_model` routed the
+    model to the upstream under the catalog's id, silently. A refusal names the field as it was sent."""
+    harness.catalog.create("upstream", {"name": "route-typo-up", "base_url": "http://127.0.0.1:9/v1"})
+    harness.catalog.create("model", {"id": "route-typo"})
+    version = harness.store.current_version()
+    for body, param in (({"upstream_modle": "theirs"}, "upstream_modle"),
+                        ({"upstream_model": "a//b"}, "upstream_model"),  # was `model`: not the field sent
+                        ({"upstream": "nowhere"}, "upstream")):  # was `routes.0.upstream`
+        response = await harness.request("POST", "/v1/admin/routes", admin,
+                                         json={"model": "route-typo", "upstream": "route-typo-up", **body})
+        assert error_of(response, 400, "invalid_value")["param"] == param
+    assert harness.store.current_version() == version
+    added = await harness.request("POST", "/v1/admin/routes", admin,
+                                  json={"model": "route-typo", "upstream": "route-typo-up", "upstream_model": "theirs"})
+    assert added.status_code == 201 and added.json()["routes"] == [
+        {"upstream": "route-typo-up", "model": "theirs", "weight": 1}]
+
+
+async def test_what_get_answers_can_be_patched_back_unchanged(harness: Harness, admin: str) -> None:
+    """A tool that reads an entity, edits a field and sends the whole document back: a key's `key`,
+    `created_at` and `revoked_at` and an upstream's `health` were refused as unknown fields."""
+    harness.key("round-trip", "read", {"patterns": ["MiniMax-*"]})
+    harness.catalog.create("upstream", {"name": "round-trip-up", "base_url": "http://127.0.0.1:9/v1"})
+    for path in ("/v1/admin/keys/round-trip", "/v1/admin/upstreams/round-trip-up"):
+        read = (await harness.request("GET", path, admin)).json()
+        response = await harness.request("PATCH", path, admin, json=read, headers={"If-Match": f'"{read["revision"]}"'})
+        assert response.status_code == 200, response.text
+        assert response.json()["revision"] == read["revision"]  # nothing changed
+    read = (await harness.request("GET", "/v1/admin/keys/round-trip", admin)).json()
+    for field, value in (("created_at", 1), ("key", "sk-mdx-other..."), ("revoked_at", 5)):
+        response = await harness.request("PATCH", "/v1/admin/keys/round-trip", admin,
+                                         json={**read, field: value, "scope": "admin"})
+        assert error_of(response, 400, "invalid_value")["param"] == field
+    assert harness.catalog.get_key("round-trip").revision == read["revision"]
+
+
+async def test_a_201_says_where_the_created_entity_is(harness: Harness, admin: str) -> None:
+    """RFC 9110: a 201 without `Location` names the request's URL (the collection) as what was created."""
+    created = await harness.request("POST", "/v1/admin/models", admin, json={"id": "where/is:it%é"})
+    assert created.status_code == 201
+    location = created.headers["location"]
+    assert location == "/v1/admin/models/where/is:it%25%C3%A9"
+    read = await harness.request("GET", location, admin)
+    assert read.status_code == 200 and read.json()["id"] == "where/is:it%é"
+    key = await harness.request("POST", "/v1/admin/keys", admin, json={"name": "located"})
+    assert key.status_code == 201 and key.headers["location"] == "/v1/admin/keys/located"
+    group = await harness.request("POST", "/v1/admin/groups", admin, json={"name": "located"})
+    assert group.headers["location"] == "/v1/admin/groups/located"

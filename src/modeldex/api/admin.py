@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from functools import partial
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -24,9 +25,15 @@ from modeldex.api.admin_base import (
 from modeldex.catalog.catalog_file import dump_yaml, parse_catalog_file, plan_digest
 from modeldex.catalog.changes import MAX_VERSION
 from modeldex.catalog.errors import InvalidInput
-from modeldex.catalog.kinds import KINDS
+from modeldex.catalog.kinds import KINDS, kind_named
 from modeldex.catalog.repository import UNCHANGED
 from modeldex.catalog.service import Catalog
+
+# Fields reads answer that are not the entity's own (an upstream's `health`): a PATCH ignores them, as it
+# does `revision`, so that what GET answers can be sent back as it is.
+ANSWERED_ONLY: dict[str, tuple[str, ...]] = {"upstream": ("health",)}
+# A key's fields that GET answers and no write sets: a PATCH takes them only with their current values.
+KEY_READ_ONLY = ("key", "created_at", "revoked_at")
 
 
 class AdminRoutes:
@@ -45,7 +52,9 @@ class AdminRoutes:
     async def create_entity(self, kind: str, request: Request, catalog: Catalog) -> Response:
         data = await json_body(request)
         entity, revision = await run_in_threadpool(catalog.create, kind, data)
-        return json_response(with_revision(entity.document(), revision), 201, revision)
+        response = json_response(with_revision(entity.document(), revision), 201, revision)
+        response.headers["location"] = _location(kind_named(kind).collection, kind_named(kind).key_of(entity))
+        return response
 
     async def get_entity(self, kind: str, request: Request, catalog: Catalog) -> Response:
         entity, revision = await run_in_threadpool(catalog.get, kind, request.path_params["key"])
@@ -54,6 +63,8 @@ class AdminRoutes:
     async def update_entity(self, kind: str, request: Request, catalog: Catalog) -> Response:
         data = await json_body(request)
         data.pop("revision", None)
+        for field in ANSWERED_ONLY.get(kind, ()):  # so that what GET answers can be sent back as it is
+            data.pop(field, None)
         key = request.path_params["key"]
         condition = await if_match(request, lambda: catalog.get(kind, key)[1])
         entity, revision = await run_in_threadpool(catalog.update, kind, key, data, condition)
@@ -83,8 +94,10 @@ class AdminRoutes:
             catalog.create_key, data["name"], str(data.get("scope", "read")), data.get("policy"),
             _optional_str(data, "rate_limit"))
         # The secret is in this response and nowhere else, ever.
-        return json_response({**with_revision(record.document(), record.revision), "secret": secret}, 201,
-                             record.revision)
+        response = json_response({**with_revision(record.document(), record.revision), "secret": secret}, 201,
+                                 record.revision)
+        response.headers["location"] = _location("keys", record.name)
+        return response
 
     async def get_key(self, request: Request, catalog: Catalog) -> Response:
         key = await run_in_threadpool(catalog.get_key, request.path_params["name"])
@@ -93,6 +106,15 @@ class AdminRoutes:
     async def update_key(self, request: Request, catalog: Catalog) -> Response:
         data = await json_body(request)
         data.pop("revision", None)
+        name = request.path_params["name"]
+        # What GET answers besides: accepted back unchanged (a round trip), refused if it differs.
+        shown = {field: data.pop(field) for field in KEY_READ_ONLY if field in data}
+        if shown:
+            current = (await run_in_threadpool(catalog.get_key, name)).document()
+            for field, value in shown.items():
+                if value != current.get(field):
+                    raise InvalidInput(field, f"{field}: cannot be changed (a key's scope, policy and "
+                                       "rate_limit can)")
         unknown = sorted(set(data) - {"scope", "policy", "name", "rate_limit"})
         if unknown:
             raise InvalidInput(unknown[0], f"{unknown[0]}: unknown field (a key's scope, policy and rate_limit "
@@ -100,7 +122,6 @@ class AdminRoutes:
         if "name" in data and data["name"] != request.path_params["name"]:  # as for every other kind
             raise InvalidInput("name", "name: cannot be changed (delete and create instead)")
         rate_limit = _optional_str(data, "rate_limit") if "rate_limit" in data else UNCHANGED
-        name = request.path_params["name"]
         condition = await if_match(request, lambda: catalog.get_key(name).revision)
         key = await run_in_threadpool(catalog.update_key, name, data.get("scope"), data.get("policy"), condition,
                                       rate_limit)
@@ -177,6 +198,11 @@ class AdminRoutes:
                                            "PATCH": partial(self.update_entity, kind.name),
                                            "DELETE": partial(self.delete_entity, kind.name)}
         return table
+
+
+def _location(collection: str, key: str) -> str:
+    """Where a created entity is read (a 201's `Location`): its id percent-encoded, its `/` kept."""
+    return f"/v1/admin/{collection}/" + quote(key, safe="/:@!$&'()*+,;=")
 
 
 def _optional_str(data: dict[str, Any], field: str) -> str | None:

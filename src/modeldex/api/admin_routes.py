@@ -34,6 +34,9 @@ def route_table() -> RouteTable:
 
     async def add_route(request: Request, catalog: Catalog) -> Response:
         data = await json_body(request)
+        unknown = sorted(set(data) - {"model", "upstream", "upstream_model", "weight"})
+        if unknown:  # as every admin body: a misspelt `upstream_model` must not route to the catalog id
+            raise ApiError(400, f"{unknown[0]}: unknown field", param=unknown[0], code="invalid_value")
         weight = data.get("weight", 1)
         if isinstance(weight, bool) or not isinstance(weight, int):
             raise ApiError(400, "weight: must be a whole number from 1", param="weight", code="invalid_value")

@@ -237,6 +237,7 @@ ROUTE_ROW: Schema = {
 ROUTE_ADD: Schema = {
     "type": "object",
     "required": ["model", "upstream"],
+    "additionalProperties": False,
     "properties": {"model": {"type": "string", "minLength": 1}, "upstream": {"type": "string", "minLength": 1},
                    "upstream_model": {"type": ["string", "null"], "minLength": 1},
                    "weight": {"type": "integer", "minimum": 1}},

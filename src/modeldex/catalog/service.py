@@ -120,11 +120,19 @@ class Catalog:
                   ) -> tuple[Entity, int]:
         """Route `model_id` to `upstream` too (replacing a route there for the same upstream model). Routing
         a discovered model makes it the operator's, as editing it does."""
-        route = parse(Route, {"upstream": upstream, "model": upstream_model, "weight": weight})
+        try:
+            route = parse(Route, {"upstream": upstream, "model": upstream_model, "weight": weight})
+        except InvalidInput as exc:  # named as the caller named it: a route's `model` is its `upstream_model`
+            if exc.field != "model":
+                raise
+            raise InvalidInput("upstream_model", "upstream_model" + exc.message.removeprefix("model")) from None
         with self._write() as writer:
             current = writer.get(Model, model_id)
             if current is None:
                 raise NotFound("model", model_id)
+            if writer.get(Upstream, route.upstream) is None:  # not `routes.N.upstream`, which was not sent
+                raise InvalidInput("upstream", f"upstream: upstream {route.upstream!r} does not exist "
+                                   "(add it with `modeldex upstreams add`)")
             kept = [r for r in current.routes or () if (r.upstream, r.model) != (route.upstream, route.model)]
             return self._with_routes(writer, current, [*kept, route])
 
