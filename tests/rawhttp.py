@@ -29,6 +29,10 @@ def request(port: int, method: str, target: bytes | str, headers: list[tuple[byt
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
+    return parse(data)
+
+
+def parse(data: bytes) -> RawResponse:
     head, _, body = data.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     parsed = {}

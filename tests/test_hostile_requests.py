@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,5 +119,46 @@ def test_a_refused_preflight_is_in_the_envelope(tmp_path: Path) -> None:
             error = response.json()["error"]
             assert set(error) == {"message", "type", "param", "code"} and error["code"] == "cors_not_allowed"
             assert "location" not in response.headers and "access-control-allow-origin" not in response.headers
+    finally:
+        server.stop()
+
+
+def cut_short(port: int, head: bytes, body: bytes, missing: int = 100) -> rawhttp.RawResponse:
+    """A request whose body stops `missing` bytes before its Content-Length: the client closes its side
+    (a crash, a timeout, a dropped proxy connection) and waits for an answer."""
+    head += b"Content-Length: %d\r\nHost: 127.0.0.1\r\n\r\n" % (len(body) + missing)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + body)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return rawhttp.parse(data)
+
+
+def test_a_body_cut_short_is_refused_not_acted_on(tmp_path: Path) -> None:
+    """RFC 9112 6.3: a body shorter than its Content-Length is incomplete. granian ends it without an error
+    (or a closed transport, on the inference routes): a cut-short admin write was applied (201), a
+    cut-short inference request was a 500 with a traceback, a cut-short console form signed in."""
+    db_url = f"sqlite:///{tmp_path}/catalog.db"
+    admin = create_key(db_url, "admin1", "admin")
+    server = Server(db_url, tmp_path / "server.log")
+    try:
+        for model_id, missing in (("cut-short", 100), ("cut-short-by-one", 1)):
+            body = json.dumps({"id": model_id, "owned_by": "acme"}).encode()
+            response = cut_short(server.port, b"POST /v1/admin/models HTTP/1.1\r\nAuthorization: Bearer "
+                                 + admin.encode() + b"\r\nContent-Type: application/json\r\n", body, missing)
+            assert response.status == 400, response.body
+            assert response.json()["error"]["code"] == "incomplete_body" and response.headers["x-request-id"]
+            assert server.get(f"/v1/admin/models/{model_id}", admin).status_code == 404  # nothing was done
+        body = json.dumps({"model": "MiniMax-M2.7", "messages": [{"role": "user", "content": "hi"}]}).encode()
+        response = cut_short(server.port, b"POST /v1/chat/completions HTTP/1.1\r\nAuthorization: Bearer "
+                             + admin.encode() + b"\r\nContent-Type: application/json\r\n", body)
+        assert response.status == 400, response.body
+        assert response.json()["error"]["code"] == "incomplete_body" and response.headers["x-request-id"]
+        response = cut_short(server.port, b"POST /console/sign-in HTTP/1.1\r\n"
+                             b"Content-Type: application/x-www-form-urlencoded\r\n", f"key={admin}".encode())
+        assert response.status == 400 and "set-cookie" not in response.headers
+        assert "Traceback" not in server.log()
     finally:
         server.stop()

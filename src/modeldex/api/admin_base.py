@@ -117,6 +117,9 @@ async def read_body(request: Request) -> bytes:
         if size > limit:
             raise errors.body_too_large(limit)
         chunks.append(chunk)
+    # granian ends the body without an error when the client closes early: a write cut short is not applied.
+    if declared.isdigit() and size != int(declared):
+        raise errors.incomplete_body(int(declared))
     return b"".join(chunks)
 
 

@@ -187,3 +187,10 @@ def headers_too_large(limit: int) -> ApiError:
 
 def body_too_large(limit: int) -> ApiError:
     return ApiError(413, f"The request body is larger than {limit} bytes.", code="body_too_large")
+
+
+def incomplete_body(declared: int) -> ApiError:
+    """A body shorter than its Content-Length: the client stopped sending (RFC 9112 6.3: incomplete, never
+    acted on)."""
+    return ApiError(400, f"The request body ended before the {declared} bytes its Content-Length announced; "
+                    "nothing was done.", code="incomplete_body")

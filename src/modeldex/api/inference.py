@@ -18,7 +18,7 @@ from modeldex.api.errors import ApiError
 from modeldex.api.render import RenderedCatalog
 from modeldex.catalog.live import LiveCatalog
 from modeldex.catalog.seed import builtin_routes
-from modeldex.gateway.downstream import BodyTooLarge, ClientGone, Downstream
+from modeldex.gateway.downstream import BodyIncomplete, BodyTooLarge, ClientGone, Downstream
 from modeldex.gateway.endpoints import ENDPOINTS, Endpoint
 from modeldex.gateway.errors import anthropic_error_body
 from modeldex.gateway.forward import Call, Forwarder, Outcome
@@ -77,6 +77,8 @@ class InferenceRoutes:
                 body = await downstream.body(self.max_body_bytes)
             except BodyTooLarge:
                 raise errors.body_too_large(self.max_body_bytes) from None
+            except BodyIncomplete as exc:
+                raise errors.incomplete_body(exc.declared) from None
             content_type = next((v for n, v in headers if n == "content-type"), None)
             content_encoding = next((v for n, v in headers if n == "content-encoding"), None)
             try:

@@ -219,7 +219,8 @@ class Console:
         return min(MAX_FORM_BYTES, getattr(request.app.state, "max_body_bytes", MAX_FORM_BYTES))
 
     async def form(self, request: Request) -> dict[str, str] | None:
-        """The posted form (URL-encoded), or None when it is too large."""
+        """The posted form (URL-encoded), or None when it is too large or cut short (shorter than its
+        Content-Length: the client stopped sending, and granian ends the body without an error)."""
         limit = self.form_limit(request)
         declared = request.headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > limit:
@@ -230,6 +231,8 @@ class Console:
             if size > limit:
                 return None
             chunks.append(chunk)
+        if declared.isascii() and declared.isdigit() and size != int(declared):
+            return None
         return dict(parse_qsl(b"".join(chunks).decode("utf-8", errors="replace"), keep_blank_values=True))
 
     def signed_in(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:

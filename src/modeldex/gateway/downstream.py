@@ -18,9 +18,18 @@ class BodyTooLarge(Exception):
     pass
 
 
+class BodyIncomplete(Exception):
+    """The body ended before its Content-Length: the client stopped sending."""
+
+    def __init__(self, declared: int) -> None:
+        super().__init__(declared)
+        self.declared = declared
+
+
 class Downstream(Protocol):
     async def body(self, limit: int) -> bytes:
-        """The request body; BodyTooLarge past `limit` bytes (refused before all of it is read)."""
+        """The request body; BodyTooLarge past `limit` bytes (refused before all of it is read), BodyIncomplete
+        when it ends before its Content-Length."""
         ...
 
     async def answer(self, status: int, headers: Headers, body: bytes) -> None: ...
@@ -50,7 +59,10 @@ class RsgiDownstream:
         if self._declared is not None and self._declared.isdigit():
             if int(self._declared) > limit:
                 raise BodyTooLarge
-            body: bytes = await self._protocol()  # its length is known and allowed: in one call
+            try:
+                body: bytes = await self._protocol()  # its length is known and allowed: in one call
+            except Exception as exc:  # granian's ProtocolClosed: the client stopped before the end
+                raise BodyIncomplete(int(self._declared)) from exc
             return body
         chunks, size = [], 0
         async for chunk in self._protocol:
