@@ -179,3 +179,23 @@ async def test_an_address_flood_does_not_reset_a_keys_limit() -> None:
     assert not (await buckets.take("key:team:2/m", key_limit)).allowed
     assert len(buckets._state) <= 10
     assert (await buckets.peek(f"{ADDRESS_BUCKET}2001:db8::31", failures)).remaining == 29  # the newest kept
+
+
+def test_forwarded_hops_with_ports_are_addresses() -> None:
+    """Some proxies write the port in X-Forwarded-For: each connection was then an address of its own for the
+    failed-attempt limit, and a trusted proxy's own hop with a port was not recognised as trusted."""
+    from modeldex.api.client_address import ClientAddress
+
+    class Headers:
+        def __init__(self, value: str) -> None:
+            self.value = value
+
+        def items(self) -> list[tuple[str, str]]:
+            return [("x-forwarded-for", self.value)]
+
+    address = ClientAddress(("10.0.0.0/8",))
+    assert address("10.0.0.2:40000", Headers("203.0.113.7:5555")) == "203.0.113.7"
+    assert address("10.0.0.2:40000", Headers("[2001:db8::1]:443, 10.0.0.9:80")) == "2001:db8::1"
+    assert address("10.0.0.2:40000", Headers("[2001:db8::2]")) == "2001:db8::2"
+    assert address("10.0.0.2:40000", Headers("2001:db8::3")) == "2001:db8::3"
+    assert address("10.0.0.2:40000", Headers("unknown")) == "unknown"  # not an address: as it is

@@ -40,6 +40,23 @@ def peer_host(peer: str) -> str:
     return host or "unknown"
 
 
+def _hop_host(hop: str) -> str:
+    """An X-Forwarded-For hop's address without the port some proxies add (`203.0.113.7:5555`,
+    `[2001:db8::1]:443`, `[2001:db8::1]`): with it, each connection counted as an address of its own for the
+    failed-attempt limit, and a trusted proxy's own hop was not recognised. Anything else is kept as it is."""
+    if hop.startswith("["):
+        host = hop[1:].partition("]")[0]
+    elif hop.count(":") == 1:
+        host = hop.partition(":")[0]
+    else:
+        return hop
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return hop
+    return host
+
+
 MAX_REMEMBERED_PEERS = 4096
 
 
@@ -66,7 +83,7 @@ class ClientAddress:
         forwarded = [value for name, value in headers.items() if name == "x-forwarded-for"]
         if not forwarded:
             return host
-        hops = [hop.strip() for hop in ",".join(forwarded).split(",") if hop.strip()]
+        hops = [_hop_host(hop.strip()) for hop in ",".join(forwarded).split(",") if hop.strip()]
         for hop in reversed(hops):
             if not _trusted(hop, self._trusted):
                 return hop
