@@ -201,3 +201,17 @@ async def test_a_201_says_where_the_created_entity_is(harness: Harness, admin: s
     assert key.status_code == 201 and key.headers["location"] == "/v1/admin/keys/located"
     group = await harness.request("POST", "/v1/admin/groups", admin, json={"name": "located"})
     assert group.headers["location"] == "/v1/admin/groups/located"
+
+
+async def test_a_null_scope_or_policy_on_a_key_is_refused(harness: Harness, admin: str) -> None:
+    """`{"policy": null}` answered 200 and changed nothing (for models, null removes a field or is refused);
+    read as "all models" it would widen the key: refused, naming the field. A null rate_limit still means
+    the server's default."""
+    harness.key("null-fields", "read", {"patterns": ["MiniMax-*"]}, rate_limit="5/m")
+    before = harness.catalog.get_key("null-fields")
+    for field in ("scope", "policy"):
+        response = await harness.request("PATCH", "/v1/admin/keys/null-fields", admin, json={field: None})
+        assert error_of(response, 400, "invalid_value")["param"] == field
+    assert harness.catalog.get_key("null-fields") == before
+    cleared = await harness.request("PATCH", "/v1/admin/keys/null-fields", admin, json={"rate_limit": None})
+    assert cleared.status_code == 200 and cleared.json()["rate_limit"] is None

@@ -121,6 +121,11 @@ class AdminRoutes:
                                "can change)")
         if "name" in data and data["name"] != request.path_params["name"]:  # as for every other kind
             raise InvalidInput("name", "name: cannot be changed (delete and create instead)")
+        # A null scope or policy was a silent no-op; a null rate_limit means the server's default.
+        if "scope" in data and data["scope"] is None:
+            raise InvalidInput("scope", 'scope: cannot be removed (give "read" or "admin")')
+        if "policy" in data and data["policy"] is None:
+            raise InvalidInput("policy", 'policy: cannot be removed (give {"all": true} for every model)')
         rate_limit = _optional_str(data, "rate_limit") if "rate_limit" in data else UNCHANGED
         condition = await if_match(request, lambda: catalog.get_key(name).revision)
         key = await run_in_threadpool(catalog.update_key, name, data.get("scope"), data.get("policy"), condition,
