@@ -96,7 +96,7 @@ async def test_no_usable_key_is_401_with_a_null_code(deployment: Deployment, aut
 async def test_a_wrong_key_is_401_invalid_api_key_and_masked(deployment: Deployment) -> None:
     wrong = "sk-mdx-" + "Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nM5qW0eR7tY3uI9oPa2sD"
     error = error_of(await deployment.request("GET", "/v1/models", key=wrong), 401, "invalid_api_key")
-    # OpenAI's mask: the first 3 and last 4 characters, at most 24 stars between.
+    # modeldex's mask (OpenAI's wording, less of the key): the first 3 and last 4 characters, at most 24 stars.
     assert error["message"].startswith(f"Incorrect API key provided: sk-{'*' * 24}{wrong[-4:]}.")
     assert wrong not in error["message"] and wrong[7:19] not in error["message"]
 

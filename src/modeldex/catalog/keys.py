@@ -169,7 +169,9 @@ class KeyTable:
 
 
 def mask(secret: str) -> str:
-    """A presented key as it may appear in an error message: its ends only, as OpenAI shows it."""
+    """A presented key as it may appear in an error message: its ends only. OpenAI's message has the same
+    words but shows more (the first 8 characters, a star for every hidden one, short keys whole); modeldex
+    shows 3, at most 24 stars and the last 4, and no short key: less of a secret someone mistyped."""
     shown_head, shown_tail = 3, 4
     if secret.isascii() and secret.isprintable():  # the usual case, checked in C (the loop costs ~3 µs)
         printable = secret
