@@ -152,3 +152,30 @@ def test_a_long_list_says_how_many_ids_were_retrieved() -> None:
     status, got = graded(httpx.MockTransport(handle))["every listed id retrieves"]
     assert status == "pass"
     assert got == f"{MAX_RETRIEVED} retrieves, each the listed object (the first {MAX_RETRIEVED} of {len(items)} ids)"
+
+
+def test_a_failed_delete_check_removes_its_throwaway_model() -> None:
+    """`--writes` makes a throwaway model through the admin API, then deletes it as clients do; when that
+    delete failed, the model was left in the catalog checked. It is removed through the admin API now."""
+    made: set[str] = set()
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/v1/admin/models" and request.method == "POST":
+            made.add(json.loads(request.content)["id"])
+            return httpx.Response(201, json={})
+        if path.startswith("/v1/admin/models/") and request.method == "DELETE":
+            made.discard(path.rsplit("/", 1)[1])
+            return httpx.Response(200, json={})
+        if path.startswith("/v1/models/") and request.method == "DELETE":
+            return httpx.Response(405, json=NOT_FOUND)  # this target's delete is broken
+        return server().handle_request(request)
+
+    probe = Probe("http://target", "sk-test", timeout=5, transport=httpx.MockTransport(handle))
+    try:
+        results = {result.name: result for result in scorecard.run(probe, writes=True)}
+    finally:
+        probe.close()
+    deleted = results["delete a model (--writes)"]
+    assert deleted.status == "fail" and deleted.got.endswith("; the throwaway model was removed through the admin API")
+    assert made == set()
