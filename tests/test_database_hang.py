@@ -37,9 +37,14 @@ def cluster_processes(cluster: postgres.PrivatePostgres) -> list[int]:
 
 @contextlib.contextmanager
 def frozen(cluster: postgres.PrivatePostgres) -> Iterator[None]:
-    pids = cluster_processes(cluster)
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
+    # The postmaster first, so that it starts no backend after its children are listed; then the children
+    # (one that ended since it was listed, a closed session, needs no stopping).
+    pids = cluster_processes(cluster)[:1]
+    os.kill(pids[0], signal.SIGSTOP)
+    pids += cluster_processes(cluster)[1:]
+    for pid in pids[1:]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
     try:
         yield
     finally:
