@@ -20,10 +20,9 @@ from typing import Any
 
 import httpx
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from modeldex.catalog.issuers import Issuer
+from modeldex.catalog.issuers import Issuer, algorithms_of
 
 log = logging.getLogger("modeldex.identity")
 
@@ -53,22 +52,9 @@ class Key:
     algorithm: str | None
 
     def suits(self, algorithm: str) -> bool:
-        return (self.algorithm is None or self.algorithm == algorithm) and fits(self.key, algorithm)
-
-
-_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1"}
-
-
-def fits(key: Any, algorithm: str) -> bool:
-    """Whether `key` is of the type `algorithm` signs with (PyJWT raises TypeError, not an error of its
-    own, for some mismatches: this refuses them first)."""
-    if algorithm.startswith(("RS", "PS")):
-        return isinstance(key, rsa.RSAPublicKey)
-    if algorithm in _CURVES:
-        return isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == _CURVES[algorithm]
-    if algorithm == "EdDSA":
-        return isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)
-    return False
+        """Whether this key verifies `algorithm`: its JWK's `alg`, if any, and its type (PyJWT raises
+        TypeError, not an error of its own, for some mismatches: this refuses them first)."""
+        return (self.algorithm is None or self.algorithm == algorithm) and algorithm in algorithms_of(self.key)
 
 
 @dataclass(frozen=True, slots=True)
