@@ -30,7 +30,9 @@ _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 STORED = {"stored": True}
 
 
-def _stored(info: ValidationInfo) -> bool:
+def read_back(info: ValidationInfo) -> bool:
+    """Whether a validator runs on an entity read back from the store (the STORED context), where rules added
+    after it was stored are not applied."""
     return bool(info.context and info.context.get("stored"))
 
 
@@ -64,7 +66,7 @@ def validate_model_id(model_id: str) -> str:
 
 
 def _model_id(value: str, info: ValidationInfo) -> str:
-    problem = model_id_problem(value, stored=_stored(info))
+    problem = model_id_problem(value, stored=read_back(info))
     if problem is not None:
         raise ValueError(problem)
     return value
@@ -86,7 +88,7 @@ def _owner(value: str) -> str:
 
 def _text(value: str, info: ValidationInfo) -> str:
     # PostgreSQL cannot store NUL in text, SQLite can: refused here, both databases behave the same.
-    if "\x00" in value and not _stored(info):
+    if "\x00" in value and not read_back(info):
         raise ValueError("must not contain NUL characters")
     return value
 

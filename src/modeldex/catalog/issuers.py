@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import AfterValidator, Field, ValidationInfo, model_validator
 
-from modeldex.catalog.entities import Entity, Name, _stored
+from modeldex.catalog.entities import Entity, Name, read_back
 from modeldex.catalog.limits import parse_limit
 
 # Asymmetric algorithms only: an HMAC "signed" with a public key is a known attack, and `none` is none.
@@ -100,7 +100,7 @@ class Issuer(Entity):
     def _one_key_source(self, info: ValidationInfo) -> Issuer:
         if self.jwks_url is not None and self.public_key is not None:
             raise ValueError("give jwks_url or public_key, not both (neither: OpenID Connect discovery)")
-        if self.public_key is not None and not _stored(info):  # (one stored before this rule still loads)
+        if self.public_key is not None and not read_back(info):  # (one stored before this rule still loads)
             signs = algorithms_of(load_pem_public_key(self.public_key.encode()))
             if not set(signs) & set(self.algorithms):
                 raise ValueError(f"the public key verifies {', '.join(signs) or 'no algorithm modeldex accepts'}, "
