@@ -76,11 +76,12 @@ def describe_database(url: str) -> str:
     return str(path) if path is not None else make_url(url).render_as_string(hide_password=True)
 
 
-def _to_stderr(message: str) -> None:
+def to_stderr(message: str) -> None:
+    """How the command line says a note: a line on stderr (`serve --log-format json` says its notes as JSON)."""
     click.echo(message, err=True)
 
 
-def open_cli_store(database_url: str | None, say: Callable[[str], None] = _to_stderr) -> SqlStore:
+def open_cli_store(database_url: str | None, say: Callable[[str], None] = to_stderr) -> SqlStore:
     """The configured catalog, created and seeded on first use, which is said (on stderr) with the file's
     absolute path: a mistyped or relative path otherwise makes a second catalog without a word."""
     url = resolve_database_url(database_url)

@@ -16,7 +16,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from modeldex.catalog.errors import CatalogError, InvalidInput, StoreError
 from modeldex.catalog.service import Catalog
-from modeldex.cli.backend import Backend, HttpBackend, LocalBackend, open_cli_store
+from modeldex.cli.backend import Backend, HttpBackend, LocalBackend, open_cli_store, to_stderr
 from modeldex.config import DATABASE_URL_ENV, is_default_database, resolve_database_url, sqlite_path
 from modeldex.store.sql import DEFAULT_TIMEOUT_S, create_store_engine
 
@@ -146,10 +146,10 @@ def handle_errors(command: F) -> F:
 
 
 @contextmanager
-def open_catalog(database_url: str | None, say: Callable[[str], None] | None = None) -> Iterator[Catalog]:
+def open_catalog(database_url: str | None, say: Callable[[str], None] = to_stderr) -> Iterator[Catalog]:
     """The catalog at the given (or configured) URL, created and seeded on first use (said on stderr, or
     through `say`)."""
-    store = open_cli_store(database_url) if say is None else open_cli_store(database_url, say)
+    store = open_cli_store(database_url, say)
     try:
         yield Catalog(store)
     finally:

@@ -16,6 +16,7 @@ import click
 from modeldex.catalog import retention
 from modeldex.catalog.limits import parse_limit
 from modeldex.catalog.service import Catalog
+from modeldex.cli.backend import to_stderr
 from modeldex.cli.common import database_url_option, handle_errors, open_catalog, redact, secret_option
 from modeldex.cli.supervisor import ReapSafeWorkers
 from modeldex.config import ServerSettings, resolve_database_url
@@ -34,10 +35,6 @@ def _terminal() -> object | None:
     return None
 
 
-def _to_stderr(message: str) -> None:
-    click.echo(message, err=True)
-
-
 def _as_json_log_line(message: str) -> None:
     """`serve`'s own notes under --log-format json: objects like every other line of the log (a log pipeline
     parses each line as JSON), not text among them."""
@@ -50,7 +47,7 @@ def _as_json_log_line(message: str) -> None:
 
 
 def _first_key(catalog: Catalog, host: str, port: int, https: bool = False,
-               say: Callable[[str], None] = _to_stderr) -> None:
+               say: Callable[[str], None] = to_stderr) -> None:
     """On an empty key table, give the person at the terminal a key; a log file gets instructions only."""
     if catalog.has_active_keys():
         return
@@ -322,7 +319,7 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
         _check_tls(ssl_certfile, ssl_keyfile)
     metrics_token = secret_option(metrics_token, metrics_token_file, "--metrics-token")
     url = resolve_database_url(database_url)
-    say = _as_json_log_line if log_format == "json" else _to_stderr
+    say = _as_json_log_line if log_format == "json" else to_stderr
     with open_catalog(url, say) as catalog:  # creates (SQLite), checks the schema and seeds before any worker starts
         _check_port_free(host, port, reuse_port)  # before a first key is made for a server that will not start
         _first_key(catalog, host, port, https=bool(ssl_certfile), say=say)
@@ -389,7 +386,7 @@ for _option in serve.params:
         _option.help = f"{_option.help or ''}  [env var: {_option.envvar}]".lstrip()
 
 
-def _raise_open_files_limit(wanted: int, say: Callable[[str], None] = _to_stderr) -> None:
+def _raise_open_files_limit(wanted: int, say: Callable[[str], None] = to_stderr) -> None:
     """Every connection is a file descriptor, and a common default soft limit is 1,024 per process: raise
     the soft limit towards the hard one (the workers inherit it), and say so if even that is short."""
     import resource
