@@ -56,6 +56,7 @@ def best_ns(fn: Callable[[], object], loops: int, repeat: int) -> float:
 def pieces(app: Any, scope: Any, protocol: Any, scenario: str) -> list[tuple[str, Callable[[], object]]]:
     """The hot path's pieces, as app.py and api/model_routes.py run them, on this request's objects."""
     from modeldex.api import errors, paths
+    from modeldex.api.app import header_bytes
     from modeldex.api.callers import bearer_token
     from modeldex.api.model_routes import (
         _CACHE_CONTROL,
@@ -88,18 +89,14 @@ def pieces(app: Any, scope: Any, protocol: Any, scenario: str) -> list[tuple[str
     etag = view.etag if view is not None else ""
     model_id = route[1] or ""
 
-    def header_walk() -> int:  # as in app.py's _answer
-        names, values = headers.keys(), headers.values()
-        return len("".join(names + values)) + 4 * len(values)
-
     ceiling = constant_app(status, response_headers, body)
     timed: list[tuple[str, Callable[[], object]]] = [
         (WHOLE, lambda: drive(app.__rsgi__(scope, protocol))),
         (CEILING_WHOLE, lambda: drive(ceiling.__rsgi__(scope, protocol))),
         ("  app._answer() (models.answer_now() where it answers)",
-         lambda: app._answer(method, path, query, headers, client, request_id)),
+         lambda: app._answer(method, path, query, headers, client, request_id, True)),
         ("  models.remembered() (an answer already worked out)",
-         lambda: models.remembered(method, path, query, headers, client, request_id)),
+         lambda: models.remembered(method, path, query, headers, client)),
         ("  models.answer(), whole (the path that may wait)",
          lambda: drive(models.answer(method, route, query, headers, client, request_id, not_now))),
         (ANSWER_CALL, lambda: protocol.response_bytes(status, response_headers, body)),
@@ -110,7 +107,7 @@ def pieces(app: Any, scope: Any, protocol: Any, scenario: str) -> list[tuple[str
         ("metrics.observe()", lambda: metrics.observe(label, status, 0.00025)),
         ("request id", app.request_ids),
         ("client address", lambda: app.client_address(scope.client, headers)),
-        ("header-size walk (in _answer)", header_walk),
+        ("header-size walk (app.header_bytes)", lambda: header_bytes(headers)),
         ("  headers.items() alone", headers.items),
         ("  sum(map(len, keys())) + sum(map(len, values()))",
          lambda: sum(map(len, headers.keys())) + sum(map(len, headers.values()))),

@@ -24,6 +24,7 @@ from modeldex.catalog.entities import MAX_MODEL_ID_LENGTH
 from modeldex.catalog.errors import Conflict, NotFound, PreconditionFailed, StoreUnavailable
 from modeldex.catalog.live import LiveCatalog
 from modeldex.catalog.service import Catalog
+from modeldex.ops import metrics
 
 Headers = list[tuple[str, str]]
 Answer = tuple[int, Headers, bytes, "str | None"]  # status, headers, body, and the caller's name for the log
@@ -107,11 +108,17 @@ def error_answer(error: ApiError, request_id: str, extra_headers: Headers | None
 
 
 # An answer that is the same for every plain GET of one path with one Authorization header at one catalog
-# version: status, its content type, the headers after the request id, body, the caller's name and the
-# route label.
-Ready = tuple[int, tuple[str, str], tuple[tuple[str, str], ...], bytes, "str | None", str]
+# version: status, its content type, the headers after the request id, body, the caller's name, the route
+# label, and where its requests' durations go (`metrics.recorder` of the label and status).
+Ready = tuple[int, tuple[str, str], tuple[tuple[str, str], ...], bytes, "str | None", str, Callable[[float], None]]
 # An answer with its route label, for the log and the metrics.
 LabelledAnswer = tuple[int, Headers, bytes, "str | None", str]
+
+
+def labelled(ready: Ready, request_id: str) -> LabelledAnswer:
+    """A remembered answer given to one request: its headers with the request's id."""
+    status, content_type, tail, body, caller_name, label, _ = ready
+    return status, [content_type, ("x-request-id", request_id), *tail], body, caller_name, label
 
 
 def models_label(kind: str, method: str) -> str:
@@ -190,12 +197,13 @@ class ModelRoutes:
             self._remember(rendered, answer_key(path, headers), answer, models_label(route[0], method), lapses)
         return answer
 
-    def remembered(self, method: str, path: str, query: str, headers: HeaderLookup, client: str,
-                   request_id: str) -> LabelledAnswer | None:
-        """The answer remembered for this request (see `_ready`), or None: `answer_now` it is."""
+    def remembered(self, method: str, path: str, query: str, headers: HeaderLookup, client: str) -> Ready | None:
+        """The answer remembered for this request (see `_ready`), or None: `answer_now` it is. `path` is
+        decoded, dot segments resolved. The caller adds the request id (`labelled`)."""
         if (method != "GET" and method != "HEAD") or query or self._ready_for is not self.live.current:
             return None
-        request = answer_key(path, headers)
+        # answer_key(), written out: a call less on every request the hot path answers.
+        request = (path, headers.get("authorization"), headers.get("accept-encoding") if path == LIST_PATH else None)
         ready = self._ready.get(request)
         if ready is None:
             lapsing = self._lapsing.get(request) if self._lapsing else None
@@ -204,8 +212,7 @@ class ModelRoutes:
             ready = lapsing[0]
         if headers.get("if-none-match") is not None or self.callers.limiter.suspect(client):
             return None
-        status, content_type, tail, body, caller_name, label = ready
-        return status, [content_type, ("x-request-id", request_id), *tail], body, caller_name, label
+        return ready
 
     def _remember(self, rendered: RenderedCatalog, request: AnswerKey, answer: Answer,
                   label: str, lapses: Callable[[], bool] | None = None) -> None:
@@ -215,7 +222,7 @@ class ModelRoutes:
             self._ready_for, self._ready, self._lapsing = rendered, {}, {}
         status, headers, body, caller_name = answer
         # Every answer starts with its content type and the request id; the headers after those are kept.
-        ready = (status, headers[0], tuple(headers[2:]), body, caller_name, label)
+        ready = (status, headers[0], tuple(headers[2:]), body, caller_name, label, metrics.recorder(label, status))
         if lapses is None:
             self._ready[request] = ready
         else:  # a caller whose credential can lapse within a version: asked each time (answers to keys are not)

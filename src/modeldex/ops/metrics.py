@@ -68,10 +68,17 @@ class _Tallies:
         self._durations: dict[tuple[str, int], list[float]] = {}
 
     def observe(self, route: str, status: int, seconds: float) -> None:
+        self.recorder(route, status)(seconds)
+
+    def recorder(self, route: str, status: int) -> Callable[[float], None]:
+        """Where a request of this route and status appends its duration in seconds: the list's own
+        `append`, a C call. An answer that knows its route and status before it is asked for (a remembered
+        Models answer) keeps one: 1,500 instructions a request less than `observe` (callgrind). The lists
+        are only ever emptied in place, never replaced, so a kept `append` stays good."""
         durations = self._durations.get((route, status))
         if durations is None:
             durations = self._durations.setdefault((route, status), [])
-        durations.append(seconds)
+        return durations.append
 
     def flush(self) -> None:
         bounds = self._bounds
@@ -111,6 +118,7 @@ class _Tallies:
 
 _tallies = _Tallies()
 observe = _tallies.observe
+recorder = _tallies.recorder
 
 
 def flush() -> None:
