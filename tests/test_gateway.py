@@ -151,7 +151,7 @@ def test_streamed_chat_arrives_event_by_event(gw: tuple[Setup, Server]) -> None:
     # modeldex asks for the usage event to count tokens, and drops it: the client did not ask for it.
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
     assert [c for c in chunks if not c.choices] == []
-    # The access log is written in batches (every 0.2 s, by a thread): wait for this request's line.
+    # The access log is written in batches (every 20 ms, by a thread): wait for this request's line.
     logged = wait_until(lambda: f"{response.headers['x-request-id']} POST /v1/chat/completions 200" in server.log(), 10)
     assert logged is not None
     line = next(e for e in server.log().splitlines() if response.headers["x-request-id"] in e)

@@ -175,7 +175,7 @@ def test_json_logs_one_line_per_request_without_secrets(sqlite_url: str, start_s
     ids = [server.get(path, key).headers["x-request-id"] for path in ("/v1/models", "/v1/models/MiniMax-M3",
                                                                       "/v1/models/ghost", "/v1/nowhere")]
     server.get("/v1/models", key + "x")
-    # The access log is written in batches (every 0.2 s): wait for this test's lines rather than a fixed time.
+    # The access log is written in batches (every 20 ms): wait for this test's lines rather than a fixed time.
     assert wait_until(lambda: all(request_id in server.log() for request_id in ids), 5) is not None
     server.stop()
     entries = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
