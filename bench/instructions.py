@@ -16,7 +16,7 @@ log makes a time stamp per millisecond as it does under load, not one per reques
 pace.
 
 It counts instructions, not cycles: cache misses, the other threads (granian's I/O thread, the log's
-writer) and the access log's batches (joined every 0.2 s on the loop) are not in it. bench/run.sh
+writer) and the access log's batches (joined every 20 ms on the loop) are not in it. bench/run.sh
 measures the whole.
 """
 
