@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 
+import httpx
 import openai
 import pytest
 import yaml
@@ -160,6 +162,22 @@ def test_every_response_has_an_openai_request_id(deployment: Deployment) -> None
         assert REQUEST_ID.fullmatch(request_id)
         seen.add(request_id)
     assert len(seen) == 6
+
+
+def test_a_repeated_request_is_answered_alike_with_its_own_request_id(deployment: Deployment) -> None:
+    """From the second ask on, one path with one key is answered from the remembered answer, in granian's
+    dispatch itself (`ModeldexApp.__rsgi__`, which the in-process tests do not reach): the same status,
+    headers and body as the first, each with a request id of its own."""
+    answers = [deployment.server.get("/v1/models/MiniMax-M2.7", deployment.read_key) for _ in range(5)]
+    assert [answer.status_code for answer in answers] == [200] * 5
+    assert {answer.content for answer in answers} == {answers[0].content}
+    assert json.loads(answers[0].content)["id"] == "MiniMax-M2.7"
+    assert len({answer.headers["x-request-id"] for answer in answers}) == 5
+
+    def kept(headers: httpx.Headers) -> dict[str, str]:
+        return {name: value for name, value in headers.items() if name not in ("x-request-id", "date")}
+
+    assert all(kept(answer.headers) == kept(answers[0].headers) for answer in answers)
 
 
 def test_unknown_route_and_wrong_method_through_the_sdk(deployment: Deployment) -> None:
