@@ -457,8 +457,8 @@ class ModeldexApp:
             lane = self.remembered_lane
             if lane is not None and headers_fit and "/." not in path:
                 # A request answered before (most of the hot path's), answered here rather than through
-                # _answer(), _finished() and metrics.observe(): modeldex's own instructions for a retrieve
-                # went from 33,850 to 30,570 (bench/instructions.py).
+                # _answer(), _finished() and metrics.observe() (labelled() and _finished() written out):
+                # modeldex's own instructions for a retrieve went from 33,850 to 30,570 (bench/instructions.py).
                 ready = lane.remembered(method, path, scope.query_string, headers, client)
                 if ready is not None:
                     status, content_type, tail, body, caller_name, label, record_duration = ready
