@@ -158,3 +158,37 @@ def test_unexpected_failure_is_a_generic_500_and_the_trace_goes_to_the_log(db_ur
     log = server.log()
     assert f"unhandled error in request {request_id}" in log
     assert "no such table: models" in log or 'relation "models" does not exist' in log
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_repeated_request_is_logged_like_the_first(sqlite_url: str, start_server, log_format: str) -> None:
+    """From the second ask on, a request is answered from its remembered answer, whose log line is made from
+    parts made once (`access_log.line_parts`): each line still says its own request id and method, the path,
+    status, key and client, as the first ask's line does."""
+    reader = create_key(sqlite_url, "reader")
+    server = start_server(sqlite_url, "--log-format", log_format)
+    asks = [("GET", "/v1/models/MiniMax-M2.7", reader), ("HEAD", "/v1/models/MiniMax-M2.7", reader),
+            ("GET", "/v1/models/no-such-model", reader), ("GET", "/v1/models/MiniMax-M2.7", "sk-mdx-" + "W" * 52)]
+    sent = []
+    with httpx.Client(base_url=server.base_url) as client:
+        for method, path, key in asks:
+            for _ in range(3):
+                response = client.request(method, path, headers={"Authorization": f"Bearer {key}"})
+                sent.append((response.headers["x-request-id"], method, path, response.status_code, key))
+    server.stop()
+    lines = {}
+    for line in server.log().splitlines():
+        match = re.search(r"req_[0-9a-f]{32}", line)
+        if match and "modeldex.access" in line:
+            lines[match.group(0)] = line
+    for request_id, method, path, status, key in sent:
+        key_name = "reader" if key == reader else None
+        if log_format == "json":
+            entry = json.loads(lines[request_id])
+            assert (entry["method"], entry["path"], entry["status"], entry["key"], entry["client"]) == (
+                method, path, status, key_name, "127.0.0.1")
+            assert entry["route"] == "retrieve" and entry["duration_ms"] >= 0
+        else:
+            assert re.fullmatch(rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} INFO modeldex.access: {request_id} "
+                                rf"{method} {re.escape(path)} {status} \d+\.\d\dms key={key_name or '-'} "
+                                r"client=127\.0\.0\.1", lines[request_id]), lines[request_id]

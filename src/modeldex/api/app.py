@@ -154,6 +154,9 @@ class AsgiHeaders:
     def __len__(self) -> int:
         return len(self._pairs)
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._first
+
 
 class ModeldexApp:
     def __init__(self, settings: ServerSettings, store: ConsoleStore | None = None) -> None:
@@ -461,14 +464,13 @@ class ModeldexApp:
                 # modeldex's own instructions for a retrieve went from 33,850 to 30,570 (bench/instructions.py).
                 ready = lane.remembered(method, path, scope.query_string, headers, client)
                 if ready is not None:
-                    status, content_type, tail, body, caller_name, label, record_duration = ready
+                    status, content_type, tail, body, caller_name, label, record_duration, log_parts = ready
                     protocol.response_bytes(status, [content_type, ("x-request-id", request_id), *tail], body)
                     answered = logged = True
                     ended = time.perf_counter()
                     record_duration(ended - started)
                     if self.access_log is not None:
-                        self.access_log.record(request_id, method, path, label, status, started, ended, caller_name,
-                                               client)
+                        self.access_log.record_parts(request_id, method, log_parts, started, ended, client)
                     return
             normalized = paths.normalize(path) if "/." in path else path  # no call for the usual path
             own = self._answer(method, normalized, scope.query_string, headers, client, request_id, headers_fit)
