@@ -1,17 +1,21 @@
 r"""The access log: one line per request, text or JSON, written in batches.
 
-A request makes its text line at once and appends it to a deque; every `interval` seconds the server's event
-loop joins the batch and checks it at once (~0.3 µs a line), and a thread of its own writes it (a write
-may block, on a pipe to a slow reader); at shutdown, the rest. Formatting each line as it is recorded keeps
-the request's strings in cache: in bench/run.sh the log cost 1–2 µs of CPU a request this way, against 3–6
-when a thread formatted 6,000-record batches of tuples. The batches are small (every 20 ms): the loop answers
-nothing while it joins one, and at 0.2 s a batch held ~10,000 lines, which took a retrieve's p99 under load
-from 3.1 ms (without the log) to 5.8 ms; every 20 ms, 3.0 ms (bench/run.sh --ceiling-only, 2026-12-01).
+A request appends its text line's pieces to a list at once (a JSON record: a tuple, to a deque); every
+`interval` seconds the server's event loop joins the batch and checks it at once, and a thread of its own
+writes it (a write may block, on a pipe to a slow reader); at shutdown, the rest. Making each line as it is
+recorded keeps the request's strings in cache: in bench/run.sh the log cost 1–2 µs of CPU a request this
+way, against 3–6 when a thread formatted 6,000-record batches of tuples. The batches are small (every 20
+ms): the loop answers nothing while it joins one, and at 0.2 s a batch held ~10,000 lines, which took a
+retrieve's p99 under load from 3.1 ms (without the log) to 5.8 ms; every 20 ms, 3.0 ms (bench/run.sh
+--ceiling-only, 2026-12-01).
 
-A line is an f-string of ready-made strings: the time stamp is made once per millisecond, the duration and
-the status are looked up in tables, and the clock is the one the request was timed with. 2,400
-instructions a line, against 7,900 for %-formatting with `%d`, `%.2f` and a stamp found from `time.time()`
-(callgrind, in-process). The line names the caller, never its secret, and no header is ever logged.
+A line is made of ready-made strings: the time stamp is made once per millisecond, the duration and the
+status are looked up in tables (a remembered answer's path, status and key once: `line_parts`), and the
+clock is the one the request was timed with: 2,400 instructions a line as an f-string, against 7,900 for
+%-formatting with `%d`, `%.2f` and a stamp found from `time.time()` (callgrind, in-process). Appended as
+pieces and joined with the batch, a remembered retrieve's line costs 3,020 instructions as it is recorded
+(bench/instructions.py; 3,560 as an f-string of the same pieces) and 1,970 in the batch (2,400), counted by
+callgrind over 1,000-line batches. The line names the caller, never its secret, and no header is logged.
 
 Paths, methods and forwarded addresses come from clients: in text lines, a control character (a decoded
 `%0A`, `%0D`, `%1B`) or any other non-printable one is written as an escape (`\x0a`), and so is a
@@ -27,7 +31,7 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import TextIO, cast
+from typing import TextIO
 
 import orjson
 
@@ -54,6 +58,7 @@ JsonRecord = tuple[float, str, str, str, str, int, float, "str | None", "str | N
 # of a remembered retrieve went from 4,620 to 3,560 instructions (bench/instructions.py, with the log minus
 # without); a piece of an f-string costs ~250.
 LineParts = tuple[str, str, str, str, int, "str | None"]
+LINE_PIECES = 9  # a text line's pieces in the batch (`_record_text_parts`), its newline last
 
 
 def line_parts(path: str, route: str, status: int, key_name: str | None) -> LineParts:
@@ -98,7 +103,11 @@ class AccessLog:
         self.json = json
         self._stream = stream or sys.stderr
         self._interval = interval
-        self._records: deque[str | JsonRecord] = deque()
+        # A text line is appended as its pieces, newline last, by one list.extend (atomic, as the taking
+        # below relies on): a tuple of pieces costs ~600 instructions a line less than an f-string of them
+        # (bench/instructions.py), and a batch is then one join. JSON records are tuples, in a deque.
+        self._pieces: list[str] = []
+        self._records: deque[JsonRecord] = deque()
         self._inference: deque[tuple[float, str, str, str, int, float, str | None, str | None,
                                      dict[str, object]]] = deque()
         self._lock = threading.Lock()
@@ -134,7 +143,7 @@ class AccessLog:
         except IndexError:
             duration = f"{(ended - started) * 1000:.2f}ms key="
         # Each piece ends with the text that follows it in the line.
-        self._records.append(f"{self._stamp}{request_id} {method}{parts[0]}{duration}{parts[1]}{client or '-'}")
+        self._pieces.extend((self._stamp, request_id, " ", method, parts[0], duration, parts[1], client or "-", "\n"))
 
     def _restamp(self, ended: float) -> None:
         """The stamp of the millisecond `ended` (request clock) falls in, and when that millisecond ends."""
@@ -203,18 +212,34 @@ class AccessLog:
                 return text
         return "".join((line if line.isprintable() and "\\" not in line else _escaped(line)) + "\n" for line in lines)
 
+    @classmethod
+    def _pieces_block(cls, pieces: list[str]) -> str:
+        """`_text_block` for lines given as their pieces (LINE_PIECES a line, a newline last): one join when
+        clean, the same check; else the lines are put together and go through `_text_block`."""
+        text = "".join(pieces)
+        if text.isascii():
+            encoded = text.encode()
+            if len(encoded) - len(encoded.translate(None, _UNSAFE_ASCII)) == len(pieces) // LINE_PIECES:
+                return text
+        return cls._text_block(["".join(pieces[start:start + LINE_PIECES - 1])
+                                for start in range(0, len(pieces), LINE_PIECES)])
+
     def _pending_text(self) -> str:
         """Every record so far, formatted (and taken off the queues)."""
         self._wall_offset = time.time() - time.perf_counter()  # the wall clock may have been set meanwhile
         with self._lock:  # one formatter at a time (the loop or the thread, and close())
-            records, pending = self._records, len(self._records)
-            batch = [records.popleft() for _ in range(pending)]
-            lines = self._json_lines(cast("list[JsonRecord]", batch)) if self.json else cast("list[str]", batch)
-            # Inference lines' model field comes from the request's body: checked the same way.
-            lines += self._inference_lines()
-            if not lines:
-                return ""
-            return self._json_block(lines) if self.json else self._text_block(lines)
+            if self.json:
+                records = self._records
+                lines = self._json_lines([records.popleft() for _ in range(len(records))])
+                lines += self._inference_lines()  # their model field comes from the request's body
+                return self._json_block(lines) if lines else ""
+            # Lines recorded meanwhile (each one extend, at the end) stay for the next batch.
+            pieces = self._pieces
+            taken = len(pieces)
+            batch = pieces[:taken]
+            del pieces[:taken]
+            inference = self._inference_lines()  # checked the same way: the model field comes from the body
+            return (self._pieces_block(batch) if batch else "") + (self._text_block(inference) if inference else "")
 
     def _write(self, text: str) -> None:
         self._stream.write(text)
