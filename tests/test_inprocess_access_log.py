@@ -93,3 +93,48 @@ def test_an_inference_line_escapes_the_model_a_request_body_named(json: bool) ->
         assert orjson.loads(line)["model"] == "gpt\nforged 200 key=admin\u2028"
     else:
         assert line.endswith(" model=gpt\\x0aforged 200 key=admin\\u2028 upstream=-")
+
+
+def test_batches_joined_on_the_event_loop_skip_the_check_only_for_lines_known_clean() -> None:
+    """On the event loop that records them, a batch whose lines all come from clean parts and clients seen
+    clean is joined as it is; one unclean field anywhere (the path, the key's name, the client, or a line
+    through `record()`, whose method is the client's) and the whole batch is checked, as everywhere else."""
+    import asyncio
+
+    from modeldex.ops.access_log import line_parts
+
+    stream = io.StringIO()
+    log = AccessLog(stream=stream, interval=0.01)
+    clean = line_parts("/v1/models/MiniMax-M2.7", "retrieve", 200, "reader")
+    dirty_path = line_parts("/v1/models/a\nb\x1b[2J", "retrieve", 404, "reader")
+    dirty_key = line_parts("/v1/models", "list", 200, "ops\tteam")
+    batches = [
+        [("r1", clean, "10.0.0.1"), ("r2", clean, "10.0.0.1")],
+        [("r3", clean, "10.0.0.1"), ("r4", dirty_path, "10.0.0.1")],
+        [("r5", clean, "10.0.0.1"), ("r6", clean, "10.0.0.9\x1b[2J")],
+        [("r7", dirty_key, "10.0.0.1")],
+        [("r8", clean, "10.0.0.9\x1b[2J")],  # not remembered as clean
+        [("r9", clean, "10.0.0.1"), "record"],
+    ]
+
+    async def run() -> None:
+        log.format_on(asyncio.get_running_loop())
+        for batch in batches:
+            for entry in batch:
+                if entry == "record":
+                    log.record("r10", "GET\x1b[2J", "/v1/models", "list", 200, 10.0, 10.0001, "k", "10.0.0.1")
+                else:
+                    request_id, parts, client = entry
+                    log.record_parts(request_id, "GET", parts, 10.0, 10.0001, client)
+            await asyncio.sleep(0.05)  # a batch or more in between
+
+    asyncio.run(run())
+    lines = lines_of(log, stream)
+    assert [line.split()[4] for line in lines] == [f"r{n}" for n in range(1, 11)]
+    assert all("\x1b" not in line and "\t" not in line for line in lines)
+    by_id = {line.split()[4]: line for line in lines}
+    assert by_id["r1"].endswith(" r1 GET /v1/models/MiniMax-M2.7 200 0.10ms key=reader client=10.0.0.1")
+    assert by_id["r4"].endswith(" r4 GET /v1/models/a\\x0ab\\x1b[2J 404 0.10ms key=reader client=10.0.0.1")
+    assert by_id["r6"].endswith(" client=10.0.0.9\\x1b[2J") and by_id["r8"].endswith(" client=10.0.0.9\\x1b[2J")
+    assert by_id["r7"].endswith(" key=ops\\x09team client=10.0.0.1")
+    assert by_id["r10"].endswith(" r10 GET\\x1b[2J /v1/models 200 0.10ms key=k client=10.0.0.1")
