@@ -469,7 +469,7 @@ class ModeldexApp:
                     answered = logged = True
                     ended = time.perf_counter()
                     record_duration(ended - started)
-                    if self.access_log is not None:
+                    if self.access_log is not None:  # the method is GET or HEAD: remembered() takes no other
                         self.access_log.record_parts(request_id, method, log_parts, started, ended, client)
                     return
             normalized = paths.normalize(path) if "/." in path else path  # no call for the usual path
