@@ -271,7 +271,8 @@ class AccessLog:
             batch = pieces[:taken]
             del pieces[:taken]
             checked = self._unchecked or not on_the_loop
-            self._unchecked = False
+            if on_the_loop:  # reset only here, where lines are made: a flush elsewhere cannot clear a new line's flag
+                self._unchecked = False
             inference = self._inference_lines()  # checked the same way: the model field comes from the body
             block = "".join(batch) if batch and not checked else self._pieces_block(batch) if batch else ""
             return block + (self._text_block(inference) if inference else "")
