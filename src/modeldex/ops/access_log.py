@@ -63,10 +63,21 @@ LineParts = tuple[str, str, str, str, int, "str | None", bool]
 LINE_PIECES = 9  # a text line's pieces in the batch (`_record_text_parts`), its newline last
 MAX_CLEAN_CLIENTS = 4096  # client addresses seen clean, kept to skip checking their lines
 
+_UNSAFE_ASCII = bytes(range(0x20)) + b"\x7f\\"  # control characters, and the escape character itself
+
 
 def _clean(text: str) -> bool:
     """Whether `text` may go into a text line as it is: printable ASCII, no backslash."""
     return text.isascii() and text.isprintable() and "\\" not in text
+
+
+def _clean_block(text: str, lines: int) -> bool:
+    """Whether a batch's text of `lines` lines, each ended by a newline, is clean: ASCII (isascii() is O(1)
+    for a str) and its only unsafe bytes the lines' own newlines."""
+    if not text.isascii():
+        return False
+    encoded = text.encode()
+    return len(encoded) - len(encoded.translate(None, _UNSAFE_ASCII)) == lines
 
 
 def line_parts(path: str, route: str, status: int, key_name: str | None) -> LineParts:
@@ -74,7 +85,6 @@ def line_parts(path: str, route: str, status: int, key_name: str | None) -> Line
     return middle, key_part, path, route, status, key_name, _clean(middle + key_part)
 
 
-_UNSAFE_ASCII = bytes(range(0x20)) + b"\x7f\\"  # control characters, and the escape character itself
 _JSON_ESCAPES = {code: f"\\u{code:04x}" for code in (*range(0x80, 0xA0), 0x2028, 0x2029)}
 
 
@@ -235,10 +245,8 @@ class AccessLog:
         cannot then start a line or repaint a terminal (0.05 µs a line, against 0.33 checking each). Else
         each unclean line is escaped whole: what modeldex itself writes in a line is printable ASCII."""
         text = "\n".join(lines) + "\n"
-        if text.isascii():
-            encoded = text.encode()
-            if len(encoded) - len(encoded.translate(None, _UNSAFE_ASCII)) == len(lines):
-                return text
+        if _clean_block(text, len(lines)):
+            return text
         return "".join((line if line.isprintable() and "\\" not in line else _escaped(line)) + "\n" for line in lines)
 
     @classmethod
@@ -246,10 +254,8 @@ class AccessLog:
         """`_text_block` for lines given as their pieces (LINE_PIECES a line, a newline last): one join when
         clean, the same check; else the lines are put together and go through `_text_block`."""
         text = "".join(pieces)
-        if text.isascii():
-            encoded = text.encode()
-            if len(encoded) - len(encoded.translate(None, _UNSAFE_ASCII)) == len(pieces) // LINE_PIECES:
-                return text
+        if _clean_block(text, len(pieces) // LINE_PIECES):
+            return text
         return cls._text_block(["".join(pieces[start:start + LINE_PIECES - 1])
                                 for start in range(0, len(pieces), LINE_PIECES)])
 
@@ -274,7 +280,7 @@ class AccessLog:
             if on_the_loop:  # reset only here, where lines are made: a flush elsewhere cannot clear a new line's flag
                 self._unchecked = False
             inference = self._inference_lines()  # checked the same way: the model field comes from the body
-            block = "".join(batch) if batch and not checked else self._pieces_block(batch) if batch else ""
+            block = "" if not batch else self._pieces_block(batch) if checked else "".join(batch)
             return block + (self._text_block(inference) if inference else "")
 
     def _write(self, text: str) -> None:
