@@ -50,11 +50,16 @@ def create_app() -> Any:
 
 def serve(target: str, host: str, port: int, workers: int) -> None:
     """granian on `target` (a factory) with the options src/modeldex/cli/serve.py gives it, at its
-    defaults: text log at info level, 30 s shutdown timeout, no TLS."""
+    defaults: text log at info level, 30 s shutdown timeout, no TLS, the same backlog, connection limit and
+    HTTP settings."""
     from granian import Granian
     from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings, HTTP2Settings
 
+    from modeldex.cli.serve import HEAD_ALLOWANCE
     from modeldex.logs import logging_config
+
+    max_header_bytes = 16 * 1024  # serve's --max-header-bytes default, which sizes granian's buffers there
 
     server = Granian(
         target,
@@ -70,6 +75,10 @@ def serve(target: str, host: str, port: int, workers: int) -> None:
         ssl_cert=None,
         ssl_key=None,
         workers_kill_timeout=30,
+        backlog=4096,  # serve's --backlog and --max-connections defaults
+        backpressure=10_000,
+        http1_settings=HTTP1Settings(header_read_timeout=10_000, max_buffer_size=max_header_bytes + HEAD_ALLOWANCE),
+        http2_settings=HTTP2Settings(max_headers_size=max_header_bytes + HEAD_ALLOWANCE),
     )
     server.serve()
 
