@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,6 +160,63 @@ def test_a_body_cut_short_is_refused_not_acted_on(tmp_path: Path) -> None:
         response = cut_short(server.port, b"POST /console/sign-in HTTP/1.1\r\n"
                              b"Content-Type: application/x-www-form-urlencoded\r\n", f"key={admin}".encode())
         assert response.status == 400 and "set-cookie" not in response.headers
+        assert "Traceback" not in server.log()
+    finally:
+        server.stop()
+
+
+def stalled(port: int, head: bytes, body: bytes, missing: int = 100) -> tuple[rawhttp.RawResponse, float]:
+    """A request that sends its body but `missing` bytes of it and then nothing, its connection left open (a
+    stalled upload, or a slowloris client holding the connection): the answer, and the seconds it took."""
+    head += b"Content-Length: %d\r\nHost: 127.0.0.1\r\n\r\n" % (len(body) + missing)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + body)
+        started = time.monotonic()
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return rawhttp.parse(data), time.monotonic() - started
+
+
+def test_a_stalled_body_is_408_and_not_acted_on(tmp_path: Path) -> None:
+    """granian times out a request's headers, not its body: a client that stopped sending held its connection
+    (and a worker's memory) for as long as it liked. With --body-timeout 0.5, each body reader gives up."""
+    db_url = f"sqlite:///{tmp_path}/catalog.db"
+    admin = create_key(db_url, "admin1", "admin")
+    server = Server(db_url, tmp_path / "server.log", "--body-timeout", "0.5")
+    auth = b"Authorization: Bearer " + admin.encode() + b"\r\nContent-Type: application/json\r\n"
+    try:
+        body = json.dumps({"id": "stalled", "owned_by": "acme"}).encode()
+        response, took = stalled(server.port, b"POST /v1/admin/models HTTP/1.1\r\n" + auth, body)
+        assert response.status == 408, response.body
+        error = response.json()["error"]
+        assert error["code"] == "body_timeout" and "0.5 seconds" in error["message"], error
+        assert response.headers["x-request-id"] and 0.4 < took < 5
+        assert server.get("/v1/admin/models/stalled", admin).status_code == 404  # nothing was done
+        body = json.dumps({"model": "MiniMax-M2.7", "messages": [{"role": "user", "content": "hi"}]}).encode()
+        response, took = stalled(server.port, b"POST /v1/chat/completions HTTP/1.1\r\n" + auth, body)
+        assert response.status == 408, response.body
+        assert response.json()["error"]["code"] == "body_timeout" and 0.4 < took < 5
+        response, took = stalled(server.port, b"POST /console/sign-in HTTP/1.1\r\n"
+                                 b"Content-Type: application/x-www-form-urlencoded\r\n", f"key={admin}".encode())
+        assert response.status == 400 and "set-cookie" not in response.headers and 0.4 < took < 5
+
+        # A slow but steady body goes on: the timeout is between two parts of it, not for the whole.
+        body = json.dumps({"id": "slow-but-steady", "owned_by": "acme"}).encode()
+        head = (b"POST /v1/admin/models HTTP/1.1\r\n" + auth
+                + b"Content-Length: %d\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" % len(body))
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(head)
+            started = time.monotonic()
+            for start in range(0, len(body), len(body) // 4 + 1):
+                time.sleep(0.3)
+                sock.sendall(body[start:start + len(body) // 4 + 1])
+            assert time.monotonic() - started > 1.0  # twice the timeout, in all
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        assert rawhttp.parse(data).status == 201, data
+        assert server.get("/v1/admin/models/slow-but-steady", admin).status_code == 200
         assert "Traceback" not in server.log()
     finally:
         server.stop()

@@ -90,6 +90,7 @@ class ServerSettings:
     forwarded_allow_ips: tuple[str, ...] = ()
     max_header_bytes: int = 16 * 1024
     max_body_bytes: int = 4 * 1024 * 1024
+    body_timeout: float = 60.0  # seconds a request body may go with no part of it arriving (then 408)
     metrics_token: str | None = None
     public_metrics: bool = False  # /metrics without a key (e.g. when only reachable internally)
     database_timeout: float = 5.0  # seconds any wait on the database may last (store/sql.py)

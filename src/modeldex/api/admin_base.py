@@ -33,6 +33,8 @@ from modeldex.catalog.errors import (
 )
 from modeldex.catalog.live import LiveCatalog
 from modeldex.catalog.service import Catalog
+from modeldex.config import ServerSettings
+from modeldex.gateway.downstream import BodyIncomplete, BodyTimeout, BodyTooLarge, read_chunks
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 Handler = Callable[[Request], Awaitable[Response]]
@@ -106,21 +108,19 @@ async def if_match(request: Request, current: Callable[[], int]) -> int | None:
 
 
 async def read_body(request: Request) -> bytes:
-    """The body, refused with 413 as soon as it exceeds the server's limit (before it is all read)."""
+    """The body, refused with 413 as soon as it exceeds the server's limit (before it is all read), 408
+    when it stalls, 400 when it ends early (a write cut short is not applied)."""
     limit = getattr(request.app.state, "max_body_bytes", MAX_BODY_BYTES)
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise errors.body_too_large(limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise errors.body_too_large(limit)
-        chunks.append(chunk)
-    # granian ends the body without an error when the client closes early: a write cut short is not applied.
-    if declared.isdigit() and size != int(declared):
-        raise errors.incomplete_body(int(declared))
-    return b"".join(chunks)
+    idle_timeout = getattr(request.app.state, "body_timeout", ServerSettings.body_timeout)
+    declared = request.headers.get("content-length")
+    try:
+        return await read_chunks(request.stream(), limit, declared, idle_timeout)
+    except BodyTooLarge:
+        raise errors.body_too_large(limit) from None
+    except BodyIncomplete as exc:
+        raise errors.incomplete_body(exc.declared) from None
+    except BodyTimeout:
+        raise errors.body_timeout(idle_timeout) from None
 
 
 async def json_body(request: Request) -> dict[str, Any]:

@@ -227,7 +227,8 @@ class ModeldexApp:
             self.shared_traffic.start()
         inference_health = self.shared_health.report if self.shared_health is not None else self.route_health.report
         forwarder = Forwarder(self.upstream_client, self.route_health, attempts=self.settings.upstream_attempts)
-        self.inference = InferenceRoutes(self.live, self.callers, forwarder, self.settings.max_inference_body_bytes)
+        self.inference = InferenceRoutes(self.live, self.callers, forwarder, self.settings.max_inference_body_bytes,
+                                         self.settings.body_timeout)
         endpoints = AdminEndpoints(self.live, self.callers, self.catalog_for)
         admin = endpoints.routes(merged(upstream_routes(store, inference_health), route_table(),
                                         identity_routes(self.tokens), AdminRoutes().table()))

@@ -189,6 +189,11 @@ def body_too_large(limit: int) -> ApiError:
     return ApiError(413, f"The request body is larger than {limit} bytes.", code="body_too_large")
 
 
+def body_timeout(seconds: float) -> ApiError:
+    return ApiError(408, f"No part of the request body arrived for {seconds:g} seconds; nothing was done.",
+                    code="body_timeout")
+
+
 def incomplete_body(declared: int) -> ApiError:
     """A body shorter than its Content-Length: the client stopped sending (RFC 9112 6.3: incomplete, never
     acted on)."""

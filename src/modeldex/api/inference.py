@@ -18,7 +18,7 @@ from modeldex.api.errors import ApiError
 from modeldex.api.render import RenderedCatalog
 from modeldex.catalog.live import LiveCatalog
 from modeldex.catalog.seed import builtin_routes
-from modeldex.gateway.downstream import BodyIncomplete, BodyTooLarge, ClientGone, Downstream
+from modeldex.gateway.downstream import BodyIncomplete, BodyTimeout, BodyTooLarge, ClientGone, Downstream
 from modeldex.gateway.endpoints import ENDPOINTS, Endpoint
 from modeldex.gateway.errors import anthropic_error_body
 from modeldex.gateway.forward import Call, Forwarder, Outcome
@@ -42,11 +42,12 @@ class Served:
 
 class InferenceRoutes:
     def __init__(self, live: LiveCatalog[RenderedCatalog], callers: Callers, forwarder: Forwarder,
-                 max_body_bytes: int) -> None:
+                 max_body_bytes: int, body_timeout: float) -> None:
         self.live = live
         self.callers = callers
         self.forwarder = forwarder
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
         self._table: tuple[RenderedCatalog, RoutingTable] | None = None
 
     @staticmethod
@@ -74,11 +75,13 @@ class InferenceRoutes:
             if self.callers.limited(caller):
                 limit_headers = await self.callers.charge(caller)
             try:
-                body = await downstream.body(self.max_body_bytes)
+                body = await downstream.body(self.max_body_bytes, self.body_timeout)
             except BodyTooLarge:
                 raise errors.body_too_large(self.max_body_bytes) from None
             except BodyIncomplete as exc:
                 raise errors.incomplete_body(exc.declared) from None
+            except BodyTimeout:
+                raise errors.body_timeout(self.body_timeout) from None
             content_type = next((v for n, v in headers if n == "content-type"), None)
             content_encoding = next((v for n, v in headers if n == "content-encoding"), None)
             try:

@@ -158,4 +158,5 @@ def build_side_app(routes: Sequence[BaseRoute] = (), live: LiveCatalog[Any] | No
     app.router.redirect_slashes = False
     if settings is not None:
         app.state.max_body_bytes = settings.max_body_bytes
+        app.state.body_timeout = settings.body_timeout
     return app

@@ -268,6 +268,9 @@ def _check_port_free(host: str, port: int, reuse_port: bool = False) -> None:
 @click.option("--header-timeout", type=click.FloatRange(0.1, 60), default=10, show_default=True,
               help="Seconds a client has to finish a request's headers once it starts sending them; then "
               "the connection is closed.")
+@click.option("--body-timeout", type=click.FloatRange(0.1, 3600), default=60, show_default=True,
+              help="Seconds a request body may go with no part of it arriving (a stalled or deliberately slow "
+              "upload); then 408 and nothing is done.")
 @click.option("--database-timeout", type=click.FloatRange(0.5, 600), default=5.0, show_default=True,
               envvar="MODELDEX_DATABASE_TIMEOUT",
               help="Seconds any wait on the database may last (connecting, a statement, a lock); past it, "
@@ -309,7 +312,7 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
           change_retention: str | None, shutdown_timeout: int, upstream_connect_timeout: float,
           upstream_first_byte_timeout: float, upstream_idle_timeout: float, upstream_total_timeout: float,
           upstream_attempts: int, max_inference_body_bytes: int, jwks_max_age: float, jwks_min_refresh: float,
-          backlog: int, max_connections: int, header_timeout: float, database_timeout: float, console: bool,
+          backlog: int, max_connections: int, header_timeout: float, body_timeout: float, database_timeout: float, console: bool,
           database_url: str | None) -> None:
     """Serve the OpenAI-compatible Models API."""
     from granian.constants import Interfaces, Loops
@@ -333,7 +336,8 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
         metadata=metadata, rate_limit=rate_limit, auth_failure_limit=auth_failure_limit, redis_url=redis_url,
         redis_timeout=redis_timeout, cors_origins=cors_origins,
         forwarded_allow_ips=tuple(ip.strip() for ip in forwarded_allow_ips.split(",") if ip.strip()),
-        max_header_bytes=max_header_bytes, max_body_bytes=max_body_bytes, metrics_token=metrics_token,
+        max_header_bytes=max_header_bytes, max_body_bytes=max_body_bytes, body_timeout=body_timeout,
+        metrics_token=metrics_token,
         public_metrics=public_metrics, change_retention=change_retention,
         upstream_connect_timeout=upstream_connect_timeout,
         upstream_first_byte_timeout=upstream_first_byte_timeout, upstream_idle_timeout=upstream_idle_timeout,

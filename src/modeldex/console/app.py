@@ -32,10 +32,12 @@ from modeldex.catalog.keys import KeyTable
 from modeldex.catalog.policy import AccessPolicy
 from modeldex.catalog.service import Catalog
 from modeldex.catalog.upstreams import Upstream, model_routes
+from modeldex.config import ServerSettings
 from modeldex.console import views
 from modeldex.console.sessions import COOKIE, SessionRecord, Sessions, SessionStore, csrf_matches
 from modeldex.discovery.health import DiscoveryStore
 from modeldex.discovery.sync import sync_now
+from modeldex.gateway.downstream import BodyIncomplete, BodyTimeout, BodyTooLarge, read_chunks
 from modeldex.ops.traffic import TrafficReport
 
 log = logging.getLogger("modeldex.console")
@@ -219,21 +221,15 @@ class Console:
         return min(MAX_FORM_BYTES, getattr(request.app.state, "max_body_bytes", MAX_FORM_BYTES))
 
     async def form(self, request: Request) -> dict[str, str] | None:
-        """The posted form (URL-encoded), or None when it is too large or cut short (shorter than its
-        Content-Length: the client stopped sending, and granian ends the body without an error)."""
-        limit = self.form_limit(request)
-        declared = request.headers.get("content-length", "")
-        if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        """The posted form (URL-encoded), or None when it is too large, cut short (shorter than its
+        Content-Length: the client stopped sending) or stalled (`read_chunks`)."""
+        idle_timeout = getattr(request.app.state, "body_timeout", ServerSettings.body_timeout)
+        try:
+            body = await read_chunks(request.stream(), self.form_limit(request), request.headers.get("content-length"),
+                                     idle_timeout)
+        except (BodyTooLarge, BodyIncomplete, BodyTimeout):
             return None
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-        if declared.isascii() and declared.isdigit() and size != int(declared):
-            return None
-        return dict(parse_qsl(b"".join(chunks).decode("utf-8", errors="replace"), keep_blank_values=True))
+        return dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
 
     def signed_in(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         """A page for a signed-in admin: GETs without a session go to the sign-in page; POSTs must carry

@@ -4,7 +4,7 @@ read the body, answer in one piece or as a stream, and notice when the client go
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
 Headers = list[tuple[str, str]]
@@ -26,10 +26,40 @@ class BodyIncomplete(Exception):
         self.declared = declared
 
 
+class BodyTimeout(Exception):
+    """No part of the body arrived for the idle timeout: a stalled upload, or one sent slowly on purpose to
+    hold a connection (slowloris), which granian, with a timeout for the headers only, lets wait forever."""
+
+
+async def read_chunks(chunks: AsyncIterable[bytes], limit: int, declared: str | None, idle_timeout: float) -> bytes:
+    """A request body from its chunks, for every reader (the gateway, the admin API, the console's forms):
+    BodyTooLarge past `limit` bytes (at once when its Content-Length says so, else before all of it is read),
+    BodyIncomplete when it ends before its Content-Length (granian ends a body the client stopped sending
+    without an error), BodyTimeout when `idle_timeout` seconds pass with no chunk arriving (nginx's
+    client_body_timeout: a slow but steady upload goes on)."""
+    expected = int(declared) if declared is not None and declared.isascii() and declared.isdigit() else None
+    if expected is not None and expected > limit:
+        raise BodyTooLarge
+    parts, size = [], 0
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(idle_timeout) as idle:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge
+                parts.append(chunk)
+                idle.reschedule(loop.time() + idle_timeout)
+    except TimeoutError:
+        raise BodyTimeout from None
+    if expected is not None and size != expected:
+        raise BodyIncomplete(expected)
+    return b"".join(parts)
+
+
 class Downstream(Protocol):
-    async def body(self, limit: int) -> bytes:
-        """The request body; BodyTooLarge past `limit` bytes (refused before all of it is read), BodyIncomplete
-        when it ends before its Content-Length."""
+    async def body(self, limit: int, idle_timeout: float) -> bytes:
+        """The request body (`read_chunks`): BodyTooLarge, BodyIncomplete or BodyTimeout when it is not."""
         ...
 
     async def answer(self, status: int, headers: Headers, body: bytes) -> None: ...
@@ -55,22 +85,14 @@ class RsgiDownstream:
         self._declared = declared_length
         self._stream: Any = None
 
-    async def body(self, limit: int) -> bytes:
-        if self._declared is not None and self._declared.isdigit():
-            if int(self._declared) > limit:
-                raise BodyTooLarge
-            try:
-                body: bytes = await self._protocol()  # its length is known and allowed: in one call
-            except Exception as exc:  # granian's ProtocolClosed: the client stopped before the end
-                raise BodyIncomplete(int(self._declared)) from exc
-            return body
-        chunks, size = [], 0
-        async for chunk in self._protocol:
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge
-            chunks.append(chunk)
-        return b"".join(chunks)
+    async def body(self, limit: int, idle_timeout: float) -> bytes:
+        # Read in chunks, not in one `await protocol()`, so that a stalled body is noticed between chunks.
+        try:
+            return await read_chunks(self._protocol, limit, self._declared, idle_timeout)
+        except RuntimeError as exc:  # granian's ProtocolClosed: the client stopped before the end
+            if self._declared is None or not self._declared.isdigit():
+                raise
+            raise BodyIncomplete(int(self._declared)) from exc
 
     async def answer(self, status: int, headers: Headers, body: bytes) -> None:
         self._protocol.response_bytes(status, headers, body)
@@ -104,20 +126,18 @@ class AsgiDownstream:
         self._send = send
         self._disconnected = asyncio.Event()
 
-    async def body(self, limit: int) -> bytes:
-        chunks, size = [], 0
+    async def body(self, limit: int, idle_timeout: float) -> bytes:
+        return await read_chunks(self._chunks(), limit, None, idle_timeout)
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
         while True:
             message = await self._receive()
             if message["type"] == "http.disconnect":
                 self._disconnected.set()
                 raise ClientGone
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge
-            chunks.append(chunk)
+            yield message.get("body", b"")
             if not message.get("more_body", False):
-                return b"".join(chunks)
+                return
 
     async def answer(self, status: int, headers: Headers, body: bytes) -> None:
         await self.start(status, headers)
