@@ -184,12 +184,13 @@ def test_embeddings_and_audio_upload(gw: tuple[Setup, Server]) -> None:
     client = server.client(setup.reader)
     embedding = client.embeddings.create(model="chat-model", input="hello")
     assert embedding.data[0].embedding == [0.1, 0.2, 0.3]
-    transcript = client.audio.transcriptions.create(model="chat-model", file=("a.wav", io.BytesIO(b"RIFF0000WAVE")))
+    audio = b"RIFF0000WAVE" + bytes(range(256)) * 1200  # 300 KB: read in chunks, not in one call (downstream.py)
+    transcript = client.audio.transcriptions.create(model="chat-model", file=("a.wav", io.BytesIO(audio)))
     assert transcript.text == "transcribed by ?"  # the fake cannot read multipart; what it got is below
     paths = [p for p, _, _ in setup.first.posts]
     assert paths == ["/v1/embeddings", "/v1/audio/transcriptions"]
     upload = setup.first.posts[1][2]
-    assert b'name="model"\r\n\r\nupstream-chat-v1\r\n' in upload and b"RIFF0000WAVE" in upload
+    assert b'name="model"\r\n\r\nupstream-chat-v1\r\n' in upload and b"RIFF0000WAVE" in upload and audio in upload
     assert b"chat-model" not in upload
     # A second model field is refused, not forwarded: an upstream's form parser may read the other one (the
     # one the key's policy was not checked against).

@@ -193,10 +193,11 @@ def test_a_stalled_body_is_408_and_not_acted_on(tmp_path: Path) -> None:
         assert error["code"] == "body_timeout" and "0.5 seconds" in error["message"], error
         assert response.headers["x-request-id"] and 0.4 < took < 5
         assert server.get("/v1/admin/models/stalled", admin).status_code == 404  # nothing was done
-        body = json.dumps({"model": "MiniMax-M2.7", "messages": [{"role": "user", "content": "hi"}]}).encode()
-        response, took = stalled(server.port, b"POST /v1/chat/completions HTTP/1.1\r\n" + auth, body)
-        assert response.status == 408, response.body
-        assert response.json()["error"]["code"] == "body_timeout" and 0.4 < took < 5
+        chat = json.dumps({"model": "MiniMax-M2.7", "messages": [{"role": "user", "content": "hi"}]}).encode()
+        for body in (chat, chat[:-1] + b', "padding": "' + b"x" * 100_000 + b'"}'):  # read in one call, in chunks
+            response, took = stalled(server.port, b"POST /v1/chat/completions HTTP/1.1\r\n" + auth, body)
+            assert response.status == 408, response.body
+            assert response.json()["error"]["code"] == "body_timeout" and 0.4 < took < 5
         response, took = stalled(server.port, b"POST /console/sign-in HTTP/1.1\r\n"
                                  b"Content-Type: application/x-www-form-urlencoded\r\n", f"key={admin}".encode())
         assert response.status == 400 and "set-cookie" not in response.headers and 0.4 < took < 5
