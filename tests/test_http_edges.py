@@ -57,9 +57,10 @@ def test_colon_ids_round_trip(deployment: Deployment, target: str) -> None:
     "/v1/models/a/b/../../MiniMax-M2.7",
 ])
 def test_dot_segments_resolve_before_routing(deployment: Deployment, target: str) -> None:
-    response = get(deployment, target)
-    assert response.status == 200
-    assert response.json()["id"] == "MiniMax-M2.7"
+    for _ in range(3):  # asked again, when the answer to the resolved path is remembered
+        response = get(deployment, target)
+        assert response.status == 200
+        assert response.json()["id"] == "MiniMax-M2.7"
 
 
 @pytest.mark.parametrize("target", [

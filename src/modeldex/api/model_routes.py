@@ -156,6 +156,7 @@ class ModelRoutes:
         self.callers = callers
         self.catalog_for = catalog_for  # the catalog service, acting for a caller
         self.metadata_by_default = metadata_by_default
+        self._suspect = callers.limiter.suspect  # the limiter's dict's __contains__, for `remembered`
         self._not_found_bodies: dict[str, bytes] = {}
         # Answers already worked out for this catalog version, by (path, Authorization header): a client
         # repeating a request costs one lookup, not the caller, view, body and header steps again (1.5 µs
@@ -205,7 +206,8 @@ class ModelRoutes:
 
     def remembered(self, method: str, path: str, query: str, headers: HeaderLookup, client: str) -> Ready | None:
         """The answer remembered for this request (see `_ready`), or None: `answer_now` it is. `path` is
-        decoded, dot segments resolved. The caller adds the request id (`labelled`)."""
+        decoded; one with dot segments is never found (answers are filed under resolved paths, `_remember`).
+        The caller adds the request id (`labelled`)."""
         if (method != "GET" and method != "HEAD") or query or self._ready_for is not self.live.current:
             return None
         # answer_key(), written out: the call cost 380 instructions a request (bench/instructions.py).
@@ -217,7 +219,7 @@ class ModelRoutes:
                 return None
             ready = lapsing[0]
         # `in`, not get(): 90–220 instructions a request fewer on granian's headers (bench/instructions.py).
-        if "if-none-match" in headers or self.callers.limiter.suspect(client):
+        if "if-none-match" in headers or self._suspect(client):
             return None
         return ready
 
