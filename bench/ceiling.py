@@ -56,10 +56,12 @@ def serve(target: str, host: str, port: int, workers: int) -> None:
     from granian.constants import Interfaces, Loops
     from granian.http import HTTP1Settings, HTTP2Settings
 
-    from modeldex.cli.serve import HEAD_ALLOWANCE
+    # modeldex.config, not modeldex.cli.serve: importing serve loaded modeldex's whole app into the ceiling
+    # (RSS 139 MB, not 60), which this handler must not carry.
+    from modeldex.config import HEAD_ALLOWANCE, ServerSettings
     from modeldex.logs import logging_config
 
-    max_header_bytes = 16 * 1024  # serve's --max-header-bytes default, which sizes granian's buffers there
+    max_header_bytes = ServerSettings.max_header_bytes  # serve's --max-header-bytes default sizes granian's buffers
 
     server = Granian(
         target,

@@ -73,6 +73,10 @@ def _parse(kind: object, raw: str) -> object:
     return raw if raw != "" else None
 
 
+# Bytes of a request head beyond --max-header-bytes that granian's HTTP layer reads before it refuses the
+# head itself (the request line's room; hyper's buffer cannot be under 8,192 bytes, and this keeps it above).
+HEAD_ALLOWANCE = 8 * 1024
+
 @dataclass(frozen=True)
 class ServerSettings:
     """What a server process (and each of its workers) needs to know."""

@@ -19,12 +19,8 @@ from modeldex.catalog.service import Catalog
 from modeldex.cli.backend import to_stderr
 from modeldex.cli.common import database_url_option, handle_errors, open_catalog, redact, secret_option
 from modeldex.cli.supervisor import ReapSafeWorkers
-from modeldex.config import ServerSettings, resolve_database_url
+from modeldex.config import HEAD_ALLOWANCE, ServerSettings, resolve_database_url
 from modeldex.logs import logging_config
-
-# Bytes of a request head beyond --max-header-bytes that hyper reads before it refuses the head itself
-# (the request line's room; hyper's buffer cannot be under 8,192 bytes, and this keeps it above).
-HEAD_ALLOWANCE = 8 * 1024
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when a worker imports it
 
