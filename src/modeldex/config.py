@@ -77,6 +77,7 @@ def _parse(kind: object, raw: str) -> object:
 # head itself (the request line's room; hyper's buffer cannot be under 8,192 bytes, and this keeps it above).
 HEAD_ALLOWANCE = 8 * 1024
 
+
 @dataclass(frozen=True)
 class ServerSettings:
     """What a server process (and each of its workers) needs to know."""
