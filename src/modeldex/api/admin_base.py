@@ -34,7 +34,7 @@ from modeldex.catalog.errors import (
 from modeldex.catalog.live import LiveCatalog
 from modeldex.catalog.service import Catalog
 from modeldex.config import ServerSettings
-from modeldex.gateway.downstream import BodyIncomplete, BodyTimeout, BodyTooLarge, read_chunks
+from modeldex.gateway.downstream import BodyRefused, declared_length, read_chunks
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 Handler = Callable[[Request], Awaitable[Response]]
@@ -112,15 +112,11 @@ async def read_body(request: Request) -> bytes:
     when it stalls, 400 when it ends early (a write cut short is not applied)."""
     limit = getattr(request.app.state, "max_body_bytes", MAX_BODY_BYTES)
     idle_timeout = getattr(request.app.state, "body_timeout", ServerSettings.body_timeout)
-    declared = request.headers.get("content-length")
     try:
-        return await read_chunks(request.stream(), limit, declared, idle_timeout)
-    except BodyTooLarge:
-        raise errors.body_too_large(limit) from None
-    except BodyIncomplete as exc:
-        raise errors.incomplete_body(exc.declared) from None
-    except BodyTimeout:
-        raise errors.body_timeout(idle_timeout) from None
+        return await read_chunks(request.stream(), limit, declared_length(request.headers.get("content-length")),
+                                 idle_timeout)
+    except BodyRefused as refusal:
+        raise errors.body_refused(refusal, limit, idle_timeout) from None
 
 
 async def json_body(request: Request) -> dict[str, Any]:

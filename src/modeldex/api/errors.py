@@ -12,6 +12,7 @@ import orjson
 
 from modeldex.catalog.entities import MAX_MODEL_ID_LENGTH
 from modeldex.catalog.keys import mask
+from modeldex.gateway.downstream import BodyIncomplete, BodyRefused, BodyTimeout
 from modeldex.ops.ratelimit import Verdict, format_duration
 
 MAX_ECHOED_ID = 128
@@ -192,6 +193,15 @@ def body_too_large(limit: int) -> ApiError:
 def body_timeout(seconds: float) -> ApiError:
     return ApiError(408, f"No part of the request body arrived for {seconds:g} seconds; nothing was done.",
                     code="body_timeout")
+
+
+def body_refused(refusal: BodyRefused, limit: int, idle_timeout: float) -> ApiError:
+    """The answer to a body not taken whole (`gateway.downstream.read_chunks`): 400, 408 or 413."""
+    if isinstance(refusal, BodyIncomplete):
+        return incomplete_body(refusal.declared)
+    if isinstance(refusal, BodyTimeout):
+        return body_timeout(idle_timeout)
+    return body_too_large(limit)
 
 
 def incomplete_body(declared: int) -> ApiError:

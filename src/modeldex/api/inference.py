@@ -18,7 +18,7 @@ from modeldex.api.errors import ApiError
 from modeldex.api.render import RenderedCatalog
 from modeldex.catalog.live import LiveCatalog
 from modeldex.catalog.seed import builtin_routes
-from modeldex.gateway.downstream import BodyIncomplete, BodyTimeout, BodyTooLarge, ClientGone, Downstream
+from modeldex.gateway.downstream import BodyRefused, ClientGone, Downstream
 from modeldex.gateway.endpoints import ENDPOINTS, Endpoint
 from modeldex.gateway.errors import anthropic_error_body
 from modeldex.gateway.forward import Call, Forwarder, Outcome
@@ -76,12 +76,8 @@ class InferenceRoutes:
                 limit_headers = await self.callers.charge(caller)
             try:
                 body = await downstream.body(self.max_body_bytes, self.body_timeout)
-            except BodyTooLarge:
-                raise errors.body_too_large(self.max_body_bytes) from None
-            except BodyIncomplete as exc:
-                raise errors.incomplete_body(exc.declared) from None
-            except BodyTimeout:
-                raise errors.body_timeout(self.body_timeout) from None
+            except BodyRefused as refusal:
+                raise errors.body_refused(refusal, self.max_body_bytes, self.body_timeout) from None
             content_type = next((v for n, v in headers if n == "content-type"), None)
             content_encoding = next((v for n, v in headers if n == "content-encoding"), None)
             try:

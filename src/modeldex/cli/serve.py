@@ -308,8 +308,8 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
           change_retention: str | None, shutdown_timeout: int, upstream_connect_timeout: float,
           upstream_first_byte_timeout: float, upstream_idle_timeout: float, upstream_total_timeout: float,
           upstream_attempts: int, max_inference_body_bytes: int, jwks_max_age: float, jwks_min_refresh: float,
-          backlog: int, max_connections: int, header_timeout: float, body_timeout: float, database_timeout: float, console: bool,
-          database_url: str | None) -> None:
+          backlog: int, max_connections: int, header_timeout: float, body_timeout: float, database_timeout: float,
+          console: bool, database_url: str | None) -> None:
     """Serve the OpenAI-compatible Models API."""
     from granian.constants import Interfaces, Loops
     from granian.http import HTTP1Settings, HTTP2Settings

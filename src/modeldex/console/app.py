@@ -37,7 +37,7 @@ from modeldex.console import views
 from modeldex.console.sessions import COOKIE, SessionRecord, Sessions, SessionStore, csrf_matches
 from modeldex.discovery.health import DiscoveryStore
 from modeldex.discovery.sync import sync_now
-from modeldex.gateway.downstream import BodyIncomplete, BodyTimeout, BodyTooLarge, read_chunks
+from modeldex.gateway.downstream import BodyRefused, declared_length, read_chunks
 from modeldex.ops.traffic import TrafficReport
 
 log = logging.getLogger("modeldex.console")
@@ -225,9 +225,9 @@ class Console:
         Content-Length: the client stopped sending) or stalled (`read_chunks`)."""
         idle_timeout = getattr(request.app.state, "body_timeout", ServerSettings.body_timeout)
         try:
-            body = await read_chunks(request.stream(), self.form_limit(request), request.headers.get("content-length"),
-                                     idle_timeout)
-        except (BodyTooLarge, BodyIncomplete, BodyTimeout):
+            body = await read_chunks(request.stream(), self.form_limit(request),
+                                     declared_length(request.headers.get("content-length")), idle_timeout)
+        except BodyRefused:
             return None
         return dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
 

@@ -14,11 +14,15 @@ class ClientGone(Exception):
     """The client closed its connection: nothing more can reach it."""
 
 
-class BodyTooLarge(Exception):
+class BodyRefused(Exception):
+    """The request body was not taken whole: too large, cut short or stalled (the subclasses)."""
+
+
+class BodyTooLarge(BodyRefused):
     pass
 
 
-class BodyIncomplete(Exception):
+class BodyIncomplete(BodyRefused):
     """The body ended before its Content-Length: the client stopped sending."""
 
     def __init__(self, declared: int) -> None:
@@ -29,18 +33,24 @@ class BodyIncomplete(Exception):
 ONE_CALL_BODY = 64 * 1024  # bytes of a body with a Content-Length read in one call (RsgiDownstream)
 
 
-class BodyTimeout(Exception):
+class BodyTimeout(BodyRefused):
     """No part of the body arrived for the idle timeout: a stalled upload, or one sent slowly on purpose to
     hold a connection (slowloris), which granian, with a timeout for the headers only, lets wait forever."""
 
 
-async def read_chunks(chunks: AsyncIterable[bytes], limit: int, declared: str | None, idle_timeout: float) -> bytes:
+def declared_length(content_length: str | None) -> int | None:
+    """The body's length as its Content-Length header gives it, or None (no header, or not a number)."""
+    if content_length is None or not (content_length.isascii() and content_length.isdigit()):
+        return None
+    return int(content_length)
+
+
+async def read_chunks(chunks: AsyncIterable[bytes], limit: int, expected: int | None, idle_timeout: float) -> bytes:
     """A request body from its chunks, for every reader (the gateway, the admin API, the console's forms):
-    BodyTooLarge past `limit` bytes (at once when its Content-Length says so, else before all of it is read),
-    BodyIncomplete when it ends before its Content-Length (granian ends a body the client stopped sending
-    without an error), BodyTimeout when `idle_timeout` seconds pass with no chunk arriving (nginx's
+    BodyTooLarge past `limit` bytes (at once when its Content-Length, `expected`, says so, else before all of
+    it is read), BodyIncomplete when it ends before its Content-Length (granian ends a body the client stopped
+    sending without an error), BodyTimeout when `idle_timeout` seconds pass with no chunk arriving (nginx's
     client_body_timeout: a slow but steady upload goes on)."""
-    expected = int(declared) if declared is not None and declared.isascii() and declared.isdigit() else None
     if expected is not None and expected > limit:
         raise BodyTooLarge
     parts, size = [], 0
@@ -92,7 +102,7 @@ class RsgiDownstream:
         self._stream: Any = None
 
     async def body(self, limit: int, idle_timeout: float) -> bytes:
-        declared = int(self._declared) if self._declared is not None and self._declared.isdigit() else None
+        declared = declared_length(self._declared)
         try:
             if declared is not None and declared <= min(limit, ONE_CALL_BODY):
                 # A small body, its length known, in one call (as a chat request's is): 20-40 µs of CPU a request
@@ -104,7 +114,7 @@ class RsgiDownstream:
                 except TimeoutError:
                     raise BodyTimeout from None
             # In chunks, so that a stalled body is noticed between them.
-            return await read_chunks(self._protocol, limit, self._declared, idle_timeout)
+            return await read_chunks(self._protocol, limit, declared, idle_timeout)
         except RuntimeError as exc:  # granian's ProtocolClosed: the client stopped before the end
             if declared is None:
                 raise
