@@ -77,7 +77,7 @@ def pieces(app: Any, scope: Any, protocol: Any, scenario: str) -> list[tuple[str
     authorization = headers.get("authorization")
     token = bearer_token(authorization) or ""
     client = app.client_address(scope.client, headers)
-    request_id = app.request_ids()
+    request_id = next(app.request_ids)
     route = models.route(paths.normalize(path))
     label = models_label(route[0], method)
     identified = callers.identify(rendered.keys, authorization)
@@ -105,7 +105,7 @@ def pieces(app: Any, scope: Any, protocol: Any, scenario: str) -> list[tuple[str
         ("  its time stamp: strftime(localtime())",
          lambda: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time()))),
         ("metrics.observe()", lambda: metrics.observe(label, status, 0.00025)),
-        ("request id", app.request_ids),
+        ("request id", lambda: next(app.request_ids)),
         ("client address", lambda: app.client_address(scope.client, headers)),
         ("header-size walk (app.header_bytes)", lambda: header_bytes(headers)),
         ("  headers.items() alone", headers.items),
@@ -126,7 +126,7 @@ def pieces(app: Any, scope: Any, protocol: Any, scenario: str) -> list[tuple[str
         ("  key table: bearer parse, lookup, sha256, compare", lambda: rendered.keys.caller(token)),
         ("  hash_secret() (sha256 of the key)", lambda: hash_secret(token)),
         ("  bearer_token() + lookup_id_of()", lambda: lookup_id_of(bearer_token(authorization) or "")),
-        ("limiter.suspect() + limits()", lambda: (limiter.suspect(client), limiter.limits(None))),
+        ("client in limiter.suspects + limits()", lambda: (client in limiter.suspects, limiter.limits(None))),
         ("live.current", lambda: app.live.current),
     ]
     if view is not None:

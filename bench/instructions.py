@@ -135,6 +135,9 @@ def _send(connection: Any, path: str, headers: dict[str, str]) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=5000, help="requests counted per cell (default 5000)")
+    parser.add_argument("--keep-dumps", type=Path, metavar="DIR",
+                        help="copy callgrind's dumps here, to read with callgrind_annotate (one per cell, in order)")
+    parser.add_argument("--only", choices=list(SCENARIOS), action="append", help="count these scenarios only")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the server process itself
     args = parser.parse_args(argv)
     if args.serve:
@@ -164,6 +167,8 @@ def main(argv: list[str]) -> int:
         table: dict[str, dict[str, float]] = {}
         part = 0
         for scenario, (path, key) in SCENARIOS.items():
+            if args.only and scenario not in args.only:
+                continue
             headers = {"Authorization": f"Bearer {keys[key]}"}
             capture_answer(base, path, headers, workdir / "answer.json")
             table[scenario] = {}
@@ -174,6 +179,8 @@ def main(argv: list[str]) -> int:
                 print(f"{scenario}, {target}: {total / args.requests:,.0f} instructions a request", file=sys.stderr,
                       flush=True)
         server.stop()
+        if args.keep_dumps is not None:
+            shutil.copytree(dump_dir, args.keep_dumps, dirs_exist_ok=True)
     finally:
         stop_all()
         shutil.rmtree(workdir, ignore_errors=True)

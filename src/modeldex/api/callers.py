@@ -101,7 +101,7 @@ class Callers:
 
     async def resolve(self, identified: Caller | str | None, client: str) -> Caller:
         """The caller `identify` found, or the right 401 or 429 (counting a failed attempt)."""
-        if self.limiter.suspect(client):
+        if client in self.limiter.suspects:
             blocked = await self.limiter.address_blocked(client)
             if blocked is not None:
                 metrics.RATE_LIMITED.labels("auth").inc()
@@ -130,7 +130,7 @@ class Callers:
                      also: Credentials | None = None) -> Caller:
         """Who is calling, or the 401/429 that says why not: `identify`, then `resolve` unless all is well."""
         identified = self.identify(keys, authorization, also)
-        if isinstance(identified, Caller) and not self.limiter.suspect(client):
+        if isinstance(identified, Caller) and client not in self.limiter.suspects:
             return identified
         return await self.resolve(identified, client)
 

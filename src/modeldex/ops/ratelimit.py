@@ -17,7 +17,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -296,10 +296,11 @@ class RateLimiter:
         # Addresses that failed here lately: only they need their bucket checked, so the common case (no
         # failures) costs a dict lookup, not a bucket (or Redis) round trip.
         self._failed_recently: dict[str, float] = {}
-        # Whether an address failed to authenticate lately, so its allowance must be checked. Asked on every
-        # Models request: the dict's own `in`, a C call with no Python frame (with the request ids' C iterator,
-        # 430 instructions a request less than two methods; callgrind). The dict is only changed in place.
-        self.suspect: Callable[[str], bool] = self._failed_recently.__contains__
+        # Addresses whose allowance must be checked, asked with `in` on every Models request: the dict itself,
+        # only ever changed in place, so a reference kept to it stays good. `address in suspects` is 14 ns
+        # where the dict's bound __contains__ (a method-wrapper, whose call CPython 3.11 does not specialise)
+        # was 30, and a method of this class more (timeit).
+        self.suspects: Container[str] = self._failed_recently
 
     def limits(self, key_limit: str | None) -> bool:
         """Whether requests with a key of this limit are counted at all (unlimited keys skip the bucket)."""
