@@ -54,15 +54,14 @@ def serve(target: str, host: str, port: int, workers: int) -> None:
     HTTP settings."""
     from granian import Granian
     from granian.constants import Interfaces, Loops
-    from granian.http import HTTP1Settings, HTTP2Settings
 
     # modeldex.config, not modeldex.cli.serve: importing serve loaded modeldex's whole app into the ceiling
     # (RSS 139 MB, not 60), which this handler must not carry.
-    from modeldex.config import HEAD_ALLOWANCE, ServerSettings
+    from modeldex.config import BACKLOG, HEADER_TIMEOUT_S, MAX_CONNECTIONS, ServerSettings, http_layer
     from modeldex.logs import logging_config
 
-    max_header_bytes = ServerSettings.max_header_bytes  # serve's --max-header-bytes default sizes granian's buffers
-
+    # serve's defaults: --max-header-bytes and --header-timeout size granian's HTTP settings.
+    http1_settings, http2_settings = http_layer(ServerSettings.max_header_bytes, HEADER_TIMEOUT_S)
     server = Granian(
         target,
         factory=True,
@@ -77,10 +76,10 @@ def serve(target: str, host: str, port: int, workers: int) -> None:
         ssl_cert=None,
         ssl_key=None,
         workers_kill_timeout=30,
-        backlog=4096,  # serve's --backlog and --max-connections defaults
-        backpressure=10_000,
-        http1_settings=HTTP1Settings(header_read_timeout=10_000, max_buffer_size=max_header_bytes + HEAD_ALLOWANCE),
-        http2_settings=HTTP2Settings(max_headers_size=max_header_bytes + HEAD_ALLOWANCE),
+        backlog=BACKLOG,
+        backpressure=MAX_CONNECTIONS,
+        http1_settings=http1_settings,
+        http2_settings=http2_settings,
     )
     server.serve()
 

@@ -19,7 +19,7 @@ from modeldex.catalog.service import Catalog
 from modeldex.cli.backend import to_stderr
 from modeldex.cli.common import database_url_option, handle_errors, open_catalog, redact, secret_option
 from modeldex.cli.supervisor import ReapSafeWorkers
-from modeldex.config import HEAD_ALLOWANCE, ServerSettings, resolve_database_url
+from modeldex.config import BACKLOG, HEADER_TIMEOUT_S, MAX_CONNECTIONS, ServerSettings, http_layer, resolve_database_url
 from modeldex.logs import logging_config
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when a worker imports it
@@ -235,8 +235,8 @@ def _check_port_free(host: str, port: int, reuse_port: bool = False) -> None:
 @click.option("--forwarded-allow-ips", envvar="MODELDEX_FORWARDED_ALLOW_IPS", default="",
               callback=_check_forwarded_allow_ips,
               help="Comma list of proxy addresses/CIDRs (or '*') whose X-Forwarded-For names the client.")
-@click.option("--max-header-bytes", type=click.IntRange(1024, 1 << 20), default=16 * 1024, show_default=True,
-              help="Larger request headers get 431.")
+@click.option("--max-header-bytes", type=click.IntRange(1024, 1 << 20), default=ServerSettings.max_header_bytes,
+              show_default=True, help="Larger request headers get 431.")
 @click.option("--max-body-bytes", type=click.IntRange(1024, 1 << 30), default=4 * 1024 * 1024, show_default=True,
               help="Larger admin request bodies get 413.")
 @click.option("--metrics-token", envvar="MODELDEX_METRICS_TOKEN", default=None,
@@ -257,11 +257,11 @@ def _check_port_free(host: str, port: int, reuse_port: bool = False) -> None:
               "versions (100000); 'off' keeps them forever.")
 @click.option("--shutdown-timeout", type=click.IntRange(1, 600), default=30, show_default=True,
               help="On SIGTERM, seconds to let in-flight requests finish before workers are killed.")
-@click.option("--backlog", type=click.IntRange(128, 65535), default=4096, show_default=True,
+@click.option("--backlog", type=click.IntRange(128, 65535), default=BACKLOG, show_default=True,
               help="Connections the kernel queues until a worker accepts them (capped by net.core.somaxconn).")
-@click.option("--max-connections", type=click.IntRange(16, 1_000_000), default=10_000, show_default=True,
+@click.option("--max-connections", type=click.IntRange(16, 1_000_000), default=MAX_CONNECTIONS, show_default=True,
               help="Open connections per worker, idle ones included; past it new ones wait in the backlog.")
-@click.option("--header-timeout", type=click.FloatRange(0.1, 60), default=10, show_default=True,
+@click.option("--header-timeout", type=click.FloatRange(0.1, 60), default=HEADER_TIMEOUT_S, show_default=True,
               help="Seconds a client has to finish a request's headers once it starts sending them; then "
               "the connection is closed.")
 @click.option("--body-timeout", type=click.FloatRange(0.1, 3600), default=60, show_default=True,
@@ -312,7 +312,6 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
           console: bool, database_url: str | None) -> None:
     """Serve the OpenAI-compatible Models API."""
     from granian.constants import Interfaces, Loops
-    from granian.http import HTTP1Settings, HTTP2Settings
 
     if bool(ssl_certfile) != bool(ssl_keyfile):
         raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
@@ -355,6 +354,7 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
             raise
     scheme = "https" if ssl_certfile else "http"
     say(f"modeldex: {model_count} models from {redact(url)}; listening on {scheme}://{url_host(host)}:{port}")
+    http1_settings, http2_settings = http_layer(max_header_bytes, header_timeout)
     server = _granian_server()(
         "modeldex.api.app:create_app",
         factory=True,
@@ -371,16 +371,9 @@ def serve(host: str, port: int, reuse_port: bool, workers: int, refresh_interval
         workers_kill_timeout=shutdown_timeout,
         backlog=backlog,
         backpressure=max_connections,
-        # granian hides from the app every header value it cannot decode as text (a byte >= 0x80), so the
-        # app's count for --max-header-bytes misses them: 100,000 such bytes were answered 200 under the 16 KiB
-        # default (hyper's buffer was 408 KiB). hyper's read buffer, sized from the limit, bounds the whole
-        # head instead, roughly: it reads in growing chunks and refuses a head still unfinished when the
-        # buffer is past this size (with its bare 431). Under the default, 30,000 such bytes still passed and
-        # 40,000 were refused; a head within the limit always passes (HEAD_ALLOWANCE: the request line).
-        http1_settings=HTTP1Settings(header_read_timeout=round(header_timeout * 1000),
-                                     max_buffer_size=max_header_bytes + HEAD_ALLOWANCE),
-        # The same over HTTP/2 (h2c, or h2 over TLS): the header list's size, which granian left at 16 MiB.
-        http2_settings=HTTP2Settings(max_headers_size=max_header_bytes + HEAD_ALLOWANCE),
+        # The whole request head bounded in granian's HTTP layer too (`http_layer`).
+        http1_settings=http1_settings,
+        http2_settings=http2_settings,
         # A worker that dies (OOM killer, a crash, SIGKILL) is replaced and the others keep serving; granian
         # itself gives up if the same worker dies again within 5.5 s of its respawn (a crash loop).
         respawn_failed_workers=True,
