@@ -4,6 +4,7 @@ suspends, and a catalog with its keys and the worker's environment."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,9 @@ def prepare(workdir: Path, key_name: str) -> tuple[dict[str, str], dict[str, str
     keys = {"read": read, "bad": read[:-8] + ("0" * 8 if not read.endswith("0" * 8) else "1" * 8)}
     settings = ServerSettings(database_url=url, auth_failure_limit="off")
     (workdir / "metrics").mkdir()
+    # bench/ for the worker's own modules, then the caller's PYTHONPATH: a changed copy of src/ to measure.
+    inherited = os.environ.get("PYTHONPATH")
+    python_path = str(Path(__file__).resolve().parent) + (os.pathsep + inherited if inherited else "")
     env = {**clean_env(), **settings.to_env(), "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
-           "PYTHONPATH": str(Path(__file__).resolve().parent)}
+           "PYTHONPATH": python_path}
     return keys, env
