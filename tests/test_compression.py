@@ -84,3 +84,38 @@ def test_the_wire_carries_gzip_bytes_that_unpack_to_the_list(sqlite_url: str, st
     listed = json.loads(unpacked)
     assert {f"wire/model-{n:03d}" for n in range(MODELS)} <= {model["id"] for model in listed["data"]}
     assert [m.id for m in server.client(key).models.list().data] == [m["id"] for m in listed["data"]]
+
+
+@pytest.mark.anyio
+async def test_a_large_list_without_accept_encoding_stays_apart_from_the_compressed_one(harness: Harness) -> None:
+    """A list that goes compressed is remembered under the request's Accept-Encoding, a missing header
+    included: a client that sent none first does not make a later gzip client's answer plain, nor back."""
+    key = harness.key("reader-no-encoding")
+    async with harness.client() as client:
+        del client.headers["accept-encoding"]  # httpx sends one by default
+        for expected in (None, "gzip", None, "gzip"):
+            headers = {"Authorization": f"Bearer {key}", **({"Accept-Encoding": "gzip"} if expected else {})}
+            response = await client.get("/v1/models", headers=headers)
+            assert response.status_code == 200 and response.headers.get("content-encoding") == expected
+            assert len(response.json()["data"]) >= MODELS
+
+
+@pytest.mark.anyio
+async def test_a_small_list_is_remembered_once_for_every_encoding(tmp_path: Path) -> None:
+    """A list too short to go compressed is the same answer whatever the Accept-Encoding, so it is filed
+    without it: one remembered answer, found without reading that header."""
+    harness = Harness(tmp_path)
+    try:
+        key = harness.key("reader-small-encodings")
+        bodies = set()
+        for encoding in ("gzip", "identity", "br;q=1.0, gzip;q=0.5", ""):
+            response = await harness.request("GET", "/v1/models", key, headers={"Accept-Encoding": encoding})
+            assert response.status_code == 200 and "content-encoding" not in response.headers
+            bodies.add(response.content)
+        assert len(bodies) == 1
+        models = harness.app.models
+        assert models is not None
+        filed = [request for request in models._ready if request[0] == "/v1/models"]
+        assert filed == [("/v1/models", f"Bearer {key}", None)]
+    finally:
+        harness.stop()

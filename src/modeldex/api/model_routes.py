@@ -133,11 +133,12 @@ def models_label(kind: str, method: str) -> str:
 AnswerKey = tuple[str, "str | None", "str | None"]
 
 
-def answer_key(path: str, headers: HeaderLookup) -> AnswerKey:
-    """What a remembered answer is filed under: the path, the Authorization header and, for the list only,
-    the Accept-Encoding header (a list may go compressed; a model never does). `remembered()` writes the
-    same out: change both."""
-    return path, headers.get("authorization"), headers.get("accept-encoding") if path == LIST_PATH else None
+def answer_key(path: str, headers: HeaderLookup, by_encoding: bool) -> AnswerKey:
+    """What a remembered answer is filed under: the path, the Authorization header and, for an answer that
+    differs by it (`by_encoding`: a list long enough to go compressed), the Accept-Encoding header ("" when
+    there is none: both mean no gzip, `accepts_gzip`). None in its place: the same answer for any encoding.
+    `remembered()` looks up the same: change both."""
+    return path, headers.get("authorization"), (headers.get("accept-encoding") or "") if by_encoding else None
 
 
 class NotNow:
@@ -162,7 +163,7 @@ class ModelRoutes:
         # repeating a request costs one lookup, not the caller, view, body and header steps again (1.5 µs
         # of the 4.5 µs modeldex spent on a retrieve, measured with bench/hotpath_profile.py). Only
         # answers that depend on nothing else are kept: no rate limit, no query, no If-None-Match (and for
-        # the list, the Accept-Encoding header is part of the key).
+        # a list long enough to go compressed, the Accept-Encoding header is part of the key: `answer_key`).
         self._ready_for: RenderedCatalog | None = None
         self._ready: dict[AnswerKey, Ready] = {}
         # Answers to callers whose credential can lapse before the catalog changes (a token expires, or
@@ -201,7 +202,9 @@ class ModelRoutes:
             answer = self._read(rendered, caller, route, query, headers, request_id, [])
         if (method == "GET" or method == "HEAD") and not query and "if-none-match" not in headers:
             lapses = caller.still_valid if isinstance(caller, Caller) else None
-            self._remember(rendered, answer_key(path, headers), answer, models_label(route[0], method), lapses)
+            by_encoding = _LIST_VARY in answer[1]  # the answer's Vary names Accept-Encoding
+            self._remember(rendered, answer_key(path, headers, by_encoding), answer, models_label(route[0], method),
+                           lapses)
         return answer
 
     def remembered(self, method: str, path: str, query: str, headers: HeaderLookup, client: str) -> Ready | None:
@@ -210,18 +213,35 @@ class ModelRoutes:
         The caller adds the request id (`labelled`)."""
         if (method != "GET" and method != "HEAD") or query or self._ready_for is not self.live.current:
             return None
-        # answer_key(), written out: the call cost 380 instructions a request (bench/instructions.py).
-        request = (path, headers.get("authorization"), headers.get("accept-encoding") if path == LIST_PATH else None)
-        ready = self._ready.get(request)
+        # answer_key(), written out for an answer the same for any encoding (a model, a list too short to go
+        # compressed, an error): the call cost 380 instructions a request, and the list's Accept-Encoding
+        # lookup ~1,000 more where it made no difference (bench/instructions.py).
+        authorization = headers.get("authorization")
+        ready = self._ready.get((path, authorization, None))
         if ready is None:
-            lapsing = self._lapsing.get(request) if self._lapsing else None
-            if lapsing is None or not lapsing[1]():
+            ready = self._remembered_otherwise(path, authorization, headers)
+            if ready is None:
                 return None
-            ready = lapsing[0]
         # `in`, not get(): 90–220 instructions a request fewer on granian's headers (bench/instructions.py).
         if "if-none-match" in headers or client in self._suspects:
             return None
         return ready
+
+    def _remembered_otherwise(self, path: str, authorization: str | None, headers: HeaderLookup) -> Ready | None:
+        """An answer filed under the request's Accept-Encoding (a list long enough to go compressed), or one to
+        a caller whose credential can lapse, while it stands."""
+        requests: list[AnswerKey] = [(path, authorization, None)]
+        if path == LIST_PATH:
+            by_encoding = (path, authorization, headers.get("accept-encoding") or "")
+            ready = self._ready.get(by_encoding)
+            if ready is not None:
+                return ready
+            requests.append(by_encoding)
+        for request in requests if self._lapsing else ():
+            lapsing = self._lapsing.get(request)
+            if lapsing is not None:
+                return lapsing[0] if lapsing[1]() else None
+        return None
 
     def _remember(self, rendered: RenderedCatalog, request: AnswerKey, answer: Answer,
                   label: str, lapses: Callable[[], bool] | None = None) -> None:
