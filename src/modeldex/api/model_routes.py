@@ -133,12 +133,18 @@ def models_label(kind: str, method: str) -> str:
 AnswerKey = tuple[str, "str | None", "str | None"]
 
 
+def encoding_key(headers: HeaderLookup) -> str:
+    """The Accept-Encoding header as an answer's key part: "" when there is none (both mean no gzip,
+    `accepts_gzip`), so it never reads as the None of an answer that does not vary by it."""
+    return headers.get("accept-encoding") or ""
+
+
 def answer_key(path: str, headers: HeaderLookup, by_encoding: bool) -> AnswerKey:
     """What a remembered answer is filed under: the path, the Authorization header and, for an answer that
-    differs by it (`by_encoding`: a list long enough to go compressed), the Accept-Encoding header ("" when
-    there is none: both mean no gzip, `accepts_gzip`). None in its place: the same answer for any encoding.
-    `remembered()` looks up the same: change both."""
-    return path, headers.get("authorization"), (headers.get("accept-encoding") or "") if by_encoding else None
+    differs by it (`by_encoding`: a list long enough to go compressed), the Accept-Encoding header
+    (`encoding_key`). None in its place: the same answer for any encoding. `remembered()` looks up the same:
+    change both."""
+    return path, headers.get("authorization"), encoding_key(headers) if by_encoding else None
 
 
 class NotNow:
@@ -232,12 +238,14 @@ class ModelRoutes:
         a caller whose credential can lapse, while it stands."""
         requests: list[AnswerKey] = [(path, authorization, None)]
         if path == LIST_PATH:
-            by_encoding = (path, authorization, headers.get("accept-encoding") or "")
+            by_encoding = (path, authorization, encoding_key(headers))
             ready = self._ready.get(by_encoding)
             if ready is not None:
                 return ready
             requests.append(by_encoding)
-        for request in requests if self._lapsing else ():
+        if not self._lapsing:
+            return None
+        for request in requests:
             lapsing = self._lapsing.get(request)
             if lapsing is not None:
                 return lapsing[0] if lapsing[1]() else None
